@@ -1,0 +1,3 @@
+from medlb.cli import main
+
+raise SystemExit(main())

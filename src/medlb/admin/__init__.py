@@ -1,0 +1,1 @@
+"""Admin API, metrics and (later) the web page."""

@@ -1,0 +1,100 @@
+"""Prometheus metrics, read from the runtime at scrape time.
+
+The data path only bumps plain integers on Server and Service objects; this collector
+turns them into metric families when /metrics is scraped, so there is no metrics
+library call per connection or per byte. Labels are names medlb's config gives
+(service, pool, server): never client addresses or message contents.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+
+from medlb import __version__
+from medlb.runtime.events import STATES
+
+if TYPE_CHECKING:
+    from medlb.app import App
+
+
+class RuntimeCollector:
+    def __init__(self, app: "App"):
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        services = self.app.runtime.services.values()
+        server_labels = ["service", "pool", "server", "backup"]
+
+        up = GaugeMetricFamily("medlb_server_up", "1 if the server's health is up", labels=server_labels)
+        available = GaugeMetricFamily("medlb_server_available",
+                                      "1 if the server takes new work (online and up)", labels=server_labels)
+        state = GaugeMetricFamily("medlb_server_state", "1 for the server's operator state",
+                                  labels=server_labels + ["state"])
+        weight = GaugeMetricFamily("medlb_server_weight", "Configured weight", labels=server_labels)
+        active = GaugeMetricFamily("medlb_server_active_connections", "Connections open now", labels=server_labels)
+        total = CounterMetricFamily("medlb_server_connections", "Connections relayed", labels=server_labels)
+        traffic = CounterMetricFamily("medlb_server_bytes", "Bytes relayed", labels=server_labels + ["direction"])
+        failures = CounterMetricFamily("medlb_server_connect_failures", "Failed connects to the server",
+                                       labels=server_labels)
+        latency = GaugeMetricFamily("medlb_health_check_duration_seconds", "Duration of the last health check",
+                                    labels=server_labels)
+        checks = CounterMetricFamily("medlb_health_checks", "Health checks by result",
+                                     labels=server_labels + ["result"])
+        last_ok = GaugeMetricFamily("medlb_health_check_last_ok", "1 if the last health check passed",
+                                    labels=server_labels)
+
+        svc_active = GaugeMetricFamily("medlb_service_active_connections", "Client connections open now",
+                                       labels=["service", "mode"])
+        svc_total = CounterMetricFamily("medlb_service_connections", "Client connections accepted",
+                                        labels=["service", "mode"])
+        svc_refused = CounterMetricFamily("medlb_service_refused_connections",
+                                          "Connections refused at max_connections", labels=["service", "mode"])
+        svc_no_server = CounterMetricFamily("medlb_service_no_server",
+                                            "Connections closed because no server could take them",
+                                            labels=["service", "mode"])
+        pool_active = GaugeMetricFamily("medlb_pool_active_tier", "1 for the tier that takes new work",
+                                        labels=["service", "pool", "tier"])
+
+        for service in services:
+            svc = [service.name, service.mode]
+            svc_active.add_metric(svc, service.active)
+            svc_total.add_metric(svc, service.total)
+            svc_refused.add_metric(svc, service.refused)
+            svc_no_server.add_metric(svc, service.no_server)
+            for pool in service.pools.values():
+                for tier in ("primary", "backup", "none"):
+                    pool_active.add_metric([service.name, pool.name, tier], 1 if pool.active == tier else 0)
+            for server in service.servers():
+                labels = [service.name, server.pool, server.name, str(server.backup).lower()]
+                up.add_metric(labels, 1 if server.health == "up" else 0)
+                available.add_metric(labels, 1 if server.available else 0)
+                for name in STATES:
+                    state.add_metric(labels + [name], 1 if server.state == name else 0)
+                weight.add_metric(labels, server.weight)
+                active.add_metric(labels, server.active)
+                total.add_metric(labels, server.total)
+                traffic.add_metric(labels + ["to_server"], server.bytes_to_server)
+                traffic.add_metric(labels + ["to_client"], server.bytes_to_client)
+                failures.add_metric(labels, server.connect_failures)
+                checks.add_metric(labels + ["ok"], server.checks_ok)
+                checks.add_metric(labels + ["failed"], server.checks_failed)
+                if server.last_check is not None:
+                    latency.add_metric(labels, server.last_check.latency)
+                    last_ok.add_metric(labels, 1 if server.last_check.ok else 0)
+
+        reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
+        for result, count in self.app.reloads.items():
+            reloads.add_metric([result], count)
+        info = InfoMetricFamily("medlb_build", "medlb version")
+        info.add_metric([], {"version": __version__})
+        yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, last_ok,
+                    svc_active, svc_total, svc_refused, svc_no_server, pool_active, reloads, info)
+
+
+def render(app: "App") -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(app))  # type: ignore[arg-type]
+    return generate_latest(registry)

@@ -1,0 +1,58 @@
+"""The JSON shapes of services and servers, shared by the API and `medlb ctl`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medlb.runtime import Server, Service
+
+
+def server_view(server: Server) -> dict[str, Any]:
+    last = server.last_check
+    return {
+        "name": server.name,
+        "address": server.display_address(),
+        "pool": server.pool,
+        "backup": server.backup,
+        "state": server.state,
+        "health": server.health,
+        "available": server.available,
+        "weight": server.weight,
+        "active_connections": server.active,
+        "total_connections": server.total,
+        "bytes_to_server": server.bytes_to_server,
+        "bytes_to_client": server.bytes_to_client,
+        "connect_failures": server.connect_failures,
+        "health_reason": server.health_reason,
+        "health_changed_at": server.health_changed_at,
+        "state_changed_at": server.state_changed_at,
+        "state_changed_by": server.state_changed_by,
+        "last_check": None if last is None else {
+            "ok": last.ok, "reason": last.reason, "latency": round(last.latency, 6), "at": last.at},
+        **({"ae_title": server.ae_title} if server.ae_title else {}),
+    }
+
+
+def service_view(service: Service) -> dict[str, Any]:
+    config = service.config
+    return {
+        "name": service.name,
+        "mode": service.mode,
+        "listen": [str(address) for address in config.addresses],
+        "scheduler": config.scheduler,
+        "persistence": config.persistence.type,
+        "health_check": config.health.type,
+        "failback": config.failback,
+        "active_pool": service.active_pool,
+        "failed_over": service.pools["default"].failed_over,
+        "active_connections": service.active,
+        "total_connections": service.total,
+        "refused_connections": service.refused,
+        "no_server": service.no_server,
+        "pools": {
+            name: {"active": pool.active, "failed_over": pool.failed_over,
+                   "servers": [s.name for s in pool.primary], "backup": [s.name for s in pool.backup]}
+            for name, pool in service.pools.items()
+        },
+        "servers": [server_view(server) for server in service.servers()],
+    }

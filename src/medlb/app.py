@@ -1,0 +1,233 @@
+"""Wires config to runtime: owns the event loop, the store, signals and reload.
+
+Every operator action goes through here, in one order: check the target exists,
+store it, write the audit entry, then change the runtime. So an acknowledged action
+is on disk, and a crash between the steps can only leave a stored action that has
+not yet taken effect (it does on the next start), never the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from medlb import logs
+from medlb.admin.auth import Principal
+from medlb.config import ConfigError, LoadedConfig, Problem, load_config
+from medlb.config.loader import read_secret
+from medlb.config.models import AVAILABLE_MODES, Config
+from medlb.health import HealthManager
+from medlb.proxy.listeners import BindError, Listeners
+from medlb.runtime import Change, Failback, Runtime, SetFailedOver, SetState
+from medlb.store import Store
+
+log = logs.get_logger("medlb")
+
+
+class StartError(Exception):
+    """medlb cannot start; the message says why, for the operator."""
+
+
+def unavailable_services(config: Config) -> list[str]:
+    return [f"service {s.name!r}: mode {s.mode!r} is not yet available in this release"
+            for s in config.services if s.mode not in AVAILABLE_MODES]
+
+
+def build_tokens(loaded: LoadedConfig) -> dict[str, Principal]:
+    admin = loaded.config.admin
+    tokens: dict[str, Principal] = {}
+    if admin is None:
+        return tokens
+    if admin.token:
+        tokens[admin.token] = Principal("admin-token", "admin")
+    if admin.token_file:
+        tokens[read_secret(admin.token_file, loaded.base_dir)] = Principal("admin-token", "admin")
+    for entry in admin.tokens:
+        secret = entry.token or read_secret(entry.token_file or "", loaded.base_dir)
+        tokens[secret] = Principal(entry.name, entry.role)
+    return tokens
+
+
+class App:
+    def __init__(self, config_path: str | Path, log_format: str | None = None, log_level: str | None = None):
+        self.config_path = Path(config_path)
+        self.log_format = log_format
+        self.log_level = log_level
+        self.runtime = Runtime()
+        self.listeners = Listeners(self.runtime)
+        self.health = HealthManager(self.runtime)
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=2000)
+        self.reloads = {"ok": 0, "failed": 0}
+        self.started_at = time.time()
+        self.loaded: LoadedConfig
+        self.store: Store
+        self.tokens: dict[str, Principal] = {}
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._admin: Any = None
+        self.runtime.subscribe(self._on_changes)
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def _load(self) -> LoadedConfig:
+        loaded = load_config(self.config_path)
+        refused = unavailable_services(loaded.config)
+        if refused:
+            raise ConfigError(loaded.source, [Problem("services", None, why) for why in refused])
+        return loaded
+
+    async def start(self) -> None:
+        self.loaded = self._load()
+        config = self.loaded.config
+        logs.setup(self.log_level or config.log.level, self.log_format or config.log.format)
+        try:
+            self.tokens = build_tokens(self.loaded)
+        except OSError as exc:
+            raise StartError(f"cannot read a token file: {exc}") from None
+        self.store = Store(self.loaded.state_dir)
+        self.runtime.load(config)
+        self._restore_stored()
+        try:
+            await self.listeners.sync()
+        except BindError as exc:
+            raise StartError(str(exc)) from None
+        self.health.sync()
+        if config.admin is not None:
+            from medlb.admin.server import AdminServer
+
+            self._admin = AdminServer(self)
+            try:
+                await self._admin.start(config.admin.listen)
+            except OSError as exc:
+                self.listeners.close_all()
+                raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("signal:SIGHUP")))
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        log.event("started", config=str(self.config_path), services=len(config.services),
+                  admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
+
+    def _restore_stored(self) -> None:
+        """Operator states and manual failovers from before the restart."""
+        self._apply_stored_states()
+        for service, pool in self.store.failed_over_pools():
+            if service in self.runtime.services:
+                self.runtime.apply(SetFailedOver(service, pool, True))
+
+    def _apply_stored_states(self) -> None:
+        """The store holds every operator state that is not online; a server that
+        (re)appears in the config takes its stored state."""
+        for (service, server), stored in self.store.server_states().items():
+            found = self.runtime.services.get(service)
+            target = found.server(server) if found is not None else None
+            if target is None or target.state == stored.state:
+                continue  # a server no longer configured keeps its row in case it returns
+            self.runtime.apply(SetState(service, server, stored.state, who=stored.changed_by))  # type: ignore[arg-type]
+            target.state_changed_at = stored.changed_at
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        timeout = self.loaded.config.stop_timeout
+        log.event("stopping", active_connections=len(self.listeners.connections), stop_timeout=timeout)
+        self.listeners.close_all()
+        left = await self.listeners.drain(timeout)
+        await self.health.stop()
+        if self._admin is not None:
+            await self._admin.stop()
+        self.store.close()
+        log.event("stopped", aborted_connections=left)
+
+    # --- operator actions ------------------------------------------------------------
+
+    def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]:
+        found = self.runtime.services.get(service)
+        if found is None:
+            raise KeyError(f"no service named {service!r}")
+        target = found.server(server)
+        if target is None:
+            raise KeyError(f"service {service!r} has no server named {server!r}")
+        self.store.save_server_state(service, server, state, who)
+        self.store.audit(who, "set_state", f"{service}/{server}",
+                         {"from": target.state, "to": state}, source)
+        return self.runtime.apply(SetState(service, server, state, who))  # type: ignore[arg-type]
+
+    def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
+        found = self.runtime.services.get(service)
+        if found is None:
+            raise KeyError(f"no service named {service!r}")
+        if pool is not None and pool not in found.pools:
+            raise KeyError(f"service {service!r} has no pool named {pool!r}")
+        self.store.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
+        return self.runtime.apply(Failback(service, pool, who))
+
+    async def reload(self, who: str, source: str = "") -> list[Problem]:
+        """Re-read the config file; on any problem keep running the old config."""
+        async with self._reload_lock:
+            try:
+                loaded = self._load()
+                tokens = build_tokens(loaded)
+            except ConfigError as exc:
+                return self._reload_failed(who, source, exc.problems)
+            except OSError as exc:
+                return self._reload_failed(who, source, [Problem("admin", None, f"cannot read a token file: {exc}")])
+            old_services = dict(self.runtime.services)
+            old_config = self.loaded.config
+            self.runtime.load(loaded.config)
+            try:
+                await self.listeners.sync()
+            except BindError as exc:
+                self.runtime.services = old_services
+                return self._reload_failed(who, source, [Problem("services", None, str(exc))])
+            self._apply_stored_states()
+            self.health.sync()
+            self.loaded, self.tokens = loaded, tokens
+            self.reloads["ok"] += 1
+            if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
+                    and old_config.admin.listen != loaded.config.admin.listen:
+                log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
+            if old_config.state_dir != loaded.config.state_dir:
+                log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
+            self.store.audit(who, "reload", str(self.config_path), {"result": "ok",
+                             "services": sorted(self.runtime.services)}, source)
+            log.event("reloaded", who=who, services=len(self.runtime.services))
+            return []
+
+    def _reload_failed(self, who: str, source: str, problems: list[Problem]) -> list[Problem]:
+        self.reloads["failed"] += 1
+        self.store.audit(who, "reload", str(self.config_path),
+                         {"result": "refused", "problems": [str(p) for p in problems]}, source)
+        log.error("reload_refused", who=who, problems=len(problems), first=str(problems[0]) if problems else "")
+        return problems
+
+    # --- changes from the runtime -------------------------------------------------------
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        for change in changes:
+            record = {"at": time.time(), **change.as_dict()}
+            self.events.append(record)
+            fields = {"service": change.service, change_subject(change): change.subject,
+                      "old": change.old, "new": change.new}
+            if change.reason:
+                fields["reason"] = change.reason
+            if change.who != "system":
+                fields["who"] = change.who
+            level = log.warning if change.new in ("down", "none", "backup") else log.event
+            level(f"{change.kind}_changed", **fields)
+            if change.kind == "failed_over" and hasattr(self, "store"):
+                self.store.save_failed_over(change.service, change.subject, change.new == "true")
+
+
+def change_subject(change: Change) -> str:
+    return "pool" if change.kind in ("pool", "failed_over") else "server"

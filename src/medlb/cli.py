@@ -1,0 +1,138 @@
+"""`medlb run | check | demo`: the operator's entry points.
+
+Exit codes: 0 fine, 1 could not start (a port in use, an unreadable file), 2 the
+config file is invalid (every problem is printed with its path and line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Sequence
+
+from medlb import __version__
+from medlb.config import ConfigError, LoadedConfig, load_config
+from medlb.config.units import format_duration
+
+
+def _compact_listen(service) -> str:  # type: ignore[no-untyped-def]
+    """`0.0.0.0:12000,12100,12300-12301` instead of one address per port."""
+    by_host: dict[str, list[int]] = {}
+    for address in service.addresses:
+        by_host.setdefault(str(address).rsplit(":", 1)[0], []).append(address.port)
+    parts = []
+    for host, ports in by_host.items():
+        ports.sort()
+        runs: list[str] = []
+        start = prev = ports[0]
+        for port in ports[1:] + [None]:
+            if port is not None and port == prev + 1:
+                prev = port
+                continue
+            runs.append(str(start) if start == prev else f"{start}-{prev}")
+            if port is not None:
+                start = prev = port
+        parts.append(f"{host}:{','.join(runs)}")
+    return " ".join(parts)
+
+
+def summary(loaded: LoadedConfig) -> str:
+    config = loaded.config
+    lines = [f"{loaded.source}: valid, {len(config.services)} service(s)"]
+    admin = config.admin
+    lines.append(f"  admin: {admin.listen if admin else 'off (no admin section)'}; state_dir: {loaded.state_dir}")
+    for service in config.services:
+        health = service.health
+        check = health.type if health.type == "none" else (
+            f"{health.type} every {format_duration(health.interval)} (rise {health.rise}, fall {health.fall})")
+        lines.append(f"  {service.name} [{service.mode}] {_compact_listen(service)}")
+        lines.append(f"      {service.scheduler}, persistence {service.persistence.type}, check {check}, "
+                     f"failback {service.failback}")
+        for pool_name, pool in service.all_pools().items():
+            prefix = "" if pool_name == "default" else f"pool {pool_name}: "
+            primary = ", ".join(f"{s.name}={s.address}" + (f" w{s.weight}" if s.weight != 1 else "") for s in pool.servers)
+            lines.append(f"      {prefix}servers: {primary}")
+            if pool.backup:
+                lines.append(f"      {prefix}backup:  " + ", ".join(f"{s.name}={s.address}" for s in pool.backup))
+    if loaded.warnings:
+        lines.append("notes:")
+        lines.extend(f"  {warning}" for warning in loaded.warnings)
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(summary(loaded))
+    return 0
+
+
+def _run_loop(coro) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from medlb.app import App, StartError
+
+    app = App(args.config, log_format=args.log_format, log_level=args.log_level)
+    try:
+        _run_loop(app.run())
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except StartError as exc:
+        print(f"medlb cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from medlb.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medlb", description="A load balancer for hospital systems.")
+    parser.add_argument("--version", action="version", version=f"medlb {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run medlb in the foreground")
+    run.add_argument("-c", "--config", required=True, help="the YAML config file")
+    run.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
+    run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser("check", help="validate a config file and print a summary")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check)
+
+    demo = commands.add_parser("demo", help="run medlb with simulated servers on loopback")
+    demo.add_argument("--base-port", type=int, default=17000, help="first port of the demo's listeners")
+    demo.add_argument("--admin-port", type=int, default=9443)
+    demo.add_argument("--state-dir", help="where the demo keeps its state (default: a temporary folder)")
+    demo.add_argument("--log-format", choices=["text", "json"], default="text")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

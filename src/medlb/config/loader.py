@@ -1,0 +1,296 @@
+"""Load a config file and explain every problem with its path and line.
+
+The operator's question after a typo at 3 a.m. is "where?", so every problem carries
+the path in the file (`services[0].servers[1].address`) and the line it sits on.
+YAML is composed into nodes first, to keep each node's line, then turned into plain
+data that pydantic validates; checks that span several services run afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from medlb.config.models import (
+    AVAILABLE_CHECKS,
+    AVAILABLE_MODES,
+    AVAILABLE_PERSISTENCE,
+    AVAILABLE_SCHEDULERS,
+    Config,
+)
+from medlb.config.units import listen_overlaps
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path or "(top level)"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` lists every reason."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(map(str, problems)))
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config, where it came from, and what it cannot run yet."""
+
+    config: Config
+    source: str
+    base_dir: Path
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def state_dir(self) -> Path:
+        """state_dir, relative paths taken from the config file's folder."""
+        path = Path(self.config.state_dir)
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+def format_path(path: PathKey) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _compose(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
+    """Plain data from YAML plus the 1-based line of every key and list item."""
+    loader = yaml.SafeLoader(text)
+    lines: dict[PathKey, int] = {}
+
+    def walk(node: yaml.Node, path: PathKey) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            loader.flatten_mapping(node)
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int)):
+                    raise ConfigError(source, [Problem(format_path(path), key_node.start_mark.line + 1,
+                                                       "keys must be plain words")])
+                if key in result:
+                    raise ConfigError(source, [Problem(format_path(path + (key,)), key_node.start_mark.line + 1,
+                                                       "this key appears twice")])
+                lines[path + (str(key),)] = key_node.start_mark.line + 1
+                result[str(key)] = walk(value_node, path + (str(key),))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                lines[path + (index,)] = item.start_mark.line + 1
+                items.append(walk(item, path + (index,)))
+            return items
+        return loader.construct_object(node, deep=True)
+
+    try:
+        root = loader.get_single_node()
+        data = {} if root is None else walk(root, ())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem("", line, f"not valid YAML: {problem}")]) from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _locate(loc: tuple[Any, ...], data: Any, lines: dict[PathKey, int]) -> tuple[PathKey, int | None]:
+    """Turn a pydantic error location into a path that exists in the file.
+
+    Pydantic inserts the tag of a tagged union (`health.http.path`); such parts are not
+    keys of the file and are skipped. A missing key is reported on its parent's line.
+    """
+    path: PathKey = ()
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path += (part,)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path += (part,)
+        elif isinstance(node, dict) and isinstance(part, str) and part.replace("-", "").isalnum() \
+                and node.get("type") == part:
+            continue  # the union tag
+        else:
+            path += (part,)
+            node = None
+    probe = path
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    return path, lines.get(probe)
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (see docs/configuration.md for the keys this section takes)"
+    if kind == "missing":
+        return "this key is required"
+    if kind == "union_tag_invalid":
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        return f"unknown type {error.get('input', {}).get('type')!r}; expected one of {expected}"
+    if kind == "union_tag_not_found":
+        return "a 'type' key is required"
+    if kind == "literal_error":
+        return f"{error['input']!r} is not allowed; expected {error['ctx']['expected']}"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int]) -> list[Problem]:
+    """Checks that span fields: unique names, listen conflicts, pool references."""
+    problems: list[Problem] = []
+
+    def add(path: PathKey, message: str) -> None:
+        probe = path
+        while probe and probe not in lines:
+            probe = probe[:-1]
+        problems.append(Problem(format_path(path), lines.get(probe), message))
+
+    seen_names: dict[str, int] = {}
+    bound: list[tuple[Any, int, int]] = []  # (address, service index, listen index)
+    for s_index, service in enumerate(config.services):
+        base: PathKey = ("services", s_index)
+        if service.name in seen_names:
+            add(base + ("name",), f"service name {service.name!r} is already used by services[{seen_names[service.name]}]")
+        seen_names.setdefault(service.name, s_index)
+
+        for l_index, item in enumerate(service.listen):
+            for address in item:
+                for other, other_s, other_l in bound:
+                    if listen_overlaps(address, other):
+                        owner = "this service" if other_s == s_index else f"services[{other_s}] ({config.services[other_s].name})"
+                        add(base + ("listen", l_index), f"{address} is already a listen address of {owner} (listen[{other_l}])")
+                bound.append((address, s_index, l_index))
+
+        server_names: dict[str, str] = {}
+        pools_data = (data["services"][s_index] or {}).get("pools", {}) or {}
+        groups: list[tuple[PathKey, list[Any]]] = [(base + ("servers",), service.servers), (base + ("backup",), service.backup)]
+        for pool_name, pool in service.pools.items():
+            if pool_name == "default":
+                add(base + ("pools", pool_name), "'default' is the pool of servers/backup; choose another name")
+            if pool_name in pools_data:
+                groups.append((base + ("pools", pool_name, "servers"), pool.servers))
+                groups.append((base + ("pools", pool_name, "backup"), pool.backup))
+        for group_path, servers in groups:
+            for index, server in enumerate(servers):
+                where = format_path(group_path + (index,))
+                if server.name in server_names:
+                    add(group_path + (index, "name"), f"server name {server.name!r} is already used at {server_names[server.name]}; "
+                                                      "names are unique within a service")
+                server_names.setdefault(server.name, where)
+                if server.address.port is None and service.mode in ("http",):
+                    add(group_path + (index, "address"), "mode http needs a port in each server address")
+
+        known_pools = {"default", *service.pools}
+        routes = (service.dicom.routes if service.dicom else []) + (service.http.routes if service.http else [])
+        section = "dicom" if service.dicom and service.dicom.routes else "http"
+        for r_index, route in enumerate(routes):
+            if route.pool not in known_pools:
+                add(base + (section, "routes", r_index, "pool"), f"no pool named {route.pool!r}; known: {', '.join(sorted(known_pools))}")
+        if service.dicom is not None and service.mode != "dicom":
+            add(base + ("dicom",), "the dicom section needs mode: dicom")
+        if service.mllp is not None and service.mode != "mllp":
+            add(base + ("mllp",), "the mllp section needs mode: mllp")
+        if service.http is not None and service.mode != "http":
+            add(base + ("http",), "the http section needs mode: http")
+        if service.health.timeout > service.health.interval:
+            add(base + ("health", "timeout"), "the timeout is longer than the interval")
+    return problems
+
+
+def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
+    """Parts of a valid config that this release cannot run yet."""
+    notes: list[Problem] = []
+
+    def add(path: PathKey, message: str) -> None:
+        probe = path
+        while probe and probe not in lines:
+            probe = probe[:-1]
+        notes.append(Problem(format_path(path), lines.get(probe), message))
+
+    for index, service in enumerate(config.services):
+        base: PathKey = ("services", index)
+        if service.mode not in AVAILABLE_MODES:
+            add(base + ("mode",), f"mode {service.mode!r} is not yet available in this release; medlb run will not start service {service.name!r}")
+            continue
+        if service.health.type not in AVAILABLE_CHECKS:
+            add(base + ("health", "type"), f"health check {service.health.type!r} is not yet available in this release")
+        if service.scheduler not in AVAILABLE_SCHEDULERS:
+            add(base + ("scheduler",), f"scheduler {service.scheduler!r} is not yet available in this release")
+        if service.persistence.type not in AVAILABLE_PERSISTENCE:
+            add(base + ("persistence", "type"), f"persistence {service.persistence.type!r} is not yet available in mode {service.mode}")
+        if service.tls is not None:
+            add(base + ("tls",), "TLS is not yet available in this release")
+        if service.backend_tls is not None:
+            add(base + ("backend_tls",), "backend TLS is not yet available in this release")
+        if service.pools:
+            add(base + ("pools",), "named pools are used only by dicom and http routes, which are not yet available")
+    return notes
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> LoadedConfig:
+    """Validate config text; raise ConfigError with every problem found."""
+    data, lines = _compose(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem("", 1, "the file must be a mapping with admin, state_dir and services")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path, line = _locate(error["loc"], data, lines)
+            problems.append(Problem(format_path(path), line, _message(error)))
+        raise ConfigError(source, problems) from None
+    problems = _cross_checks(config, data, lines)
+    if config.admin is not None:
+        admin = config.admin
+        if not (admin.token or admin.token_file or admin.tokens):
+            problems.append(Problem("admin", lines.get(("admin",)), "the admin API needs a token, token_file or tokens"))
+        for index, token in enumerate(admin.tokens):
+            if (token.token is None) == (token.token_file is None):
+                path = ("admin", "tokens", index)
+                problems.append(Problem(format_path(path), lines.get(path), "give exactly one of token and token_file"))
+    if problems:
+        raise ConfigError(source, problems)
+    return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines))
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    """Read and validate a config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(file), [Problem("", None, f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), [Problem("", None, "the file is not UTF-8 text")]) from None
+    return parse_config(text, str(file), file.resolve().parent)
+
+
+def read_secret(path: str, base_dir: Path) -> str:
+    """A token or password from a file; the first line, stripped."""
+    file = Path(path)
+    file = file if file.is_absolute() else base_dir / file
+    return file.read_text(encoding="utf-8").strip().splitlines()[0].strip()

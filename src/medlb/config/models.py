@@ -1,0 +1,338 @@
+"""Pydantic models of the YAML config file.
+
+Every model forbids unknown keys, so a typo (`helth:`) is an error rather than a
+silently ignored setting. Every field has a default except the ones a service cannot
+exist without (name, listen, servers). `docs/configuration.md` documents each key; keep
+the two in step.
+
+Models for modes and checks that later releases implement (dicom, mllp, http, tls) are
+defined already so that a site can write its whole config today; `medlb check` says
+which parts are not yet available and `medlb run` refuses to start them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from medlb.config.units import HostPort, parse_duration, parse_listen, parse_server_address, parse_size
+
+def _check_ae_title(value: str) -> str:
+    """DICOM PS3.5: at most 16 characters of the default repertoire, no backslash, not blank."""
+    if not 1 <= len(value) <= 16 or not value.strip():
+        raise ValueError("an AE title has 1 to 16 characters and is not blank")
+    if any(ord(c) < 0x20 or ord(c) > 0x7E or c == "\\" for c in value):
+        raise ValueError("an AE title holds printable ASCII characters only, no backslash")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+ServerAddress = Annotated[HostPort, BeforeValidator(parse_server_address)]
+ListenItem = Annotated[tuple[HostPort, ...], BeforeValidator(parse_listen)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+AETitle = Annotated[str, AfterValidator(_check_ae_title)]
+
+Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
+Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
+
+#: Modes and health check types this release can run; the rest validate but do not start.
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp"})
+AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none"})
+AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
+AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _shorthand_type(value: Any) -> Any:
+    """Let `persistence: source-ip` stand for `persistence: {type: source-ip}`."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+# --- servers and pools ---------------------------------------------------------------
+
+
+class ServerConfig(Strict):
+    name: Name
+    address: ServerAddress
+    weight: int = Field(1, ge=0, le=1000)
+    ae_title: AETitle | None = None
+
+
+class PoolConfig(Strict):
+    servers: list[ServerConfig] = Field(min_length=1)
+    backup: list[ServerConfig] = []
+
+
+# --- health checks -------------------------------------------------------------------
+
+
+class CheckBase(Strict):
+    interval: Duration = 5.0
+    timeout: Duration = 2.0
+    rise: int = Field(2, ge=1, le=100)
+    fall: int = Field(3, ge=1, le=100)
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class TcpCheck(CheckBase):
+    type: Literal["tcp"]
+
+
+class HttpCheck(CheckBase):
+    type: Literal["http", "https"]
+    method: Literal["GET", "HEAD", "OPTIONS", "POST"] = "GET"
+    path: str = "/"
+    host: str | None = None
+    expect_status: list[int] = [200]
+    expect_body: str | None = None
+    verify: bool = True
+    ca: str | None = None
+    max_body: Size = 65536
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("the path must start with '/'")
+        return value
+
+
+class ScriptCheck(CheckBase):
+    type: Literal["script"]
+    command: list[str] = Field(min_length=1)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        import shlex
+
+        return shlex.split(value) if isinstance(value, str) else value
+
+
+class NoCheck(CheckBase):
+    type: Literal["none"]
+
+
+class DicomEchoCheck(CheckBase):
+    type: Literal["dicom-echo"]
+    calling_ae: AETitle = "MEDLB"
+    called_ae: AETitle | None = None
+
+
+class DicomFindCheck(CheckBase):
+    type: Literal["dicom-find"]
+    calling_ae: AETitle = "MEDLB"
+    called_ae: AETitle | None = None
+    query: dict[str, str] = {}
+
+
+class MllpCheck(CheckBase):
+    type: Literal["mllp"]
+    message: str | None = None
+    expect: Literal["AA", "any"] = "AA"
+
+
+class FhirCheck(CheckBase):
+    type: Literal["fhir"]
+    path: str = "/metadata"
+
+
+class DicomwebCheck(CheckBase):
+    type: Literal["dicomweb"]
+    path: str = "/studies?limit=1"
+
+
+class XdsCheck(CheckBase):
+    type: Literal["xds"]
+    path: str = "/"
+    soap_request: str | None = None
+    wsdl: bool = False
+
+
+HealthConfig = Annotated[
+    Union[TcpCheck, HttpCheck, ScriptCheck, NoCheck, DicomEchoCheck, DicomFindCheck,
+          MllpCheck, FhirCheck, DicomwebCheck, XdsCheck],
+    Field(discriminator="type"),
+    BeforeValidator(_shorthand_type),
+]
+
+
+# --- persistence ---------------------------------------------------------------------
+
+
+class NoPersistence(Strict):
+    type: Literal["none"]
+
+
+class SourceIpPersistence(Strict):
+    type: Literal["source-ip"]
+    timeout: Duration = 300.0
+    max_entries: int = Field(65536, ge=1, le=10_000_000)
+    #: Prefix length that groups client addresses (32 = each IPv4 address alone).
+    ipv4_prefix: int = Field(32, ge=0, le=32)
+    ipv6_prefix: int = Field(128, ge=0, le=128)
+
+
+class CookiePersistence(Strict):
+    type: Literal["cookie"]
+    name: str = "MEDLBSRV"
+    max_age: Duration | None = None
+
+
+PersistenceConfig = Annotated[
+    Union[NoPersistence, SourceIpPersistence, CookiePersistence],
+    Field(discriminator="type"),
+    BeforeValidator(_shorthand_type),
+]
+
+
+# --- TLS (shared by every mode; implemented by a later release) ----------------------
+
+
+class CertificateConfig(Strict):
+    cert: str
+    key: str
+    server_names: list[str] = []
+
+
+class TlsConfig(Strict):
+    cert: str | None = None
+    key: str | None = None
+    certificates: list[CertificateConfig] = []
+    policy: Literal["modern", "intermediate"] = "intermediate"
+    client_ca: str | None = None
+    verify_client: Literal["none", "optional", "required"] = "none"
+
+
+class BackendTlsConfig(Strict):
+    verify: bool = True
+    ca: str | None = None
+    server_name: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+# --- mode-specific sections ----------------------------------------------------------
+
+
+class DicomRoute(Strict):
+    called_ae: str | None = None
+    calling_ae: str | None = None
+    pool: Name
+
+
+class DicomConfig(Strict):
+    ae_title: AETitle = "MEDLB"
+    allowed_calling_aes: list[str] | None = None
+    routes: list[DicomRoute] = []
+
+
+class MllpConfig(Strict):
+    balance: Literal["message", "connection"] = "message"
+    ordering_key: str = "PID-3"
+    ack_timeout: Duration = 30.0
+    retries: int = Field(2, ge=0, le=10)
+    max_message_size: Size = 16 * 1024 * 1024
+
+    @field_validator("ordering_key")
+    @classmethod
+    def _field_path(cls, value: str) -> str:
+        if value != "connection" and not re.fullmatch(r"[A-Z][A-Z0-9]{2}-\d+(\.\d+){0,2}", value):
+            raise ValueError("expected a field path such as PID-3, PID-3.1, MSH-4, or 'connection'")
+        return value
+
+
+class HttpRoute(Strict):
+    path_prefix: str
+    pool: Name
+
+
+class HttpConfig(Strict):
+    redirect_http: bool = False
+    routes: list[HttpRoute] = []
+
+
+class Limits(Strict):
+    """Per-service limits. Each has a default so no service runs unbounded."""
+
+    max_connections: int = Field(10000, ge=1, le=1_000_000)
+    connect_timeout: Duration = 3.0
+    connect_retries: int = Field(2, ge=0, le=16)
+    idle_timeout: Duration = 3600.0
+    #: Bytes medlb holds for one direction of a connection before it stops reading.
+    buffer_size: Size = Field(256 * 1024, ge=4096, le=64 * 1024 * 1024)
+    associate_timeout: Duration = 30.0
+    max_associate_size: Size = 256 * 1024
+
+
+class ServiceConfig(Strict):
+    name: Name
+    mode: Mode = "tcp"
+    listen: list[ListenItem] = Field(min_length=1)
+    scheduler: Scheduler = "roundrobin"
+    persistence: PersistenceConfig = NoPersistence(type="none")
+    health: HealthConfig = TcpCheck(type="tcp")
+    failback: Literal["auto", "manual"] = "auto"
+    on_halt: Literal["keep", "close"] = "keep"
+    servers: list[ServerConfig] = Field(min_length=1)
+    backup: list[ServerConfig] = []
+    pools: dict[Name, PoolConfig] = {}
+    tls: TlsConfig | None = None
+    backend_tls: BackendTlsConfig | None = None
+    limits: Limits = Limits()
+    dicom: DicomConfig | None = None
+    mllp: MllpConfig | None = None
+    http: HttpConfig | None = None
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def addresses(self) -> list[HostPort]:
+        """Every listen address, with port ranges expanded."""
+        return [address for item in self.listen for address in item]
+
+    def all_pools(self) -> dict[str, PoolConfig]:
+        """The default pool (servers/backup) and the named ones, as one mapping."""
+        return {"default": PoolConfig(servers=self.servers, backup=self.backup), **self.pools}
+
+
+class TokenConfig(Strict):
+    name: Name
+    token: str | None = Field(None, min_length=16)
+    token_file: str | None = None
+    role: Literal["viewer", "operator", "admin"] = "admin"
+
+
+class AdminConfig(Strict):
+    listen: Annotated[HostPort, BeforeValidator(lambda v: parse_listen(v)[0] if isinstance(v, str) else v)] = \
+        HostPort("127.0.0.1", 9443)
+    token: str | None = Field(None, min_length=16)
+    token_file: str | None = None
+    tokens: list[TokenConfig] = []
+
+
+class LogConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(Strict):
+    admin: AdminConfig | None = None
+    state_dir: str = "./var"
+    log: LogConfig = LogConfig()
+    stop_timeout: Duration = 30.0
+    services: list[ServiceConfig] = []

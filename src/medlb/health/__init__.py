@@ -1,0 +1,91 @@
+"""Health checks: one module per protocol, run concurrently by `HealthManager`.
+
+Each server of every pool gets its own task that checks it every `interval`, bounded
+by `timeout`, and feeds a CheckResult event to the runtime; the runtime applies
+rise/fall and decides whether health flips. Adding a check type is one module with an
+`async def check(target, config) -> Outcome` and one line in CHECKERS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from medlb.health import http, script, tcp
+from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error
+from medlb.logs import get_logger
+from medlb.runtime import CheckResult, Runtime, Server
+
+CHECKERS: dict[str, Checker] = {
+    "tcp": tcp.check,
+    "http": http.check,
+    "https": http.check,
+    "script": script.check,
+}
+
+log = get_logger("medlb.health")
+
+
+async def run_check(checker: Checker, target: CheckTarget, config: Any) -> tuple[Outcome, float]:
+    """One check with its timeout; every failure becomes an Outcome with a reason."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        outcome = await asyncio.wait_for(checker(target, config), config.timeout)
+    except asyncio.TimeoutError:
+        outcome = Outcome(False, f"no answer within {config.timeout:g}s")
+    except OSError as exc:
+        outcome = Outcome(False, describe_os_error(exc))
+    except Exception as exc:  # a checker bug must not stop checking
+        log.error("health_check_error", exc_info=True, service=target.service, server=target.server)
+        outcome = Outcome(False, f"check failed: {exc.__class__.__name__}")
+    return outcome, loop.time() - started
+
+
+class HealthManager:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self._tasks: dict[tuple[str, str], tuple[Any, asyncio.Task[None]]] = {}
+
+    def _target(self, server: Server, config: Any) -> CheckTarget:
+        service = self.runtime.services[server.service]
+        port = config.port or server.port or service.config.addresses[0].port
+        return CheckTarget(server.service, server.name, server.host, port, server.ae_title)
+
+    def sync(self) -> None:
+        """Start, restart or stop check tasks to match the runtime after a (re)load."""
+        wanted: dict[tuple[str, str], tuple[Any, CheckTarget]] = {}
+        for service in self.runtime.services.values():
+            config = service.config.health
+            if config.type == "none" or config.type not in CHECKERS:
+                continue
+            for server in service.servers():
+                wanted[(service.name, server.name)] = (config, self._target(server, config))
+        for key in list(self._tasks):
+            signature, task = self._tasks[key]
+            if key not in wanted or wanted[key] != signature:
+                task.cancel()
+                del self._tasks[key]
+        for key, (config, target) in wanted.items():
+            if key not in self._tasks:
+                task = asyncio.get_running_loop().create_task(self._loop(config, target), name=f"check {key}")
+                self._tasks[key] = ((config, target), task)
+
+    async def stop(self) -> None:
+        tasks = [task for _, task in self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _loop(self, config: Any, target: CheckTarget) -> None:
+        checker = CHECKERS[config.type]
+        # Spread the first checks so a hundred servers are not all probed in one burst.
+        await asyncio.sleep(random.uniform(0, min(config.interval, 1.0) / 4))
+        while True:
+            outcome, latency = await run_check(checker, target, config)
+            self.runtime.apply(CheckResult(target.service, target.server, outcome.ok, outcome.reason,
+                                           latency, at=time.time()))
+            await asyncio.sleep(max(0.0, config.interval - latency))

@@ -1,0 +1,85 @@
+"""One line per event, as `key=value` text or JSON.
+
+Callers log an event name and fields: `log.event("health", service="pacs", server="pacs1",
+health="down", reason="...")`. Fields are what medlb knows about its own machinery
+(names, states, addresses, counts); callers never pass message contents, data sets,
+tokens or passwords, and `redact` masks any field whose name says it is a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_SECRET_WORDS = ("token", "password", "secret", "cookie", "authorization")
+
+
+def redact(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: ("***" if any(word in key.lower() for word in _SECRET_WORDS) else value)
+            for key, value in fields.items()}
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        fields = getattr(record, "fields", {})
+        parts = [stamp, record.levelname.lower(), record.getMessage()]
+        for key, value in fields.items():
+            text = str(value)
+            if text == "" or any(c in text for c in ' ="'):
+                text = json.dumps(text)
+            parts.append(f"{key}={text}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+class EventLogger:
+    def __init__(self, name: str):
+        self._logger = logging.getLogger(name)
+
+    def _log(self, level: int, event: str, fields: dict[str, Any], exc_info: bool = False) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, event, extra={"fields": redact(fields)}, exc_info=exc_info)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, fields)
+
+    def event(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, exc_info: bool = False, **fields: Any) -> None:
+        self._log(logging.ERROR, event, fields, exc_info)
+
+
+def get_logger(name: str) -> EventLogger:
+    return EventLogger(name)
+
+
+def setup(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    root = logging.getLogger("medlb")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

@@ -1,0 +1,1 @@
+"""The data plane: one listener per mode."""

@@ -1,0 +1,115 @@
+"""Listen sockets for every service, kept in step with the config across reloads.
+
+A reload binds the new addresses first and gives up, changing nothing, if any of them
+cannot be bound; only then are services swapped and old addresses closed. Closing a
+listener never touches established connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+from medlb.config.units import HostPort
+from medlb.logs import get_logger
+from medlb.proxy.tcp import ServiceHandle, TcpClient
+from medlb.runtime import Change, Runtime
+
+log = get_logger("medlb.proxy")
+
+#: Factories per mode; later modes (dicom, mllp, http) add theirs here.
+PROTOCOLS = {"tcp": TcpClient}
+
+
+class BindError(Exception):
+    pass
+
+
+class Listeners:
+    def __init__(self, runtime: Runtime, backlog: int = 1024):
+        self.runtime = runtime
+        self.backlog = backlog
+        self.handles: dict[str, ServiceHandle] = {}
+        self.servers: dict[tuple[str, HostPort], asyncio.AbstractServer] = {}
+        self.connections: set[TcpClient] = set()
+        runtime.subscribe(self._on_changes)
+
+    async def _bind(self, name: str, address: HostPort, handle: ServiceHandle) -> asyncio.AbstractServer:
+        loop = asyncio.get_running_loop()
+        factory = PROTOCOLS[handle.service.mode]
+        port = address.port
+        assert port is not None
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        try:
+            return await loop.create_server(lambda: factory(handle, port), address.host, port,
+                                            family=family, backlog=self.backlog, reuse_address=True)
+        except OSError as exc:
+            why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise BindError(f"service {name!r} cannot listen on {address}: {why}") from None
+
+    async def sync(self) -> None:
+        """Make the listen sockets match runtime.services; raise BindError and change
+        nothing if a new address cannot be bound."""
+        wanted = {(name, address) for name, service in self.runtime.services.items()
+                  for address in service.config.addresses}
+        new_handles = {name: self.handles.get(name) or ServiceHandle(service, self)
+                       for name, service in self.runtime.services.items()}
+        to_open = sorted(wanted - set(self.servers), key=str)
+        to_close = set(self.servers) - wanted
+        # Close addresses that move between services first, so they can be bound again.
+        moving = {key for key in to_close if any(key[1] == address for _, address in to_open)}
+        for key in moving:
+            self._close(key)
+        opened: dict[tuple[str, HostPort], asyncio.AbstractServer] = {}
+        try:
+            for name, address in to_open:
+                opened[(name, address)] = await self._bind(name, address, new_handles[name])
+        except BindError:
+            for server in opened.values():
+                server.close()
+            raise
+        for name, handle in new_handles.items():
+            handle.service = self.runtime.services[name]
+        self.handles = new_handles
+        for key in to_close - moving:
+            self._close(key)
+        self.servers.update(opened)
+        for name, address in to_open:
+            log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
+
+    def _close(self, key: tuple[str, HostPort]) -> None:
+        server = self.servers.pop(key)
+        server.close()
+        log.event("listener_closed", service=key[0], address=str(key[1]))
+
+    def close_all(self) -> None:
+        for key in list(self.servers):
+            self._close(key)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for established connections to end; abort what is left after timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = len(self.connections)
+        for connection in list(self.connections):
+            connection.abort()
+        return left
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        """on_halt: close: a halted server loses its established connections at once."""
+        for change in changes:
+            if change.kind != "state" or change.new != "halt":
+                continue
+            service = self.runtime.services.get(change.service)
+            if service is None or service.config.on_halt != "close":
+                continue
+            victims = [c for c in self.connections if c.server is not None
+                       and c.server.service == change.service and c.server.name == change.subject]
+            for connection in victims:
+                connection.abort()
+            if victims:
+                log.event("halt_closed_connections", service=change.service, server=change.subject,
+                          connections=len(victims))

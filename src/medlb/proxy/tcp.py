@@ -1,0 +1,286 @@
+"""`tcp` mode: a layer 7 relay (source NAT) from each client connection to one server.
+
+Built on asyncio Protocols rather than streams: bytes go from `data_received` straight
+into the other transport's `write`, with no task and no copy per chunk. Backpressure
+is the transports' own flow control: when one side's write buffer passes
+`limits.buffer_size`, the other side stops reading until it drains, so a slow reader
+never makes medlb hold more than about one buffer per direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from medlb.logs import get_logger
+from medlb.runtime import Server, Service
+
+if TYPE_CHECKING:
+    from medlb.proxy.listeners import Listeners
+
+log = get_logger("medlb.proxy")
+
+
+@dataclass
+class ServiceHandle:
+    """What a listener's connections need; `service` is swapped in place on reload so
+    new connections see the new config while established ones keep theirs."""
+
+    service: Service
+    registry: "Listeners"
+
+
+def _keepalive(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            pass
+
+
+class _Upstream(asyncio.Protocol):
+    """The server side of one relayed connection; all decisions live in TcpClient."""
+
+    __slots__ = ("client", "server", "transport")
+
+    def __init__(self, client: "TcpClient", server: Server):
+        self.client = client
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The server may speak first (a greeting) before the connecting task resumes,
+        # so the client is linked here rather than after create_connection returns.
+        self.transport = transport  # type: ignore[assignment]
+        self.client.upstream, self.client.server = self, self.server
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        client.transport.write(data)
+        client.bytes_down += len(data)
+        self.server.bytes_to_client += len(data)
+
+    def eof_received(self) -> bool:
+        return self.client.upstream_eof()
+
+    def pause_writing(self) -> None:
+        self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if not client.transport.is_closing():
+            client.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost(exc)
+
+
+class TcpClient(asyncio.Protocol):
+    """One client connection: picks a server, connects (with retries), then relays."""
+
+    def __init__(self, handle: ServiceHandle, local_port: int):
+        self.handle = handle
+        self.service = handle.service
+        self.local_port = local_port
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.upstream: _Upstream | None = None
+        self.server: Server | None = None
+        self.client_ip = ""
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.client_eof = False
+        self.server_eof = False
+        self.closed = False
+        self.counted = False
+        self.early: list[bytes] = []
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_mark = -1
+        self._idle_since = 0.0
+
+    # --- client side --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        service = self.service
+        limits = service.config.limits
+        if service.active >= limits.max_connections:
+            service.refused += 1
+            self.closed = True
+            transport.close()
+            return
+        service.active += 1
+        service.total += 1
+        self.counted = True
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self.transport.pause_reading()  # nothing is read until a server is connected
+        self.transport.set_write_buffer_limits(high=limits.buffer_size)
+        self.handle.registry.connections.add(self)
+        asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        service = self.service
+        limits = service.config.limits
+        loop = asyncio.get_running_loop()
+        tried: set[Server] = set()
+        for _ in range(1 + limits.connect_retries):
+            if self.closed:
+                return
+            server = service.pick(self.client_ip, tried)
+            if server is None:
+                break
+            tried.add(server)
+            server.active += 1
+            host, port = server.address_for(self.local_port)
+            try:
+                transport, _ = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Upstream(self, server), host, port), limits.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                server.active -= 1
+                server.connect_failures += 1
+                log.debug("connect_failed", service=service.name, server=server.name,
+                          reason="timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc))
+                continue
+            except asyncio.CancelledError:
+                server.active -= 1
+                raise
+            server.total += 1
+            if self.closed:  # the client left while we were connecting
+                transport.close()
+                self._release()
+                return
+            _keepalive(transport)
+            _keepalive(self.transport)
+            transport.set_write_buffer_limits(high=limits.buffer_size)  # type: ignore[attr-defined]
+            if self.early:
+                early, self.early = b"".join(self.early), []
+                transport.write(early)  # type: ignore[attr-defined]
+                self.bytes_up += len(early)
+                server.bytes_to_server += len(early)
+            if self.client_eof and transport.can_write_eof():  # type: ignore[attr-defined]
+                transport.write_eof()  # type: ignore[attr-defined]
+            else:
+                self.transport.resume_reading()
+            self._arm_idle(loop)
+            return
+        service.no_server += 1
+        log.debug("no_server", service=service.name, tried=len(tried))
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None or self.early:
+            # Not connected yet. uvloop may deliver one read despite pause_reading() in
+            # connection_made; hold it (one read at most) and pause again.
+            self.early.append(data)
+            self.transport.pause_reading()
+            return
+        upstream.transport.write(data)
+        self.bytes_up += len(data)
+        self.server.bytes_to_server += len(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if self.server_eof:
+                self.close()
+                return True
+            if upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+        return True  # keep our write side open for the server's remaining bytes
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.transport.is_closing():
+            upstream.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.transport.is_closing():
+            # A reset client resets the server too; a clean close lets queued bytes go.
+            upstream.transport.abort() if exc is not None else upstream.transport.close()
+        self._release()
+
+    # --- server side events -----------------------------------------------------------
+
+    def upstream_eof(self) -> bool:
+        self.server_eof = True
+        if self.client_eof:
+            self.close()
+        elif self.transport.can_write_eof():
+            self.transport.write_eof()
+        return True
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if not self.transport.is_closing():
+            self.transport.abort() if exc is not None else self.transport.close()
+        self._release()
+
+    # --- shared -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both sides, letting buffered bytes drain."""
+        self.closed = True
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.close()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close both sides at once (halt with on_halt: close, or stop timeout)."""
+        self.closed = True
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.abort()
+        self.transport.abort()
+
+    def _release(self) -> None:
+        if not self.counted:
+            return
+        self.counted = False
+        self.service.active -= 1
+        if self.server is not None:
+            self.server.active -= 1
+            sticky = self.service.sticky
+            if sticky is not None:
+                # Persistence runs from the end of the client's last connection.
+                sticky.put(self.service.persistence_key(self.client_ip), self.server.name, time.monotonic())
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self.handle.registry.connections.discard(self)
+
+    def _arm_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close after idle_timeout with no byte either way.
+
+        A timer ticks eight times per timeout and compares byte counts, so the data
+        path does not read the clock per chunk; the close comes within 1/8 of the
+        timeout after it is due.
+        """
+        timeout = self.service.config.limits.idle_timeout
+        self._idle_since = loop.time()
+        tick = max(timeout / 8, 0.05)
+
+        def check() -> None:
+            if self.closed:
+                return
+            now = loop.time()
+            moved = self.bytes_up + self.bytes_down
+            if moved != self._idle_mark:
+                self._idle_mark, self._idle_since = moved, now
+            elif now - self._idle_since >= timeout:
+                log.debug("idle_timeout", service=self.service.name)
+                self.close()
+                return
+            self._idle_handle = loop.call_later(tick, check)
+
+        self._idle_mark = self.bytes_up + self.bytes_down
+        self._idle_handle = loop.call_later(tick, check)
