@@ -80,18 +80,25 @@ def _compose(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
 
     def walk(node: yaml.Node, path: PathKey) -> Any:
         if isinstance(node, yaml.MappingNode):
-            loader.flatten_mapping(node)
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            own: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int)):
                     raise ConfigError(source, [Problem(format_path(path), key_node.start_mark.line + 1,
                                                        "keys must be plain words")])
-                if key in result:
-                    raise ConfigError(source, [Problem(format_path(path + (key,)), key_node.start_mark.line + 1,
+                if key in own:
+                    raise ConfigError(source, [Problem(format_path(path + (str(key),)), key_node.start_mark.line + 1,
                                                        "this key appears twice")])
-                lines[path + (str(key),)] = key_node.start_mark.line + 1
-                result[str(key)] = walk(value_node, path + (str(key),))
+                own.add(key)
+            # Merged keys (`<<: *anchor`) come first, so the mapping's own keys override them.
+            loader.flatten_mapping(node)
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(loader.construct_object(key_node, deep=True))
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                result[key] = walk(value_node, path + (key,))
             return result
         if isinstance(node, yaml.SequenceNode):
             items = []
@@ -170,6 +177,7 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
 
     seen_names: dict[str, int] = {}
     bound: list[tuple[Any, int, int]] = []  # (address, service index, listen index)
+    admin_listen = config.admin.listen if config.admin is not None else None
     for s_index, service in enumerate(config.services):
         base: PathKey = ("services", s_index)
         if service.name in seen_names:
@@ -178,6 +186,8 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
 
         for l_index, item in enumerate(service.listen):
             for address in item:
+                if admin_listen is not None and listen_overlaps(address, admin_listen):
+                    add(base + ("listen", l_index), f"{address} overlaps the admin API's listen address {admin_listen}")
                 for other, other_s, other_l in bound:
                     if listen_overlaps(address, other):
                         owner = "this service" if other_s == s_index else f"services[{other_s}] ({config.services[other_s].name})"

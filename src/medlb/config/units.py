@@ -107,6 +107,9 @@ def _check_host(host: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
+    if re.fullmatch(r"[0-9.]+", host):
+        # A resolver reads `192.168.1` as 192.168.0.1 and `010.0.0.1` as 8.0.0.1.
+        raise ValueError(f"{host!r} is not a valid IPv4 address")
     if not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?", host):
         raise ValueError(f"{host!r} is neither an IP address nor a host name")
     return host

@@ -274,8 +274,8 @@ class Runtime:
                 server = fresh
             elif server is None:
                 server = Server(service.name, pool_name, config.name, *address)
-                if service.health.type == "none":
-                    server.checked, server.health_reason = True, "no health check configured"
+            if service.health.type == "none":
+                server.health, server.checked, server.health_reason = "up", True, "no health check configured"
             server.pool, server.weight, server.backup, server.ae_title = (
                 pool_name, config.weight, backup, config.ae_title)
             return server

@@ -1,0 +1,34 @@
+# medlb: `make demo` and `make test` bootstrap everything they need on their own.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= examples/local.yaml
+PYTEST_ARGS ?=
+
+.PHONY: demo test run check bench clean system-deps
+
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	./scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	./scripts/system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/medlb demo
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(BIN)/medlb run -c $(CONFIG)
+
+check: $(STAMP)
+	$(BIN)/medlb check $(CONFIG)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache test-artifacts

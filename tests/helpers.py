@@ -1,0 +1,263 @@
+"""Test helpers that start real processes on loopback and talk to them.
+
+No mocks: medlb runs as `python -m medlb run`, backends are separate processes that a
+test can kill, and clients are plain sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import yaml
+
+HERE = Path(__file__).parent
+PEERS = HERE / "peers"
+TOKEN = "test-admin-token-0123456789"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """Distinct free ports (held open together so none repeats)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def consecutive_free_ports(count: int, host: str = LOOPBACK) -> int:
+    """The first of `count` consecutive free ports, for listen ranges."""
+    for _ in range(200):
+        first = free_port(host)
+        if first + count > 65535:
+            continue
+        try:
+            socks = []
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sock.bind((host, port))
+                socks.append(sock)
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; returns its value or raises AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        piece = sock.recv(1)
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+def connect(port: int, host: str = LOOPBACK, timeout: float = 5.0) -> tuple[socket.socket, str]:
+    """Connect through medlb and read the backend's name line ('' if closed at once)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    return sock, _read_line(sock).decode().strip()
+
+
+def who_answers(port: int, host: str = LOOPBACK) -> str:
+    """One short connection: the name of the backend that answered ('' if none)."""
+    try:
+        sock, name = connect(port, host)
+    except OSError:
+        return ""
+    sock.close()
+    return name
+
+
+class Backends:
+    """Backend processes (tests/peers/tcp_server.py) that tests start and kill."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self, name: str, port: int | list[int], host: str = LOOPBACK, bulk: int = 0) -> int | list[int]:
+        ports = port if isinstance(port, list) else [port]
+        args = [sys.executable, str(PEERS / "tcp_server.py"), "--name", name, "--host", host]
+        for p in ports:
+            args += ["--port", str(p)]
+        if bulk:
+            args += ["--bulk", str(bulk)]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line.strip() != "ready":
+            proc.kill()
+            raise RuntimeError(f"backend {name} did not start on {host}:{ports}")
+        self.procs[name] = proc
+        return port
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+
+class Medlb:
+    """One medlb process started from a config dict."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any]):
+        self.workdir = workdir
+        self.config_path = workdir / "medlb.yaml"
+        self.log_path = workdir / "medlb.log"
+        self.admin_port = free_port()
+        config.setdefault("admin", {"listen": f"{LOOPBACK}:{self.admin_port}", "token": TOKEN})
+        config.setdefault("state_dir", str(workdir / "state"))
+        self.write_config(config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://{LOOPBACK}:{self.admin_port}",
+                                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+    def write_config(self, config: dict[str, Any] | str) -> None:
+        self.config = config
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        self.config_path.write_text(text)
+
+    def start(self, wait: bool = True) -> "Medlb":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "medlb", "run", "-c", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        if wait:
+            wait_until(self._ready, 15, what=f"medlb to answer /healthz (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"medlb exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(f"http://{LOOPBACK}:{self.admin_port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    # --- API ---------------------------------------------------------------------
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.request(method, path, **kwargs)
+
+    def service(self, name: str) -> dict[str, Any]:
+        response = self.api("GET", f"/api/v1/services/{name}")
+        response.raise_for_status()
+        return response.json()
+
+    def server(self, service: str, server: str) -> dict[str, Any]:
+        return next(s for s in self.service(service)["servers"] if s["name"] == server)
+
+    def set_state(self, service: str, server: str, state: str) -> httpx.Response:
+        return self.api("POST", f"/api/v1/services/{service}/servers/{server}/state", json={"state": state})
+
+    def wait_health(self, service: str, server: str, health: str, timeout: float) -> float:
+        """Seconds until the server's health became `health`."""
+        started = time.monotonic()
+        wait_until(lambda: self.server(service, server)["health"] == health, timeout,
+                   what=f"{service}/{server} to be {health}")
+        return time.monotonic() - started
+
+
+class MedlbFactory:
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.instances: list[Medlb] = []
+
+    def __call__(self, services: list[dict[str, Any]], start: bool = True, **top: Any) -> Medlb:
+        workdir = self.tmp_path / f"medlb{len(self.instances)}"
+        workdir.mkdir()
+        instance = Medlb(workdir, {**top, "services": services})
+        self.instances.append(instance)
+        return instance.start() if start else instance
+
+    def stop_all(self) -> None:
+        for instance in self.instances:
+            instance.stop()
+
+
+def service(name: str, listen: list[int] | int, servers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A tcp service dict on loopback with fast health checks (tests only)."""
+    ports = listen if isinstance(listen, list) else [listen]
+    base: dict[str, Any] = {
+        "name": name,
+        "mode": "tcp",
+        "listen": [f"{LOOPBACK}:{p}" for p in ports],
+        "health": {"type": "tcp", "interval": "200ms", "timeout": "150ms", "rise": 2, "fall": 2},
+        "servers": servers,
+    }
+    base.update(extra)
+    return base
+
+
+def server(name: str, port: int | None, host: str = LOOPBACK, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "address": host if port is None else f"{host}:{port}", **extra}
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
