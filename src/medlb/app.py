@@ -19,7 +19,6 @@ from medlb import logs
 from medlb.admin.auth import Principal
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.config.loader import read_secret
-from medlb.config.models import AVAILABLE_MODES, Config
 from medlb.health import HealthManager
 from medlb.proxy.listeners import BindError, Listeners
 from medlb.runtime import Change, Failback, Runtime, SetFailedOver, SetState
@@ -30,11 +29,6 @@ log = logs.get_logger("medlb")
 
 class StartError(Exception):
     """medlb cannot start; the message says why, for the operator."""
-
-
-def unavailable_services(config: Config) -> list[str]:
-    return [f"service {s.name!r}: mode {s.mode!r} is not yet available in this release"
-            for s in config.services if s.mode not in AVAILABLE_MODES]
 
 
 def build_tokens(loaded: LoadedConfig) -> dict[str, Principal]:
@@ -74,10 +68,12 @@ class App:
     # --- life cycle ------------------------------------------------------------------
 
     def _load(self) -> LoadedConfig:
+        """A config medlb can run as written: a setting this release cannot honour (a
+        mode, TLS, a check type) is refused rather than ignored, since ignoring `tls`
+        would send patient data in clear."""
         loaded = load_config(self.config_path)
-        refused = unavailable_services(loaded.config)
-        if refused:
-            raise ConfigError(loaded.source, [Problem("services", None, why) for why in refused])
+        if loaded.warnings:
+            raise ConfigError(loaded.source, loaded.warnings)
         return loaded
 
     async def start(self) -> None:

@@ -159,6 +159,8 @@ def _message(error: dict[str, Any]) -> str:
         return f"unknown type {error.get('input', {}).get('type')!r}; expected one of {expected}"
     if kind == "union_tag_not_found":
         return "a 'type' key is required"
+    if kind == "string_type" and isinstance(error.get("input"), (int, float)):
+        return f"expected text, got the number {error['input']!r}; put it in quotes"
     if kind == "literal_error":
         return f"{error['input']!r} is not allowed; expected {error['ctx']['expected']}"
     message = error["msg"]
@@ -214,18 +216,22 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
                     add(group_path + (index, "address"), "mode http needs a port in each server address")
 
         known_pools = {"default", *service.pools}
-        routes = (service.dicom.routes if service.dicom else []) + (service.http.routes if service.http else [])
-        section = "dicom" if service.dicom and service.dicom.routes else "http"
-        for r_index, route in enumerate(routes):
-            if route.pool not in known_pools:
-                add(base + (section, "routes", r_index, "pool"), f"no pool named {route.pool!r}; known: {', '.join(sorted(known_pools))}")
+        route_sets = [("dicom", service.dicom.routes if service.dicom else []),
+                      ("http", service.http.routes if service.http else [])]
+        for section, routes in route_sets:
+            for r_index, route in enumerate(routes):
+                if route.pool not in known_pools:
+                    add(base + (section, "routes", r_index, "pool"),
+                        f"no pool named {route.pool!r}; known: {', '.join(sorted(known_pools))}")
+        if service.persistence.type == "cookie" and service.mode != "http":
+            add(base + ("persistence", "type"), "cookie persistence needs mode: http")
         if service.dicom is not None and service.mode != "dicom":
             add(base + ("dicom",), "the dicom section needs mode: dicom")
         if service.mllp is not None and service.mode != "mllp":
             add(base + ("mllp",), "the mllp section needs mode: mllp")
         if service.http is not None and service.mode != "http":
             add(base + ("http",), "the http section needs mode: http")
-        if service.health.timeout > service.health.interval:
+        if service.health.type != "none" and service.health.timeout > service.health.interval:
             add(base + ("health", "timeout"), "the timeout is longer than the interval")
     return problems
 
@@ -278,7 +284,12 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         admin = config.admin
         if not (admin.token or admin.token_file or admin.tokens):
             problems.append(Problem("admin", lines.get(("admin",)), "the admin API needs a token, token_file or tokens"))
+        names: set[str] = set()
         for index, token in enumerate(admin.tokens):
+            if token.name in names:
+                path = ("admin", "tokens", index, "name")
+                problems.append(Problem(format_path(path), lines.get(path), f"token name {token.name!r} is used twice"))
+            names.add(token.name)
             if (token.token is None) == (token.token_file is None):
                 path = ("admin", "tokens", index)
                 problems.append(Problem(format_path(path), lines.get(path), "give exactly one of token and token_file"))

@@ -29,6 +29,8 @@ def _check_ae_title(value: str) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: A duration that must be positive: a zero interval or timeout would spin or never wait.
+Positive = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.01)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 ServerAddress = Annotated[HostPort, BeforeValidator(parse_server_address)]
 ListenItem = Annotated[tuple[HostPort, ...], BeforeValidator(parse_listen)]
@@ -73,8 +75,8 @@ class PoolConfig(Strict):
 
 
 class CheckBase(Strict):
-    interval: Duration = 5.0
-    timeout: Duration = 2.0
+    interval: Positive = 5.0
+    timeout: Positive = 2.0
     rise: int = Field(2, ge=1, le=100)
     fall: int = Field(3, ge=1, le=100)
     port: int | None = Field(None, ge=1, le=65535)
@@ -89,7 +91,7 @@ class HttpCheck(CheckBase):
     method: Literal["GET", "HEAD", "OPTIONS", "POST"] = "GET"
     path: str = "/"
     host: str | None = None
-    expect_status: list[int] = [200]
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = [200]
     expect_body: str | None = None
     verify: bool = True
     ca: str | None = None
@@ -177,7 +179,7 @@ class NoPersistence(Strict):
 
 class SourceIpPersistence(Strict):
     type: Literal["source-ip"]
-    timeout: Duration = 300.0
+    timeout: Positive = 300.0
     max_entries: int = Field(65536, ge=1, le=10_000_000)
     #: Prefix length that groups client addresses (32 = each IPv4 address alone).
     ipv4_prefix: int = Field(32, ge=0, le=32)
@@ -241,7 +243,7 @@ class DicomConfig(Strict):
 class MllpConfig(Strict):
     balance: Literal["message", "connection"] = "message"
     ordering_key: str = "PID-3"
-    ack_timeout: Duration = 30.0
+    ack_timeout: Positive = 30.0
     retries: int = Field(2, ge=0, le=10)
     max_message_size: Size = 16 * 1024 * 1024
 
@@ -267,12 +269,12 @@ class Limits(Strict):
     """Per-service limits. Each has a default so no service runs unbounded."""
 
     max_connections: int = Field(10000, ge=1, le=1_000_000)
-    connect_timeout: Duration = 3.0
+    connect_timeout: Positive = 3.0
     connect_retries: int = Field(2, ge=0, le=16)
-    idle_timeout: Duration = 3600.0
+    idle_timeout: Positive = 3600.0
     #: Bytes medlb holds for one direction of a connection before it stops reading.
     buffer_size: Size = Field(256 * 1024, ge=4096, le=64 * 1024 * 1024)
-    associate_timeout: Duration = 30.0
+    associate_timeout: Positive = 30.0
     max_associate_size: Size = 256 * 1024
 
 
@@ -314,12 +316,20 @@ class TokenConfig(Strict):
     name: Name
     token: str | None = Field(None, min_length=16)
     token_file: str | None = None
-    role: Literal["viewer", "operator", "admin"] = "admin"
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+
+
+def _one_address(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    addresses = parse_listen(value)
+    if len(addresses) != 1:
+        raise ValueError("the admin API listens on one address, not a range")
+    return addresses[0]
 
 
 class AdminConfig(Strict):
-    listen: Annotated[HostPort, BeforeValidator(lambda v: parse_listen(v)[0] if isinstance(v, str) else v)] = \
-        HostPort("127.0.0.1", 9443)
+    listen: Annotated[HostPort, BeforeValidator(_one_address)] = HostPort("127.0.0.1", 9443)
     token: str | None = Field(None, min_length=16)
     token_file: str | None = None
     tokens: list[TokenConfig] = []
