@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/local.yaml
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: demo test run check bench clean system-deps
 
@@ -19,7 +20,7 @@ system-deps:
 	./scripts/system-deps.sh
 
 demo: $(STAMP)
-	$(BIN)/medlb demo
+	$(BIN)/medlb demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

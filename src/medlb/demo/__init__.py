@@ -1,0 +1,163 @@
+"""`medlb demo`: the balancer and simulated hospital servers, all on loopback.
+
+The simulated servers run on the same event loop as medlb so the demo is one process
+that Ctrl-C stops. Each says who it is, so a client sees the balancing; the config
+the demo writes is an ordinary medlb config, shown so an operator can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from medlb import logs
+from medlb.config import ConfigError
+
+
+async def _echo_server(name: str, port: int) -> asyncio.AbstractServer:
+    """A stand-in for an archive port: greets with its name, then echoes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(f"{name} ready\n".encode())
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+        except (ConnectionError, OSError):
+            pass
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+async def _http_server(name: str, port: int) -> asyncio.AbstractServer:
+    """A stand-in for a viewer: answers every request with its name; /health is 200."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                path = head.split(b" ", 2)[1].decode(errors="replace") if b" " in head else "/"
+                body = (b"ok\n" if path == "/health" else
+                        f"<h1>served by {name}</h1>\n".encode())
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+def demo_config(base: int, admin_port: int, token: str, state_dir: Path) -> dict:
+    vna_ports = [base + 100 + i for i in range(3)]
+    web_ports = [base + 110, base + 111]
+    return {
+        "admin": {"listen": f"127.0.0.1:{admin_port}", "token": token},
+        "state_dir": str(state_dir),
+        "stop_timeout": "2s",
+        "services": [
+            {
+                "name": "vna",
+                "mode": "tcp",
+                "listen": [f"127.0.0.1:{base}-{base + 1}"],
+                "scheduler": "leastconn",
+                "health": {"type": "tcp", "interval": "1s", "timeout": "500ms", "rise": 2, "fall": 2},
+                "failback": "manual",
+                "servers": [{"name": "vna1", "address": f"127.0.0.1:{vna_ports[0]}", "weight": 2},
+                            {"name": "vna2", "address": f"127.0.0.1:{vna_ports[1]}"}],
+                "backup": [{"name": "dr-vna1", "address": f"127.0.0.1:{vna_ports[2]}"}],
+            },
+            {
+                "name": "viewer",
+                "mode": "tcp",
+                "listen": [f"127.0.0.1:{base + 10}"],
+                "persistence": {"type": "source-ip", "timeout": "5m"},
+                "health": {"type": "http", "path": "/health", "interval": "1s", "timeout": "500ms"},
+                "servers": [{"name": "web1", "address": f"127.0.0.1:{web_ports[0]}"},
+                            {"name": "web2", "address": f"127.0.0.1:{web_ports[1]}"}],
+            },
+        ],
+    }, vna_ports, web_ports
+
+
+def _banner(base: int, admin_port: int, token: str, config_path: Path) -> str:
+    api = f"http://127.0.0.1:{admin_port}"
+    auth = f'-H "Authorization: Bearer {token}"'
+    return f"""
+medlb demo is running (Ctrl-C stops it)
+
+  config:     {config_path}
+  admin API:  {api}/api/v1/services      token: {token}
+  metrics:    {api}/metrics
+
+Try:
+  printf 'hello\\n' | nc -q1 127.0.0.1 {base}          # VNA port 1 -> vna1/vna2 (leastconn, weight 2:1)
+  printf 'hello\\n' | nc -q1 127.0.0.1 {base + 1}          # VNA port 2, same servers
+  curl http://127.0.0.1:{base + 10}/                    # viewer, source-IP persistence
+  curl -s {auth} {api}/api/v1/services
+  curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/vna/servers/vna1/state
+  curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/vna/servers/vna2/state   # fail over to dr-vna1
+  curl -s {auth} -d '{{"state":"online"}}' {api}/api/v1/services/vna/servers/vna1/state
+  curl -s {auth} -X POST {api}/api/v1/services/vna/failback      # failback is manual for vna
+"""
+
+
+async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
+    from medlb.app import App, StartError
+
+    token = secrets.token_urlsafe(24)
+    config, vna_ports, web_ports = demo_config(args.base_port, args.admin_port, token, state_dir)
+    config_path = state_dir / "demo.yaml"
+    config_path.write_text("# written by medlb demo\n" + yaml.safe_dump(config, sort_keys=False))
+    backends = []
+    try:
+        for name, port in zip(("vna1", "vna2", "dr-vna1"), vna_ports):
+            backends.append(await _echo_server(name, port))
+        for name, port in zip(("web1", "web2"), web_ports):
+            backends.append(await _http_server(name, port))
+    except OSError as exc:
+        for server in backends:
+            server.close()
+        print(f"medlb demo: cannot start the simulated servers ({exc.strerror}); "
+              f"try another --base-port", flush=True)
+        return 1
+    app = App(config_path, log_format=args.log_format)
+    try:
+        await app.start()
+    except (StartError, ConfigError) as exc:
+        for server in backends:
+            server.close()
+        print(f"medlb demo cannot start: {exc}; try --base-port and --admin-port", flush=True)
+        return 1
+    print(_banner(args.base_port, args.admin_port, token, config_path), flush=True)
+    await app._stop.wait()
+    await app.stop()
+    for server in backends:
+        server.close()
+    print("medlb demo stopped", flush=True)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    logs.setup("info", args.log_format)
+    temporary = args.state_dir is None
+    state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="medlb-demo-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop
+
+        return uvloop.run(_demo(args, state_dir))
+    finally:
+        if temporary:
+            shutil.rmtree(state_dir, ignore_errors=True)

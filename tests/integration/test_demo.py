@@ -1,0 +1,59 @@
+"""The README's first command: `make demo` serves traffic and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from helpers import connect, free_port, free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
+    base = free_ports(1)[0]
+    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 100, base + 101, base + 102,
+                                             base + 110, base + 111)):
+        base = free_ports(1)[0]
+    admin = free_port()
+    proc = subprocess.Popen(["make", "--no-print-directory", "demo",
+                             f"DEMO_ARGS=--base-port {base} --admin-port {admin}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "metrics:" in line:  # the last line of the banner's addresses
+                break
+        output = "".join(lines)
+        assert "medlb demo is running" in output, output
+        # leastconn with weights 2:1: of three held connections, vna1 takes two.
+        held = [connect(base) for _ in range(2)] + [connect(base + 1)]
+        assert sorted(name for _, name in held) == ["vna1 ready", "vna1 ready", "vna2 ready"]
+        for sock, _ in held:
+            sock.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    # Ctrl-C reaches make too, which then reports the interrupt; medlb itself must stop
+    # cleanly, without a traceback.
+    assert proc.returncode in (0, -signal.SIGINT, 2), rest
+    assert "medlb demo stopped" in rest and "Traceback" not in rest, rest
+    assert f"http://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
+
+
+def free_port_ok(port: int) -> bool:
+    import socket
+
+    if port > 65535:
+        return False
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

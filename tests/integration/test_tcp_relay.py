@@ -1,0 +1,98 @@
+"""The tcp relay as a client sees it: ports, half-close, limits, timeouts."""
+
+from __future__ import annotations
+
+import socket
+
+from helpers import LOOPBACK, connect, consecutive_free_ports, free_ports, server, service, wait_until, who_answers
+
+
+def test_multi_port_vip_forwards_to_the_port_the_client_hit(medlb, backends):
+    """A server without a port gets the client's port: 127.0.0.1:P -> 127.0.0.2:P."""
+    first = consecutive_free_ports(2)
+    other = free_ports(1)[0]
+    backends.start("VNA", [first, first + 1, other], host="127.0.0.2")
+    vna = service("vna", [], [server("vna1", None, host="127.0.0.2")])
+    vna["listen"] = [f"{LOOPBACK}:{first}-{first + 1}", f"{LOOPBACK}:{other}"]
+    lb = medlb([vna])
+
+    for port in (first, first + 1, other):
+        sock, name = connect(port)
+        assert name == "VNA"
+        assert sock.getpeername()[1] == port
+        sock.close()
+    assert lb.service("vna")["listen"] == [f"{LOOPBACK}:{first}", f"{LOOPBACK}:{first + 1}", f"{LOOPBACK}:{other}"]
+
+
+def test_half_close_lets_the_server_finish_its_answer(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    medlb([service("ris", vip, [server("A", pa)])])
+    sock, _ = connect(vip)
+
+    payload = b"x" * 300_000
+    sock.sendall(payload)
+    sock.shutdown(socket.SHUT_WR)  # the client is done sending, but still reads
+    received = bytearray()
+    while piece := sock.recv(65536):
+        received += piece
+
+    assert bytes(received) == payload
+    sock.close()
+
+
+def test_max_connections_refuses_cleanly_and_counts(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    lb = medlb([service("ris", vip, [server("A", pa)], limits={"max_connections": 3})])
+    held = [connect(vip) for _ in range(3)]
+    assert all(name == "A" for _, name in held)
+
+    refused = socket.create_connection((LOOPBACK, vip), timeout=5)
+    assert refused.recv(10) == b""  # closed at once, no data
+    refused.close()
+
+    assert lb.service("ris")["refused_connections"] == 1
+    held[0][0].close()
+    wait_until(lambda: lb.service("ris")["active_connections"] == 2, 5, what="a slot to free up")
+    assert who_answers(vip) == "A"
+    for sock, _ in held[1:]:
+        sock.close()
+
+
+def test_idle_connection_is_closed_after_idle_timeout(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    lb = medlb([service("ris", vip, [server("A", pa)], limits={"idle_timeout": "500ms"})])
+    sock, _ = connect(vip)
+    sock.settimeout(10)
+
+    assert sock.recv(10) == b""  # medlb closed it; nothing was sent either way
+    wait_until(lambda: lb.service("ris")["active_connections"] == 0, 5, what="the idle connection to be released")
+    sock.close()
+
+
+def test_connect_timeout_to_a_server_that_never_answers_moves_on(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    # A listener with a full accept queue drops new SYNs, so a connect to it hangs: the
+    # loopback stand-in for a server that vanished from the network.
+    stuck = socket.socket()
+    stuck.bind((LOOPBACK, 0))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(stuck.getsockname())
+        fillers.append(filler)
+    lb = medlb([service("ris", vip, [server("stuck", stuck.getsockname()[1]), server("A", pa)],
+                        health={"type": "none"}, limits={"connect_timeout": "300ms"})])
+    try:
+        answers = {who_answers(vip) for _ in range(4)}
+
+        assert answers == {"A"}
+        assert lb.server("ris", "stuck")["connect_failures"] >= 1
+    finally:
+        for sock in fillers + [stuck]:
+            sock.close()
