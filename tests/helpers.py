@@ -104,6 +104,19 @@ def who_answers(port: int, host: str = LOOPBACK) -> str:
     return name
 
 
+def echo(sock: socket.socket, data: bytes = b"ping\n") -> bytes:
+    """Send data to an echoing backend and read the same number of bytes back."""
+    sock.sendall(data)
+    received = b""
+    while len(received) < len(data):
+        piece = sock.recv(len(data) - len(received))
+        if not piece:
+            break
+        received += piece
+    return received
+
+
+
 class Backends:
     """Backend processes (tests/peers/tcp_server.py) that tests start and kill."""
 

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from helpers import connect, free_ports, server, service, wait_until, who_answers
-
-
-def echo(sock, data: bytes = b"ping\n") -> bytes:
-    sock.sendall(data)
-    received = b""
-    while len(received) < len(data):
-        piece = sock.recv(len(data) - len(received))
-        if not piece:
-            break
-        received += piece
-    return received
+from helpers import connect, echo, free_ports, server, service, wait_until, who_answers
 
 
 def test_halted_server_gets_no_new_connections_and_stays_halted_after_restart(medlb, backends):

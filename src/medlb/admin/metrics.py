@@ -43,6 +43,8 @@ class RuntimeCollector:
                                     labels=server_labels)
         checks = CounterMetricFamily("medlb_health_checks", "Health checks by result",
                                      labels=server_labels + ["result"])
+        changes = CounterMetricFamily("medlb_server_health_changes", "Times the server's health flipped",
+                                      labels=server_labels)
         last_ok = GaugeMetricFamily("medlb_health_check_last_ok", "1 if the last health check passed",
                                     labels=server_labels)
 
@@ -81,6 +83,7 @@ class RuntimeCollector:
                 failures.add_metric(labels, server.connect_failures)
                 checks.add_metric(labels + ["ok"], server.checks_ok)
                 checks.add_metric(labels + ["failed"], server.checks_failed)
+                changes.add_metric(labels, server.health_changes)
                 if server.last_check is not None:
                     latency.add_metric(labels, server.last_check.latency)
                     last_ok.add_metric(labels, 1 if server.last_check.ok else 0)
@@ -90,7 +93,7 @@ class RuntimeCollector:
             reloads.add_metric([result], count)
         info = InfoMetricFamily("medlb_build", "medlb version")
         info.add_metric([], {"version": __version__})
-        yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, last_ok,
+        yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, changes, last_ok,
                     svc_active, svc_total, svc_refused, svc_no_server, pool_active, reloads, info)
 
 

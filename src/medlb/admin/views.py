@@ -25,6 +25,7 @@ def server_view(server: Server) -> dict[str, Any]:
         "connect_failures": server.connect_failures,
         "health_reason": server.health_reason,
         "health_changed_at": server.health_changed_at,
+        "health_changes": server.health_changes,
         "state_changed_at": server.state_changed_at,
         "state_changed_by": server.state_changed_by,
         "last_check": None if last is None else {

@@ -56,6 +56,7 @@ class Server:
     fail_streak: int = 0
     checks_ok: int = 0
     checks_failed: int = 0
+    health_changes: int = 0
     # counters, bumped by the proxies
     active: int = 0
     total: int = 0
@@ -271,6 +272,7 @@ class Runtime:
                 fresh = Server(service.name, pool_name, config.name, *address)
                 fresh.state, fresh.state_changed_at, fresh.state_changed_by = (
                     server.state, server.state_changed_at, server.state_changed_by)
+                fresh.health_changes = server.health_changes
                 server = fresh
             elif server is None:
                 server = Server(service.name, pool_name, config.name, *address)
@@ -370,6 +372,7 @@ class Runtime:
                 server.health_reason = event.reason
             return []
         server.health, server.health_reason, server.health_changed_at = new, event.reason, time.time()
+        server.health_changes += 1
         changes = [Change("health", service.name, server.name, old, new, reason=event.reason,
                           detail={"latency": round(event.latency, 6)})]
         return changes + service.pools[server.pool].refresh()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from helpers import connect, free_ports, server, service, wait_until, who_answers
-from test_operator_states import echo
+from helpers import echo, connect, free_ports, server, service, wait_until, who_answers
 
 
 def test_connection_survives_a_sighup_that_adds_a_server_and_the_new_server_gets_work(medlb, backends):

@@ -30,8 +30,8 @@ def test_killed_server_is_marked_down_in_time_and_no_client_fails(medlb, backend
 def test_connect_failure_before_detection_retries_the_next_server(medlb, backends):
     vip, *ports = free_ports(3)
     backends.start("A", ports[0])
-    # B is configured but nothing listens there, and checks are too slow to notice.
-    slow = {"type": "tcp", "interval": "1h", "timeout": "1s"}
+    # B is configured but nothing listens there, and no check will notice.
+    slow = {"type": "none"}
     lb = medlb([service("pacs", vip, [server("A", ports[0]), server("B", ports[1])], health=slow)])
 
     answers = Counter(who_answers(vip) for _ in range(20))
@@ -110,3 +110,22 @@ def test_nothing_available_closes_the_client_and_counts_it(medlb, backends):
     assert who_answers(vip) == ""
     view = lb.service("vna")
     assert view["active_pool"] == "none" and view["no_server"] == 1
+
+
+def test_health_changes_are_counted_in_the_api_and_metrics(medlb, backends):
+    vip, pa, pb = free_ports(3)
+    backends.start("A", pa)
+    backends.start("B", pb)
+    lb = medlb([service("pacs", vip, [server("A", pa), server("B", pb)], health=CHECK)])
+    lb.wait_health("pacs", "B", "up", 5)
+
+    backends.kill("B")
+    lb.wait_health("pacs", "B", "down", 5)
+    backends.start("B", pb)
+    lb.wait_health("pacs", "B", "up", 5)
+
+    assert lb.server("pacs", "B")["health_changes"] == 2
+    metrics = lb.api("GET", "/metrics").text
+    assert 'medlb_server_health_changes_total{backup="false",pool="default",server="B",service="pacs"} 2.0' in metrics
+    events = [e for e in lb.api("GET", "/api/v1/events").json() if e["kind"] == "health"]
+    assert [(e["subject"], e["new"]) for e in events[:2]] == [("B", "up"), ("B", "down")]
