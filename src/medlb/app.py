@@ -83,7 +83,7 @@ class App:
         try:
             self.tokens = build_tokens(self.loaded)
         except OSError as exc:
-            raise StartError(f"cannot read a token file: {exc}") from None
+            raise StartError(f"cannot read an admin token_file: {exc.strerror}") from None
         self.store = Store(self.loaded.state_dir)
         self.runtime.load(config)
         self._restore_stored()
@@ -177,7 +177,8 @@ class App:
             except ConfigError as exc:
                 return self._reload_failed(who, source, exc.problems)
             except OSError as exc:
-                return self._reload_failed(who, source, [Problem("admin", None, f"cannot read a token file: {exc}")])
+                return self._reload_failed(who, source, [Problem("admin", None,
+                                                                 f"cannot read an admin token_file: {exc.strerror}")])
             old_services = dict(self.runtime.services)
             old_config = self.loaded.config
             self.runtime.load(loaded.config)

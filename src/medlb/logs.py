@@ -79,7 +79,12 @@ def get_logger(name: str) -> EventLogger:
 def setup(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
-    root = logging.getLogger("medlb")
+    ours = logging.getLogger("medlb")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level.upper())
+    ours.propagate = False
+    # Libraries (uvicorn, asyncio) log through the root logger: same format, so a
+    # JSON log stays JSON; only their warnings and errors.
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(logging.WARNING)

@@ -483,3 +483,16 @@ def test_problem_str_format():
     assert str(Problem("services[2].servers[0].address", 7, "bad port")) == \
         "services[2].servers[0].address (line 7): bad port"
     assert str(Problem("", None, "cannot read the file")) == "(top level): cannot read the file"
+
+
+def test_the_same_token_value_twice_is_an_error():
+    text = """
+admin:
+  token: the-same-secret-value-1234
+  tokens:
+    - {name: noc, token: the-same-secret-value-1234, role: operator}
+services: []
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert [p.path for p in caught.value.problems] == ["admin.tokens[0].token"]

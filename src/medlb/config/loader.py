@@ -285,7 +285,14 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         if not (admin.token or admin.token_file or admin.tokens):
             problems.append(Problem("admin", lines.get(("admin",)), "the admin API needs a token, token_file or tokens"))
         names: set[str] = set()
+        values = [admin.token] if admin.token else []
         for index, token in enumerate(admin.tokens):
+            if token.token is not None and token.token in values:
+                path = ("admin", "tokens", index, "token")
+                problems.append(Problem(format_path(path), lines.get(path),
+                                        "this token value is already used by another token; each needs its own"))
+            if token.token is not None:
+                values.append(token.token)
             if token.name in names:
                 path = ("admin", "tokens", index, "name")
                 problems.append(Problem(format_path(path), lines.get(path), f"token name {token.name!r} is used twice"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from medlb.config.models import ScriptCheck
 from medlb.health.base import CheckTarget, Outcome
@@ -26,9 +27,13 @@ async def check(target: CheckTarget, config: ScriptCheck) -> Outcome:
     try:
         _, stderr = await process.communicate()
     except asyncio.CancelledError:
-        # The runner's timeout: do not leave the command running.
+        # The runner's timeout or a stop: end the command and anything it started
+        # (it runs in its own session, so its process group is its own).
         if process.returncode is None:
-            process.kill()
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             await process.wait()
         raise
     if process.returncode == 0:

@@ -1,0 +1,230 @@
+"""`medlb check` and `medlb run` as an operator runs them: exit codes and what they print."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from helpers import LOOPBACK, TOKEN, free_port, free_ports, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def medlb(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "medlb", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def write(tmp_path: Path, text: str, name: str = "medlb.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def one_service(port: int, mode: str = "tcp", state_dir: Path | str = "./state") -> str:
+    return f"""
+        state_dir: {state_dir}
+        services:
+          - name: pacs
+            mode: {mode}
+            listen: {LOOPBACK}:{port}
+            servers:
+              - name: pacs1
+                address: {LOOPBACK}:{free_port()}
+        """
+
+
+def test_check_a_valid_file_exits_0_and_names_each_service(tmp_path):
+    vip1, vip2, a, b = free_ports(4)
+    path = write(tmp_path, f"""
+        services:
+          - name: pacs
+            listen: {LOOPBACK}:{vip1}
+            servers:
+              - {{name: pacs1, address: "{LOOPBACK}:{a}"}}
+          - name: hl7-orders
+            listen: {LOOPBACK}:{vip2}
+            scheduler: leastconn
+            servers:
+              - {{name: engine1, address: "{LOOPBACK}:{b}"}}
+        """)
+
+    result = medlb("check", str(path))
+
+    assert result.returncode == 0, result.stderr
+    assert "valid, 2 service(s)" in result.stdout
+    assert "pacs [tcp]" in result.stdout
+    assert "hl7-orders [tcp]" in result.stdout
+    assert "engine1=" in result.stdout
+
+
+def test_check_reports_every_problem_with_its_path_and_line(tmp_path):
+    path = write(tmp_path, """
+        services:
+          - name: pacs
+            listen: 127.0.0.1:11104
+            helth:
+              type: tcp
+            health:
+              type: tcp
+              interval: 5 parsecs
+            servers:
+              - name: a
+                address: 127.0.0.1:1
+              - name: b
+                address: "127.0.0.1:99999"
+        """)
+
+    result = medlb("check", str(path))
+
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "3 problem(s)" in output
+    assert "services[0].helth (line 4): unknown key" in output
+    assert "services[0].health.interval (line 8): expected a duration" in output
+    assert "services[0].servers[1].address (line 13): port 99999 is outside 1-65535" in output
+
+
+def test_check_reports_a_listen_address_used_by_two_services(tmp_path):
+    path = write(tmp_path, """
+        services:
+          - name: pacs
+            listen: 127.0.0.1:11104
+            servers:
+              - {name: a, address: "127.0.0.1:1"}
+          - name: ris
+            listen:
+              - 127.0.0.1:11105
+              - 127.0.0.1:11104
+            servers:
+              - {name: a, address: "127.0.0.1:2"}
+        """)
+
+    result = medlb("check", str(path))
+
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "services[1].listen[1] (line 9): 127.0.0.1:11104 is already a listen address of services[0]" in output
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_passes_check(example):
+    result = medlb("check", str(example))
+
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_run_refuses_a_mode_that_is_not_yet_available(tmp_path):
+    path = write(tmp_path, one_service(free_port(), mode="dicom"))
+
+    result = medlb("run", "-c", str(path), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "dicom" in result.stderr and "not yet available" in result.stderr
+
+
+def test_run_exits_1_naming_a_listen_address_already_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(tmp_path, one_service(port))
+
+        result = medlb("run", "-c", str(path), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert f"{LOOPBACK}:{port}" in result.stderr
+    assert "in use" in result.stderr
+
+
+def test_run_exits_1_naming_an_admin_address_already_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(tmp_path, f"admin: {{listen: '{LOOPBACK}:{port}', token: {TOKEN}}}\n" + textwrap.dedent(
+            one_service(free_port())))
+
+        result = medlb("run", "-c", str(path), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert f"admin API cannot listen on {LOOPBACK}:{port}" in result.stderr
+
+
+def test_run_exits_2_on_an_invalid_config(tmp_path):
+    path = write(tmp_path, one_service(free_port()).replace("listen:", "listn:"))
+
+    result = medlb("run", "-c", str(path), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "services[0].listn" in result.stderr
+
+
+def start_json_logging(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """medlb run --log-format json with a server that is down (so it logs warnings too)."""
+    vip, admin, closed = free_ports(3)
+    path = write(tmp_path, f"""
+        admin: {{listen: "{LOOPBACK}:{admin}", token: {TOKEN}}}
+        state_dir: ./state
+        services:
+          - name: pacs
+            listen: {LOOPBACK}:{vip}
+            health: {{type: tcp, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}}
+            servers:
+              - {{name: pacs1, address: "{LOOPBACK}:{closed}"}}
+        """)
+    log = tmp_path / "medlb.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "medlb", "run", "-c", str(path), "--log-format", "json"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    wait_until(lambda: proc.poll() is not None or "health_changed" in log.read_text(), 15,
+               what="medlb to log a health change")
+    assert proc.poll() is None, log.read_text()
+    return proc, log, admin
+
+
+def json_lines(proc: subprocess.Popen[bytes], log: Path) -> list[dict]:
+    proc.terminate()
+    assert proc.wait(20) == 0
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+    return records
+
+
+def test_run_with_json_log_format_writes_one_json_object_per_line(tmp_path):
+    proc, log, _ = start_json_logging(tmp_path)
+    try:
+        records = json_lines(proc, log)
+    finally:
+        proc.kill()
+
+    assert all("event" in record for record in records)
+    events = [record["event"] for record in records]
+    assert events[0] == "listening" and "started" in events and events[-1] == "stopped"
+    assert any(r["event"] == "health_changed" and r["level"] == "warning" for r in records)
+
+
+def test_json_log_stays_json_after_a_malformed_request_to_the_admin_port(tmp_path):
+    proc, log, admin = start_json_logging(tmp_path)
+    try:
+        with socket.create_connection((LOOPBACK, admin), timeout=5) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 400")
+        records = json_lines(proc, log)
+    finally:
+        proc.kill()
+
+    assert all("event" in record for record in records)
