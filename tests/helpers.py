@@ -130,12 +130,22 @@ class Backends:
             args += ["--port", str(p)]
         if bulk:
             args += ["--bulk", str(bulk)]
+        self.start_process(name, args)
+        return port
+
+    def start_process(self, name: str, args: list[str]) -> None:
+        """Start a peer that prints `ready` once it listens."""
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = proc.stdout.readline() if proc.stdout else ""
         if line.strip() != "ready":
             proc.kill()
-            raise RuntimeError(f"backend {name} did not start on {host}:{ports}")
+            raise RuntimeError(f"peer {name} did not start: {args}")
         self.procs[name] = proc
+
+    def start_mllp(self, name: str, port: int, log: Path, mode: str = "aa") -> int:
+        """A python-hl7 MLLP receiver (tests/peers/mllp_server.py) logging to `log`."""
+        self.start_process(name, [sys.executable, str(PEERS / "mllp_server.py"), "--name", name,
+                                  "--port", str(port), "--log", str(log), "--mode", mode])
         return port
 
     def kill(self, name: str) -> None:

@@ -47,8 +47,11 @@ def summary(loaded: LoadedConfig) -> str:
         check = health.type if health.type == "none" else (
             f"{health.type} every {format_duration(health.interval)} (rise {health.rise}, fall {health.fall})")
         lines.append(f"  {service.name} [{service.mode}] {_compact_listen(service)}")
-        lines.append(f"      {service.scheduler}, persistence {service.persistence.type}, check {check}, "
-                     f"failback {service.failback}")
+        if service.mode == "mllp" and service.mllp and service.mllp.balance == "message":
+            balance = f"balance per message by {service.mllp.ordering_key}"
+        else:
+            balance = f"{service.scheduler}, persistence {service.persistence.type}"
+        lines.append(f"      {balance}, check {check}, failback {service.failback}")
         for pool_name, pool in service.all_pools().items():
             prefix = "" if pool_name == "default" else f"pool {pool_name}: "
             primary = ", ".join(f"{s.name}={s.address}" + (f" w{s.weight}" if s.weight != 1 else "") for s in pool.servers)
@@ -126,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", help="where the demo keeps its state (default: a temporary folder)")
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
     demo.set_defaults(func=cmd_demo)
+
+    from medlb import hl7send
+
+    hl7send.add_parser(commands)
     return parser
 
 

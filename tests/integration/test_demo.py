@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     base = free_ports(1)[0]
-    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 100, base + 101, base + 102,
-                                             base + 110, base + 111)):
+    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 20, base + 100, base + 101,
+                                             base + 102, base + 110, base + 111, base + 120, base + 121)):
         base = free_ports(1)[0]
     admin = free_port()
     proc = subprocess.Popen(["make", "--no-print-directory", "demo",
@@ -27,7 +27,7 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if "metrics:" in line:  # the last line of the banner's addresses
+            if "/failback" in line:  # the banner's last line
                 break
         output = "".join(lines)
         assert "medlb demo is running" in output, output
@@ -36,6 +36,11 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
         assert sorted(name for _, name in held) == ["vna1 ready", "vna1 ready", "vna2 ready"]
         for sock, _ in held:
             sock.close()
+        # The one-line HL7 command the banner prints.
+        sent = subprocess.run([str(ROOT / ".venv/bin/medlb"), "hl7-send", f"127.0.0.1:{base + 20}", "--count", "2"],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert sent.stdout.count("MSA|AA|") == 2
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -44,6 +49,7 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     assert proc.returncode in (0, -signal.SIGINT, 2), rest
     assert "medlb demo stopped" in rest and "Traceback" not in rest, rest
     assert f"http://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
+    assert f"hl7-send 127.0.0.1:{base + 20}" in "".join(lines)
 
 
 def free_port_ok(port: int) -> bool:

@@ -8,12 +8,14 @@ library call per connection or per byte. Labels are names medlb's config gives
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily,
+                                    Metric)
 
 from medlb import __version__
+from medlb.runtime import Service
 from medlb.runtime.events import STATES
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ class RuntimeCollector:
                     latency.add_metric(labels, server.last_check.latency)
                     last_ok.add_metric(labels, 1 if server.last_check.ok else 0)
 
+        yield from _mllp_metrics(services)
+
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
         for result, count in self.app.reloads.items():
             reloads.add_metric([result], count)
@@ -95,6 +99,55 @@ class RuntimeCollector:
         info.add_metric([], {"version": __version__})
         yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, changes, last_ok,
                     svc_active, svc_total, svc_refused, svc_no_server, pool_active, reloads, info)
+
+
+def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
+    """HL7 counters: types, ACK codes and reasons only; never message content or keys."""
+    messages = CounterMetricFamily("medlb_mllp_messages", "HL7 messages sent to servers, by MSH-9 type",
+                                   labels=["service", "server", "type"])
+    acks = CounterMetricFamily("medlb_mllp_acks", "ACKs relayed to senders, by MSA-1 code",
+                               labels=["service", "server", "code"])
+    naks = CounterMetricFamily("medlb_mllp_negative_acks_sent",
+                               "Negative ACKs medlb itself sent to senders, by reason", labels=["service", "reason"])
+    retries = CounterMetricFamily("medlb_mllp_retries", "Messages sent again after a server failed to ACK",
+                                  labels=["service"])
+    mismatched = CounterMetricFamily("medlb_mllp_mismatched_acks",
+                                     "Answers not relayed: MSA-2 matched no message in flight", labels=["service"])
+    oversized = CounterMetricFamily("medlb_mllp_oversized_messages", "Frames over max_message_size",
+                                    labels=["service"])
+    unreadable = CounterMetricFamily("medlb_mllp_unreadable_messages", "Frames without a readable MSH",
+                                     labels=["service"])
+    junk = CounterMetricFamily("medlb_mllp_junk_bytes", "Bytes received outside MLLP frames", labels=["service"])
+    in_flight = GaugeMetricFamily("medlb_mllp_in_flight", "Messages sent and waiting for their ACK",
+                                  labels=["service"])
+    queued = GaugeMetricFamily("medlb_mllp_queued", "Messages received and not yet sent", labels=["service"])
+    latency = HistogramMetricFamily("medlb_mllp_ack_latency_seconds", "From sending a message to its ACK",
+                                    labels=["service"])
+    found = False
+    for service in services:
+        stats = service.mllp_stats
+        if stats is None:
+            continue
+        found = True
+        name = service.name
+        for (kind, server), count in stats.messages.items():
+            messages.add_metric([name, server, kind], count)
+        for (server, code), count in stats.acks.items():
+            acks.add_metric([name, server, code], count)
+        for reason, count in stats.naks.items():
+            naks.add_metric([name, reason], count)
+        retries.add_metric([name], stats.retries)
+        mismatched.add_metric([name], stats.mismatched_acks)
+        oversized.add_metric([name], stats.oversized)
+        unreadable.add_metric([name], stats.unreadable)
+        junk.add_metric([name], stats.junk_bytes)
+        in_flight.add_metric([name], stats.in_flight)
+        queued.add_metric([name], stats.queued - stats.in_flight)
+        histogram = stats.ack_latency
+        latency.add_metric([name], histogram.cumulative(), histogram.total)
+    if found:
+        yield from (messages, acks, naks, retries, mismatched, oversized, unreadable, junk, in_flight, queued,
+                    latency)
 
 
 def render(app: "App") -> bytes:

@@ -31,6 +31,7 @@ def server_view(server: Server) -> dict[str, Any]:
         "last_check": None if last is None else {
             "ok": last.ok, "reason": last.reason, "latency": round(last.latency, 6), "at": last.at},
         **({"ae_title": server.ae_title} if server.ae_title else {}),
+        **({"messages": server.messages, "in_flight": server.in_flight} if server.messages or server.in_flight else {}),
     }
 
 
@@ -56,4 +57,23 @@ def service_view(service: Service) -> dict[str, Any]:
             for name, pool in service.pools.items()
         },
         "servers": [server_view(server) for server in service.servers()],
+        **({"mllp": mllp_view(service)} if service.mllp_stats is not None else {}),
+    }
+
+
+def mllp_view(service: Service) -> dict[str, Any]:
+    stats = service.mllp_stats
+    assert stats is not None
+    acks: dict[str, int] = {}
+    for (_, code), count in stats.acks.items():
+        acks[code] = acks.get(code, 0) + count
+    return {
+        "messages": sum(stats.messages.values()),
+        "acks": acks,
+        "negative_acks_sent": dict(stats.naks),
+        "retries": stats.retries,
+        "mismatched_acks": stats.mismatched_acks,
+        "oversized": stats.oversized,
+        "in_flight": stats.in_flight,
+        "queued": stats.queued - stats.in_flight,
     }

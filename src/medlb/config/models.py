@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from medlb.config.units import HostPort, parse_duration, parse_listen, parse_server_address, parse_size
 
@@ -41,8 +41,8 @@ Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
 Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
-AVAILABLE_MODES: frozenset[str] = frozenset({"tcp"})
-AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none"})
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp"})
+AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp"})
 AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
 AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip"})
 
@@ -245,7 +245,11 @@ class MllpConfig(Strict):
     ordering_key: str = "PID-3"
     ack_timeout: Positive = 30.0
     retries: int = Field(2, ge=0, le=10)
-    max_message_size: Size = 16 * 1024 * 1024
+    max_message_size: Size = Field(16 * 1024 * 1024, ge=1024)
+    #: Persistent connections medlb keeps to each server (one message in flight on each).
+    server_connections: int = Field(4, ge=1, le=256)
+    #: Messages one sender may have waiting for their ACK before medlb stops reading it.
+    max_queued: int = Field(256, ge=1, le=100_000)
 
     @field_validator("ordering_key")
     @classmethod
@@ -306,6 +310,13 @@ class ServiceConfig(Strict):
     def addresses(self) -> list[HostPort]:
         """Every listen address, with port ranges expanded."""
         return [address for item in self.listen for address in item]
+
+    @model_validator(mode="after")
+    def _mode_defaults(self) -> "ServiceConfig":
+        """A mode's own section defaults to its defaults, so `mode: mllp` alone works."""
+        if self.mode == "mllp" and self.mllp is None:
+            self.mllp = MllpConfig()
+        return self
 
     def all_pools(self) -> dict[str, PoolConfig]:
         """The default pool (servers/backup) and the named ones, as one mapping."""

@@ -59,9 +59,36 @@ async def _http_server(name: str, port: int) -> asyncio.AbstractServer:
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
+async def _hl7_engine(name: str, port: int) -> asyncio.AbstractServer:
+    """A stand-in for an interface engine: answers every MLLP message with AA."""
+    from medlb.protocols import mllp
+    from medlb.protocols.hl7 import HL7Error, build_ack, parse_header
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = mllp.FrameDecoder(16 * 1024 * 1024)
+        try:
+            while data := await reader.read(65536):
+                for event in decoder.feed(data):
+                    if isinstance(event, mllp.Frame):
+                        try:
+                            header = parse_header(event.payload)
+                        except HL7Error:
+                            continue
+                        writer.write(mllp.encode(build_ack(header, "AA", f"accepted by {name}", "0",
+                                                           "Message accepted", sender=name.encode())))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
 def demo_config(base: int, admin_port: int, token: str, state_dir: Path) -> dict:
     vna_ports = [base + 100 + i for i in range(3)]
     web_ports = [base + 110, base + 111]
+    hl7_ports = [base + 120, base + 121]
     return {
         "admin": {"listen": f"127.0.0.1:{admin_port}", "token": token},
         "state_dir": str(state_dir),
@@ -87,8 +114,17 @@ def demo_config(base: int, admin_port: int, token: str, state_dir: Path) -> dict
                 "servers": [{"name": "web1", "address": f"127.0.0.1:{web_ports[0]}"},
                             {"name": "web2", "address": f"127.0.0.1:{web_ports[1]}"}],
             },
+            {
+                "name": "adt",
+                "mode": "mllp",
+                "listen": [f"127.0.0.1:{base + 20}"],
+                "mllp": {"ordering_key": "PID-3", "ack_timeout": "10s", "retries": 2},
+                "health": {"type": "mllp", "interval": "2s", "timeout": "1s"},
+                "servers": [{"name": "engine1", "address": f"127.0.0.1:{hl7_ports[0]}"},
+                            {"name": "engine2", "address": f"127.0.0.1:{hl7_ports[1]}"}],
+            },
         ],
-    }, vna_ports, web_ports
+    }, vna_ports, web_ports, hl7_ports
 
 
 def _banner(base: int, admin_port: int, token: str, config_path: Path) -> str:
@@ -105,6 +141,7 @@ Try:
   printf 'hello\\n' | nc -q1 127.0.0.1 {base}          # VNA port 1 -> vna1/vna2 (leastconn, weight 2:1)
   printf 'hello\\n' | nc -q1 127.0.0.1 {base + 1}          # VNA port 2, same servers
   curl http://127.0.0.1:{base + 10}/                    # viewer, source-IP persistence
+  medlb hl7-send 127.0.0.1:{base + 20} --count 3        # HL7 ADT over MLLP, ACKed by engine1/engine2
   curl -s {auth} {api}/api/v1/services
   curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/vna/servers/vna1/state
   curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/vna/servers/vna2/state   # fail over to dr-vna1
@@ -117,7 +154,7 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
     from medlb.app import App, StartError
 
     token = secrets.token_urlsafe(24)
-    config, vna_ports, web_ports = demo_config(args.base_port, args.admin_port, token, state_dir)
+    config, vna_ports, web_ports, hl7_ports = demo_config(args.base_port, args.admin_port, token, state_dir)
     config_path = state_dir / "demo.yaml"
     config_path.write_text("# written by medlb demo\n" + yaml.safe_dump(config, sort_keys=False))
     backends = []
@@ -126,6 +163,8 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
             backends.append(await _echo_server(name, port))
         for name, port in zip(("web1", "web2"), web_ports):
             backends.append(await _http_server(name, port))
+        for name, port in zip(("engine1", "engine2"), hl7_ports):
+            backends.append(await _hl7_engine(name, port))
     except OSError as exc:
         for server in backends:
             server.close()
@@ -145,6 +184,7 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
     await app.stop()
     for server in backends:
         server.close()
+    await asyncio.sleep(0.1)  # the simulated servers see medlb's links close
     print("medlb demo stopped", flush=True)
     return 0
 

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from medlb.health import http, script, tcp
+from medlb.health import http, mllp, script, tcp
 from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error
 from medlb.logs import get_logger
 from medlb.runtime import CheckResult, Runtime, Server
@@ -23,6 +23,7 @@ CHECKERS: dict[str, Checker] = {
     "http": http.check,
     "https": http.check,
     "script": script.check,
+    "mllp": mllp.check,
 }
 
 log = get_logger("medlb.health")

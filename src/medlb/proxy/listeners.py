@@ -13,13 +13,14 @@ import socket
 
 from medlb.config.units import HostPort
 from medlb.logs import get_logger
+from medlb.proxy.mllp import mllp_factory
 from medlb.proxy.tcp import ServiceHandle, TcpClient
 from medlb.runtime import Change, Runtime
 
 log = get_logger("medlb.proxy")
 
 #: Factories per mode; later modes (dicom, mllp, http) add theirs here.
-PROTOCOLS = {"tcp": TcpClient}
+PROTOCOLS = {"tcp": TcpClient, "mllp": mllp_factory}
 
 
 class BindError(Exception):
@@ -91,11 +92,20 @@ class Listeners:
         """Wait for established connections to end; abort what is left after timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        for connection in list(self.connections):
+            shutdown = getattr(connection, "shutdown", None)
+            if shutdown is not None:
+                shutdown()  # message-level modes close once their answers are out
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         left = len(self.connections)
         for connection in list(self.connections):
             connection.abort()
+        for handle in self.handles.values():
+            dispatcher = getattr(handle, "dispatcher", None)
+            if dispatcher is not None:
+                dispatcher.close_all()
+        await asyncio.sleep(0)  # let the closes reach the kernel before the loop ends
         return left
 
     def _on_changes(self, changes: list[Change]) -> None:

@@ -15,7 +15,8 @@ from typing import Callable, Iterator, Literal
 from medlb.config.models import Config, PoolConfig, ServerConfig, ServiceConfig, SourceIpPersistence
 from medlb.runtime.events import STATES, Change, CheckResult, Event, Failback, SetFailedOver, SetState
 from medlb.runtime.persistence import StickTable, client_key
-from medlb.runtime.schedulers import Scheduler, make_scheduler
+from medlb.runtime.schedulers import Scheduler, make_scheduler, rendezvous_score
+from medlb.runtime.stats import MllpStats
 
 Tier = Literal["primary", "backup", "none"]
 _uids = itertools.count(1)
@@ -63,6 +64,9 @@ class Server:
     bytes_to_server: int = 0
     bytes_to_client: int = 0
     connect_failures: int = 0
+    # message-level modes (mllp): messages sent and waiting for their ACK
+    messages: int = 0
+    in_flight: int = 0
     uid: int = field(default_factory=lambda: next(_uids))
 
     @property
@@ -165,6 +169,7 @@ class Service:
         self.refused = 0
         self.no_server = 0
         self.sticky: StickTable | None = None
+        self.mllp_stats: MllpStats | None = MllpStats() if config.mode == "mllp" else None
         persistence = config.persistence
         if isinstance(persistence, SourceIpPersistence):
             self.sticky = StickTable(persistence.timeout, persistence.max_entries)
@@ -226,6 +231,23 @@ class Service:
         if sticky is not None and server is not None and key is not None:
             sticky.put(key, server.name, now)  # type: ignore[arg-type]
         return server
+
+
+    def pick_for_key(self, key: bytes, exclude: set[Server] | frozenset[Server] = frozenset(),
+                     pool_name: str = "default") -> Server | None:
+        """The server that owns `key` (an HL7 ordering key) by consistent hashing.
+
+        One key keeps its server while that server can take work; when it leaves, only
+        its keys move. Servers in `exclude` (already tried for this message) are passed
+        over, falling back to the backup tier when the active tier has none left.
+        """
+        pool = self.pools[pool_name]
+        tiers = [pool.active] + (["backup"] if pool.active == "primary" and exclude else [])
+        for tier in tiers:
+            candidates = [s for s in pool.tier_servers(tier) if s.available and s.weight > 0 and s not in exclude]  # type: ignore[arg-type]
+            if candidates:
+                return max(candidates, key=lambda server: rendezvous_score(key, server))
+        return None
 
 
 class Runtime:
@@ -290,6 +312,8 @@ class Runtime:
     def _carry_over(old: Service, new: Service) -> list[Change]:
         changes: list[Change] = []
         new.active, new.total, new.refused, new.no_server = old.active, old.total, old.refused, old.no_server
+        if old.mllp_stats is not None and new.mllp_stats is not None:
+            new.mllp_stats = old.mllp_stats
         if old.sticky is not None and new.sticky is not None:
             new.sticky._entries = old.sticky._entries
         for name, pool in new.pools.items():

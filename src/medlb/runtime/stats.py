@@ -1,0 +1,63 @@
+"""Counters of the message-level modes, kept on the Service (no I/O).
+
+Labels are bounded: message types and reasons come from a small vocabulary, and
+anything past `max_labels` distinct values is counted as `other`, so a sender cannot
+grow the metrics without bound. No label ever holds message content.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+#: ACK latency buckets in seconds (Prometheus histogram upper bounds).
+LATENCY_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                      1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Histogram:
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, cumulative count) pairs ending with +Inf, as Prometheus wants."""
+        running, pairs = 0, []
+        for bound, count in zip(self.bounds, self.counts):
+            running += count
+            pairs.append((repr(bound), running))
+        pairs.append(("+Inf", running + self.counts[-1]))
+        return pairs
+
+
+@dataclass
+class MllpStats:
+    max_labels: int = 200
+    messages: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, server)
+    acks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (server, code)
+    naks: Counter[str] = field(default_factory=Counter)  # reason -> negative ACKs medlb sent
+    retries: int = 0
+    mismatched_acks: int = 0
+    oversized: int = 0
+    unreadable: int = 0
+    junk_bytes: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    ack_latency: Histogram = field(default_factory=Histogram)
+    _types: set[str] = field(default_factory=set)
+
+    def message_type(self, label: str) -> str:
+        if label in self._types:
+            return label
+        if len(self._types) < self.max_labels:
+            self._types.add(label)
+            return label
+        return "other"
