@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/local.yaml
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: demo test run check bench clean system-deps
 
@@ -30,6 +31,10 @@ run: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/medlb check $(CONFIG)
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m pip install -q --disable-pip-version-check matplotlib
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache test-artifacts

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages medlb's tests and demo need, when they are missing.
 # Run as root on Debian; elsewhere it only says what is missing. Later modes add their
-# interop peers here (dcmtk, orthanc, haproxy, nftables, chromium).
+# interop peers here (dcmtk, orthanc, nftables, chromium). haproxy, iperf3, wrk and
+# nginx are the benchmark's peers; the tests run the harness once, briefly.
 set -euo pipefail
 
-packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git)
+packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git
+          haproxy iperf3 wrk nginx-light)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -121,7 +121,16 @@ def _compose(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
     return data, lines
 
 
-def _locate(loc: tuple[Any, ...], data: Any, lines: dict[PathKey, int]) -> tuple[PathKey, int | None]:
+def _problem(path: PathKey, lines: dict[PathKey, int], message: str) -> Problem:
+    """A problem at `path`, on the line of the deepest part of the path the file has
+    (a missing key is reported on its parent's line)."""
+    probe = path
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    return Problem(format_path(path), lines.get(probe), message)
+
+
+def _locate(loc: tuple[Any, ...], data: Any) -> PathKey:
     """Turn a pydantic error location into a path that exists in the file.
 
     Pydantic inserts the tag of a tagged union (`health.http.path`); such parts are not
@@ -142,10 +151,7 @@ def _locate(loc: tuple[Any, ...], data: Any, lines: dict[PathKey, int]) -> tuple
         else:
             path += (part,)
             node = None
-    probe = path
-    while probe and probe not in lines:
-        probe = probe[:-1]
-    return path, lines.get(probe)
+    return path
 
 
 def _message(error: dict[str, Any]) -> str:
@@ -172,10 +178,7 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
     problems: list[Problem] = []
 
     def add(path: PathKey, message: str) -> None:
-        probe = path
-        while probe and probe not in lines:
-            probe = probe[:-1]
-        problems.append(Problem(format_path(path), lines.get(probe), message))
+        problems.append(_problem(path, lines, message))
 
     seen_names: dict[str, int] = {}
     bound: list[tuple[Any, int, int]] = []  # (address, service index, listen index)
@@ -241,10 +244,7 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
     notes: list[Problem] = []
 
     def add(path: PathKey, message: str) -> None:
-        probe = path
-        while probe and probe not in lines:
-            probe = probe[:-1]
-        notes.append(Problem(format_path(path), lines.get(probe), message))
+        notes.append(_problem(path, lines, message))
 
     for index, service in enumerate(config.services):
         base: PathKey = ("services", index)
@@ -276,30 +276,27 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            path, line = _locate(error["loc"], data, lines)
-            problems.append(Problem(format_path(path), line, _message(error)))
+            problems.append(_problem(_locate(error["loc"], data), lines, _message(error)))
         raise ConfigError(source, problems) from None
     problems = _cross_checks(config, data, lines)
     if config.admin is not None:
         admin = config.admin
         if not (admin.token or admin.token_file or admin.tokens):
-            problems.append(Problem("admin", lines.get(("admin",)), "the admin API needs a token, token_file or tokens"))
+            problems.append(_problem(("admin",), lines, "the admin API needs a token, token_file or tokens"))
         names: set[str] = set()
         values = [admin.token] if admin.token else []
         for index, token in enumerate(admin.tokens):
             if token.token is not None and token.token in values:
-                path = ("admin", "tokens", index, "token")
-                problems.append(Problem(format_path(path), lines.get(path),
-                                        "this token value is already used by another token; each needs its own"))
+                problems.append(_problem(("admin", "tokens", index, "token"), lines,
+                                         "this token value is already used by another token; each needs its own"))
             if token.token is not None:
                 values.append(token.token)
             if token.name in names:
-                path = ("admin", "tokens", index, "name")
-                problems.append(Problem(format_path(path), lines.get(path), f"token name {token.name!r} is used twice"))
+                problems.append(_problem(("admin", "tokens", index, "name"), lines,
+                                         f"token name {token.name!r} is used twice"))
             names.add(token.name)
             if (token.token is None) == (token.token_file is None):
-                path = ("admin", "tokens", index)
-                problems.append(Problem(format_path(path), lines.get(path), "give exactly one of token and token_file"))
+                problems.append(_problem(("admin", "tokens", index), lines, "give exactly one of token and token_file"))
     if problems:
         raise ConfigError(source, problems)
     return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines))

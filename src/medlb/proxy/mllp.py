@@ -25,6 +25,8 @@ from medlb.protocols.hl7 import Header, HL7Error, build_ack, field_value, parse_
 from medlb.runtime import Change, Server, Service
 from medlb.runtime.stats import MllpStats
 
+from medlb.proxy.tcp import admit
+
 if TYPE_CHECKING:
     from medlb.proxy.tcp import ServiceHandle
 
@@ -407,14 +409,9 @@ class MllpClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        service = self.service
-        if service.active >= service.config.limits.max_connections:
-            service.refused += 1
+        if not admit(self.service, transport):
             self.closed = True
-            transport.close()
             return
-        service.active += 1
-        service.total += 1
         self.counted = True
         self.handle.registry.connections.add(self)  # type: ignore[arg-type]
         self._arm_idle()

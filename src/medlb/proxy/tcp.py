@@ -33,6 +33,18 @@ class ServiceHandle:
     registry: "Listeners"
 
 
+def admit(service: Service, transport: asyncio.BaseTransport) -> bool:
+    """Count a new client connection, or refuse it at max_connections: accepted and
+    closed at once, with no byte sent, and counted as refused."""
+    if service.active >= service.config.limits.max_connections:
+        service.refused += 1
+        transport.close()
+        return False
+    service.active += 1
+    service.total += 1
+    return True
+
+
 def _keepalive(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -107,13 +119,9 @@ class TcpClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         service = self.service
         limits = service.config.limits
-        if service.active >= limits.max_connections:
-            service.refused += 1
+        if not admit(service, transport):
             self.closed = True
-            transport.close()
             return
-        service.active += 1
-        service.total += 1
         self.counted = True
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""

@@ -1,0 +1,216 @@
+"""The benchmark scenarios. Each returns Rows; `quick` makes every run tiny (for tests)."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import time
+
+from bench.common import (LOOPBACK, PYTHON, ROOT, Medlb, Process, Row, alternate, env_with_src, free_ports,
+                          haproxy, haproxy_available, percentile, rss_bytes, wait_port, workdir)
+
+
+def _tcp_service(port: int, backend: int, **extra: object) -> dict:
+    return {"name": "bench", "mode": "tcp", "listen": [f"{LOOPBACK}:{port}"],
+            "health": {"type": "none"}, "limits": {"max_connections": 9000, "idle_timeout": "5m"},
+            "servers": [{"name": "b1", "address": f"{LOOPBACK}:{backend}"}], **extra}
+
+
+def _haproxy_tcp(port: int, backend: int, mode: str = "tcp", threads: int = 1) -> str:
+    return f"""global
+    maxconn 9000
+    nbthread {threads}
+defaults
+    mode {mode}
+    timeout connect 3s
+    timeout client 5m
+    timeout server 5m
+frontend f
+    bind {LOOPBACK}:{port}
+    default_backend b
+backend b
+    server b1 {LOOPBACK}:{backend}
+"""
+
+
+# --- HL7 ---------------------------------------------------------------------------------
+
+
+def hl7(quick: bool) -> list[Row]:
+    vip, engine_port = free_ports(2)
+    seconds, pairs = (0.5, 1) if quick else (3.0, 3)
+    directory = workdir("hl7")
+    service = {"name": "adt", "mode": "mllp", "listen": [f"{LOOPBACK}:{vip}"], "health": {"type": "none"},
+               "mllp": {"server_connections": 16},
+               "servers": [{"name": "e1", "address": f"{LOOPBACK}:{engine_port}"}]}
+
+    def load(port: int) -> dict:
+        out = subprocess.run([PYTHON, str(ROOT / "bench/peers/hl7_load.py"), str(port), "--senders", "10",
+                              "--seconds", str(seconds)], capture_output=True, text=True, timeout=120,
+                             env=env_with_src(), check=True)
+        return json.loads(out.stdout)
+
+    samples: dict[str, list[dict]] = {"medlb": [], "direct": []}
+
+    def through_medlb() -> float:
+        result = load(vip)
+        samples["medlb"].append(result)
+        return result["rate"]
+
+    def direct() -> float:
+        result = load(engine_port)
+        samples["direct"].append(result)
+        return result["rate"]
+
+    engine = Process([PYTHON, str(ROOT / "bench/peers/hl7_engine.py"), str(engine_port)], ready_port=engine_port,
+                     env=env_with_src())
+    with engine, Medlb([service], directory):
+        wait_port(vip)
+        load(vip)  # warm up: links open, code paths hot
+        medlb_rate, direct_rate, ratio, results = alternate(pairs, through_medlb, direct)
+    p50 = [m["p50_ms"] - d["p50_ms"] for m, d in zip(samples["medlb"], samples["direct"])]
+    p99 = [m["p99_ms"] - d["p99_ms"] for m, d in zip(samples["medlb"], samples["direct"])]
+    added50, added99 = sorted(p50)[len(p50) // 2], sorted(p99)[len(p99) // 2]
+    return [
+        Row("HL7 messages/s with ACKs, 10 senders", "msg/s", round(medlb_rate), round(direct_rate), "direct",
+            round(ratio, 3), ">= 0.8", pairs=results),
+        Row("HL7 added latency per message (p50 / p99)", "ms", round(added50, 3), round(added99, 3), "direct",
+            None, "p99 <= 1 ms", note=f"added p50 {added50:.3f} ms, p99 {added99:.3f} ms"),
+    ]
+
+
+# --- TCP -----------------------------------------------------------------------------------
+
+
+def _iperf(port: int, streams: int, seconds: float) -> float:
+    seconds = max(1, round(seconds))  # iperf3 takes whole seconds
+    error = ""
+    for _ in range(5):
+        out = subprocess.run(["iperf3", "-c", LOOPBACK, "-p", str(port), "-t", str(seconds), "-P", str(streams),
+                              "-J"], capture_output=True, text=True, timeout=seconds + 30)
+        data = json.loads(out.stdout or "{}")
+        if "sum_received" in data.get("end", {}):
+            return data["end"]["sum_received"]["bits_per_second"] / 1e9
+        # The iperf3 server runs one test at a time and may still be closing the last.
+        error = data.get("error", out.stderr.strip())
+        time.sleep(0.5)
+    raise RuntimeError(f"iperf3 failed: {error}")
+
+
+def tcp_bulk(quick: bool) -> list[Row]:
+    if not (haproxy_available() and shutil.which("iperf3")):
+        return [Row("TCP bulk throughput", "Gbit/s", None, None, "HAProxy", None, ">= 1.0",
+                    note="haproxy or iperf3 missing (make bench installs them)")]
+    vip, hap, backend = free_ports(3)
+    seconds, pairs = (0.5, 1) if quick else (2.0, 3)
+    directory = workdir("bulk")
+    rows = []
+    with Process(["iperf3", "-s", "-p", str(backend)], ready_port=backend), \
+            Medlb([_tcp_service(vip, backend)], directory), haproxy(_haproxy_tcp(hap, backend), directory, hap):
+        wait_port(vip)
+        for streams in (1, 8):
+            medlb, peer, ratio, results = alternate(pairs, lambda: _iperf(vip, streams, seconds),
+                                                   lambda: _iperf(hap, streams, seconds))
+            rows.append(Row(f"TCP bulk throughput, {streams} stream(s)", "Gbit/s", round(medlb, 2), round(peer, 2),
+                            "HAProxy mode tcp", round(ratio, 3), ">= 1.0", pairs=results))
+    return rows
+
+
+def _nginx(port: int, directory) -> Process:  # type: ignore[no-untyped-def]
+    conf = directory / "nginx.conf"
+    conf.write_text(f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    server {{
+        listen {LOOPBACK}:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    return Process(["nginx", "-c", str(conf), "-p", str(directory)], ready_port=port)
+
+
+def _wrk(port: int, seconds: float, connections: int, close: bool) -> float:
+    args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
+    if close:
+        args += ["-H", "Connection: close"]
+    out = subprocess.run(args + [f"http://{LOOPBACK}:{port}/"], capture_output=True, text=True,
+                         timeout=seconds + 30)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    return float(match.group(1)) if match else 0.0
+
+
+def tcp_connections(quick: bool) -> list[Row]:
+    if not (haproxy_available() and shutil.which("wrk") and shutil.which("nginx")):
+        return [Row("new TCP connections per second", "conn/s", None, None, "HAProxy", None, ">= 0.8",
+                    note="haproxy, wrk or nginx missing (make bench installs them)")]
+    vip, hap, backend = free_ports(3)
+    seconds, pairs = (0.5, 1) if quick else (2.0, 3)
+    directory = workdir("conn")
+    with _nginx(backend, directory), Medlb([_tcp_service(vip, backend)], directory), \
+            haproxy(_haproxy_tcp(hap, backend), directory, hap):
+        wait_port(vip)
+        medlb, peer, ratio, results = alternate(pairs, lambda: _wrk(vip, seconds, 32, close=True),
+                                               lambda: _wrk(hap, seconds, 32, close=True))
+    return [Row("new TCP connections per second (HTTP, Connection: close)", "conn/s", round(medlb), round(peer),
+                "HAProxy mode tcp", round(ratio, 3), ">= 0.8", pairs=results)]
+
+
+def _hold_idle(port: int, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection((LOOPBACK, port))
+        socks.append(sock)
+    return socks
+
+
+def idle_memory(quick: bool) -> list[Row]:
+    if not (haproxy_available() and shutil.which("nginx")):
+        return [Row("memory per idle connection", "bytes", None, None, "HAProxy", None, "<= 1.0",
+                    note="haproxy or nginx missing (make bench installs them)")]
+    count = 200 if quick else 5000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    count = min(count, (hard - 200) // 2)
+    vip, hap, backend = free_ports(3)
+    directory = workdir("idle")
+    results = []
+    with _nginx(backend, directory):
+        for name, port, context in (("medlb", vip, Medlb([_tcp_service(vip, backend)], directory)),
+                                    ("haproxy", hap, haproxy(_haproxy_tcp(hap, backend), directory, hap))):
+            with context as proc:
+                wait_port(port)
+                time.sleep(0.3)
+                before = rss_bytes(proc.pid)
+                socks = _hold_idle(port, count)
+                time.sleep(0.5)
+                after = rss_bytes(proc.pid)
+                for sock in socks:
+                    sock.close()
+            results.append((after - before) / count)
+    medlb, peer = results
+    return [Row(f"memory per idle connection ({count} connections)", "bytes", round(medlb), round(peer),
+                "HAProxy mode tcp", round(medlb / peer, 3) if peer > 0 else None, "<= 1.0",
+                note="lower is better")]
+
+
+def not_yet(name: str, peer: str, target: str) -> list[Row]:
+    return [Row(name, "", None, None, peer, None, target, note="mode not yet available")]
+
+
+SCENARIOS = {
+    "tcp-bulk": tcp_bulk,
+    "tcp-connections": tcp_connections,
+    "idle-memory": idle_memory,
+    "hl7": hl7,
+    "http": lambda quick: not_yet("HTTP keep-alive requests/s, small responses", "HAProxy mode http", ">= 0.7"),
+    "https": lambda quick: not_yet("HTTPS (TLS offload) requests/s and 1 MB responses", "HAProxy with TLS", ">= 0.7"),
+}
