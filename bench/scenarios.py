@@ -75,11 +75,12 @@ def hl7(quick: bool) -> list[Row]:
     p50 = [m["p50_ms"] - d["p50_ms"] for m, d in zip(samples["medlb"], samples["direct"])]
     p99 = [m["p99_ms"] - d["p99_ms"] for m, d in zip(samples["medlb"], samples["direct"])]
     added50, added99 = sorted(p50)[len(p50) // 2], sorted(p99)[len(p99) // 2]
+    direct99 = sorted(d["p99_ms"] for d in samples["direct"])[len(samples["direct"]) // 2]
     return [
         Row("HL7 messages/s with ACKs, 10 senders", "msg/s", round(medlb_rate), round(direct_rate), "direct",
             round(ratio, 3), ">= 0.8", pairs=results),
-        Row("HL7 added latency per message (p50 / p99)", "ms", round(added50, 3), round(added99, 3), "direct",
-            None, "p99 <= 1 ms", note=f"added p50 {added50:.3f} ms, p99 {added99:.3f} ms"),
+        Row("HL7 latency added per message, p99", "ms", round(added99, 3), round(direct99, 3), "direct p99", None,
+            "p99 <= 1 ms", note=f"medlb column: p99 added by medlb; added p50 {added50:.3f} ms"),
     ]
 
 

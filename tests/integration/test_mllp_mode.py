@@ -301,3 +301,25 @@ def test_one_patient_stays_on_one_server(medlb, backends, tmp_path, path):
             by_patient[r["key"]].add(r["server"])
     assert all(len(servers) == 1 for servers in by_patient.values())
     assert len({next(iter(s)) for s in by_patient.values()}) == 3
+
+
+def test_keys_move_to_the_backup_and_back_with_manual_failback(medlb, backends, tmp_path):
+    vip, primary, backup = free_ports(3)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("PRIMARY", primary, log)
+    backends.start_mllp("DR", backup, log)
+    engine = mllp_service("adt", vip, [server("PRIMARY", primary)])
+    engine["backup"] = [server("DR", backup)]
+    engine["failback"] = "manual"
+    lb = medlb([engine])
+
+    send(vip, [adt("A1", "MRN1")])
+    lb.set_state("adt", "PRIMARY", "halt")
+    send(vip, [adt("A2", "MRN1")])
+    lb.set_state("adt", "PRIMARY", "online")
+    send(vip, [adt("A3", "MRN1")])  # failback is manual: still on the backup
+    assert lb.api("POST", "/api/v1/services/adt/failback").status_code == 200
+    send(vip, [adt("A4", "MRN1")])
+
+    where = {r["id"]: r["server"] for r in received(log)}
+    assert [where[i] for i in ("A1", "A2", "A3", "A4")] == ["PRIMARY", "DR", "DR", "PRIMARY"]

@@ -49,9 +49,30 @@ class Header:
         return re.sub(r"[^A-Za-z0-9_^]", "?", label)[:16] or "unknown"
 
 
-def _segments(message: bytes) -> list[bytes]:
-    # Segments end with CR; tolerate LF and CRLF from careless senders.
-    return [s for s in re.split(rb"\r\n|\r|\n", message) if s]
+def _first_line(message: bytes) -> bytes:
+    """The MSH segment, found without splitting the whole (possibly huge) message."""
+    end = len(message)
+    for terminator in (b"\r", b"\n"):
+        found = message.find(terminator, 0, end)
+        if found >= 0:
+            end = found
+    return message[:end]
+
+
+def _find_segment(message: bytes, name: bytes, sep: bytes) -> bytes | None:
+    """The first segment called `name` (not MSH), found by search rather than a split."""
+    tag = name + sep
+    for start_of_line in (b"\r", b"\n"):
+        at = message.find(start_of_line + tag)
+        if at >= 0:
+            start = at + 1
+            end = len(message)
+            for terminator in (b"\r", b"\n"):
+                found = message.find(terminator, start, end)
+                if found >= 0:
+                    end = found
+            return message[start:end]
+    return None
 
 
 def parse_header(message: bytes) -> Header:
@@ -60,14 +81,14 @@ def parse_header(message: bytes) -> Header:
     sep = message[3:4]
     if sep.isalnum() or sep in (b"\r", b"\n"):
         raise HL7Error("the MSH segment has no valid field separator")
-    msh = _segments(message)[0]
-    fields = msh.split(sep)
+    fields = _first_line(message).split(sep)
     # MSH-1 is the separator itself, so MSH-n is fields[n - 1].
-    get = lambda n: fields[n - 1] if len(fields) >= n else b""  # noqa: E731
-    control_id = get(10)
+    fields += [b""] * (12 - len(fields))
+    control_id = fields[9]
     if not control_id:
         raise HL7Error("MSH-10 (message control ID) is empty")
-    return Header(sep, get(2), get(3), get(4), get(5), get(6), get(9), control_id, get(11), get(12))
+    return Header(sep, fields[1], fields[2], fields[3], fields[4], fields[5], fields[8], control_id, fields[10],
+                  fields[11])
 
 
 _PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
@@ -85,28 +106,27 @@ def field_value(message: bytes, path: str, header: Header | None = None) -> byte
     header = header or parse_header(message)
     name, field_no = match.group(1).encode(), int(match.group(2))
     sep = header.field_sep
-    for segment in _segments(message):
-        if segment[:3] != name or (len(segment) > 3 and segment[3:4] != sep):
-            continue
-        fields = segment.split(sep)
-        index = field_no - 1 if name == b"MSH" else field_no
-        if index >= len(fields):
-            return b""
-        value = fields[index]
-        if match.group(3) is None:
-            return value
-        repetition_sep = header.encoding[1:2] or b"~"
-        value = value.split(repetition_sep)[0]
-        components = value.split(header.component_sep)
-        component = int(match.group(3)) - 1
-        value = components[component] if component < len(components) else b""
-        if match.group(4) is None:
-            return value
-        sub_sep = header.encoding[3:4] or b"&"
-        subs = value.split(sub_sep)
-        sub = int(match.group(4)) - 1
-        return subs[sub] if sub < len(subs) else b""
-    return None
+    segment = _first_line(message) if name == b"MSH" else _find_segment(message, name, sep)
+    if segment is None:
+        return None
+    fields = segment.split(sep)
+    index = field_no - 1 if name == b"MSH" else field_no
+    if index >= len(fields):
+        return b""
+    value = fields[index]
+    if match.group(3) is None:
+        return value
+    repetition_sep = header.encoding[1:2] or b"~"
+    value = value.split(repetition_sep)[0]
+    components = value.split(header.component_sep)
+    component = int(match.group(3)) - 1
+    value = components[component] if component < len(components) else b""
+    if match.group(4) is None:
+        return value
+    sub_sep = header.encoding[3:4] or b"&"
+    subs = value.split(sub_sep)
+    sub = int(match.group(4)) - 1
+    return subs[sub] if sub < len(subs) else b""
 
 
 @dataclass(frozen=True)
@@ -117,14 +137,11 @@ class Ack:
 
 def parse_ack(message: bytes) -> Ack:
     header = parse_header(message)
-    sep = header.field_sep
-    for segment in _segments(message):
-        if segment.startswith(b"MSA" + sep):
-            fields = segment.split(sep)
-            code = fields[1] if len(fields) > 1 else b""
-            acked = fields[2] if len(fields) > 2 else b""
-            return Ack(code, acked)
-    raise HL7Error("the answer has no MSA segment")
+    segment = _find_segment(message, b"MSA", header.field_sep)
+    if segment is None:
+        raise HL7Error("the answer has no MSA segment")
+    fields = segment.split(header.field_sep)
+    return Ack(fields[1] if len(fields) > 1 else b"", fields[2] if len(fields) > 2 else b"")
 
 
 def _clean(text: str, header: Header | None) -> bytes:

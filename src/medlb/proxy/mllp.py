@@ -162,6 +162,11 @@ class Dispatcher:
         self.keys: dict[bytes, collections.deque[Delivery]] = {}
         self.links: dict[Server, list[Link]] = {}
         self.waiting: dict[Server, collections.deque[Delivery]] = {}
+        # Key -> owning server, valid until any server of the service changes state or
+        # health (or a reload): spares a hash per server for every message.
+        self._owners: dict[bytes, Server] = {}
+        self._owners_for: Service | None = None
+        self._type_labels: dict[bytes, str] = {}
         self._reaper: asyncio.TimerHandle | None = None
         handle.registry.runtime.subscribe(self._on_changes)
 
@@ -211,9 +216,12 @@ class Dispatcher:
     def _dispatch(self, delivery: Delivery) -> None:
         """Send the head of a key's queue to the server that owns the key."""
         service = self.service
-        server = service.pick_for_key(delivery.key, delivery.tried)
-        if server is None and delivery.tried:
-            server = service.pick_for_key(delivery.key)  # every server tried: any available one
+        if delivery.tried:
+            server = service.pick_for_key(delivery.key, delivery.tried)
+            if server is None:
+                server = service.pick_for_key(delivery.key)  # every server tried: any available one
+        else:
+            server = self._owner(delivery.key)
         if server is None:
             self._fail(delivery, NAK_NO_SERVER)
             return
@@ -223,6 +231,27 @@ class Dispatcher:
             self.waiting.setdefault(server, collections.deque()).append(delivery)
             return
         link.send(delivery)
+
+    def _owner(self, key: bytes) -> Server | None:
+        owners = self._owners
+        if self._owners_for is not self.service or len(owners) > 65536:
+            owners.clear()
+            self._owners_for = self.service
+        server = owners.get(key)
+        if server is None:
+            server = self.service.pick_for_key(key)
+            if server is not None:
+                owners[key] = server
+        return server
+
+    def type_label(self, header: Header) -> str:
+        """MSH-9 as a bounded metric label, computed once per distinct type."""
+        label = self._type_labels.get(header.message_type)
+        if label is None:
+            label = self.stats.message_type(header.type_label())
+            if len(self._type_labels) < 1024:
+                self._type_labels[header.message_type] = label
+        return label
 
     def _free_link(self, server: Server) -> Link | None:
         links = self.links.setdefault(server, [])
@@ -354,7 +383,10 @@ class Dispatcher:
     def _on_changes(self, changes: list[Change]) -> None:
         """A server that stops taking work: its waiting messages go elsewhere now."""
         for change in changes:
-            if change.service != self.name or change.kind not in ("state", "health"):
+            if change.service != self.name:
+                continue
+            self._owners.clear()  # any change (state, health, failover, failback) may move keys
+            if change.kind not in ("state", "health"):
                 continue
             for server in list(self.waiting):
                 if server.name == change.subject and not server.available:
@@ -437,7 +469,7 @@ class MllpClient(asyncio.Protocol):
                 self._refuse(event.payload[:4096], "AR", NAK_UNREADABLE, NAK_UNREADABLE)
                 continue
             delivery = Delivery(event.payload, header, key, self)
-            delivery.type_label = stats.message_type(header.type_label())
+            delivery.type_label = self.dispatcher.type_label(header)
             self.pending.append(delivery)
             self.dispatcher.submit(delivery)
         stats.junk_bytes += self.decoder.junk_bytes - junk_before
