@@ -323,3 +323,16 @@ def test_keys_move_to_the_backup_and_back_with_manual_failback(medlb, backends, 
 
     where = {r["id"]: r["server"] for r in received(log)}
     assert [where[i] for i in ("A1", "A2", "A3", "A4")] == ["PRIMARY", "DR", "DR", "PRIMARY"]
+
+
+def test_a_sender_pipelining_past_max_queued_bytes_is_slowed_not_stalled(medlb, backends, tmp_path):
+    vip, port = free_ports(2)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("E1", port, log)
+    lb = medlb([mllp_service("lab", vip, [server("E1", port)], max_queued_bytes="1MiB", max_queued=4)])
+    obx = "OBX|1|ED|PDF^Report||" + "B" * 600_000 + "\r"
+
+    answers = send(vip, [adt(f"R{i}", f"MRN{i % 3}", extra=obx) for i in range(12)])
+
+    assert [msa(a) for a in answers] == [("AA", f"R{i}") for i in range(12)]
+    assert lb.service("lab")["mllp"]["queued"] == 0

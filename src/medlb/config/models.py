@@ -250,6 +250,8 @@ class MllpConfig(Strict):
     server_connections: int = Field(4, ge=1, le=256)
     #: Messages one sender may have waiting for their ACK before medlb stops reading it.
     max_queued: int = Field(256, ge=1, le=100_000)
+    #: Bytes of one sender's messages medlb holds before it stops reading from it.
+    max_queued_bytes: Size = Field(64 * 1024 * 1024, ge=1024)
 
     @field_validator("ordering_key")
     @classmethod

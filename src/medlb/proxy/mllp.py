@@ -36,6 +36,7 @@ NAK_NO_SERVER = "no server available"
 NAK_NOT_ACKED = "no server acknowledged the message"
 NAK_OVERSIZED = "message exceeds max_message_size"
 NAK_UNREADABLE = "no readable MSH segment"
+NAK_STOPPING = "medlb is stopping"
 
 
 class Delivery:
@@ -168,6 +169,7 @@ class Dispatcher:
         self._owners_for: Service | None = None
         self._type_labels: dict[bytes, str] = {}
         self._reaper: asyncio.TimerHandle | None = None
+        self.stopping = False
         handle.registry.runtime.subscribe(self._on_changes)
 
     @property
@@ -319,7 +321,9 @@ class Dispatcher:
             delivery.failures += 1
             log.warning("message_not_acked", service=self.name, server=link.server.name, reason=why,
                         attempt=delivery.failures)
-            if delivery.failures > self.config.retries:
+            if self.stopping:
+                self._fail(delivery, NAK_STOPPING)
+            elif delivery.failures > self.config.retries:
                 self._fail(delivery, NAK_NOT_ACKED)
             else:
                 self.stats.retries += 1
@@ -394,6 +398,7 @@ class Dispatcher:
 
     def close_all(self) -> None:
         """medlb is stopping: close every link (messages still on one are answered AE)."""
+        self.stopping = True
         for links in list(self.links.values()):
             for link in list(links):
                 link.close("medlb is stopping")
@@ -431,6 +436,7 @@ class MllpClient(asyncio.Protocol):
         self.dispatcher: Dispatcher = dispatcher
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.pending: collections.deque[Delivery] = collections.deque()
+        self.pending_bytes = 0
         self.decoder = mllp.FrameDecoder(handle.service.config.mllp.max_message_size)  # type: ignore[union-attr]
         self.counted = False
         self.paused = False
@@ -471,9 +477,11 @@ class MllpClient(asyncio.Protocol):
             delivery = Delivery(event.payload, header, key, self)
             delivery.type_label = self.dispatcher.type_label(header)
             self.pending.append(delivery)
+            self.pending_bytes += len(event.payload)
             self.dispatcher.submit(delivery)
         stats.junk_bytes += self.decoder.junk_bytes - junk_before
-        if len(self.pending) >= config.max_queued and not self.paused:
+        if (len(self.pending) >= config.max_queued or self.pending_bytes >= config.max_queued_bytes) \
+                and not self.paused:
             self.paused = True
             self.transport.pause_reading()
 
@@ -504,6 +512,7 @@ class MllpClient(asyncio.Protocol):
         pending = self.pending
         while pending and pending[0].reply is not None:
             done = pending.popleft()
+            self.pending_bytes -= len(done.payload)
             if not self.closed:
                 self.transport.write(done.reply)  # type: ignore[arg-type]
         if self.stopping:
@@ -511,7 +520,8 @@ class MllpClient(asyncio.Protocol):
                 self.close()
             return
         config = self.service.config.mllp
-        if self.paused and config is not None and len(pending) < config.max_queued // 2 and not self.closed:
+        if self.paused and config is not None and len(pending) < config.max_queued // 2 \
+                and self.pending_bytes < config.max_queued_bytes // 2 and not self.closed:
             self.paused = False
             self.transport.resume_reading()
 
