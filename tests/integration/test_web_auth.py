@@ -197,3 +197,14 @@ def test_https_is_the_default_with_a_self_signed_certificate(medlb, backends):
     answer = login(web, "olga")
     assert answer.status_code == 200
     assert web.get("/api/v1/services").status_code == 200  # the Secure cookie came back over HTTPS
+
+
+def test_the_pages_background_refreshes_do_not_keep_a_session_alive(medlb, backends):
+    lb, _ = start(medlb, backends, session_timeout="5s")
+    web = browser(lb)
+    answer = login(web, "olga")
+    web.cookies.set("medlb_session", answer.headers["set-cookie"].split(";")[0].split("=", 1)[1])
+    time.sleep(1)
+    assert web.get("/api/v1/services", headers={"X-Medlb-Background": "1"}).status_code == 200
+    time.sleep(4.5)  # 5.5 s since the person's last own request: past the idle timeout
+    assert web.get("/api/v1/services", headers={"X-Medlb-Background": "1"}).status_code == 401

@@ -107,7 +107,10 @@ def caller(request: Request) -> Principal:
         return found
     session_id = request.cookies.get(COOKIE, "")
     admin = app.loaded.config.admin
-    session = app.sessions.lookup(session_id, admin) if session_id and admin is not None else None
+    # The page marks its automatic refreshes, so that only a person's own requests
+    # count against the idle timeout.
+    touch = request.headers.get("x-medlb-background") != "1"
+    session = app.sessions.lookup(session_id, admin, touch) if session_id and admin is not None else None
     if session is None:
         raise ApiError(401, "log in, or send a bearer token" if not session_id else "the session has ended; log in again",
                        {"WWW-Authenticate": "Bearer"})
@@ -309,7 +312,9 @@ def create_api(app: "App") -> FastAPI:
                     try:
                         message = await asyncio.wait_for(queue.get(), 15)
                     except TimeoutError:
-                        if principal.session and principal.session not in app.sessions.sessions:
+                        admin = app.loaded.config.admin
+                        if principal.session and (admin is None or app.sessions.lookup(
+                                principal.session, admin, touch=False) is None):
                             break  # logged out or timed out
                         yield ": keep-alive\n\n"
                         continue

@@ -87,7 +87,9 @@ class Sessions:
         self.sessions[session.id] = session
         return session
 
-    def lookup(self, session_id: str, config: AdminConfig) -> Session | None:
+    def lookup(self, session_id: str, config: AdminConfig, touch: bool = True) -> Session | None:
+        """The live session, or None. `touch=False` for the page's own background
+        refreshes, which must not keep an unattended session alive."""
         session = self.sessions.get(session_id)
         if session is None:
             return None
@@ -98,7 +100,8 @@ class Sessions:
             del self.sessions[session_id]
             return None
         session.role = user.role  # a reload that changes a role applies at once
-        session.last_seen = now
+        if touch:
+            session.last_seen = now
         return session
 
     def logout(self, session_id: str) -> Session | None:

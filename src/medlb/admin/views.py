@@ -66,6 +66,7 @@ def service_view(service: Service) -> dict[str, Any]:
         "persistence": config.persistence.type,
         "health_check": config.health.type,
         "failback": config.failback,
+        "on_halt": config.on_halt,
         "active_pool": service.active_pool,
         "failed_over": service.pools["default"].failed_over,
         "active_connections": service.active,
