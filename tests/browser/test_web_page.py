@@ -272,3 +272,35 @@ def test_wrong_passwords_lock_out_after_the_configured_count(chromium, tmp_path)
     finally:
         factory.stop_all()
         group.stop_all()
+
+
+def test_keyboard_only_on_a_tablet_sized_screen(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        page = visit.page
+        page.set_viewport_size({"width": 768, "height": 1024})
+        page.goto(lb.base_url + "/")
+        # Log in with the keyboard alone: the name field has focus, Tab, Enter.
+        expect(page.get_by_label("User name")).to_be_focused()
+        page.keyboard.type("olga")
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORDS["olga"])
+        page.keyboard.press("Enter")
+        expect(page.locator("#services tbody tr")).to_have_count(2)
+        screenshot(page, "tablet-overview.png")
+        page.goto(lb.base_url + "/#/service/pacs")
+        halt = page.locator("button[data-action='halt'][data-server='B']")
+        halt.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("dialog#confirm")).to_be_visible()
+        expect(page.locator("#confirm-ok")).to_be_focused()
+        page.keyboard.press("Escape")  # cancel: nothing changes
+        expect(page.locator("dialog#confirm")).to_be_hidden()
+        assert lb.server("pacs", "B")["state"] == "online"
+        box = halt.bounding_box()
+        assert box is not None and box["height"] >= 40  # a finger-sized target
+        screenshot(page, "tablet-service-pacs.png")
+        assert visit.foreign_requests() == []
+    finally:
+        visit.close()

@@ -22,6 +22,8 @@ from medlb.config.models import AdminConfig
 from medlb.passwords import dummy_hash, verify_password
 
 COOKIE = "medlb_session"
+#: Failure counters kept at most (user names and source addresses together).
+MAX_TRACKED = 10000
 
 
 @dataclass
@@ -58,6 +60,9 @@ class Sessions:
 
     def _fail(self, key: str, now: float, config: AdminConfig) -> bool:
         """Count a failure; True if it locks the key out."""
+        if key not in self._failures and len(self._failures) >= MAX_TRACKED:
+            # Bounded memory against a flood of made-up names: forget the oldest.
+            self._failures.pop(next(iter(self._failures)))
         window = self._failures.setdefault(key, collections.deque())
         window.append(now)
         while window and window[0] < now - config.lockout.window:
@@ -83,6 +88,9 @@ class Sessions:
             raise LoginRefused(401, "wrong user name or password")
         for key in keys:
             self._failures.pop(key, None)
+        idle = time.monotonic() - config.session_timeout
+        for stale in [k for k, v in self.sessions.items() if v.last_seen < idle]:
+            del self.sessions[stale]
         session = Session(secrets.token_urlsafe(32), user.name, user.role, secrets.token_urlsafe(32))
         self.sessions[session.id] = session
         return session

@@ -235,7 +235,7 @@ function poolButtons(service, poolName, pool) {
     const servers = service.servers.filter((v) => names.includes(v.name) && v.pool === poolName);
     if (servers.some((v) => v.state !== "halt")) {
       const title = tier === "primary" && pool.backup.length ? `Fail over to backup${label}` : `Halt ${tier} pool${label}`;
-      buttons.push(el("button", { type: "button", class: "danger", "data-pool-action": `halt-${tier}`,
+      buttons.push(el("button", { type: "button", class: tier === "primary" ? "danger" : "warn", "data-pool-action": `halt-${tier}`,
         onclick: () => act(title, poolConsequence(service, poolName, tier, "halt"), `Halt ${names.join(", ")}`, true,
                            "POST", `${base}/pools/${encodeURIComponent(poolName)}/state`, { state: "halt", tier }) }, title));
     }
