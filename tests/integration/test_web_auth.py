@@ -90,6 +90,13 @@ def test_login_sets_a_strict_session_cookie_and_changes_need_the_csrf_token(medl
     assert PASSWORDS["olga"] not in lb.log()
 
 
+def test_a_login_from_another_site_is_refused(medlb, backends):
+    lb, _ = start(medlb, backends)
+    answer = browser(lb).post("/api/v1/login", json={"name": "olga", "password": PASSWORDS["olga"]},
+                              headers={"Origin": "https://evil.example"})
+    assert answer.status_code == 403 and "set-cookie" not in answer.headers
+
+
 def test_a_viewer_reads_but_changes_nothing(medlb, backends):
     lb, _ = start(medlb, backends)
     web = browser(lb)

@@ -333,6 +333,9 @@ def create_api(app: "App") -> FastAPI:
     async def login(body: LoginRequest, request: Request) -> JSONResponse:
         admin = app.loaded.config.admin
         assert admin is not None
+        origin = request.headers.get("origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            raise ApiError(403, "the request comes from another site")  # no logging in from another page
         try:
             session = await app.sessions.login(body.name, body.password, source(request), admin)
         except LoginRefused as exc:
