@@ -41,7 +41,15 @@ def summary(loaded: LoadedConfig) -> str:
     config = loaded.config
     lines = [f"{loaded.source}: valid, {len(config.services)} service(s)"]
     admin = config.admin
-    lines.append(f"  admin: {admin.listen if admin else 'off (no admin section)'}; state_dir: {loaded.state_dir}")
+    if admin is None:
+        where = "off (no admin section)"
+    else:
+        scheme = "http" if admin.tls == "off" else "https"
+        tls = {"off": "plain HTTP", "auto": "self-signed certificate in state_dir"}.get(
+            admin.tls if isinstance(admin.tls, str) else "", "configured certificate")
+        where = (f"{scheme}://{admin.listen}/ ({tls}); {len(admin.users)} user(s), "
+                 f"{len(admin.tokens) + bool(admin.token) + bool(admin.token_file)} token(s)")
+    lines.append(f"  admin: {where}; state_dir: {loaded.state_dir}")
     for service in config.services:
         health = service.health
         check = health.type if health.type == "none" else (
