@@ -241,6 +241,9 @@ class App:
             if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
                     and old_config.admin.listen != loaded.config.admin.listen:
                 log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
+            if old_config.admin is not None and loaded.config.admin is not None \
+                    and old_config.admin.tls != loaded.config.admin.tls:
+                log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
             if old_config.state_dir != loaded.config.state_dir:
                 log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
             self.audit(who, "reload", str(self.config_path), {"result": "ok",

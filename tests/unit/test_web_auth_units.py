@@ -71,3 +71,30 @@ def test_sessions_end_when_idle_or_when_the_user_goes_and_follow_role_changes():
     time.sleep(1.2)
     assert sessions.lookup(again.id, config) is None
     assert sessions.lookup("no-such-session", config) is None
+
+
+def test_history_keeps_a_bounded_window_and_computes_rates_between_samples(monkeypatch):
+    from types import SimpleNamespace
+
+    from medlb.admin import history as history_module
+    from medlb.admin.history import History
+    from runtime_helpers import make_runtime, server, svc
+
+    runtime = make_runtime({"a": 1, "b": 1})
+    sampler = History(SimpleNamespace(runtime=runtime), interval=5, points=3)  # type: ignore[arg-type]
+    clock = iter([1000.0, 1005.0, 1010.0, 1015.0])
+    monkeypatch.setattr(history_module.time, "time", lambda: next(clock))
+    sampler.sample()
+    svc(runtime).total += 10
+    server(runtime, "a").bytes_to_client += 5000
+    svc(runtime).active = 2
+    sampler.sample()
+    svc(runtime).total = 0  # a reload resets counters: the rate is zero, not negative
+    sampler.sample()
+    sampler.sample()
+    points = sampler.of("svc")
+    assert len(points) == 3  # the oldest sample fell out
+    first, second, third = points
+    assert (first["conn_rate"], first["bytes_rate"], first["active"]) == (2.0, 1000.0, 2)
+    assert second["conn_rate"] == 0.0 and third["conn_rate"] == 0.0
+    assert first["servers"] == 2 and first["up"] == 2
