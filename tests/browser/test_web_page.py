@@ -178,6 +178,10 @@ def test_operator_halts_a_server_fails_the_pool_over_and_back_and_sees_the_audit
             page.locator("#export").click()
         assert download.value.suggested_filename == "medlb-audit.csv"
         screenshot(page, "audit.png")
+        page.get_by_role("link", name="Events").click()
+        events = page.locator("#events tbody")
+        expect(events).to_contain_text("no primary server is online and up")  # the reason, in words
+        expect(events).to_contain_text("state of A")
 
         assert operator.foreign_requests() == [] and viewer.foreign_requests() == []
         assert any("/api/v1/stream" in url for url in operator.requests)
@@ -247,6 +251,15 @@ def test_an_admin_checks_a_config_file_like_medlb_check(chromium, site):
         page.locator("#config-validate").click()
         expect(page.locator("#config-result")).to_contain_text("invalid")
         expect(page.locator("#config-result")).to_contain_text("admin.lisen (line 2): unknown key")
+        # Apply a valid file: confirmed, written, reloaded.
+        page.locator("#config-text").fill(lb.config_path.read_text().replace("name: ris", "name: ris-west"))
+        page.locator("#config-apply").click()
+        visit.confirm("services: pacs, ris-west")
+        wait_until(lambda: "ris-west" in [s["name"] for s in lb.api("GET", "/api/v1/services").json()], 10,
+                   what="the applied config to run")
+        assert "name: ris-west" in lb.config_path.read_text()
+        entry = lb.api("GET", "/api/v1/audit?q=reload").json()[0]
+        assert (entry["who"], entry["detail"]["result"]) == ("adam", "ok")
         assert visit.foreign_requests() == []
     finally:
         visit.close()
