@@ -166,12 +166,21 @@ class Medlb:
         self.config_path = workdir / "medlb.yaml"
         self.log_path = workdir / "medlb.log"
         self.admin_port = free_port()
-        config.setdefault("admin", {"listen": f"{LOOPBACK}:{self.admin_port}", "token": TOKEN})
+        # Plain HTTP on loopback unless a test asks for the default (HTTPS, self-signed).
+        config.setdefault("admin", {"listen": f"{LOOPBACK}:{self.admin_port}", "token": TOKEN, "tls": "off"})
+        config["admin"].setdefault("listen", f"{LOOPBACK}:{self.admin_port}")
         config.setdefault("state_dir", str(workdir / "state"))
         self.write_config(config)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=f"http://{LOOPBACK}:{self.admin_port}",
+        self.scheme = "http" if config["admin"].get("tls") == "off" else "https"
+        self.base_url = f"{self.scheme}://{LOOPBACK}:{self.admin_port}"
+        # HTTPS tests check the certificate themselves (cert_path); this client only talks.
+        self.client = httpx.Client(base_url=self.base_url, verify=False,
                                    headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+    @property
+    def cert_path(self) -> Path:
+        return Path(self.config["state_dir"]) / "admin-tls" / "cert.pem"
 
     def write_config(self, config: dict[str, Any] | str) -> None:
         self.config = config
@@ -191,7 +200,7 @@ class Medlb:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"medlb exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            return httpx.get(f"http://{LOOPBACK}:{self.admin_port}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{self.base_url}/healthz", timeout=1, verify=False).status_code == 200
         except httpx.HTTPError:
             return False
 

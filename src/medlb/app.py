@@ -17,6 +17,8 @@ from typing import Any
 
 from medlb import logs
 from medlb.admin.auth import Principal
+from medlb.admin.history import History
+from medlb.admin.sessions import Sessions
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.config.loader import read_secret
 from medlb.health import HealthManager
@@ -63,6 +65,10 @@ class App:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._admin: Any = None
+        #: One queue per open live stream (the page's server-sent events).
+        self.streams: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.sessions = Sessions()
+        self.history: History | None = None
         self.runtime.subscribe(self._on_changes)
 
     # --- life cycle ------------------------------------------------------------------
@@ -101,6 +107,8 @@ class App:
             except OSError as exc:
                 self.listeners.close_all()
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
+            self.history = History(self)
+            self.history.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("signal:SIGHUP")))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -140,10 +148,26 @@ class App:
         self.listeners.close_all()
         left = await self.listeners.drain(timeout)
         await self.health.stop()
+        for queue in list(self.streams):
+            queue.put_nowait(None)  # end the pages' live streams, so the admin server can stop
+        if self.history is not None:
+            await self.history.stop()
         if self._admin is not None:
             await self._admin.stop()
         self.store.close()
         log.event("stopped", aborted_connections=left)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Tell every open live stream (the pages people have open) what happened."""
+        for queue in list(self.streams):
+            if queue.qsize() < 1000:  # a stuck reader loses messages, not memory
+                queue.put_nowait(message)
+
+    def audit(self, who: str, action: str, target: str, detail: dict[str, Any] | None = None,
+              source: str = "") -> int:
+        entry = self.store.audit(who, action, target, detail, source)
+        self.publish({"type": "audit", "id": entry, "who": who, "action": action, "target": target})
+        return entry
 
     # --- operator actions ------------------------------------------------------------
 
@@ -155,9 +179,32 @@ class App:
         if target is None:
             raise KeyError(f"service {service!r} has no server named {server!r}")
         self.store.save_server_state(service, server, state, who)
-        self.store.audit(who, "set_state", f"{service}/{server}",
+        self.audit(who, "set_state", f"{service}/{server}",
                          {"from": target.state, "to": state}, source)
         return self.runtime.apply(SetState(service, server, state, who))  # type: ignore[arg-type]
+
+    def set_pool_state(self, service: str, pool: str, tier: str, state: str, who: str,
+                       source: str = "") -> list[Change]:
+        """Set every server of a pool's tier (primary or backup) at once: halting the
+        primary tier is the manual failover to the secondary cluster. Stored server by
+        server and audited as one action, before the runtime changes."""
+        found = self.runtime.services.get(service)
+        if found is None:
+            raise KeyError(f"no service named {service!r}")
+        target = found.pools.get(pool)
+        if target is None:
+            raise KeyError(f"service {service!r} has no pool named {pool!r}")
+        servers = target.tier_servers(tier)  # type: ignore[arg-type]
+        if not servers:
+            raise KeyError(f"pool {pool!r} of service {service!r} has no {tier} servers")
+        for server in servers:
+            self.store.save_server_state(service, server.name, state, who)
+        self.audit(who, "set_pool_state", f"{service}/{pool}/{tier}",
+                   {"to": state, "servers": {s.name: s.state for s in servers}}, source)
+        changes: list[Change] = []
+        for server in servers:
+            changes += self.runtime.apply(SetState(service, server.name, state, who))  # type: ignore[arg-type]
+        return changes
 
     def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
         found = self.runtime.services.get(service)
@@ -165,7 +212,7 @@ class App:
             raise KeyError(f"no service named {service!r}")
         if pool is not None and pool not in found.pools:
             raise KeyError(f"service {service!r} has no pool named {pool!r}")
-        self.store.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
+        self.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
         return self.runtime.apply(Failback(service, pool, who))
 
     async def reload(self, who: str, source: str = "") -> list[Problem]:
@@ -194,17 +241,20 @@ class App:
             if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
                     and old_config.admin.listen != loaded.config.admin.listen:
                 log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
+            if old_config.admin is not None and loaded.config.admin is not None \
+                    and old_config.admin.tls != loaded.config.admin.tls:
+                log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
             if old_config.state_dir != loaded.config.state_dir:
                 log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
-            self.store.audit(who, "reload", str(self.config_path), {"result": "ok",
+            self.audit(who, "reload", str(self.config_path), {"result": "ok",
                              "services": sorted(self.runtime.services)}, source)
             log.event("reloaded", who=who, services=len(self.runtime.services))
             return []
 
     def _reload_failed(self, who: str, source: str, problems: list[Problem]) -> list[Problem]:
         self.reloads["failed"] += 1
-        self.store.audit(who, "reload", str(self.config_path),
-                         {"result": "refused", "problems": [str(p) for p in problems]}, source)
+        self.audit(who, "reload", str(self.config_path),
+                   {"result": "refused", "problems": [str(p) for p in problems]}, source)
         log.error("reload_refused", who=who, problems=len(problems), first=str(problems[0]) if problems else "")
         return problems
 
@@ -222,6 +272,7 @@ class App:
                 fields["who"] = change.who
             level = log.warning if change.new in ("down", "none", "backup") else log.event
             level(f"{change.kind}_changed", **fields)
+            self.publish({"type": "change", **record})
             if change.kind == "failed_over" and hasattr(self, "store"):
                 self.store.save_failed_over(change.service, change.subject, change.new == "true")
 

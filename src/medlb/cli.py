@@ -1,4 +1,4 @@
-"""`medlb run | check | demo`: the operator's entry points.
+"""`medlb run | check | demo | passwd | ctl`: the operator's entry points.
 
 Exit codes: 0 fine, 1 could not start (a port in use, an unreadable file), 2 the
 config file is invalid (every problem is printed with its path and line).
@@ -41,7 +41,15 @@ def summary(loaded: LoadedConfig) -> str:
     config = loaded.config
     lines = [f"{loaded.source}: valid, {len(config.services)} service(s)"]
     admin = config.admin
-    lines.append(f"  admin: {admin.listen if admin else 'off (no admin section)'}; state_dir: {loaded.state_dir}")
+    if admin is None:
+        where = "off (no admin section)"
+    else:
+        scheme = "http" if admin.tls == "off" else "https"
+        tls = {"off": "plain HTTP", "auto": "self-signed certificate in state_dir"}.get(
+            admin.tls if isinstance(admin.tls, str) else "", "configured certificate")
+        where = (f"{scheme}://{admin.listen}/ ({tls}); {len(admin.users)} user(s), "
+                 f"{len(admin.tokens) + bool(admin.token) + bool(admin.token_file)} token(s)")
+    lines.append(f"  admin: {where}; state_dir: {loaded.state_dir}")
     for service in config.services:
         health = service.health
         check = health.type if health.type == "none" else (
@@ -108,6 +116,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Print a scrypt hash for `admin.users[].password_hash`; the password is never echoed."""
+    import getpass
+
+    from medlb.passwords import hash_password
+
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("medlb passwd: the passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 8:
+        print("medlb passwd: use at least 8 characters", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medlb", description="A load balancer for hospital systems.")
     parser.add_argument("--version", action="version", version=f"medlb {__version__}")
@@ -130,9 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
     demo.set_defaults(func=cmd_demo)
 
-    from medlb import hl7send
+    passwd = commands.add_parser("passwd", help="print a password hash for admin.users")
+    passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    passwd.set_defaults(func=cmd_passwd)
+
+    from medlb import ctl, hl7send
 
     hl7send.add_parser(commands)
+    ctl.add_parser(commands)
     return parser
 
 

@@ -172,7 +172,7 @@ def start_json_logging(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, i
     """medlb run --log-format json with a server that is down (so it logs warnings too)."""
     vip, admin, closed = free_ports(3)
     path = write(tmp_path, f"""
-        admin: {{listen: "{LOOPBACK}:{admin}", token: {TOKEN}}}
+        admin: {{listen: "{LOOPBACK}:{admin}", token: {TOKEN}, tls: "off"}}
         state_dir: ./state
         services:
           - name: pacs

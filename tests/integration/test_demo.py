@@ -41,6 +41,11 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
                               capture_output=True, text=True, timeout=60)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert sent.stdout.count("MSA|AA|") == 2
+        # The web page the banner names answers over HTTPS (self-signed).
+        import httpx
+
+        page = httpx.get(f"https://127.0.0.1:{admin}/", verify=False, timeout=10)
+        assert page.status_code == 200 and "/static/app.js" in page.text
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -48,7 +53,8 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     # cleanly, without a traceback.
     assert proc.returncode in (0, -signal.SIGINT, 2), rest
     assert "medlb demo stopped" in rest and "Traceback" not in rest, rest
-    assert f"http://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
+    assert f"https://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
+    assert f"web page:   https://127.0.0.1:{admin}/      user: demo  password: " in "".join(lines)
     assert f"hl7-send 127.0.0.1:{base + 20}" in "".join(lines)
 
 

@@ -1,26 +1,49 @@
 """The REST API under /api/v1, /metrics and /healthz.
 
-Every route but /healthz needs a bearer token; a token's role decides what it may
-change (viewer: read; operator: server states and failback; admin: also reload).
+Every route but /healthz, /api/v1/login and the page's static files needs a bearer
+token or a logged-in session; the role decides what it may change (viewer: read;
+operator: server and pool states, failback; admin: also reload and the config).
 Errors are JSON `{"error": "..."}` with the HTTP status that says what went wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import hmac
+import io
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medlb import __version__
 from medlb.admin import metrics
-from medlb.admin.views import server_view, service_view
+from medlb.admin.views import masked_config, server_view, service_view
+from medlb.config import ConfigError
+from medlb.config.loader import parse_config
+
+STATIC = Path(__file__).parent / "static"
+
+#: The page loads nothing from anywhere but this server; the browser enforces it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 from medlb.admin.auth import Principal
+from medlb.admin.sessions import COOKIE, LoginRefused
 
 if TYPE_CHECKING:
     from medlb.app import App
@@ -41,23 +64,84 @@ class FailbackRequest(BaseModel):
     pool: str | None = None
 
 
+class PoolStateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["online", "drain", "halt"]
+    tier: Literal["primary", "backup"] = "primary"
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    password: str
+
+
+class ConfigText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def caller(request: Request) -> Principal:
-    """The bearer token's principal, or 401."""
+    """The bearer token's principal, or the logged-in user's; else 401.
+
+    A change made with the session cookie must carry the session's CSRF token in the
+    X-CSRF-Token header (a bearer token is not sent by browsers on their own, so it
+    needs none), and an Origin header, when the browser sends one, must be this host.
+    """
+    app = request.app.state.medlb
     header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
-    found = None
-    for secret, principal in request.app.state.medlb.tokens.items():
-        # Compare with every token in constant time, so timing tells nothing about any.
-        if hmac.compare_digest(secret.encode(), token.strip().encode()):
-            found = principal
-    if found is None:
-        raise ApiError(401, "the token is not valid", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    return found
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+        found = None
+        for secret, principal in app.tokens.items():
+            # Compare with every token in constant time, so timing tells nothing about any.
+            if hmac.compare_digest(secret.encode(), token.strip().encode()):
+                found = principal
+        if found is None:
+            raise ApiError(401, "the token is not valid", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return found
+    session_id = request.cookies.get(COOKIE, "")
+    admin = app.loaded.config.admin
+    # The page marks its automatic refreshes, so that only a person's own requests
+    # count against the idle timeout.
+    touch = request.headers.get("x-medlb-background") != "1"
+    session = app.sessions.lookup(session_id, admin, touch) if session_id and admin is not None else None
+    if session is None:
+        raise ApiError(401, "log in, or send a bearer token" if not session_id else "the session has ended; log in again",
+                       {"WWW-Authenticate": "Bearer"})
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get("x-csrf-token", "")
+        if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+            raise ApiError(403, "the CSRF token is missing or wrong; reload the page")
+        origin = request.headers.get("origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            raise ApiError(403, "the request comes from another site")
+    return Principal(session.user, session.role, session.id)
 
 
 Caller = Annotated[Principal, Depends(caller)]
+
+
+def iso(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        # A cell starting with = + - @ is a formula to a spreadsheet: neutralise it.
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def create_api(app: "App") -> FastAPI:
@@ -72,7 +156,12 @@ def create_api(app: "App") -> FastAPI:
         if request.method == "POST":
             headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
             request.scope["headers"] = headers + [(b"content-type", b"application/json")]
-        return await call_next(request)
+        response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -168,14 +257,164 @@ def create_api(app: "App") -> FastAPI:
                                  "problems": [str(p) for p in problems]}, status_code=422)
         return {"status": "reloaded", "services": sorted(app.runtime.services)}
 
-    @api.get("/api/v1/audit")
-    async def audit(principal: Caller, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
-        """Operator actions, newest first."""
-        return app.store.audit_entries(max(1, min(limit, 1000)), before_id)
+    @api.post("/api/v1/services/{name}/pools/{pool}/state")
+    async def set_pool_state(name: str, pool: str, body: PoolStateRequest, principal: Caller,
+                             request: Request) -> dict[str, Any]:
+        """Set every server of a pool's tier: halting the primary tier fails the pool
+        over to its backup cluster; online brings it back. Stored and audited first."""
+        require(principal, "operator")
+        try:
+            changes = app.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
+        except KeyError as exc:
+            raise ApiError(404, exc.args[0]) from None
+        return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
 
-    @api.get("/api/v1/events")
-    async def events(principal: Caller, limit: int = 100) -> list[dict[str, Any]]:
+    @api.get("/api/v1/audit", response_model=None)
+    async def audit(principal: Caller, limit: int = 100, before_id: int | None = None, q: str = "",
+                    format: str = "json") -> Any:
+        """Operator actions, newest first; q filters (any field contains it); format=csv exports."""
+        entries = app.store.audit_entries(max(1, min(limit, 10000)), before_id, q)
+        if format == "csv":
+            return csv_response("medlb-audit.csv", ["id", "at", "who", "action", "target", "detail", "source"],
+                                [{**e, "at": iso(e["at"]), "detail": json.dumps(e["detail"], sort_keys=True)}
+                                 for e in entries])
+        return entries
+
+    @api.get("/api/v1/events", response_model=None)
+    async def events(principal: Caller, limit: int = 100, service: str = "", q: str = "",
+                     format: str = "json") -> Any:
         """Recent health, state and pool changes (kept in memory), newest first."""
-        return list(reversed(app.events))[: max(1, min(limit, 2000))]
+        found = [e for e in reversed(app.events) if (not service or e["service"] == service)
+                 and (not q or q.lower() in json.dumps(e).lower())][: max(1, min(limit, 2000))]
+        if format == "csv":
+            return csv_response("medlb-events.csv", ["at", "kind", "service", "subject", "old", "new", "reason", "who"],
+                                [{**e, "at": iso(e["at"])} for e in found])
+        return found
+
+    @api.get("/api/v1/history")
+    async def history(principal: Caller, service: str = "") -> dict[str, Any]:
+        """The last hour of each service's numbers (sampled in memory), oldest first."""
+        sampler = app.history
+        names = [service] if service else list(app.runtime.services)
+        return {"interval": sampler.interval if sampler else 0,
+                "services": {n: sampler.of(n) if sampler else [] for n in names}}
+
+    @api.get("/api/v1/stream")
+    async def stream(principal: Caller, request: Request) -> StreamingResponse:
+        """Server-sent events: every change and audit entry, as it happens."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        app.streams.add(queue)
+
+        async def events() -> Any:
+            try:
+                yield "retry: 2000\n\n"
+                while True:
+                    try:
+                        message = await asyncio.wait_for(queue.get(), 15)
+                    except TimeoutError:
+                        admin = app.loaded.config.admin
+                        if principal.session and (admin is None or app.sessions.lookup(
+                                principal.session, admin, touch=False) is None):
+                            break  # logged out or timed out
+                        yield ": keep-alive\n\n"
+                        continue
+                    if message is None:
+                        break
+                    yield f"data: {json.dumps(message)}\n\n"
+            finally:
+                app.streams.discard(queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # --- login ---------------------------------------------------------------------
+
+    @api.post("/api/v1/login")
+    async def login(body: LoginRequest, request: Request) -> JSONResponse:
+        admin = app.loaded.config.admin
+        assert admin is not None
+        origin = request.headers.get("origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            raise ApiError(403, "the request comes from another site")  # no logging in from another page
+        try:
+            session = await app.sessions.login(body.name, body.password, source(request), admin)
+        except LoginRefused as exc:
+            app.audit(body.name[:64], "login_locked" if exc.locked else "login_failed", "web", {}, source(request))
+            raise ApiError(exc.status, exc.message) from None
+        app.audit(session.user, "login", "web", {"role": session.role}, source(request))
+        response = JSONResponse({"name": session.user, "role": session.role, "csrf": session.csrf})
+        response.set_cookie(COOKIE, session.id, httponly=True, secure=True, samesite="strict", path="/")
+        return response
+
+    @api.post("/api/v1/logout")
+    async def logout(principal: Caller, request: Request) -> JSONResponse:
+        if principal.session:
+            app.sessions.logout(principal.session)
+            app.audit(principal.name, "logout", "web", {}, source(request))
+        response = JSONResponse({"status": "logged out"})
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    @api.get("/api/v1/session")
+    async def whoami(principal: Caller) -> dict[str, Any]:
+        session = app.sessions.sessions.get(principal.session) if principal.session else None
+        return {"name": principal.name, "role": principal.role, "csrf": session.csrf if session else None,
+                "via": "session" if session else "token"}
+
+    # --- config --------------------------------------------------------------------
+
+    def check_text(text: str) -> tuple[Any, list[str]]:
+        base = app.config_path.resolve().parent
+        try:
+            loaded = parse_config(text, "uploaded file", base)
+        except ConfigError as exc:
+            return None, [str(p) for p in exc.problems]
+        if loaded.warnings:  # `medlb run` refuses these too
+            return None, [str(p) for p in loaded.warnings]
+        return loaded, []
+
+    @api.get("/api/v1/config")
+    async def get_config(principal: Caller) -> dict[str, Any]:
+        """The running config, with tokens and password hashes masked."""
+        require(principal, "admin")
+        return {"path": str(app.config_path), "config": masked_config(app.loaded.config)}
+
+    @api.post("/api/v1/config/validate")
+    async def validate_config(body: ConfigText, principal: Caller) -> dict[str, Any]:
+        """The same problems `medlb check` prints, for an uploaded file."""
+        require(principal, "admin")
+        loaded, problems = check_text(body.text)
+        return {"valid": not problems, "problems": problems,
+                "services": [s.name for s in loaded.config.services] if loaded else []}
+
+    @api.post("/api/v1/config/apply")
+    async def apply_config(body: ConfigText, principal: Caller, request: Request) -> JSONResponse:
+        """Write a valid file over the config file and reload; a refused reload puts the
+        old file back. The previous file is kept beside it as FILE.previous."""
+        require(principal, "admin")
+        loaded, problems = check_text(body.text)
+        if problems:
+            return JSONResponse({"error": "the file is not valid; nothing changed", "problems": problems},
+                                status_code=422)
+        path = app.config_path
+        old = path.read_text(encoding="utf-8")
+        path.with_name(path.name + ".previous").write_text(old, encoding="utf-8")
+        temporary = path.with_name(path.name + ".uploading")
+        temporary.write_text(body.text, encoding="utf-8")
+        os.replace(temporary, path)
+        problems = [str(p) for p in await app.reload(principal.name, source(request))]
+        if problems:
+            path.write_text(old, encoding="utf-8")
+            return JSONResponse({"error": "the reload was refused; the running config stays", "problems": problems},
+                                status_code=422)
+        return JSONResponse({"status": "reloaded", "services": sorted(app.runtime.services)})
+
+    # --- the page ------------------------------------------------------------------
+
+    @api.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     return api

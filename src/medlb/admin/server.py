@@ -14,11 +14,17 @@ from typing import TYPE_CHECKING, Iterator
 
 import uvicorn
 
+from pathlib import Path
+
+from medlb import logs
 from medlb.admin.api import create_api
+from medlb.admin.tls import fingerprint, self_signed
 from medlb.config.units import HostPort
 
 if TYPE_CHECKING:
     from medlb.app import App
+
+log = logs.get_logger("medlb")
 
 
 class _Server(uvicorn.Server):
@@ -48,13 +54,38 @@ class AdminServer:
         sock.listen(128)
         sock.setblocking(False)
         logging.getLogger("uvicorn").setLevel(logging.WARNING)
+        try:
+            tls = self._tls_files(listen)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise OSError(getattr(exc, "errno", None) or 0, f"its TLS certificate: {exc}") from None
         config = uvicorn.Config(create_api(self.app), log_config=None, access_log=False, lifespan="off",
-                                server_header=False, proxy_headers=False)
+                                server_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
+                                **({"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}))
         self._server = server = _Server(config)
         self._socket = sock
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         while not server.started and not self._task.done():
             await asyncio.sleep(0.01)
+
+    def _tls_files(self, listen: HostPort) -> tuple[Path, Path] | None:
+        """The certificate and key to serve, or None for plain HTTP (`admin.tls: off`)."""
+        admin = self.app.loaded.config.admin
+        assert admin is not None
+        setting = admin.tls
+        if setting == "off":
+            log.event("admin_tls", tls="off", url=f"http://{listen}/")
+            return None
+        if setting == "auto":
+            cert, key, made = self_signed(self.app.loaded.state_dir / "admin-tls", listen.host)
+            source = "generated" if made else "self-signed"
+        else:
+            base = self.app.loaded.base_dir
+            cert, key = (Path(p) if Path(p).is_absolute() else base / p for p in (setting.cert, setting.key))
+            source = "configured"
+        log.event("admin_tls", tls=source, cert=str(cert), sha256_fingerprint=fingerprint(cert.read_bytes()),
+                  url=f"https://{listen}/")
+        return cert, key
 
     async def stop(self) -> None:
         if self._server is None:

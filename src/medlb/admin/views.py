@@ -35,8 +35,29 @@ def server_view(server: Server) -> dict[str, Any]:
     }
 
 
+SECRET_KEYS = frozenset({"token", "password_hash", "password", "key_password"})
+
+
+def masked_config(config: Any) -> dict[str, Any]:
+    """The config as plain data with every secret replaced by '********'."""
+
+    def clean(value: Any, key: str = "") -> Any:
+        if key in SECRET_KEYS and value is not None:
+            return "********"
+        if isinstance(value, dict):
+            return {k: clean(v, k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        return str(value)
+
+    return clean(config.model_dump(mode="python", exclude_defaults=False))  # type: ignore[no-any-return]
+
+
 def service_view(service: Service) -> dict[str, Any]:
     config = service.config
+    servers = list(service.servers())
     return {
         "name": service.name,
         "mode": service.mode,
@@ -45,12 +66,16 @@ def service_view(service: Service) -> dict[str, Any]:
         "persistence": config.persistence.type,
         "health_check": config.health.type,
         "failback": config.failback,
+        "on_halt": config.on_halt,
         "active_pool": service.active_pool,
         "failed_over": service.pools["default"].failed_over,
         "active_connections": service.active,
         "total_connections": service.total,
         "refused_connections": service.refused,
         "no_server": service.no_server,
+        "servers_up": sum(1 for s in servers if s.available),
+        "servers_total": len(servers),
+        "bytes_total": sum(s.bytes_to_server + s.bytes_to_client for s in servers),
         "pools": {
             name: {"active": pool.active, "failed_over": pool.failed_over,
                    "servers": [s.name for s in pool.primary], "backup": [s.name for s in pool.backup]}

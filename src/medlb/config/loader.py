@@ -281,8 +281,17 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     problems = _cross_checks(config, data, lines)
     if config.admin is not None:
         admin = config.admin
-        if not (admin.token or admin.token_file or admin.tokens):
-            problems.append(_problem(("admin",), lines, "the admin API needs a token, token_file or tokens"))
+        if not (admin.token or admin.token_file or admin.tokens or admin.users):
+            problems.append(_problem(("admin",), lines, "the admin API needs a token, token_file, tokens or users"))
+        user_names: set[str] = set()
+        for index, user in enumerate(admin.users):
+            if user.name in user_names:
+                problems.append(_problem(("admin", "users", index, "name"), lines,
+                                         f"user name {user.name!r} is used twice"))
+            user_names.add(user.name)
+            if not valid_hash(user.password_hash):
+                problems.append(_problem(("admin", "users", index, "password_hash"), lines,
+                                         "not a password hash medlb can check; make one with `medlb passwd`"))
         names: set[str] = set()
         values = [admin.token] if admin.token else []
         for index, token in enumerate(admin.tokens):
@@ -300,6 +309,12 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     if problems:
         raise ConfigError(source, problems)
     return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines))
+
+
+def valid_hash(encoded: str) -> bool:
+    from medlb.passwords import parse_hash
+
+    return parse_hash(encoded) is not None
 
 
 def load_config(path: str | os.PathLike[str]) -> LoadedConfig:

@@ -341,11 +341,41 @@ def _one_address(value: Any) -> Any:
     return addresses[0]
 
 
+class UserConfig(Strict):
+    """A person who logs in to the web page; `medlb passwd` prints the hash."""
+
+    name: Name
+    password_hash: str = Field(pattern=r"^(scrypt\$|\$argon2)")
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+
+
+class AdminTlsConfig(Strict):
+    """The admin listener's own certificate and key (PEM files)."""
+
+    cert: str
+    key: str
+
+
+class LockoutConfig(Strict):
+    """After `attempts` failed logins within `window`, by one user name or from one
+    address, logins for it are refused for `duration`."""
+
+    attempts: int = Field(5, ge=1, le=1000)
+    window: Positive = 900.0
+    duration: Positive = 900.0
+
+
 class AdminConfig(Strict):
     listen: Annotated[HostPort, BeforeValidator(_one_address)] = HostPort("127.0.0.1", 9443)
     token: str | None = Field(None, min_length=16)
     token_file: str | None = None
     tokens: list[TokenConfig] = []
+    users: list[UserConfig] = []
+    #: `auto` (default): HTTPS with a self-signed certificate generated into state_dir;
+    #: `off`: plain HTTP (only sensible on loopback); or {cert, key}: HTTPS with these files.
+    tls: Literal["auto", "off"] | AdminTlsConfig = "auto"
+    session_timeout: Positive = 900.0
+    lockout: LockoutConfig = LockoutConfig()
 
 
 class LogConfig(Strict):

@@ -85,12 +85,14 @@ async def _hl7_engine(name: str, port: int) -> asyncio.AbstractServer:
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
-def demo_config(base: int, admin_port: int, token: str, state_dir: Path) -> dict:
+def demo_config(base: int, admin_port: int, token: str, state_dir: Path, password_hash: str = "") -> dict:
     vna_ports = [base + 100 + i for i in range(3)]
     web_ports = [base + 110, base + 111]
     hl7_ports = [base + 120, base + 121]
     return {
-        "admin": {"listen": f"127.0.0.1:{admin_port}", "token": token},
+        "admin": {"listen": f"127.0.0.1:{admin_port}", "token": token,
+                  **({"users": [{"name": "demo", "password_hash": password_hash, "role": "admin"}]}
+                     if password_hash else {})},
         "state_dir": str(state_dir),
         "stop_timeout": "2s",
         "services": [
@@ -127,14 +129,19 @@ def demo_config(base: int, admin_port: int, token: str, state_dir: Path) -> dict
     }, vna_ports, web_ports, hl7_ports
 
 
-def _banner(base: int, admin_port: int, token: str, config_path: Path) -> str:
-    api = f"http://127.0.0.1:{admin_port}"
-    auth = f'-H "Authorization: Bearer {token}"'
+def _banner(base: int, admin_port: int, token: str, config_path: Path, password: str = "",
+            fingerprint: str = "") -> str:
+    api = f"https://127.0.0.1:{admin_port}"
+    cert = config_path.parent / "admin-tls" / "cert.pem"
+    auth = f'--cacert {cert} -H "Authorization: Bearer {token}"'
     return f"""
 medlb demo is running (Ctrl-C stops it)
 
   config:     {config_path}
+  web page:   {api}/      user: demo  password: {password}
+              (self-signed certificate, SHA-256 {fingerprint})
   admin API:  {api}/api/v1/services      token: {token}
+  medlb ctl:  MEDLB_URL={api} MEDLB_CA={cert} MEDLB_TOKEN={token} medlb ctl status
   metrics:    {api}/metrics
 
 Try:
@@ -153,8 +160,12 @@ Try:
 async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
     from medlb.app import App, StartError
 
+    from medlb.passwords import hash_password
+
     token = secrets.token_urlsafe(24)
-    config, vna_ports, web_ports, hl7_ports = demo_config(args.base_port, args.admin_port, token, state_dir)
+    password = secrets.token_urlsafe(9)
+    config, vna_ports, web_ports, hl7_ports = demo_config(args.base_port, args.admin_port, token, state_dir,
+                                                          hash_password(password))
     config_path = state_dir / "demo.yaml"
     config_path.write_text("# written by medlb demo\n" + yaml.safe_dump(config, sort_keys=False))
     backends = []
@@ -179,7 +190,11 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
             server.close()
         print(f"medlb demo cannot start: {exc}; try --base-port and --admin-port", flush=True)
         return 1
-    print(_banner(args.base_port, args.admin_port, token, config_path), flush=True)
+    from medlb.admin.tls import fingerprint
+
+    cert = state_dir / "admin-tls" / "cert.pem"
+    print(_banner(args.base_port, args.admin_port, token, config_path, password,
+                  fingerprint(cert.read_bytes()) if cert.exists() else ""), flush=True)
     await app._stop.wait()
     await app.stop()
     for server in backends:

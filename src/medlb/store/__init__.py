@@ -84,13 +84,22 @@ class Store:
                 (time.time(), who, action, target, json.dumps(detail or {}, sort_keys=True), source))
         return int(cursor.lastrowid or 0)
 
-    def audit_entries(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
-        """Newest first; page with before_id (the smallest id of the previous page)."""
+    def audit_entries(self, limit: int = 100, before_id: int | None = None, search: str = "") -> list[dict[str, Any]]:
+        """Newest first; page with before_id (the smallest id of the previous page);
+        `search` keeps entries any of whose fields contains it (case-insensitive)."""
         query = "SELECT id, at, who, action, target, detail, source FROM audit"
-        params: tuple[Any, ...] = ()
+        where, params_list = [], []
         if before_id is not None:
-            query += " WHERE id < ?"
-            params = (before_id,)
+            where.append("id < ?")
+            params_list.append(before_id)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(who LIKE ? ESCAPE '\\' OR action LIKE ? ESCAPE '\\' OR target LIKE ? ESCAPE '\\'"
+                         " OR detail LIKE ? ESCAPE '\\' OR source LIKE ? ESCAPE '\\')")
+            params_list += [pattern] * 5
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        params: tuple[Any, ...] = tuple(params_list)
         query += " ORDER BY id DESC LIMIT ?"
         rows = self._db.execute(query, params + (limit,))
         return [

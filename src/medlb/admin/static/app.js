@@ -1,0 +1,505 @@
+// medlb's web page: plain JavaScript, no framework, nothing loaded from outside.
+// Every value from the server goes into the page through textContent, never as HTML.
+"use strict";
+
+const state = { me: null, services: [], history: {}, timer: null, source: null, refreshSoon: null };
+
+// ---------------------------------------------------------------- helpers
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svgEl(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+
+class ApiError extends Error {
+  constructor(status, message, problems) { super(message); this.status = status; this.problems = problems || []; }
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && state.me && state.me.csrf) headers["X-CSRF-Token"] = state.me.csrf;
+  if (method === "GET" && state.background) headers["X-Medlb-Background"] = "1";
+  const response = await fetch(path, { method, headers, credentials: "same-origin",
+                                       body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  if (!response.ok) {
+    if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.");
+    throw new ApiError(response.status, (data && data.error) || ("HTTP " + response.status), data && data.problems);
+  }
+  return data;
+}
+
+function toast(message, bad) {
+  const item = el("div", { class: bad ? "bad" : "" }, message);
+  $("toast").append(item);
+  setTimeout(() => item.remove(), bad ? 10000 : 5000);
+}
+
+function fmtBytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+}
+const fmtRate = (n) => fmtBytes(n || 0) + "/s";
+const fmtTime = (at) => at ? new Date(at * 1000).toLocaleString() : "–";
+const may = (role) => state.me && ["viewer", "operator", "admin"].indexOf(state.me.role) >= ["viewer", "operator", "admin"].indexOf(role);
+
+// The status of a service in words (and a class for its colour): problems first.
+function serviceStatus(s) {
+  if (s.servers_up === 0 || s.active_pool === "none")
+    return { rank: 0, cls: "bad", words: "DOWN: no server up" };
+  if (s.active_pool === "backup")
+    return { rank: 1, cls: "warn", words: "FAILED OVER: on backup" };
+  if (s.servers_up < s.servers_total)
+    return { rank: 2, cls: "warn", words: "DEGRADED: " + (s.servers_total - s.servers_up) + " not taking work" };
+  return { rank: 3, cls: "ok", words: "OK" };
+}
+
+function poolWords(active) {
+  return { primary: "primary", backup: "backup (secondary cluster)", none: "none: no server" }[active] || active;
+}
+
+function serverStatus(v) {
+  if (v.available) return { cls: "ok", words: "takes work" };
+  if (v.state !== "online" && v.health !== "up") return { cls: "bad", words: v.state + ", down" };
+  if (v.state === "halt") return { cls: "bad", words: "halted" };
+  if (v.state === "drain") return { cls: "warn", words: "draining" };
+  return { cls: "bad", words: "down" };
+}
+
+function badge(cls, words) { return el("span", { class: "badge " + cls }, words); }
+
+function inFlight(s) {
+  if (s.mllp) return s.mllp.in_flight + " msg in flight";
+  return String(s.active_connections);
+}
+
+// ---------------------------------------------------------------- charts (inline SVG)
+
+function chart(points, key, opts) {
+  const width = opts.big ? 600 : 160, height = opts.big ? 120 : 32;
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img",
+                              class: (opts.big ? "big" : "spark") + (opts.bad ? " bad" : ""),
+                              "aria-label": opts.label });
+  const values = points.map((p) => p[key] === null || p[key] === undefined ? 0 : p[key]);
+  const max = Math.max(1e-9, ...values);
+  const now = Date.now() / 1000, span = 3600;
+  const coords = points.map((p, i) => {
+    const x = Math.max(0, width - ((now - p.at) / span) * width);
+    const y = height - 2 - (values[i] / max) * (height - 4);
+    return x.toFixed(1) + "," + y.toFixed(1);
+  });
+  if (coords.length === 1) coords.unshift("0," + coords[0].split(",")[1]);
+  svg.append(svgEl("polyline", { points: coords.join(" ") }));
+  const title = svgEl("title", {});
+  title.textContent = opts.label;
+  svg.append(title);
+  return svg;
+}
+
+// ---------------------------------------------------------------- views
+
+async function loadServices() {
+  const [services, history] = await Promise.all([api("GET", "/api/v1/services"), api("GET", "/api/v1/history")]);
+  state.services = services;
+  state.history = history.services;
+}
+
+function renderOverview() {
+  const rows = state.services.map((s) => ({ s, st: serviceStatus(s) }))
+    .sort((a, b) => a.st.rank - b.st.rank || a.s.name.localeCompare(b.s.name));
+  const table = el("table", { id: "services" },
+    el("caption", { class: "muted", text: "Services with a problem come first." }),
+    el("thead", {}, el("tr", {}, ["Status", "Service", "Mode", "Listen", "Active pool", "Servers up",
+                                  "Active", "Throughput", "Last hour"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map(({ s, st }) => {
+      const points = state.history[s.name] || [];
+      const last = points.length ? points[points.length - 1] : {};
+      return el("tr", { class: st.cls === "ok" ? "" : st.cls, "data-service": s.name },
+        el("td", {}, badge(st.cls, st.words)),
+        el("td", {}, el("a", { href: "#/service/" + encodeURIComponent(s.name) }, s.name)),
+        el("td", {}, s.mode),
+        el("td", { class: "wrap" }, s.listen.join(", ")),
+        el("td", { "data-col": "pool" }, badge(s.active_pool === "primary" ? "ok" : s.active_pool === "backup" ? "warn" : "bad",
+                                               poolWords(s.active_pool))),
+        el("td", { "data-col": "up" }, `${s.servers_up}/${s.servers_total}`),
+        el("td", {}, inFlight(s)),
+        el("td", {}, s.mllp ? (last.msg_rate || 0).toFixed(1) + " msg/s" : fmtRate(last.bytes_rate)),
+        el("td", {}, chart(points, s.mllp ? "msg_rate" : "active",
+                           { label: `${s.name}: ${s.mllp ? "messages/s" : "active connections"}, last hour`,
+                             bad: st.cls === "bad" })));
+    })));
+  const counts = rows.reduce((c, r) => { c[r.st.cls] = (c[r.st.cls] || 0) + 1; return c; }, {});
+  return [el("h1", {}, "Services"),
+          el("p", { id: "overview-summary" },
+             `${rows.length} services: ${counts.ok || 0} OK, ${counts.warn || 0} need attention, ${counts.bad || 0} down.`),
+          el("div", { class: "table-wrap" }, table)];
+}
+
+function consequence(service, servers, action) {
+  const names = servers.map((v) => v.name).join(" and ");
+  const active = servers.reduce((n, v) => n + v.active_connections, 0);
+  const unit = service.mode === "mllp" ? "connections" : service.mode === "dicom" ? "associations" : "connections";
+  if (action === "online") return `${names} will take new ${unit} again (when their health checks pass).`;
+  if (action === "drain") return `${names} will take no new ${unit}; ${active} are active and go on until they end.`;
+  const closing = service.on_halt === "close" ? `; the ${active} active will be closed now` : `; ${active} are active and go on (on_halt: keep)`;
+  return `${names} will take no new ${unit} at all${closing}.`;
+}
+
+function poolConsequence(service, pool, tier, action) {
+  const servers = service.servers.filter((v) => v.pool === pool && v.backup === (tier === "backup"));
+  let text = consequence(service, servers, action);
+  if (action === "halt" && tier === "primary") {
+    const backups = service.servers.filter((v) => v.pool === pool && v.backup);
+    const ready = backups.filter((v) => v.state === "online" && v.health === "up");
+    text += backups.length === 0
+      ? " This pool has no backup: the service will have NO server and clients will be refused."
+      : ready.length === 0
+        ? ` No backup server is up (${backups.map((v) => v.name).join(", ")}): clients will be refused.`
+        : ` New work goes to the backup cluster: ${ready.map((v) => v.name).join(", ")}.`;
+  }
+  if (action === "online" && tier === "primary" && service.failback === "manual" && service.pools[pool].failed_over)
+    text += " With failback: manual, traffic stays on the backup until you press Failback.";
+  return text;
+}
+
+function confirmAction(title, text, okLabel, danger) {
+  return new Promise((resolve) => {
+    const dialog = $("confirm");
+    $("confirm-title").textContent = title;
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = okLabel;
+    $("confirm-ok").className = danger ? "danger" : "";
+    dialog.returnValue = "cancel";
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.showModal();
+    $("confirm-ok").focus();
+  });
+}
+
+async function act(title, text, okLabel, danger, method, path, body) {
+  if (!(await confirmAction(title, text, okLabel, danger))) return;
+  try {
+    await api(method, path, body);
+    toast(title + ": done");
+  } catch (e) {
+    toast(title + ": refused: " + e.message + (e.problems.length ? " — " + e.problems.join("; ") : ""), true);
+  }
+  refresh();
+}
+
+function serverButtons(service, v) {
+  if (!may("operator")) return null;
+  const path = `/api/v1/services/${encodeURIComponent(service.name)}/servers/${encodeURIComponent(v.name)}/state`;
+  const buttons = [];
+  for (const [action, cls] of [["online", "okay"], ["drain", "warn"], ["halt", "danger"]]) {
+    if (v.state === action) continue;
+    buttons.push(el("button", { type: "button", class: cls, "data-action": action, "data-server": v.name,
+      "aria-label": `${action} ${v.name}`,
+      onclick: () => act(`${action[0].toUpperCase() + action.slice(1)} ${v.name}`, consequence(service, [v], action),
+                         `${action[0].toUpperCase() + action.slice(1)} ${v.name}`, action === "halt",
+                         "POST", path, { state: action }) }, action[0].toUpperCase() + action.slice(1)));
+  }
+  return el("div", { class: "row-actions" }, buttons);
+}
+
+function poolButtons(service, poolName, pool) {
+  if (!may("operator")) return null;
+  const base = `/api/v1/services/${encodeURIComponent(service.name)}`;
+  const buttons = [];
+  const label = poolName === "default" ? "" : ` (${poolName})`;
+  const tiers = [["primary", pool.servers]].concat(pool.backup.length ? [["backup", pool.backup]] : []);
+  for (const [tier, names] of tiers) {
+    const servers = service.servers.filter((v) => names.includes(v.name) && v.pool === poolName);
+    if (servers.some((v) => v.state !== "halt")) {
+      const title = tier === "primary" && pool.backup.length ? `Fail over to backup${label}` : `Halt ${tier} pool${label}`;
+      buttons.push(el("button", { type: "button", class: tier === "primary" ? "danger" : "warn", "data-pool-action": `halt-${tier}`,
+        onclick: () => act(title, poolConsequence(service, poolName, tier, "halt"), `Halt ${names.join(", ")}`, true,
+                           "POST", `${base}/pools/${encodeURIComponent(poolName)}/state`, { state: "halt", tier }) }, title));
+    }
+    if (servers.some((v) => v.state !== "online")) {
+      const title = `Online ${tier} pool${label}`;
+      buttons.push(el("button", { type: "button", class: "okay", "data-pool-action": `online-${tier}`,
+        onclick: () => act(title, poolConsequence(service, poolName, tier, "online"), `Online ${names.join(", ")}`, false,
+                           "POST", `${base}/pools/${encodeURIComponent(poolName)}/state`, { state: "online", tier }) }, title));
+    }
+  }
+  if (pool.failed_over) {
+    buttons.push(el("button", { type: "button", class: "warn", "data-pool-action": "failback",
+      onclick: () => act(`Fail back${label}`, "New work leaves the backup cluster and goes to the primary servers that are up.",
+                         "Fail back", false, "POST", `${base}/failback`, { pool: poolName }) }, `Fail back${label}`));
+  }
+  return el("div", { class: "pool-actions" }, buttons);
+}
+
+async function renderService(name) {
+  const [service, events] = await Promise.all([
+    api("GET", "/api/v1/services/" + encodeURIComponent(name)),
+    api("GET", "/api/v1/events?limit=50&service=" + encodeURIComponent(name))]);
+  const history = (await api("GET", "/api/v1/history?service=" + encodeURIComponent(name))).services[name] || [];
+  const st = serviceStatus(service);
+  const nodes = [
+    el("p", {}, el("a", { href: "#/" }, "← All services")),
+    el("h1", {}, service.name, " ", badge(st.cls, st.words)),
+    el("dl", { class: "summary" },
+      [["Mode", service.mode], ["Listen", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
+       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
+       ["Health check", service.health_check], ["Failback", service.failback],
+       ["Active connections", service.active_connections], ["Total connections", service.total_connections],
+       ["Refused (no server)", service.no_server]].concat(service.mllp ? [["Messages", service.mllp.messages],
+       ["In flight", service.mllp.in_flight], ["Queued", service.mllp.queued], ["Retries", service.mllp.retries]] : [])
+        .map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, String(v))))),
+  ];
+  for (const [poolName, pool] of Object.entries(service.pools)) {
+    const servers = service.servers.filter((v) => v.pool === poolName);
+    nodes.push(el("h2", {}, poolName === "default" ? "Servers" : `Pool ${poolName}`, " ",
+                  badge(pool.active === "primary" ? "ok" : pool.active === "backup" ? "warn" : "bad",
+                        "active: " + poolWords(pool.active))));
+    nodes.push(poolButtons(service, poolName, pool));
+    nodes.push(el("div", { class: "table-wrap" }, el("table", { class: "servers", "data-pool": poolName },
+      el("thead", {}, el("tr", {}, ["Server", "Status", ...(may("operator") ? ["Actions"] : []), "State", "Health",
+        "Tier", "Last check", "Latency", "Reason for last change", "Weight", "Active", "Total", "Traffic"]
+        .map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, servers.map((v) => {
+        const ss = serverStatus(v);
+        const check = v.last_check;
+        return el("tr", { class: ss.cls === "ok" ? "" : ss.cls, "data-server": v.name },
+          el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address)),
+          el("td", {}, badge(ss.cls, ss.words)),
+          may("operator") ? el("td", {}, serverButtons(service, v)) : null,
+          el("td", { "data-col": "state" }, v.state, v.state !== "online" ? el("div", { class: "muted" }, "by " + v.state_changed_by) : null),
+          el("td", { "data-col": "health" }, v.health),
+          el("td", {}, v.backup ? "backup" : "primary"),
+          el("td", { class: "wrap" }, check ? (check.ok ? "passed" : "failed: " + check.reason) : "not yet"),
+          el("td", {}, check ? (check.latency * 1000).toFixed(1) + " ms" : "–"),
+          el("td", { class: "wrap" }, v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))),
+          el("td", {}, String(v.weight)),
+          el("td", {}, String(v.active_connections)),
+          el("td", {}, String(v.total_connections)),
+          el("td", {}, fmtBytes(v.bytes_to_server + v.bytes_to_client)));
+      })))));
+  }
+  const charts = [["active", "Active connections", String], ["conn_rate", "New connections per second", (n) => n.toFixed(1)],
+                  ["bytes_rate", "Throughput", fmtRate]];
+  if (service.mllp) charts.push(["msg_rate", "Messages per second", (n) => n.toFixed(1)],
+                                ["in_flight", "Messages in flight", String],
+                                ["ack_latency", "ACK latency", (n) => (n * 1000).toFixed(1) + " ms"]);
+  nodes.push(el("h2", {}, "Last hour"));
+  nodes.push(el("div", { class: "charts" }, charts.map(([key, title, format]) =>
+    el("div", { class: "chart" }, el("h3", {}, title, " ",
+      el("span", { class: "muted" }, history.length ? `now ${format(history[history.length - 1][key] || 0)}, ` +
+         `peak ${format(Math.max(...history.map((p) => p[key] || 0)))}` : "no samples yet")),
+      chart(history, key, { big: true, label: title + ", last hour", format })))));
+  nodes.push(el("h2", {}, "Recent events"));
+  nodes.push(eventsTable(events));
+  return nodes;
+}
+
+function eventsTable(events) {
+  if (!events.length) return el("p", { class: "muted" }, "No events yet.");
+  return el("div", { class: "table-wrap" }, el("table", { id: "events" },
+    el("thead", {}, el("tr", {}, ["When", "Service", "What", "Change", "Reason", "Who"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, events.map((e) => el("tr", {},
+      el("td", {}, fmtTime(e.at)), el("td", {}, e.service), el("td", {}, `${e.kind} of ${e.subject}`),
+      el("td", {}, `${e.old} → ${e.new}`), el("td", { class: "wrap" }, e.reason || ""), el("td", {}, e.who))))));
+}
+
+function searchPage(title, kind, query) {
+  const input = el("input", { type: "search", id: "search", "aria-label": "Search " + kind, value: query,
+                              placeholder: "search: user, server, action…" });
+  const csv = el("a", { class: "button", id: "export", href: `/api/v1/${kind}?format=csv&limit=10000&q=${encodeURIComponent(query)}`,
+                        download: `medlb-${kind}.csv` }, "Export CSV");
+  const form = el("form", { class: "toolbar", role: "search", onsubmit: (ev) => {
+    ev.preventDefault();
+    location.hash = `#/${kind}?q=${encodeURIComponent(input.value)}`;
+  } }, input, el("button", { type: "submit" }, "Search"), csv);
+  return [el("h1", {}, title), form];
+}
+
+async function renderAudit(query) {
+  const entries = await api("GET", "/api/v1/audit?limit=500&q=" + encodeURIComponent(query));
+  const table = entries.length ? el("div", { class: "table-wrap" }, el("table", { id: "audit" },
+    el("thead", {}, el("tr", {}, ["When", "Who", "Action", "Target", "Detail", "From"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, entries.map((e) => el("tr", {},
+      el("td", {}, fmtTime(e.at)), el("td", {}, e.who), el("td", {}, e.action), el("td", {}, e.target),
+      el("td", { class: "wrap" }, Object.keys(e.detail).length ? JSON.stringify(e.detail) : ""), el("td", {}, e.source))))))
+    : el("p", { class: "muted" }, "No entries.");
+  return [...searchPage("Audit log: who did what", "audit", query), table];
+}
+
+async function renderEvents(query) {
+  const events = await api("GET", "/api/v1/events?limit=500&q=" + encodeURIComponent(query));
+  return [...searchPage("Events: health and state changes", "events", query), eventsTable(events)];
+}
+
+async function renderConfig() {
+  const running = await api("GET", "/api/v1/config");
+  const text = el("textarea", { id: "config-text", "aria-label": "Config file to check or apply", spellcheck: "false" });
+  const result = el("div", { id: "config-result", role: "status" });
+  const file = el("input", { type: "file", id: "config-file", accept: ".yaml,.yml,text/yaml,text/plain",
+    "aria-label": "Upload a config file",
+    onchange: async () => { if (file.files[0]) text.value = await file.files[0].text(); } });
+  function show(answer) {
+    result.replaceChildren(answer.valid
+      ? el("p", {}, badge("ok", "valid"), ` ${answer.services.length} service(s): ${answer.services.join(", ")}`)
+      : el("div", {}, badge("bad", "invalid"), el("ul", { class: "problems" }, answer.problems.map((p) => el("li", {}, p)))));
+  }
+  const validate = el("button", { type: "button", id: "config-validate", onclick: async () => {
+    try { show(await api("POST", "/api/v1/config/validate", { text: text.value })); }
+    catch (e) { toast(e.message, true); }
+  } }, "Check");
+  const apply = el("button", { type: "button", id: "config-apply", class: "danger", onclick: async () => {
+    const answer = await api("POST", "/api/v1/config/validate", { text: text.value }).catch((e) => ({ valid: false, problems: [e.message] }));
+    show(answer);
+    if (!answer.valid) return;
+    if (!(await confirmAction("Apply this config", `The config file ${running.path} is replaced and reloaded; ` +
+        `services: ${answer.services.join(", ")}. Established connections stay.`, "Apply and reload", true))) return;
+    try { await api("POST", "/api/v1/config/apply", { text: text.value }); toast("Config applied and reloaded"); route(); }
+    catch (e) { show({ valid: false, problems: [e.message, ...e.problems] }); }
+  } }, "Apply (reload)");
+  const reload = el("button", { type: "button", id: "reload", class: "secondary", onclick: () =>
+    act("Reload the config", `medlb re-reads ${running.path}; an invalid file is refused and nothing changes.`,
+        "Reload", false, "POST", "/api/v1/reload") }, "Reload the file on disk");
+  return [el("h1", {}, "Configuration"),
+          el("h2", {}, "Check or apply a file"),
+          el("div", { class: "toolbar" }, file, validate, apply, reload), text, result,
+          el("h2", {}, "Running config (secrets masked)"),
+          el("pre", { id: "running-config" }, JSON.stringify(running.config, null, 2))];
+}
+
+// ---------------------------------------------------------------- routing, login, live updates
+
+function parseRoute() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, search] = hash.split("?");
+  const query = new URLSearchParams(search || "").get("q") || "";
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { page: parts[0] || "overview", arg: parts[1], query };
+}
+
+let rendering = false;
+async function route(keepFocus) {
+  if (!state.me || rendering) return;
+  rendering = true;
+  state.background = !!keepFocus;  // automatic refreshes do not keep the session alive
+  const { page, arg, query } = parseRoute();
+  for (const link of document.querySelectorAll("[data-nav]"))
+    link.toggleAttribute("aria-current", link.dataset.nav === (page === "service" ? "overview" : page)) &&
+      link.setAttribute("aria-current", "page");
+  const view = $("view");
+  const active = document.activeElement;
+  const activeKey = active && (active.id || active.dataset.action && `${active.dataset.action}:${active.dataset.server}` ||
+                               active.dataset.poolAction);
+  try {
+    let nodes;
+    if (page === "service") nodes = await renderService(arg);
+    else if (page === "audit") nodes = await renderAudit(query);
+    else if (page === "events") nodes = await renderEvents(query);
+    else if (page === "config") nodes = await renderConfig();
+    else { await loadServices(); nodes = renderOverview(); }
+    if (page === "config" && keepFocus) return;  // do not wipe a file being edited
+    view.replaceChildren(...nodes.filter(Boolean));
+    document.title = "medlb: " + (page === "service" ? arg : page);
+    if (keepFocus && activeKey) {
+      const again = document.getElementById(activeKey) ||
+        view.querySelector(`[data-pool-action="${CSS.escape(activeKey)}"]`) ||
+        view.querySelector(`[data-action="${CSS.escape(activeKey.split(":")[0])}"][data-server="${CSS.escape(activeKey.split(":")[1] || "")}"]`);
+      if (again) again.focus();
+    }
+  } catch (e) {
+    if (e.status !== 401) view.replaceChildren(el("p", { class: "error", role: "alert" }, "Cannot show this page: " + e.message));
+  } finally {
+    rendering = false;
+    state.background = false;
+  }
+}
+
+function refresh() {
+  clearTimeout(state.refreshSoon);
+  state.refreshSoon = setTimeout(() => route(true), 150);
+}
+
+function connectLive() {
+  if (state.source) state.source.close();
+  const live = $("live");
+  const source = new EventSource("/api/v1/stream");
+  state.source = source;
+  source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live off"; };
+  source.onmessage = () => refresh();
+}
+
+function showLogin(message) {
+  state.me = null;
+  if (state.source) { state.source.close(); state.source = null; }
+  clearInterval(state.timer);
+  $("top").hidden = true;
+  $("view").replaceChildren();
+  $("login-view").hidden = false;
+  $("login-error").textContent = message || "";
+  $("login-name").focus();
+}
+
+function loggedIn(me) {
+  state.me = me;
+  $("login-view").hidden = true;
+  $("top").hidden = false;
+  $("who").textContent = `${me.name} (${me.role})`;
+  $("nav-config").hidden = !may("admin");
+  connectLive();
+  clearInterval(state.timer);
+  state.timer = setInterval(() => { if (!$("confirm").open) route(true); }, 5000);
+  route();
+}
+
+async function start() {
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    $("login-submit").disabled = true;
+    try {
+      const me = await api("POST", "/api/v1/login", { name: $("login-name").value, password: $("login-password").value });
+      $("login-password").value = "";
+      loggedIn(me);
+    } catch (e) {
+      $("login-error").textContent = e.message;
+    } finally {
+      $("login-submit").disabled = false;
+    }
+  });
+  $("logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/v1/logout"); } catch (e) { /* the session may be gone already */ }
+    showLogin("You have logged out.");
+  });
+  window.addEventListener("hashchange", () => { route(); $("main").focus(); });
+  try {
+    const me = await api("GET", "/api/v1/session");
+    if (!me.csrf) throw new ApiError(401, "");
+    loggedIn(me);
+  } catch (e) {
+    showLogin("");
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);

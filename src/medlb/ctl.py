@@ -1,0 +1,208 @@
+"""`medlb ctl`: the admin API from a terminal, printing tables.
+
+The address comes from --url or MEDLB_URL (default https://127.0.0.1:9443); the token
+from --token-file, MEDLB_TOKEN_FILE or MEDLB_TOKEN (never from the command line, where
+`ps` would show it). HTTPS is verified against --ca / MEDLB_CA (for the self-signed
+certificate: state_dir/admin-tls/cert.pem) or the system's CAs; --insecure skips it.
+
+Exit codes: 0 done, 1 the API refused or could not be reached, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, Sequence
+
+DEFAULT_URL = "https://127.0.0.1:9443"
+
+
+class CtlError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, url: str, token: str, ca: str | None = None, insecure: bool = False, timeout: float = 30):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.context: ssl.SSLContext | None = None
+        if self.url.startswith("https://"):
+            if insecure:
+                self.context = ssl._create_unverified_context()
+            else:
+                self.context = ssl.create_default_context(cafile=ca)
+                if ca:
+                    # A self-signed admin certificate is its own CA: do not require the
+                    # strict extensions a public CA's certificate has.
+                    self.context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Accept": "application/json",
+            **({"Content-Type": "application/json"} if data is not None else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                answer = json.loads(exc.read())
+            except ValueError:
+                answer = {}
+            message = answer.get("error") or f"HTTP {exc.code}"
+            problems = answer.get("problems") or []
+            raise CtlError("\n".join([f"refused ({exc.code}): {message}"] + [f"  {p}" for p in problems])) from None
+        except urllib.error.URLError as exc:
+            raise CtlError(f"cannot reach {self.url}: {exc.reason}") from None
+        except OSError as exc:
+            raise CtlError(f"cannot reach {self.url}: {exc}") from None
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _when(at: float | None) -> str:
+    if not at:
+        return "-"
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _pool_words(service: dict[str, Any]) -> str:
+    active = service["active_pool"]
+    words = {"primary": "primary", "backup": "BACKUP (failed over)", "none": "NONE (no server up)"}
+    return words.get(active, active)
+
+
+def show_status(client: Client) -> str:
+    services = client.request("GET", "/api/v1/services")
+    services.sort(key=lambda s: (s["servers_up"] > 0, s["active_pool"] == "primary", s["name"]))
+    rows = [[s["name"], s["mode"], ",".join(s["listen"]), _pool_words(s), f"{s['servers_up']}/{s['servers_total']}",
+             s["active_connections"], s["total_connections"]] for s in services]
+    return table(["service", "mode", "listen", "active pool", "up", "active", "total"], rows)
+
+
+def show_servers(client: Client, service: str) -> str:
+    data = client.request("GET", f"/api/v1/services/{service}")
+    rows = []
+    for s in data["servers"]:
+        last = s.get("last_check") or {}
+        rows.append([s["name"], s["pool"] + (" backup" if s["backup"] else ""), s["address"], s["state"], s["health"],
+                     "yes" if s["available"] else "no", s["weight"], s["active_connections"], s["total_connections"],
+                     f"{last['latency'] * 1000:.1f}ms" if last else "-", s["health_reason"]])
+    header = f"{data['name']} [{data['mode']}]: active pool {_pool_words(data)}, {data['servers_up']}/{data['servers_total']} up"
+    return header + "\n" + table(["server", "pool", "address", "state", "health", "takes work", "weight", "active",
+                                  "total", "check", "reason"], rows)
+
+
+def show_audit(client: Client, limit: int, search: str) -> str:
+    query = f"/api/v1/audit?limit={limit}" + (f"&q={urllib.request.quote(search)}" if search else "")
+    entries = client.request("GET", query)
+    rows = [[e["id"], _when(e["at"]), e["who"], e["action"], e["target"],
+             json.dumps(e["detail"], sort_keys=True) if e["detail"] else "", e["source"]] for e in entries]
+    return table(["id", "at (utc)", "who", "action", "target", "detail", "source"], rows)
+
+
+def _token(args: argparse.Namespace) -> str:
+    path = args.token_file or os.environ.get("MEDLB_TOKEN_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                return file.read().strip().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise CtlError(f"cannot read the token file {path}: {getattr(exc, 'strerror', None) or 'empty'}") from None
+    token = os.environ.get("MEDLB_TOKEN", "")
+    if not token:
+        raise CtlError("no token: set MEDLB_TOKEN or MEDLB_TOKEN_FILE, or pass --token-file")
+    return token
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        client = Client(args.url or os.environ.get("MEDLB_URL") or DEFAULT_URL, _token(args),
+                        ca=args.ca or os.environ.get("MEDLB_CA"), insecure=args.insecure)
+        out = dispatch(client, args)
+    except CtlError as exc:
+        print(f"medlb ctl: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def dispatch(client: Client, args: argparse.Namespace) -> str:
+    action = args.action
+    if action == "status":
+        return show_status(client)
+    if action == "servers":
+        return show_servers(client, args.service)
+    if action in ("halt", "drain", "online"):
+        client.request("POST", f"/api/v1/services/{args.service}/servers/{args.server}/state", {"state": action})
+        return f"{args.service}/{args.server}: {action}\n" + show_servers(client, args.service)
+    if action in ("failover", "restore"):
+        state = "halt" if action == "failover" else "online"
+        service = client.request("GET", f"/api/v1/services/{args.service}")
+        pools = [args.pool] if args.pool else list(service["pools"])
+        for pool in pools:
+            client.request("POST", f"/api/v1/services/{args.service}/pools/{pool}/state",
+                           {"state": state, "tier": "primary"})
+        done = "primary servers halted: traffic goes to the backup" if action == "failover" else \
+            "primary servers online again (with failback: manual, run `medlb ctl failback` too)"
+        return f"{args.service}: {done}\n" + show_servers(client, args.service)
+    if action == "failback":
+        client.request("POST", f"/api/v1/services/{args.service}/failback", {"pool": args.pool} if args.pool else {})
+        return f"{args.service}: failed back\n" + show_servers(client, args.service)
+    if action == "reload":
+        answer = client.request("POST", "/api/v1/reload")
+        return f"reloaded: {', '.join(answer['services'])}"
+    if action == "audit":
+        return show_audit(client, args.limit, args.search)
+    raise CtlError(f"unknown action {action}")
+
+
+def add_parser(commands: Any) -> None:
+    ctl = commands.add_parser("ctl", help="control a running medlb through its admin API",
+                              description="Talks to the admin API; the token comes from MEDLB_TOKEN, "
+                                          "MEDLB_TOKEN_FILE or --token-file.")
+    ctl.add_argument("--url", help=f"the admin address (MEDLB_URL; default {DEFAULT_URL})")
+    ctl.add_argument("--token-file", help="a file holding the API token (MEDLB_TOKEN_FILE)")
+    ctl.add_argument("--ca", help="CA file to verify HTTPS with (MEDLB_CA), e.g. state_dir/admin-tls/cert.pem")
+    ctl.add_argument("--insecure", action="store_true", help="do not verify the admin certificate")
+    actions = ctl.add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="every service: active pool, servers up, connections")
+    servers = actions.add_parser("servers", help="the servers of a service")
+    servers.add_argument("service")
+    for name, text in (("halt", "no work at all"), ("drain", "no new work; existing goes on"),
+                       ("online", "takes work again")):
+        parser = actions.add_parser(name, help=f"set a server {name}: {text}")
+        parser.add_argument("service")
+        parser.add_argument("server")
+    for name, text in (("failover", "halt the primary servers: traffic goes to the backup cluster"),
+                       ("restore", "set the primary servers online again"),
+                       ("failback", "leave the backup for the primaries (failback: manual)")):
+        parser = actions.add_parser(name, help=text)
+        parser.add_argument("service")
+        parser.add_argument("--pool", help="one pool only (default: every pool of the service)" if name != "failback"
+                            else "one pool only")
+    actions.add_parser("reload", help="re-read the config file (admin role)")
+    audit = actions.add_parser("audit", help="operator actions, newest first")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--search", default="", help="only entries containing this")
+    ctl.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medlb")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ctl", *(argv or sys.argv[1:])])
+    return int(args.func(args))

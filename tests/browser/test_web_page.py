@@ -1,0 +1,319 @@
+"""The web page in Debian's Chromium, driven by Playwright, against a real medlb over
+HTTPS (the default, self-signed): log in, the overview, server and pool actions with a
+real client's connections, live updates, the audit, viewers, CSRF, cookie flags and
+lock-out. Every request the browser makes is recorded: none may leave medlb's origin.
+Screenshots go to test-artifacts/web/ (their paths are printed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from conftest import need_tool
+from helpers import LOOPBACK, TOKEN, Backends, MedlbFactory, free_port, free_ports, server, service, wait_until, who_answers
+from medlb.passwords import hash_password
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
+PASSWORDS = {"olga": "operator-pass-1", "vera": "viewer-pass-1", "adam": "admin-pass-1"}
+USERS = [{"name": name, "password_hash": hash_password(PASSWORDS[name], n=2**14), "role": role}
+         for name, role in (("olga", "operator"), ("vera", "viewer"), ("adam", "admin"))]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+
+def start_medlb(factory: MedlbFactory, group: Backends, **admin_extra):
+    vip, a, b, c, closed = free_ports(5)
+    for name, port in (("A", a), ("B", b), ("C", c)):
+        group.start(name, port)
+    admin_port = free_port()
+    lb = factory([
+        service("pacs", vip, [server("A", a), server("B", b)], backup=[server("C", c)], failback="manual"),
+        service("ris", free_port(), [server("D", closed)]),
+    ], start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "users": USERS, **admin_extra})
+    lb.admin_port, lb.scheme = admin_port, "https"
+    lb.base_url = f"https://{LOOPBACK}:{admin_port}"
+    lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=10)
+    lb.start()
+    for name in "ABC":
+        lb.wait_health("pacs", name, "up", 15)
+    lb.wait_health("ris", "D", "down", 15)
+    return lb, vip
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    need_tool("chromium")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    group, factory = Backends(), MedlbFactory(tmp_path_factory.mktemp("web"))
+    try:
+        yield start_medlb(factory, group)
+    finally:
+        factory.stop_all()
+        group.stop_all()
+
+
+class Visit:
+    """A browser context that records every request it makes."""
+
+    def __init__(self, chromium, lb):
+        self.lb = lb
+        self.context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+        self.requests: list[str] = []
+        self.context.on("request", lambda request: self.requests.append(request.url))
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(20000)
+        expect.set_options(timeout=20000)
+
+    def login(self, name: str, password: str | None = None) -> None:
+        page = self.page
+        page.goto(self.lb.base_url + "/")
+        page.get_by_label("User name").fill(name)
+        page.get_by_label("Password").fill(password or PASSWORDS[name])
+        page.get_by_role("button", name="Log in").click()
+
+    def foreign_requests(self) -> list[str]:
+        own = urlsplit(self.lb.base_url).netloc
+        return [url for url in self.requests if not url.startswith("data:") and urlsplit(url).netloc != own]
+
+    def confirm(self, expected_text: str) -> None:
+        dialog = self.page.locator("dialog#confirm")
+        expect(dialog).to_be_visible()
+        expect(dialog).to_contain_text(expected_text)
+        self.page.locator("#confirm-ok").click()
+        expect(dialog).to_be_hidden()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def state_cell(page, server_name: str):
+    return page.locator(f"tr[data-server='{server_name}'] td[data-col='state']")
+
+
+def test_operator_halts_a_server_fails_the_pool_over_and_back_and_sees_the_audit(chromium, site):
+    lb, vip = site
+    operator, viewer = Visit(chromium, lb), Visit(chromium, lb)
+    try:
+        operator.login("olga")
+        page = operator.page
+        rows = page.locator("#services tbody tr")
+        expect(rows).to_have_count(2)
+        # Problems first: the service with no server up is the top row, red and in words.
+        expect(rows.first).to_have_attribute("data-service", "ris")
+        expect(rows.first).to_have_class(re.compile(r"\bbad\b"))
+        expect(rows.first).to_contain_text("DOWN: no server up")
+        expect(rows.nth(1)).to_contain_text("OK")
+        expect(page.locator("#live")).to_have_text("live")
+        screenshot(page, "overview.png")
+
+        viewer.login("vera")
+        viewer.page.goto(lb.base_url + "/#/service/pacs")
+        expect(state_cell(viewer.page, "A")).to_have_text("online")
+
+        page.get_by_role("link", name="pacs").click()
+        expect(page.locator("#view h1")).to_contain_text("pacs")
+        screenshot(page, "service-pacs.png")
+
+        # Halt one server: the confirmation names the consequence.
+        page.locator("button[data-action='halt'][data-server='A']").click()
+        operator.confirm("A will take no new connections")
+        expect(state_cell(page, "A")).to_contain_text("halt")
+        assert lb.server("pacs", "A")["state"] == "halt"
+        assert {who_answers(vip) for _ in range(6)} == {"B"}
+        # The other person's page follows without a reload.
+        expect(state_cell(viewer.page, "A")).to_contain_text("halt")
+        page.locator("button[data-action='online'][data-server='A']").click()
+        operator.confirm("A will take new connections again")
+        expect(state_cell(page, "A")).to_have_text("online")
+
+        # The manual failover: halt the whole primary pool.
+        page.locator("button[data-pool-action='halt-primary']").click()
+        operator.confirm("New work goes to the backup cluster: C")
+        expect(page.locator("#view h1")).to_contain_text("FAILED OVER")
+        assert lb.service("pacs")["active_pool"] == "backup"
+        assert {who_answers(vip) for _ in range(6)} == {"C"}
+        expect(viewer.page.locator("#view h1")).to_contain_text("FAILED OVER")
+        # And back: primaries online, then failback (failback: manual).
+        page.locator("button[data-pool-action='online-primary']").click()
+        operator.confirm("traffic stays on the backup until you press Failback")
+        page.locator("button[data-pool-action='failback']").click()
+        operator.confirm("goes to the primary servers")
+        expect(page.locator("#view h1")).to_contain_text("OK")
+        wait_until(lambda: who_answers(vip) in ("A", "B"), 10, what="the primaries to answer again")
+        screenshot(page, "service-pacs-after.png")
+
+        page.get_by_role("link", name="Audit").click()
+        audit = page.locator("#audit tbody")
+        expect(audit.locator("tr").first).to_contain_text("failback")
+        expect(audit).to_contain_text("set_pool_state")
+        expect(audit).to_contain_text("olga")
+        page.get_by_label("Search audit").fill("pacs/A")
+        page.get_by_role("button", name="Search").click()
+        expect(audit.locator("tr")).to_have_count(2)
+        with page.expect_download() as download:
+            page.locator("#export").click()
+        assert download.value.suggested_filename == "medlb-audit.csv"
+        screenshot(page, "audit.png")
+        page.get_by_role("link", name="Events").click()
+        events = page.locator("#events tbody")
+        expect(events).to_contain_text("no primary server is online and up")  # the reason, in words
+        expect(events).to_contain_text("state of A")
+
+        assert operator.foreign_requests() == [] and viewer.foreign_requests() == []
+        assert any("/api/v1/stream" in url for url in operator.requests)
+    finally:
+        operator.close()
+        viewer.close()
+
+
+def test_a_viewer_has_no_buttons_and_the_api_refuses_it(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        visit.login("vera")
+        page = visit.page
+        expect(page.locator("#who")).to_have_text("vera (viewer)")
+        page.goto(lb.base_url + "/#/service/pacs")
+        expect(state_cell(page, "A")).to_be_visible()
+        assert page.locator("button[data-action]").count() == 0
+        assert page.locator("button[data-pool-action]").count() == 0
+        expect(page.locator("#nav-config")).to_be_hidden()
+        status = page.evaluate("""async () => {
+            const me = await (await fetch('/api/v1/session')).json();
+            const r = await fetch('/api/v1/services/pacs/servers/A/state', {method: 'POST',
+                headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf},
+                body: JSON.stringify({state: 'halt'})});
+            return r.status; }""")
+        assert status == 403
+        assert lb.server("pacs", "A")["state"] == "online"
+        assert visit.foreign_requests() == []
+    finally:
+        visit.close()
+
+
+def test_csrf_token_and_cookie_flags(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        visit.login("olga")
+        expect(visit.page.locator("#who")).to_have_text("olga (operator)")
+        cookie = next(c for c in visit.context.cookies() if c["name"] == "medlb_session")
+        assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+        assert visit.page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
+        answer = visit.page.evaluate("""async () => {
+            const r = await fetch('/api/v1/services/pacs/servers/B/state', {method: 'POST',
+                headers: {'Content-Type': 'application/json'}, body: JSON.stringify({state: 'halt'})});
+            return [r.status, await r.text()]; }""")
+        assert answer[0] == 403 and "CSRF" in json.loads(answer[1])["error"]
+        assert lb.server("pacs", "B")["state"] == "online"
+        visit.page.get_by_role("button", name="Log out").click()
+        expect(visit.page.locator("#login-error")).to_have_text("You have logged out.")
+        assert visit.page.evaluate("fetch('/api/v1/services').then(r => r.status)") == 401
+    finally:
+        visit.close()
+
+
+def test_an_admin_checks_a_config_file_like_medlb_check(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        visit.login("adam")
+        page = visit.page
+        page.get_by_role("link", name="Config").click()
+        running = page.locator("#running-config")
+        expect(running).to_contain_text('"token": "********"')
+        assert TOKEN not in running.inner_text()
+        page.locator("#config-text").fill(lb.config_path.read_text().replace("listen:", "lisen:", 1))
+        page.locator("#config-validate").click()
+        expect(page.locator("#config-result")).to_contain_text("invalid")
+        expect(page.locator("#config-result")).to_contain_text("admin.lisen (line 2): unknown key")
+        # Apply a valid file: confirmed, written, reloaded.
+        page.locator("#config-text").fill(lb.config_path.read_text().replace("name: ris", "name: ris-west"))
+        page.locator("#config-apply").click()
+        visit.confirm("services: pacs, ris-west")
+        wait_until(lambda: "ris-west" in [s["name"] for s in lb.api("GET", "/api/v1/services").json()], 10,
+                   what="the applied config to run")
+        assert "name: ris-west" in lb.config_path.read_text()
+        entry = lb.api("GET", "/api/v1/audit?q=reload").json()[0]
+        assert (entry["who"], entry["detail"]["result"]) == ("adam", "ok")
+        assert visit.foreign_requests() == []
+    finally:
+        visit.close()
+
+
+def test_wrong_passwords_lock_out_after_the_configured_count(chromium, tmp_path):
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    try:
+        lb, _ = start_medlb(factory, group, lockout={"attempts": 3, "window": "10m", "duration": "10m"})
+        visit = Visit(chromium, lb)
+        error = visit.page.locator("#login-error")
+        visit.login("olga", "wrong-1")
+        expect(error).to_have_text("wrong user name or password")
+        for attempt in ("wrong-2", "wrong-3"):
+            visit.page.get_by_label("Password").fill(attempt)
+            visit.page.get_by_role("button", name="Log in").click()
+        expect(error).to_contain_text("locked out")
+        visit.page.get_by_label("Password").fill(PASSWORDS["olga"])
+        visit.page.get_by_role("button", name="Log in").click()
+        expect(error).to_contain_text("locked out")
+        expect(visit.page.locator("#top")).to_be_hidden()
+        visit.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()
+
+
+def test_keyboard_only_on_a_tablet_sized_screen(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        page = visit.page
+        page.set_viewport_size({"width": 768, "height": 1024})
+        page.goto(lb.base_url + "/")
+        # Log in with the keyboard alone: the name field has focus, Tab, Enter.
+        expect(page.get_by_label("User name")).to_be_focused()
+        page.keyboard.type("olga")
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORDS["olga"])
+        page.keyboard.press("Enter")
+        expect(page.locator("#services tbody tr")).to_have_count(2)
+        screenshot(page, "tablet-overview.png")
+        page.goto(lb.base_url + "/#/service/pacs")
+        halt = page.locator("button[data-action='halt'][data-server='B']")
+        halt.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("dialog#confirm")).to_be_visible()
+        expect(page.locator("#confirm-ok")).to_be_focused()
+        page.keyboard.press("Escape")  # cancel: nothing changes
+        expect(page.locator("dialog#confirm")).to_be_hidden()
+        assert lb.server("pacs", "B")["state"] == "online"
+        box = halt.bounding_box()
+        assert box is not None and box["height"] >= 40  # a finger-sized target
+        screenshot(page, "tablet-service-pacs.png")
+        assert visit.foreign_requests() == []
+    finally:
+        visit.close()

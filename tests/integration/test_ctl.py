@@ -1,0 +1,96 @@
+"""`medlb ctl` against a running medlb over HTTPS (the default), verified with the
+generated certificate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+
+from helpers import LOOPBACK, TOKEN, free_port, free_ports, server, service, wait_until, who_answers
+
+OPERATOR = "ctl-operator-token-0123456789"
+VIEWER = "ctl-viewer-token-0123456789ab"
+
+
+def ctl(lb, *args: str, token: str = TOKEN, token_file: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDLB_")}
+    env.update({"MEDLB_URL": lb.base_url, "MEDLB_CA": str(lb.cert_path)})
+    if token_file:
+        env["MEDLB_TOKEN_FILE"] = token_file
+    else:
+        env["MEDLB_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "medlb", "ctl", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_ctl_status_servers_actions_failover_and_audit(medlb, backends, tmp_path):
+    vip, a, b, c = free_ports(4)
+    for name, port in (("A", a), ("B", b), ("C", c)):
+        backends.start(name, port)
+    admin_port = free_port()
+    lb = medlb([service("pacs", vip, [server("A", a), server("B", b)], backup=[server("C", c)], failback="manual")],
+               start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "tokens": [
+                   {"name": "ops", "token": OPERATOR, "role": "operator"},
+                   {"name": "watch", "token": VIEWER, "role": "viewer"}]})
+    lb.admin_port, lb.base_url = admin_port, f"https://{LOOPBACK}:{admin_port}"
+    lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"})
+    lb.start()
+    for name in "ABC":
+        lb.wait_health("pacs", name, "up", 15)
+
+    status = ctl(lb, "status")
+    assert status.returncode == 0, status.stderr
+    header, row = status.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["SERVICE", "MODE", "LISTEN"]
+    assert row.split()[0] == "pacs" and "primary" in row and "3/3" in row
+
+    servers = ctl(lb, "servers", "pacs")
+    assert servers.returncode == 0
+    assert {line.split()[0] for line in servers.stdout.splitlines()[2:]} == {"A", "B", "C"}
+
+    token_file = tmp_path / "token"
+    token_file.write_text(OPERATOR + "\n")
+    halted = ctl(lb, "halt", "pacs", "A", token_file=str(token_file))
+    assert halted.returncode == 0, halted.stderr
+    assert lb.server("pacs", "A")["state"] == "halt"
+    assert {who_answers(vip) for _ in range(4)} == {"B"}
+
+    refused = ctl(lb, "drain", "pacs", "B", token=VIEWER)
+    assert refused.returncode == 1 and "operator role" in refused.stderr
+
+    assert ctl(lb, "online", "pacs", "A", token=OPERATOR).returncode == 0
+    failover = ctl(lb, "failover", "pacs", token=OPERATOR)
+    assert failover.returncode == 0, failover.stderr
+    assert lb.service("pacs")["active_pool"] == "backup"
+    assert {who_answers(vip) for _ in range(4)} == {"C"}
+    assert ctl(lb, "restore", "pacs", token=OPERATOR).returncode == 0
+    assert lb.service("pacs")["active_pool"] == "backup"  # failback: manual keeps it there
+    assert ctl(lb, "failback", "pacs", token=OPERATOR).returncode == 0
+    wait_until(lambda: lb.service("pacs")["active_pool"] == "primary", 10, what="failback")
+
+    assert ctl(lb, "reload", token=OPERATOR).returncode == 1
+    reloaded = ctl(lb, "reload")
+    assert reloaded.returncode == 0 and "reloaded: pacs" in reloaded.stdout
+
+    audit = ctl(lb, "audit", "--limit", "20")
+    assert audit.returncode == 0
+    lines = audit.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "AT", "(UTC)"]
+    actions = [line.split()[4] for line in lines[1:]]
+    assert actions[:4] == ["reload", "failback", "set_pool_state", "set_pool_state"]
+    assert "ops" in audit.stdout
+
+
+def test_ctl_says_what_is_wrong(medlb, backends, tmp_path):
+    lb = medlb([service("pacs", free_port(), [server("A", free_port())])])
+    env_less = ctl(lb, "status", token="")
+    assert env_less.returncode == 1 and "no token" in env_less.stderr
+    # medlb from helpers serves plain HTTP on loopback; a bad token is refused.
+    lb.base_url = f"http://{LOOPBACK}:{lb.admin_port}"
+    bad = ctl(lb, "status", token="wrong-token-0123456789")
+    assert bad.returncode == 1 and "not valid" in bad.stderr
+    lb.base_url = f"http://{LOOPBACK}:{free_port()}"
+    assert "cannot reach" in ctl(lb, "status").stderr

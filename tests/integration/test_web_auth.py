@@ -1,0 +1,217 @@
+"""Web logins against a running medlb: users, session cookie, CSRF, lock-out, logout,
+pool actions, audit search and CSV, the config page's API, and HTTPS by default."""
+
+from __future__ import annotations
+
+import csv
+import io
+import ssl
+import time
+
+import httpx
+import pytest
+
+from helpers import LOOPBACK, TOKEN, free_ports, server, service, wait_until
+from medlb.passwords import hash_password
+
+PASSWORDS = {"olga": "operator-pass-1", "vera": "viewer-pass-1", "adam": "admin-pass-1"}
+USERS = [
+    {"name": "olga", "password_hash": hash_password(PASSWORDS["olga"], n=2**14), "role": "operator"},
+    {"name": "vera", "password_hash": hash_password(PASSWORDS["vera"], n=2**14), "role": "viewer"},
+    {"name": "adam", "password_hash": hash_password(PASSWORDS["adam"], n=2**14), "role": "admin"},
+]
+
+
+def admin_section(port: int, **extra) -> dict:
+    return {"listen": f"{LOOPBACK}:{port}", "token": TOKEN, "users": USERS, **extra}
+
+
+def start(medlb, backends, tls: str = "off", **admin_extra):
+    vip, a, b, c = free_ports(4)
+    for name, port in (("A", a), ("B", b), ("C", c)):
+        backends.start(name, port)
+    from helpers import free_port
+
+    admin_port = free_port()
+    lb = medlb([service("pacs", vip, [server("A", a), server("B", b)], backup=[server("C", c)])], start=False,
+               admin={**admin_section(admin_port, tls=tls, **admin_extra)})
+    lb.admin_port = admin_port
+    lb.scheme = "http" if tls == "off" else "https"
+    lb.base_url = f"{lb.scheme}://{LOOPBACK}:{admin_port}"
+    lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=10)
+    lb.start()
+    return lb, vip
+
+
+def browser(lb) -> httpx.Client:
+    """A client with no token: only what a browser would send."""
+    return httpx.Client(base_url=lb.base_url, verify=False, timeout=10)
+
+
+def login(client: httpx.Client, name: str, password: str | None = None) -> httpx.Response:
+    return client.post("/api/v1/login", json={"name": name, "password": password or PASSWORDS[name]})
+
+
+def test_login_sets_a_strict_session_cookie_and_changes_need_the_csrf_token(medlb, backends):
+    lb, _ = start(medlb, backends)
+    web = browser(lb)
+    answer = login(web, "olga")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["role"] == "operator"
+    csrf = answer.json()["csrf"]
+    cookie = answer.headers["set-cookie"].lower()
+    assert "medlb_session=" in cookie
+    for flag in ("httponly", "secure", "samesite=strict", "path=/"):
+        assert flag in cookie, cookie
+    # httpx keeps Secure cookies only for https; carry it by hand on this plain-HTTP test.
+    session = answer.cookies.get("medlb_session") or answer.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    web.cookies.set("medlb_session", session)
+
+    assert web.get("/api/v1/services").status_code == 200
+    path = "/api/v1/services/pacs/servers/A/state"
+    refused = web.post(path, json={"state": "halt"})
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
+    wrong = web.post(path, json={"state": "halt"}, headers={"X-CSRF-Token": "not-the-token"})
+    assert wrong.status_code == 403
+    assert lb.server("pacs", "A")["state"] == "online"
+    foreign = web.post(path, json={"state": "halt"}, headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    done = web.post(path, json={"state": "halt"}, headers={"X-CSRF-Token": csrf})
+    assert done.status_code == 200, done.text
+    assert lb.server("pacs", "A")["state"] == "halt"
+    entry = lb.api("GET", "/api/v1/audit").json()[0]
+    assert (entry["who"], entry["action"], entry["target"]) == ("olga", "set_state", "pacs/A")
+
+    assert web.post("/api/v1/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert web.get("/api/v1/services").status_code == 401
+    actions = [e["action"] for e in lb.api("GET", "/api/v1/audit").json()]
+    assert actions[:3] == ["logout", "set_state", "login"]
+    assert PASSWORDS["olga"] not in lb.log()
+
+
+def test_a_login_from_another_site_is_refused(medlb, backends):
+    lb, _ = start(medlb, backends)
+    answer = browser(lb).post("/api/v1/login", json={"name": "olga", "password": PASSWORDS["olga"]},
+                              headers={"Origin": "https://evil.example"})
+    assert answer.status_code == 403 and "set-cookie" not in answer.headers
+
+
+def test_a_viewer_reads_but_changes_nothing(medlb, backends):
+    lb, _ = start(medlb, backends)
+    web = browser(lb)
+    answer = login(web, "vera")
+    web.cookies.set("medlb_session", answer.headers["set-cookie"].split(";")[0].split("=", 1)[1])
+    headers = {"X-CSRF-Token": answer.json()["csrf"]}
+    assert web.get("/api/v1/session").json()["role"] == "viewer"
+    assert web.post("/api/v1/services/pacs/servers/A/state", json={"state": "halt"}, headers=headers).status_code == 403
+    assert web.post("/api/v1/services/pacs/pools/default/state", json={"state": "halt"},
+                    headers=headers).status_code == 403
+    assert web.get("/api/v1/config").status_code == 403
+    assert lb.server("pacs", "A")["state"] == "online"
+
+
+def test_wrong_passwords_lock_out_the_user_and_the_source(medlb, backends):
+    lb, _ = start(medlb, backends, lockout={"attempts": 3, "window": "10m", "duration": "10m"})
+    web = browser(lb)
+    codes = [login(web, "olga", "wrong").status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+    right = login(web, "olga")
+    assert right.status_code == 429 and "locked" in right.json()["error"]
+    # The source is locked too: another user from the same address is refused.
+    assert login(web, "adam").status_code == 429
+    actions = [e["action"] for e in lb.api("GET", "/api/v1/audit?limit=10").json()]
+    assert actions.count("login_failed") == 2 and actions.count("login_locked") >= 2
+    # Tokens keep working for scripts.
+    assert lb.api("GET", "/api/v1/services").status_code == 200
+
+
+def test_an_idle_session_ends(medlb, backends):
+    lb, _ = start(medlb, backends, session_timeout="1s")
+    web = browser(lb)
+    answer = login(web, "olga")
+    web.cookies.set("medlb_session", answer.headers["set-cookie"].split(";")[0].split("=", 1)[1])
+    assert web.get("/api/v1/services").status_code == 200
+    time.sleep(1.5)  # longer than the idle timeout: the session must be gone (not a timing assertion)
+    gone = web.get("/api/v1/services")
+    assert gone.status_code == 401 and "ended" in gone.json()["error"]
+
+
+def test_pool_halt_fails_over_to_the_backup_and_is_audited_once(medlb, backends):
+    from helpers import who_answers
+
+    lb, vip = start(medlb, backends)
+    for name in "ABC":
+        lb.wait_health("pacs", name, "up", 15)
+    answer = lb.api("POST", "/api/v1/services/pacs/pools/default/state", json={"state": "halt"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["service"]["active_pool"] == "backup"
+    assert {who_answers(vip) for _ in range(4)} == {"C"}
+    entries = lb.api("GET", "/api/v1/audit?q=set_pool_state").json()
+    assert len(entries) == 1
+    assert entries[0]["target"] == "pacs/default/primary"
+    assert entries[0]["detail"]["to"] == "halt"
+    lb.api("POST", "/api/v1/services/pacs/pools/default/state", json={"state": "online"})
+    wait_until(lambda: who_answers(vip) in ("A", "B"), 10, what="the primaries to take work again")
+    assert lb.api("POST", "/api/v1/services/pacs/pools/nope/state", json={"state": "halt"}).status_code == 404
+
+
+def test_audit_and_events_are_searchable_and_export_as_csv(medlb, backends):
+    lb, _ = start(medlb, backends)
+    lb.set_state("pacs", "A", "drain")
+    lb.set_state("pacs", "B", "halt")
+    found = lb.api("GET", "/api/v1/audit?q=pacs/B").json()
+    assert [e["target"] for e in found] == ["pacs/B"]
+    exported = lb.api("GET", "/api/v1/audit?format=csv")
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [r["target"] for r in rows[:2]] == ["pacs/B", "pacs/A"]  # newest first
+    events = lb.api("GET", "/api/v1/events?service=pacs&q=halt&format=csv")
+    rows = list(csv.DictReader(io.StringIO(events.text)))
+    assert rows and all(r["service"] == "pacs" for r in rows) and rows[0]["new"] == "halt"
+
+
+def test_config_api_masks_secrets_validates_like_check_and_applies(medlb, backends):
+    lb, _ = start(medlb, backends)
+    shown = lb.api("GET", "/api/v1/config").json()["config"]
+    assert shown["admin"]["token"] == "********"
+    assert all(u["password_hash"] == "********" for u in shown["admin"]["users"])
+    assert TOKEN not in str(shown)
+    text = lb.config_path.read_text()
+    bad = lb.api("POST", "/api/v1/config/validate", json={"text": text.replace("servers:", "servrs:", 1)}).json()
+    assert not bad["valid"] and any("servrs" in p for p in bad["problems"])
+    good = lb.api("POST", "/api/v1/config/validate", json={"text": text}).json()
+    assert good == {"valid": True, "problems": [], "services": ["pacs"]}
+    refused = lb.api("POST", "/api/v1/config/apply", json={"text": "services: 3\n"})
+    assert refused.status_code == 422 and lb.config_path.read_text() == text
+    applied = lb.api("POST", "/api/v1/config/apply", json={"text": text.replace("name: pacs", "name: pacs2")})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["services"] == ["pacs2"]
+
+
+def test_https_is_the_default_with_a_self_signed_certificate(medlb, backends):
+    lb, _ = start(medlb, backends, tls="auto")
+    assert lb.cert_path.exists()
+    assert (lb.cert_path.parent / "key.pem").stat().st_mode & 0o077 == 0
+    context = ssl.create_default_context(cafile=str(lb.cert_path))
+    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    verified = httpx.get(f"https://{LOOPBACK}:{lb.admin_port}/healthz", verify=context, timeout=10)
+    assert verified.status_code == 200
+    assert "sha256_fingerprint" in lb.log()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{LOOPBACK}:{lb.admin_port}/healthz", timeout=5)
+    web = browser(lb)
+    answer = login(web, "olga")
+    assert answer.status_code == 200
+    assert web.get("/api/v1/services").status_code == 200  # the Secure cookie came back over HTTPS
+
+
+def test_the_pages_background_refreshes_do_not_keep_a_session_alive(medlb, backends):
+    lb, _ = start(medlb, backends, session_timeout="5s")
+    web = browser(lb)
+    answer = login(web, "olga")
+    web.cookies.set("medlb_session", answer.headers["set-cookie"].split(";")[0].split("=", 1)[1])
+    time.sleep(1)
+    assert web.get("/api/v1/services", headers={"X-Medlb-Background": "1"}).status_code == 200
+    time.sleep(4.5)  # 5.5 s since the person's last own request: past the idle timeout
+    assert web.get("/api/v1/services", headers={"X-Medlb-Background": "1"}).status_code == 401
