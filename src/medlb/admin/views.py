@@ -34,6 +34,25 @@ def server_view(server: Server) -> dict[str, Any]:
     }
 
 
+def dicom_view(service: Service) -> dict[str, Any]:
+    """Routing as configured, and association counters: AE titles and codes, no data."""
+    config = service.dicom_config
+    stats = service.dicom
+    assert stats is not None
+    return {
+        "ae_title": config.ae_title,
+        "allowed_calling_aes": config.allowed_calling_aes,
+        "routes": [route.model_dump(exclude_none=True) for route in config.routes],
+        "unrouted": config.unrouted,
+        "active_associations": stats.active,
+        "total_associations": stats.total,
+        "by_calling_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_calling_ae.items()},
+        "by_called_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_called_ae.items()},
+        "rejects": dict(stats.rejects),
+        "aborts": dict(stats.aborts),
+    }
+
+
 def service_view(service: Service) -> dict[str, Any]:
     config = service.config
     return {
@@ -56,4 +75,5 @@ def service_view(service: Service) -> dict[str, Any]:
             for name, pool in service.pools.items()
         },
         "servers": [server_view(server) for server in service.servers()],
+        **({"dicom": dicom_view(service)} if service.dicom is not None else {}),
     }

@@ -51,8 +51,8 @@ Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
 Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
-AVAILABLE_MODES: frozenset[str] = frozenset({"tcp"})
-AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none"})
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "dicom"})
+AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "dicom-echo", "dicom-find"})
 #: Modes whose routes use named pools (http routes come with the http mode).
 POOL_MODES: frozenset[str] = frozenset({"dicom"})
 AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from medlb.health import http, script, tcp
+from medlb.health import dicom_echo, dicom_find, http, script, tcp
 from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error
 from medlb.logs import get_logger
 from medlb.runtime import CheckResult, Runtime, Server
@@ -23,6 +23,8 @@ CHECKERS: dict[str, Checker] = {
     "http": http.check,
     "https": http.check,
     "script": script.check,
+    "dicom-echo": dicom_echo.check,
+    "dicom-find": dicom_find.check,
 }
 
 log = get_logger("medlb.health")
@@ -52,7 +54,8 @@ class HealthManager:
     def _target(self, server: Server, config: Any) -> CheckTarget:
         service = self.runtime.services[server.service]
         port = config.port or server.port or service.config.addresses[0].port
-        return CheckTarget(server.service, server.name, server.host, port, server.ae_title)
+        local_ae = service.dicom_config.ae_title if service.mode == "dicom" else None
+        return CheckTarget(server.service, server.name, server.host, port, server.ae_title, local_ae)
 
     def sync(self) -> None:
         """Start, restart or stop check tasks to match the runtime after a (re)load."""
@@ -87,5 +90,5 @@ class HealthManager:
         while True:
             outcome, latency = await run_check(checker, target, config)
             self.runtime.apply(CheckResult(target.service, target.server, outcome.ok, outcome.reason,
-                                           latency, at=time.time()))
+                                           latency, at=time.time(), echo_seconds=outcome.echo_seconds))
             await asyncio.sleep(max(0.0, config.interval - latency))

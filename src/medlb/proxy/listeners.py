@@ -13,13 +13,14 @@ import socket
 
 from medlb.config.units import HostPort
 from medlb.logs import get_logger
+from medlb.proxy.dicom import DicomClient
 from medlb.proxy.tcp import ServiceHandle, TcpClient
 from medlb.runtime import Change, Runtime
 
 log = get_logger("medlb.proxy")
 
-#: Factories per mode; later modes (dicom, mllp, http) add theirs here.
-PROTOCOLS = {"tcp": TcpClient}
+#: Factories per mode; later modes (mllp, http) add theirs here.
+PROTOCOLS: dict[str, type[TcpClient]] = {"tcp": TcpClient, "dicom": DicomClient}
 
 
 class BindError(Exception):

@@ -30,6 +30,13 @@ REJECT_REASONS = (
     "artim-timeout",            # no A-ASSOCIATE-RQ within limits.associate_timeout: closed
 )
 
+#: Why an established association ended in an A-ABORT from medlb.
+ABORT_CAUSES = (
+    "server-gone",   # the server closed or lost the connection mid-association
+    "client-gone",   # the client did
+    "medlb",         # idle timeout, a halt with on_halt: close, or the stop timeout
+)
+
 #: Distinct AE titles kept as metric labels per service; more count under "other", so a
 #: scan with random calling AEs cannot grow the metrics without bound.
 MAX_AE_LABELS = 256
@@ -81,6 +88,7 @@ class DicomStats:
     opened before a reload count down on the same object they counted up on)."""
 
     rejects: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    aborts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ABORT_CAUSES, 0))
     by_calling_ae: dict[str, AeCount] = field(default_factory=dict)
     by_called_ae: dict[str, AeCount] = field(default_factory=dict)
     active: int = 0
@@ -89,6 +97,9 @@ class DicomStats:
 
     def reject(self, reason: str) -> None:
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
+
+    def abort(self, cause: str) -> None:
+        self.aborts[cause] = self.aborts.get(cause, 0) + 1
 
     @staticmethod
     def _slot(table: dict[str, AeCount], title: str) -> AeCount:
