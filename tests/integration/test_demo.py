@@ -7,15 +7,18 @@ import signal
 import subprocess
 from pathlib import Path
 
-from helpers import connect, free_port, free_ports
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from helpers import connect, free_port, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     base = free_ports(1)[0]
-    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 100, base + 101, base + 102,
-                                             base + 110, base + 111)):
+    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 20, base + 100, base + 101, base + 102,
+                                             base + 110, base + 111, base + 120, base + 121)):
         base = free_ports(1)[0]
     admin = free_port()
     proc = subprocess.Popen(["make", "--no-print-directory", "demo",
@@ -27,7 +30,7 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if "metrics:" in line:  # the last line of the banner's addresses
+            if "failback is manual" in line:  # the banner's last line
                 break
         output = "".join(lines)
         assert "medlb demo is running" in output, output
@@ -36,6 +39,11 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
         assert sorted(name for _, name in held) == ["vna1 ready", "vna1 ready", "vna2 ready"]
         for sock, _ in held:
             sock.close()
+        # The simulated PACS answer only to PACS1/PACS2: an echo to MEDLB works only
+        # because medlb rewrites the called AE; an unknown calling AE is rejected.
+        assert f"echoscu -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 20}" in output
+        assert wait_until(lambda: dicom_echo(base + 20, "CT1") == "ok", 20, what="a C-ECHO through the demo")
+        assert dicom_echo(base + 20, "XR1") == "rejected"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -44,6 +52,19 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     assert proc.returncode in (0, -signal.SIGINT, 2), rest
     assert "medlb demo stopped" in rest and "Traceback" not in rest, rest
     assert f"http://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
+
+
+def dicom_echo(port: int, calling: str) -> str:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDLB")
+    if assoc.is_rejected:
+        return "rejected"
+    if not assoc.is_established:
+        return "failed"
+    status = assoc.send_c_echo()
+    assoc.release()
+    return "ok" if status and status.Status == 0 else "failed"
 
 
 def free_port_ok(port: int) -> bool:
