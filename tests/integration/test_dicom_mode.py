@@ -4,6 +4,7 @@ to real SCPs (pynetdicom, dcmtk storescp, Orthanc) on loopback."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -320,9 +321,10 @@ def test_c_echo_marks_a_refusing_pacs_down_where_a_tcp_check_calls_it_up(medlb, 
         service("plain", free_port(), [server("picky", picky)], health={"type": "tcp", **fast}),
     ])
 
-    lb.wait_health("echo", "picky", "down", 15)
-    reason = lb.server("echo", "picky")["health_reason"]
-    assert reason == "association rejected (permanent, service-user, reason 3: calling AE title not recognised)"
+    expected = "association rejected (permanent, service-user, reason 3: calling AE title not recognised)"
+    wait_until(lambda: (lb.server("echo", "picky")["last_check"] or {}).get("reason") == expected, 15,
+               what="a check that reports the reject")
+    assert lb.server("echo", "picky")["health"] == "down"
     wait_until(lambda: lb.server("plain", "picky")["last_check"], 10, what="a tcp check")
     assert lb.server("plain", "picky")["health"] == "up"
     assert "reason 3: calling AE title not recognised" in lb.log()
@@ -333,8 +335,9 @@ def test_c_echo_uses_the_servers_ae_title_and_reports_a_wrong_one(medlb, peers):
     lb = medlb([dicom_service("pacs", free_port(), [server("right", pacs1, ae_title="PACS1"),
                                                      server("wrong", pacs1, ae_title="NOTPACS1")])])
 
-    lb.wait_health("pacs", "wrong", "down", 15)
-    assert "reason 7: called AE title not recognised" in lb.server("pacs", "wrong")["health_reason"]
+    wait_until(lambda: "reason 7: called AE title not recognised" in
+               ((lb.server("pacs", "wrong")["last_check"] or {}).get("reason", "")), 15, what="a 1,1,7 check result")
+    assert lb.server("pacs", "wrong")["health"] == "down"
     assert checked_up(lb, "pacs", "right")["last_check"]["reason"] == "C-ECHO status 0x0000"
 
 
@@ -405,3 +408,67 @@ def test_state_and_failover_work_per_server_in_a_named_pool(medlb, peers):
     assert lb.set_state("pacs", "vna1", "online").status_code == 200
     assert echoscu(vip, "CT1", "ARCHIVE").returncode == 0
     assert lb.server("pacs", "vna1")["total_connections"] == 1
+
+
+def test_a_256_mib_p_data_tf_streams_through_without_being_held(medlb):
+    """One PDU far larger than every buffer: relayed as it comes, to a slow reader."""
+    from pynetdicom.tests.encoded_pdu_items import a_associate_ac, a_associate_rq
+
+    size = 256 << 20
+    sink = socket.socket()
+    sink.bind((LOOPBACK, 0))
+    sink.listen(1)
+    counted: dict[str, object] = {}
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        with conn:
+            reader = pdu.PduReader(1 << 20, frozenset({pdu.A_ASSOCIATE_RQ}))
+            while (request := reader.feed(conn.recv(65536))) is None:
+                pass
+            counted["called_ae"] = pdu.parse_associate_rq(request).called_ae
+            conn.sendall(a_associate_ac)
+            stream, total, pause = pdu.PduStream(), 0, 0
+            while stream.last_type != pdu.A_RELEASE_RQ or not stream.at_boundary:
+                piece = conn.recv(256 * 1024)
+                if not piece:
+                    break
+                stream.feed(piece)
+                total += len(piece)
+                if total >= pause:  # read slower than loopback can send
+                    time.sleep(0.004)
+                    pause += 1 << 20
+            counted["bytes"], counted["pdus"] = total, stream.pdus
+            conn.sendall(bytes.fromhex("06000000000400000000"))  # A-RELEASE-RP
+
+    server_thread = threading.Thread(target=serve)
+    server_thread.start()
+    vip = free_port()
+    lb = medlb([dicom_service("pacs", vip, [server("sink", sink.getsockname()[1], ae_title="SINK")],
+                              health={"type": "none"})])
+    baseline = lb.rss_bytes()
+    peak = [baseline]
+    try:
+        with socket.create_connection((LOOPBACK, vip), timeout=60) as client:
+            client.sendall(a_associate_rq)
+            header = client.recv(6)
+            assert header[0] == pdu.A_ASSOCIATE_AC
+            client.recv(pdu.pdu_header(header)[1], socket.MSG_WAITALL)
+            # P-DATA-TF: one PDV item (context 1, last data fragment) of `size` bytes.
+            client.sendall(b"\x04\x00" + (size + 6).to_bytes(4, "big") + (size + 2).to_bytes(4, "big") + b"\x01\x02")
+            chunk = bytes(1 << 20)
+            for index in range(size >> 20):
+                client.sendall(chunk)
+                if index % 16 == 0:
+                    peak[0] = max(peak[0], lb.rss_bytes())
+            client.sendall(pdu.A_RELEASE_RQ_BYTES)
+            assert client.recv(10)[0] == pdu.A_RELEASE_RP
+    finally:
+        server_thread.join(60)
+        sink.close()
+
+    assert counted["called_ae"] == "SINK"
+    assert counted["bytes"] == 6 + size + 6 + 10 and counted["pdus"] == 2
+    assert peak[0] - baseline < 32 << 20, f"medlb grew by {(peak[0] - baseline) >> 20} MiB"
+    wait_until(lambda: lb.service("pacs")["dicom"]["active_associations"] == 0, 10, what="the association to end")
+    assert lb.service("pacs")["dicom"]["aborts"] == {"server-gone": 0, "client-gone": 0, "medlb": 0}

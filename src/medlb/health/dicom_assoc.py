@@ -20,6 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from pynetdicom import evt
+from pynetdicom.pdu import A_ABORT_RQ
+
 from medlb.health.base import CheckTarget, Outcome
 from medlb.protocols.dicom import Abort, describe_rejection
 
@@ -70,14 +73,10 @@ class Opened:
         self.opened = True
 
     def _received(self, event: Any) -> None:
-        from pynetdicom.pdu import A_ABORT_RQ
-
         if isinstance(event.pdu, A_ABORT_RQ):
             self.peer_abort = (int(event.pdu.source), int(event.pdu.reason_diagnostic))
 
     def handlers(self) -> list[Any]:
-        from pynetdicom import evt
-
         return [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_PDU_RECV, self._received)]
 
 

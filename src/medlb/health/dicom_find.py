@@ -10,6 +10,10 @@ at, kept or logged: they may hold patient data.
 
 from __future__ import annotations
 
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
+
 from medlb.config.models import DicomFindCheck
 from medlb.health.base import CheckTarget, Outcome
 from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts
@@ -20,10 +24,6 @@ CANCELLED = 0xFE00
 
 
 def _find(host: str, port: int, calling: str, called: str, seconds: float, query: dict[str, str]) -> Outcome:
-    from pydicom.dataset import Dataset
-    from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
-
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     for keyword, value in query.items():
