@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 
-from helpers import echo, LOOPBACK, connect, free_ports, server, service
+from helpers import echo, LOOPBACK, connect, free_ports, server, service, wait_until
 
 
 def test_sigterm_lets_established_connections_finish_then_exits_0(medlb, backends):
@@ -17,6 +17,9 @@ def test_sigterm_lets_established_connections_finish_then_exits_0(medlb, backend
     lb.signal(signal.SIGTERM)
 
     assert echo(sock) == b"ping\n"
+    # The echo can complete before medlb's stop task has run: wait until the listener
+    # is closed, or the kernel's backlog still accepts the "new" connection.
+    wait_until(lambda: "listener_closed" in lb.log(), 10, what="medlb to close its listener")
     try:
         refused = socket.create_connection((LOOPBACK, vip), timeout=2)
         refused.close()
