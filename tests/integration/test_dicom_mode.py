@@ -56,6 +56,18 @@ def recv_all(sock: socket.socket) -> bytes:
     return data
 
 
+def associate_recording(port: int) -> tuple[object, list[object]]:
+    """A pynetdicom association through medlb that records the PDUs it receives."""
+    received: list[object] = []
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60  # medlb, not a timer, must end it
+    assoc = ae.associate(LOOPBACK, port, ae_title="MEDLB",
+                         evt_handlers=[(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))])
+    assert assoc.is_established
+    return assoc, received
+
+
 # --- storing through medlb --------------------------------------------------------------
 
 
@@ -239,13 +251,7 @@ def test_a_server_killed_mid_association_gives_the_client_an_abort_within_second
     vip = free_port()
     lb = medlb([dicom_service("pacs", vip, [server("pacs1", pacs1, ae_title="PACS1")],
                               health={"type": "none"})])
-    received: list[object] = []
-    ae = AE(ae_title="WS1")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60  # medlb, not a timer, must end it
-    assoc = ae.associate(LOOPBACK, vip, ae_title="MEDLB",
-                         evt_handlers=[(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))])
-    assert assoc.is_established
+    assoc, received = associate_recording(vip)
     assert assoc.send_c_echo().Status == 0x0000
 
     peers.kill("pacs1")
@@ -472,3 +478,42 @@ def test_a_256_mib_p_data_tf_streams_through_without_being_held(medlb):
     assert peak[0] - baseline < 32 << 20, f"medlb grew by {(peak[0] - baseline) >> 20} MiB"
     wait_until(lambda: lb.service("pacs")["dicom"]["active_associations"] == 0, 10, what="the association to end")
     assert lb.service("pacs")["dicom"]["aborts"] == {"server-gone": 0, "client-gone": 0, "medlb": 0}
+
+
+@pytest.mark.parametrize("how", ["halt with on_halt: close", "idle_timeout"])
+def test_medlb_ends_an_open_association_with_an_abort(medlb, peers, how):
+    pacs1 = peers.scp("pacs1", "PACS1")
+    vip = free_port()
+    extra = {"on_halt": "close"} if how.startswith("halt") else {"limits": {"idle_timeout": "500ms"}}
+    lb = medlb([dicom_service("pacs", vip, [server("pacs1", pacs1, ae_title="PACS1")], health={"type": "none"},
+                              **extra)])
+    assoc, received = associate_recording(vip)
+
+    if how.startswith("halt"):
+        assert lb.set_state("pacs", "pacs1", "halt").status_code == 200
+
+    wait_until(lambda: assoc.is_aborted, 10, what="the association to be aborted")
+    assert any(isinstance(item, A_ABORT_RQ) for item in received)
+    wait_until(lambda: lb.server("pacs", "pacs1")["active_connections"] == 0, 10, what="the server side to close")
+    assert lb.service("pacs")["dicom"]["aborts"]["medlb"] == 1
+
+
+def test_a_reload_changes_routing_for_new_associations(medlb, peers):
+    pacs1, vna1 = peers.scp("pacs1", "PACS1"), peers.scp("vna1", "VNA1")
+    vip = free_port()
+    archive = {"archive": {"servers": [server("vna1", vna1, ae_title="VNA1")]}}
+    config = dicom_service("pacs", vip, [server("pacs1", pacs1, ae_title="PACS1")], health={"type": "none"},
+                           pools=archive)
+    lb = medlb([config])
+    assert echoscu(vip, "CT1", "ARCHIVE").returncode == 0  # no route yet: the default pool
+    assert lb.server("pacs", "pacs1")["total_connections"] == 1
+
+    config["dicom"] = {"allowed_calling_aes": ["CT*"], "routes": [{"called_ae": "ARCHIVE", "pool": "archive"}]}
+    lb.write_config(lb.config)
+    assert lb.api("POST", "/api/v1/reload").status_code == 200
+
+    assert echoscu(vip, "CT1", "ARCHIVE").returncode == 0
+    assert lb.server("pacs", "vna1")["total_connections"] == 1
+    assert "Calling AE Title Not Recognized" in output(echoscu(vip, "US1", "ARCHIVE"))
+    view = lb.service("pacs")["dicom"]
+    assert view["total_associations"] == 2 and view["rejects"]["calling-ae-not-allowed"] == 1
