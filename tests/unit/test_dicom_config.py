@@ -106,3 +106,14 @@ def test_find_query_keys_must_be_dicom_keywords():
     assert "STUDY level" in problem
     default = parse_config(dicom_service("health: dicom-find")).config.services[0].health
     assert default.query == {"PatientID": "MEDLB-HEALTHCHECK"}
+
+
+def test_medlb_check_summarises_dicom_routing_and_server_ae_titles():
+    from medlb.cli import summary
+
+    text = summary(parse_config(ISSUE_EXAMPLE))
+
+    assert "dicom: AE MEDLB; calling AEs CT1, MR1, WS*; routes called ARCHIVE -> archive, " \
+           "calling CT* -> default; unrouted default" in text
+    assert "pacs1=pacs1.example:104 AE PACS1" in text
+    assert "pool archive: backup:  vna-dr=vna-dr.example:11112 AE VNADR" in text
