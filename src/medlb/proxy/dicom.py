@@ -277,10 +277,7 @@ class DicomClient(TcpClient):
                 rejection = pdu.parse_associate_rj(answer[0])
                 if not rejection.transient:
                     # The server's own verdict on this request: relayed as it is.
-                    log.event("association_rejected_by_server", service=service.name, server=server.name,
-                              calling_ae=request.calling_ae, called_ae=request.called_ae,
-                              result=rejection.result, source=rejection.source, reason=rejection.reason)
-                    self._end(answer[0], "server-rejected")
+                    self._end(answer[0], "server-rejected", server=server.name)
                     return
                 why = rejection.describe()
             elif isinstance(answer, tuple):
@@ -326,18 +323,21 @@ class DicomClient(TcpClient):
 
     # --- phase 4: answering and closing -----------------------------------------------
 
-    def _count_reject(self, reason: str) -> None:
+    def _count_reject(self, reason: str, **extra: str) -> None:
         """Count and log a refused association: AE titles, codes and the client's address."""
         self.service.dicom.reject(reason)  # type: ignore[union-attr]
         request = self.request
         fields = {"service": self.service.name, "reason": reason, "client": self.client_ip}
         if request is not None:
             fields.update(calling_ae=request.calling_ae, called_ae=request.called_ae)
+        fields.update(extra)
         (log.event if reason in _POLICY else log.debug)("association_rejected", **fields)
 
-    def _end(self, answer: bytes, reason: str) -> None:
+    def _end(self, answer: bytes, reason: str, **extra: str) -> None:
         """Send an RJ or A-ABORT, half-close, and wait (ARTIM) for the client to close."""
-        self._count_reject(reason)
+        kind = "A-ASSOCIATE-RJ" if answer[0] == pdu.A_ASSOCIATE_RJ else "A-ABORT"
+        codes = f"{answer[7]},{answer[8]},{answer[9]}" if kind == "A-ASSOCIATE-RJ" else f"{answer[8]},{answer[9]}"
+        self._count_reject(reason, answer=f"{kind} {codes}", **extra)
         self.phase = CLOSING
         self._stop_artim()
         transport = self.transport
