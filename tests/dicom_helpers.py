@@ -8,6 +8,8 @@ pydicom's bundled test files, never downloaded.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +26,14 @@ from helpers import LOOPBACK, PEERS, free_port, wait_until
 #: and every test SCP accepts.
 SAMPLE_NAMES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "waveform_ecg.dcm",
                 "reportsi.dcm", "test-SR.dcm", "SC_rgb_small_odd.dcm"]
+
+
+def orthanc_binary() -> str | None:
+    """Debian installs Orthanc in /usr/sbin, which a non-root PATH often lacks."""
+    found = shutil.which("Orthanc")
+    if found is None and os.access("/usr/sbin/Orthanc", os.X_OK):
+        found = "/usr/sbin/Orthanc"
+    return found
 
 
 def sample_files(count: int = len(SAMPLE_NAMES)) -> list[Path]:
@@ -80,7 +90,8 @@ class Orthanc:
         path = folder / "orthanc.json"
         path.write_text(json.dumps(config))
         self.log = open(folder / "orthanc.log", "wb")
-        self.proc = subprocess.Popen(["Orthanc", str(path)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([orthanc_binary() or "Orthanc", str(path)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         wait_until(self._up, 30, what="Orthanc to answer on HTTP")
 
     def _up(self) -> bool:
