@@ -112,6 +112,25 @@ class _DicomUpstream(_Upstream):
         self.lost = (exc,)
 
 
+def _classify(answer: tuple[bytes, bytes] | str) -> tuple[str, str]:
+    """A server's answer to the request: `accepted`, `rejected` (permanently: relay it)
+    or `failed` (try the next server), with why, for the log."""
+    if isinstance(answer, str):
+        return "failed", answer
+    first = answer[0]
+    try:
+        if first[0] == pdu.A_ASSOCIATE_AC:
+            if len(first) < pdu.ITEMS_START:
+                return "failed", "answered with an A-ASSOCIATE-AC shorter than 74 bytes"
+            return "accepted", ""
+        if first[0] == pdu.A_ASSOCIATE_RJ:
+            rejection = pdu.parse_associate_rj(first)
+            return ("failed" if rejection.transient else "rejected"), rejection.describe()
+        return "failed", pdu.parse_abort(first).describe()
+    except ProtocolError as exc:
+        return "failed", f"answered with a bad PDU: {exc}"
+
+
 class DicomClient(TcpClient):
     """One client connection of a dicom service."""
 
@@ -232,6 +251,16 @@ class DicomClient(TcpClient):
     # --- phase 2: choosing a server ---------------------------------------------------
 
     async def _negotiate(self, request_pdu: bytes, request: AssociateRequest, pool: str) -> None:
+        try:
+            await self._try_servers(request_pdu, request, pool)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not leave a client waiting without an answer
+            log.error("association_setup_failed", exc_info=True, service=self.service.name)
+            if self.phase is NEGOTIATING:
+                self._end(pdu.associate_rj(*pdu.RJ_CONGESTION), "no-server")
+
+    async def _try_servers(self, request_pdu: bytes, request: AssociateRequest, pool: str) -> None:
         service = self.service
         limits = service.config.limits
         tried: set[Server] = set()
@@ -262,28 +291,24 @@ class DicomClient(TcpClient):
                 transport.abort()
                 raise
             self._pending = None
+            verdict, why = _classify(answer)
             if self.closed:  # the client left while the server was deciding
                 server.active -= 1
-                if isinstance(answer, tuple) and answer[0][0] == pdu.A_ASSOCIATE_AC:
+                if verdict == "accepted":
                     transport.write(pdu.a_abort())
                 transport.close()
                 return
-            if isinstance(answer, tuple) and answer[0][0] == pdu.A_ASSOCIATE_AC:
+            if verdict == "accepted":
+                assert isinstance(answer, tuple)
                 self._accepted(server, transport, upstream, request_pdu, outgoing, *answer)
                 return
             server.active -= 1
             transport.close()
-            if isinstance(answer, tuple) and answer[0][0] == pdu.A_ASSOCIATE_RJ:
-                rejection = pdu.parse_associate_rj(answer[0])
-                if not rejection.transient:
-                    # The server's own verdict on this request: relayed as it is.
-                    self._end(answer[0], "server-rejected", server=server.name)
-                    return
-                why = rejection.describe()
-            elif isinstance(answer, tuple):
-                why = pdu.parse_abort(answer[0]).describe() if len(answer[0]) == 10 else "aborted"
-            else:
-                why = answer
+            if verdict == "rejected":
+                # The server's own verdict on this request: relayed as it is.
+                assert isinstance(answer, tuple)
+                self._end(answer[0], "server-rejected", server=server.name)
+                return
             server.connect_failures += 1
             log.debug("association_retry", service=service.name, server=server.name, why=why)
         service.no_server += 1
