@@ -249,6 +249,7 @@ def run(count: int, pairs: int, latency_samples: int, max_seconds: float, workdi
             "added_p99_ms": ms(percentile(medlb_lat, 0.99) - percentile(direct_lat, 0.99)),
         },
         "seconds": round(time.monotonic() - began, 1),
+        "load": " ".join(f"{value:.2f}" for value in os.getloadavg()),
     }
 
 
@@ -267,7 +268,8 @@ def report(result: dict[str, Any], command: str) -> str:
         "",
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{_dcmtk_version()}, loopback. Run took {result['seconds']} s.",
+        f"{_dcmtk_version()}, loopback. Run took {result['seconds']} s; load average at the end "
+        f"{result['load']} (other work on the machine makes the figures noisier).",
         "",
         f"## Throughput: {result['count']} instances ({mib:.1f} MiB) in one association, storescu -> storescp --ignore",
         "",
