@@ -26,6 +26,9 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/dicom_store.py
+
 run: $(STAMP)
 	$(BIN)/medlb run -c $(CONFIG)
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages medlb's tests and demo need, when they are missing.
 # Run as root on Debian; elsewhere it only says what is missing. Later modes add their
-# interop peers here (dcmtk, orthanc, nftables, chromium). haproxy, iperf3, wrk and
-# nginx are the benchmark's peers; the tests run the harness once, briefly.
+# interop peers here (nftables next).
+#   dcmtk    echoscu, storescu, storescp: DICOM clients and an SCP for the dicom mode's tests
+#   orthanc  a real PACS that checks the called AE title (tests, C-FIND health check)
+#   haproxy, iperf3, wrk, nginx-light: the benchmark's peers (the tests run the harness once, briefly)
+#   chromium: the web page's browser tests
 set -euo pipefail
 
 packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git
-          haproxy iperf3 wrk nginx-light chromium)
+          dcmtk orthanc haproxy iperf3 wrk nginx-light chromium)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -20,5 +23,14 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
 fi
 echo "system-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# The tests start their own peers on free ports: keep packages such as orthanc from
+# starting a system daemon on install (the usual policy-rc.d way), unless the machine
+# already has a policy of its own.
+policy=/usr/sbin/policy-rc.d
+own_policy=false
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=true
+  trap '[ "$own_policy" = true ] && rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -37,6 +37,26 @@ def _compact_listen(service) -> str:  # type: ignore[no-untyped-def]
     return " ".join(parts)
 
 
+def _dicom_summary(service) -> str:  # type: ignore[no-untyped-def]
+    """`dicom: AE MEDLB; calling AEs CT1, WS*; routes called ARCHIVE -> archive; unrouted default`."""
+    from medlb.config.models import DicomConfig
+
+    dicom = service.dicom or DicomConfig()
+    allowed = ", ".join(dicom.allowed_calling_aes) if dicom.allowed_calling_aes is not None else "any"
+    routes = []
+    for route in dicom.routes:
+        match = [f"{side} {value}" for side, value in (("called", route.called_ae), ("calling", route.calling_ae))
+                 if value is not None]
+        routes.append(f"{' and '.join(match) or 'any'} -> {route.pool}")
+    return (f"      dicom: AE {dicom.ae_title}; calling AEs {allowed}; "
+            f"routes {', '.join(routes) or 'none'}; unrouted {dicom.unrouted}")
+
+
+def _server_text(server) -> str:  # type: ignore[no-untyped-def]
+    text = f"{server.name}={server.address}" + (f" w{server.weight}" if server.weight != 1 else "")
+    return text + (f" AE {server.ae_title}" if server.ae_title else "")
+
+
 def summary(loaded: LoadedConfig) -> str:
     config = loaded.config
     lines = [f"{loaded.source}: valid, {len(config.services)} service(s)"]
@@ -60,12 +80,13 @@ def summary(loaded: LoadedConfig) -> str:
         else:
             balance = f"{service.scheduler}, persistence {service.persistence.type}"
         lines.append(f"      {balance}, check {check}, failback {service.failback}")
+        if service.mode == "dicom":
+            lines.append(_dicom_summary(service))
         for pool_name, pool in service.all_pools().items():
             prefix = "" if pool_name == "default" else f"pool {pool_name}: "
-            primary = ", ".join(f"{s.name}={s.address}" + (f" w{s.weight}" if s.weight != 1 else "") for s in pool.servers)
-            lines.append(f"      {prefix}servers: {primary}")
+            lines.append(f"      {prefix}servers: " + ", ".join(map(_server_text, pool.servers)))
             if pool.backup:
-                lines.append(f"      {prefix}backup:  " + ", ".join(f"{s.name}={s.address}" for s in pool.backup))
+                lines.append(f"      {prefix}backup:  " + ", ".join(map(_server_text, pool.backup)))
     if loaded.warnings:
         lines.append("notes:")
         lines.extend(f"  {warning}" for warning in loaded.warnings)

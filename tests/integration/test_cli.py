@@ -123,12 +123,12 @@ def test_every_example_passes_check(example):
 
 
 def test_run_refuses_a_mode_that_is_not_yet_available(tmp_path):
-    path = write(tmp_path, one_service(free_port(), mode="dicom"))
+    path = write(tmp_path, one_service(free_port(), mode="l4-nat"))
 
     result = medlb("run", "-c", str(path), cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "dicom" in result.stderr and "not yet available" in result.stderr
+    assert "l4-nat" in result.stderr and "not yet available" in result.stderr
 
 
 def test_run_exits_1_naming_a_listen_address_already_taken(tmp_path):

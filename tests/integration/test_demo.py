@@ -7,15 +7,19 @@ import signal
 import subprocess
 from pathlib import Path
 
-from helpers import connect, free_port, free_ports
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from helpers import connect, free_port, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     base = free_ports(1)[0]
-    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 20, base + 100, base + 101,
-                                             base + 102, base + 110, base + 111, base + 120, base + 121)):
+    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 20, base + 30, base + 100, base + 101,
+                                             base + 102, base + 110, base + 111, base + 120, base + 121, base + 130,
+                                             base + 131)):
         base = free_ports(1)[0]
     admin = free_port()
     proc = subprocess.Popen(["make", "--no-print-directory", "demo",
@@ -46,6 +50,11 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
 
         page = httpx.get(f"https://127.0.0.1:{admin}/", verify=False, timeout=10)
         assert page.status_code == 200 and "/static/app.js" in page.text
+        # The simulated PACS answer only to PACS1/PACS2: an echo to MEDLB works only
+        # because medlb rewrites the called AE; an unknown calling AE is rejected.
+        assert f"echoscu -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30}" in output
+        assert wait_until(lambda: dicom_echo(base + 30, "CT1") == "ok", 20, what="a C-ECHO through the demo")
+        assert dicom_echo(base + 30, "XR1") == "rejected"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -56,6 +65,19 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     assert f"https://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
     assert f"web page:   https://127.0.0.1:{admin}/      user: demo  password: " in "".join(lines)
     assert f"hl7-send 127.0.0.1:{base + 20}" in "".join(lines)
+
+
+def dicom_echo(port: int, calling: str) -> str:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDLB")
+    if assoc.is_rejected:
+        return "rejected"
+    if not assoc.is_established:
+        return "failed"
+    status = assoc.send_c_echo()
+    assoc.release()
+    return "ok" if status and status.Status == 0 else "failed"
 
 
 def free_port_ok(port: int) -> bool:

@@ -388,7 +388,7 @@ def test_named_token_needs_token_or_token_file():
 # --- not yet available, shorthands --------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["dicom", "http", "l4-nat", "l4-dr"])
+@pytest.mark.parametrize("mode", ["http", "l4-nat", "l4-dr"])
 def test_mode_not_yet_available_validates_with_a_warning(mode):
     text = services(service(f"mode: {mode}")).replace('"10.0.0.1"', '"10.0.0.1:8443"')
     loaded = parse_config(yaml(text))

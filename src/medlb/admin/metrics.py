@@ -3,7 +3,9 @@
 The data path only bumps plain integers on Server and Service objects; this collector
 turns them into metric families when /metrics is scraped, so there is no metrics
 library call per connection or per byte. Labels are names medlb's config gives
-(service, pool, server): never client addresses or message contents.
+(service, pool, server) and, for DICOM, AE titles (at most 256 per service and
+label, the rest as "other") and reason codes: never client addresses or message
+contents.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class RuntimeCollector:
                     last_ok.add_metric(labels, 1 if server.last_check.ok else 0)
 
         yield from _mllp_metrics(services)
+        yield from _dicom_metrics(services)
 
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
         for result, count in self.app.reloads.items():
@@ -148,6 +151,54 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
     if found:
         yield from (messages, acks, naks, retries, mismatched, oversized, unreadable, junk, in_flight, queued,
                     latency)
+
+
+def _dicom_metrics(services: Iterable[Service]) -> Iterator[Metric]:
+    """Mode dicom: associations (per service, calling AE, called AE), rejects, aborts,
+    association durations; and the C-ECHO round trips of dicom-echo checks."""
+    svc = ["service"]
+    total = CounterMetricFamily("medlb_dicom_associations", "Associations accepted and relayed", labels=svc)
+    active = GaugeMetricFamily("medlb_dicom_active_associations", "Associations open now", labels=svc)
+    by = {}
+    for side in ("calling_ae", "called_ae"):
+        by[side] = (
+            CounterMetricFamily(f"medlb_dicom_associations_by_{side}", f"Associations by {side.replace('_', ' ')}",
+                                labels=svc + [side]),
+            GaugeMetricFamily(f"medlb_dicom_active_associations_by_{side}",
+                              f"Associations open now by {side.replace('_', ' ')}", labels=svc + [side]))
+    rejects = CounterMetricFamily("medlb_dicom_rejects", "Associations refused (RJ, A-ABORT or closed) by reason",
+                                  labels=svc + ["reason"])
+    aborts = CounterMetricFamily("medlb_dicom_aborts", "Associations medlb ended with an A-ABORT, by cause",
+                                 labels=svc + ["cause"])
+    duration = HistogramMetricFamily("medlb_dicom_association_duration_seconds",
+                                     "How long associations lasted", labels=svc)
+    echo = HistogramMetricFamily("medlb_dicom_echo_seconds", "C-ECHO round trip of dicom-echo checks",
+                                 labels=["service", "pool", "server", "backup"])
+    for service in services:
+        for server in service.servers():
+            if server.echo_latency is not None:
+                histogram = server.echo_latency
+                echo.add_metric([service.name, server.pool, server.name, str(server.backup).lower()],
+                                list(histogram.cumulative()), histogram.sum)
+        stats = service.dicom
+        if stats is None:
+            continue
+        total.add_metric([service.name], stats.total)
+        active.add_metric([service.name], stats.active)
+        for side, table in (("calling_ae", stats.by_calling_ae), ("called_ae", stats.by_called_ae)):
+            for title, count in table.items():
+                by[side][0].add_metric([service.name, title], count.total)
+                by[side][1].add_metric([service.name, title], count.active)
+        for reason, count in stats.rejects.items():
+            rejects.add_metric([service.name, reason], count)
+        for cause, count in stats.aborts.items():
+            aborts.add_metric([service.name, cause], count)
+        duration.add_metric([service.name], list(stats.duration.cumulative()), stats.duration.sum)
+    yield total
+    yield active
+    for pair in by.values():
+        yield from pair
+    yield from (rejects, aborts, duration, echo)
 
 
 def render(app: "App") -> bytes:

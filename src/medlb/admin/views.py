@@ -55,6 +55,25 @@ def masked_config(config: Any) -> dict[str, Any]:
     return clean(config.model_dump(mode="python", exclude_defaults=False))  # type: ignore[no-any-return]
 
 
+def dicom_view(service: Service) -> dict[str, Any]:
+    """Routing as configured, and association counters: AE titles and codes, no data."""
+    config = service.dicom_config
+    stats = service.dicom
+    assert stats is not None
+    return {
+        "ae_title": config.ae_title,
+        "allowed_calling_aes": config.allowed_calling_aes,
+        "routes": [route.model_dump(exclude_none=True) for route in config.routes],
+        "unrouted": config.unrouted,
+        "active_associations": stats.active,
+        "total_associations": stats.total,
+        "by_calling_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_calling_ae.items()},
+        "by_called_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_called_ae.items()},
+        "rejects": dict(stats.rejects),
+        "aborts": dict(stats.aborts),
+    }
+
+
 def service_view(service: Service) -> dict[str, Any]:
     config = service.config
     servers = list(service.servers())
@@ -83,6 +102,7 @@ def service_view(service: Service) -> dict[str, Any]:
         },
         "servers": [server_view(server) for server in service.servers()],
         **({"mllp": mllp_view(service)} if service.mllp_stats is not None else {}),
+        **({"dicom": dicom_view(service)} if service.dicom is not None else {}),
     }
 
 

@@ -21,6 +21,7 @@ from medlb.config.models import (
     AVAILABLE_MODES,
     AVAILABLE_PERSISTENCE,
     AVAILABLE_SCHEDULERS,
+    POOL_MODES,
     Config,
 )
 from medlb.config.units import listen_overlaps
@@ -230,6 +231,8 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
             add(base + ("persistence", "type"), "cookie persistence needs mode: http")
         if service.dicom is not None and service.mode != "dicom":
             add(base + ("dicom",), "the dicom section needs mode: dicom")
+        if service.dicom is not None and service.dicom.unrouted == "reject" and not service.dicom.routes:
+            add(base + ("dicom", "unrouted"), "unrouted: reject without routes would reject every association")
         if service.mllp is not None and service.mode != "mllp":
             add(base + ("mllp",), "the mllp section needs mode: mllp")
         if service.http is not None and service.mode != "http":
@@ -261,8 +264,9 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
             add(base + ("tls",), "TLS is not yet available in this release")
         if service.backend_tls is not None:
             add(base + ("backend_tls",), "backend TLS is not yet available in this release")
-        if service.pools:
-            add(base + ("pools",), "named pools are used only by dicom and http routes, which are not yet available")
+        if service.pools and service.mode not in POOL_MODES:
+            add(base + ("pools",), f"named pools are used only by dicom routes (and http routes, not yet available); "
+                                   f"mode {service.mode} does not use them")
     return notes
 
 

@@ -28,6 +28,15 @@ def _check_ae_title(value: str) -> str:
     return value
 
 
+def _check_ae_pattern(value: str) -> str:
+    """A glob over AE titles (`CT*`, `WS?`, `[CM]R1`): printable ASCII, no backslash."""
+    if not 1 <= len(value) <= 64 or not value.strip():
+        raise ValueError("an AE title pattern has 1 to 64 characters and is not blank")
+    if any(ord(c) < 0x20 or ord(c) > 0x7E or c == "\\" for c in value):
+        raise ValueError("an AE title pattern holds printable ASCII characters only, no backslash")
+    return value.strip()
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 #: A duration that must be positive: a zero interval or timeout would spin or never wait.
 Positive = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.01)]
@@ -36,13 +45,17 @@ ServerAddress = Annotated[HostPort, BeforeValidator(parse_server_address)]
 ListenItem = Annotated[tuple[HostPort, ...], BeforeValidator(parse_listen)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 AETitle = Annotated[str, AfterValidator(_check_ae_title)]
+AEPattern = Annotated[str, AfterValidator(_check_ae_pattern)]
 
 Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
 Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
-AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp"})
-AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp"})
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom"})
+AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp", "dicom-echo",
+                                              "dicom-find"})
+#: Modes whose routes use named pools (http routes come with the http mode).
+POOL_MODES: frozenset[str] = frozenset({"dicom"})
 AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
 AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip"})
 
@@ -128,15 +141,32 @@ class NoCheck(CheckBase):
 
 class DicomEchoCheck(CheckBase):
     type: Literal["dicom-echo"]
-    calling_ae: AETitle = "MEDLB"
+    #: None: the service's dicom.ae_title (MEDLB by default).
+    calling_ae: AETitle | None = None
+    #: None: the server's ae_title, else the service's dicom.ae_title (what clients call).
     called_ae: AETitle | None = None
+
+
+def _check_query(value: dict[str, str]) -> dict[str, str]:
+    """Keys are DICOM keywords (PatientID, StudyDate), checked against pydicom's dictionary
+    so a typo is a config error rather than a check that matches everything."""
+    from pydicom.datadict import tag_for_keyword
+
+    for keyword in value:
+        if keyword == "QueryRetrieveLevel":
+            raise ValueError("the check queries at STUDY level; leave QueryRetrieveLevel out")
+        if tag_for_keyword(keyword) is None:
+            raise ValueError(f"{keyword!r} is not a DICOM keyword (for example PatientID, StudyInstanceUID)")
+    return value
 
 
 class DicomFindCheck(CheckBase):
     type: Literal["dicom-find"]
-    calling_ae: AETitle = "MEDLB"
+    calling_ae: AETitle | None = None
     called_ae: AETitle | None = None
-    query: dict[str, str] = {}
+    #: The query keys of a Study Root C-FIND at STUDY level; narrow, so it costs the
+    #: archive an index lookup and matches nothing real.
+    query: Annotated[dict[str, str], AfterValidator(_check_query)] = {"PatientID": "MEDLB-HEALTHCHECK"}
 
 
 class MllpCheck(CheckBase):
@@ -229,15 +259,22 @@ class BackendTlsConfig(Strict):
 
 
 class DicomRoute(Strict):
-    called_ae: str | None = None
-    calling_ae: str | None = None
+    """Both fields are globs over AE titles; a field left out matches any title."""
+
+    called_ae: AEPattern | None = None
+    calling_ae: AEPattern | None = None
     pool: Name
 
 
 class DicomConfig(Strict):
+    #: The balancer's own AE title: what clients call, and medlb's calling AE in checks.
     ae_title: AETitle = "MEDLB"
-    allowed_calling_aes: list[str] | None = None
+    #: Globs; None lets every calling AE in. Others get A-ASSOCIATE-RJ 1,1,3.
+    allowed_calling_aes: list[AEPattern] | None = None
     routes: list[DicomRoute] = []
+    #: An association no route matches: `default` sends it to the default pool,
+    #: `reject` answers A-ASSOCIATE-RJ 1,1,7 (called AE title not recognised).
+    unrouted: Literal["default", "reject"] = "default"
 
 
 class MllpConfig(Strict):

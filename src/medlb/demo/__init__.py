@@ -1,8 +1,9 @@
 """`medlb demo`: the balancer and simulated hospital servers, all on loopback.
 
-The simulated servers run on the same event loop as medlb so the demo is one process
-that Ctrl-C stops. Each says who it is, so a client sees the balancing; the config
-the demo writes is an ordinary medlb config, shown so an operator can read it.
+The simulated servers run in the same process as medlb (on its event loop, and the
+simulated PACS on pynetdicom's threads) so the demo is one process that Ctrl-C stops.
+Each says who it is, so a client sees the balancing; the config the demo writes is an
+ordinary medlb config, shown so an operator can read it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -85,10 +87,37 @@ async def _hl7_engine(name: str, port: int) -> asyncio.AbstractServer:
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
+class _SimulatedPacs:
+    """A storage SCP (pynetdicom) that answers only to its own AE title, accepts C-ECHO
+    and C-STORE of every storage SOP class, and keeps nothing: it counts."""
+
+    def __init__(self, ae_title: str, port: int):
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        self.ae_title = ae_title
+        self.stored = 0
+        ae = AE(ae_title=ae_title)
+        ae.require_called_aet = True  # so the demo shows medlb's called AE rewriting
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(("127.0.0.1", port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event: Any) -> int:
+        self.stored += 1
+        return 0x0000
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 def demo_config(base: int, admin_port: int, token: str, state_dir: Path, password_hash: str = "") -> dict:
     vna_ports = [base + 100 + i for i in range(3)]
     web_ports = [base + 110, base + 111]
     hl7_ports = [base + 120, base + 121]
+    pacs_ports = [base + 130, base + 131]
     return {
         "admin": {"listen": f"127.0.0.1:{admin_port}", "token": token,
                   **({"users": [{"name": "demo", "password_hash": password_hash, "role": "admin"}]}
@@ -125,8 +154,28 @@ def demo_config(base: int, admin_port: int, token: str, state_dir: Path, passwor
                 "servers": [{"name": "engine1", "address": f"127.0.0.1:{hl7_ports[0]}"},
                             {"name": "engine2", "address": f"127.0.0.1:{hl7_ports[1]}"}],
             },
+            {
+                "name": "pacs",
+                "mode": "dicom",
+                "listen": [f"127.0.0.1:{base + 30}"],
+                "scheduler": "leastconn",
+                "dicom": {"ae_title": "MEDLB", "allowed_calling_aes": ["CT*", "MR*", "WS*"]},
+                "health": {"type": "dicom-echo", "interval": "2s", "timeout": "1s", "rise": 2, "fall": 2},
+                "servers": [{"name": "pacs1", "address": f"127.0.0.1:{pacs_ports[0]}", "ae_title": "PACS1"},
+                            {"name": "pacs2", "address": f"127.0.0.1:{pacs_ports[1]}", "ae_title": "PACS2"}],
+            },
         ],
-    }, vna_ports, web_ports, hl7_ports
+    }, vna_ports, web_ports, hl7_ports, pacs_ports
+
+
+def _sample_file() -> str:
+    """A CT image shipped with pydicom, for the storescu example (never downloaded)."""
+    try:
+        from pydicom.data import get_testdata_file
+
+        return str(get_testdata_file("CT_small.dcm", download=False) or "IMAGE.dcm")
+    except Exception:  # the example line still reads well with a placeholder
+        return "IMAGE.dcm"
 
 
 def _banner(base: int, admin_port: int, token: str, config_path: Path, password: str = "",
@@ -149,6 +198,15 @@ Try:
   printf 'hello\\n' | nc -q1 127.0.0.1 {base + 1}          # VNA port 2, same servers
   curl http://127.0.0.1:{base + 10}/                    # viewer, source-IP persistence
   medlb hl7-send 127.0.0.1:{base + 20} --count 3        # HL7 ADT over MLLP, ACKed by engine1/engine2
+
+  DICOM (dcmtk): the VIP answers as MEDLB; pacs1 and pacs2 answer only to PACS1 and PACS2,
+  so every association that works shows medlb rewriting the called AE title.
+  echoscu -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30}            # C-ECHO to pacs1 or pacs2 (leastconn)
+  storescu -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30} {_sample_file()}
+  echoscu -v -aet XR1 -aec MEDLB 127.0.0.1 {base + 30}            # rejected: calling AE not allowed (1,1,3)
+  curl -s {auth} {api}/api/v1/services/pacs                        # associations by AE title, rejects
+  curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/pacs/servers/pacs1/state
+  curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/pacs/servers/pacs2/state  # echoscu: Rejected Transient
   curl -s {auth} {api}/api/v1/services
   curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/vna/servers/vna1/state
   curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/vna/servers/vna2/state   # fail over to dr-vna1
@@ -164,11 +222,11 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
 
     token = secrets.token_urlsafe(24)
     password = secrets.token_urlsafe(9)
-    config, vna_ports, web_ports, hl7_ports = demo_config(args.base_port, args.admin_port, token, state_dir,
-                                                          hash_password(password))
+    config, vna_ports, web_ports, hl7_ports, pacs_ports = demo_config(args.base_port, args.admin_port, token,
+                                                                      state_dir, hash_password(password))
     config_path = state_dir / "demo.yaml"
     config_path.write_text("# written by medlb demo\n" + yaml.safe_dump(config, sort_keys=False))
-    backends = []
+    backends: list[Any] = []
     try:
         for name, port in zip(("vna1", "vna2", "dr-vna1"), vna_ports):
             backends.append(await _echo_server(name, port))
@@ -176,6 +234,8 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
             backends.append(await _http_server(name, port))
         for name, port in zip(("engine1", "engine2"), hl7_ports):
             backends.append(await _hl7_engine(name, port))
+        for ae_title, port in zip(("PACS1", "PACS2"), pacs_ports):
+            backends.append(_SimulatedPacs(ae_title, port))
     except OSError as exc:
         for server in backends:
             server.close()

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from medlb.health import http, mllp, script, tcp
+from medlb.health import dicom_echo, dicom_find, http, mllp, script, tcp
 from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error
 from medlb.logs import get_logger
 from medlb.runtime import CheckResult, Runtime, Server
@@ -24,6 +24,8 @@ CHECKERS: dict[str, Checker] = {
     "https": http.check,
     "script": script.check,
     "mllp": mllp.check,
+    "dicom-echo": dicom_echo.check,
+    "dicom-find": dicom_find.check,
 }
 
 log = get_logger("medlb.health")
@@ -53,7 +55,8 @@ class HealthManager:
     def _target(self, server: Server, config: Any) -> CheckTarget:
         service = self.runtime.services[server.service]
         port = config.port or server.port or service.config.addresses[0].port
-        return CheckTarget(server.service, server.name, server.host, port, server.ae_title)
+        local_ae = service.dicom_config.ae_title if service.mode == "dicom" else None
+        return CheckTarget(server.service, server.name, server.host, port, server.ae_title, local_ae)
 
     def sync(self) -> None:
         """Start, restart or stop check tasks to match the runtime after a (re)load."""
@@ -88,5 +91,5 @@ class HealthManager:
         while True:
             outcome, latency = await run_check(checker, target, config)
             self.runtime.apply(CheckResult(target.service, target.server, outcome.ok, outcome.reason,
-                                           latency, at=time.time()))
+                                           latency, at=time.time(), echo_seconds=outcome.echo_seconds))
             await asyncio.sleep(max(0.0, config.interval - latency))

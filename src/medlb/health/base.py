@@ -18,13 +18,18 @@ class CheckTarget:
     server: str
     host: str
     port: int
+    #: The server's own AE title (DICOM checks call it).
     ae_title: str | None = None
+    #: The service's dicom.ae_title in mode dicom: the checks' calling AE by default.
+    local_ae: str | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
     reason: str
+    #: dicom-echo: the C-ECHO round trip alone, for its latency histogram.
+    echo_seconds: float | None = None
 
 
 Checker = Callable[[CheckTarget, Any], Awaitable[Outcome]]

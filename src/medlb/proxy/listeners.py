@@ -13,14 +13,16 @@ import socket
 
 from medlb.config.units import HostPort
 from medlb.logs import get_logger
+from medlb.proxy.dicom import DicomClient
 from medlb.proxy.mllp import mllp_factory
 from medlb.proxy.tcp import ServiceHandle, TcpClient
 from medlb.runtime import Change, Runtime
 
 log = get_logger("medlb.proxy")
 
-#: Factories per mode; later modes (dicom, mllp, http) add theirs here.
-PROTOCOLS = {"tcp": TcpClient, "mllp": mllp_factory}
+#: Protocol factories per mode, called with (handle, local_port).
+PROTOCOLS: dict[str, Callable[[ServiceHandle, int], asyncio.Protocol]] = {
+    "tcp": TcpClient, "dicom": DicomClient, "mllp": mllp_factory}
 
 
 class BindError(Exception):

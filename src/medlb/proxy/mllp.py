@@ -447,8 +447,9 @@ class MllpClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if not admit(self.service, transport):
+        if not admit(self.service):
             self.closed = True
+            transport.close()  # accepted and closed at once, no byte sent
             return
         self.counted = True
         self.handle.registry.connections.add(self)  # type: ignore[arg-type]

@@ -5,6 +5,10 @@ into the other transport's `write`, with no task and no copy per chunk. Backpres
 is the transports' own flow control: when one side's write buffer passes
 `limits.buffer_size`, the other side stops reading until it drains, so a slow reader
 never makes medlb hold more than about one buffer per direction.
+
+Protocol modes (dicom) subclass TcpClient: they replace what happens between accept
+and relaying (`refuse`, `begin`) and reuse `_open` (connect to one server, counted)
+and `_relay` (start copying bytes); the copying itself stays this module's.
 """
 
 from __future__ import annotations
@@ -33,12 +37,11 @@ class ServiceHandle:
     registry: "Listeners"
 
 
-def admit(service: Service, transport: asyncio.BaseTransport) -> bool:
-    """Count a new client connection, or refuse it at max_connections: accepted and
-    closed at once, with no byte sent, and counted as refused."""
+def admit(service: Service) -> bool:
+    """Count a new client connection, or count it as refused at max_connections (the
+    caller then refuses it the way its protocol does: a close, or a DICOM reject)."""
     if service.active >= service.config.limits.max_connections:
         service.refused += 1
-        transport.close()
         return False
     service.active += 1
     service.total += 1
@@ -94,6 +97,9 @@ class _Upstream(asyncio.Protocol):
 class TcpClient(asyncio.Protocol):
     """One client connection: picks a server, connects (with retries), then relays."""
 
+    #: The protocol of the server side; subclasses may hook the server's first bytes.
+    upstream_class: type[_Upstream] = _Upstream
+
     def __init__(self, handle: ServiceHandle, local_port: int):
         self.handle = handle
         self.service = handle.service
@@ -119,21 +125,29 @@ class TcpClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         service = self.service
         limits = service.config.limits
-        if not admit(service, transport):
-            self.closed = True
-            return
-        self.counted = True
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
-        self.transport.pause_reading()  # nothing is read until a server is connected
+        if not admit(service):
+            self.refuse()
+            return
+        self.counted = True
         self.transport.set_write_buffer_limits(high=limits.buffer_size)
         self.handle.registry.connections.add(self)
+        self.begin()
+
+    def refuse(self) -> None:
+        """Over max_connections (already counted as refused): close at once."""
+        self.closed = True
+        self.transport.close()
+
+    def begin(self) -> None:
+        """A counted connection starts: nothing is read until a server is connected."""
+        self.transport.pause_reading()
         asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
         service = self.service
         limits = service.config.limits
-        loop = asyncio.get_running_loop()
         tried: set[Server] = set()
         for _ in range(1 + limits.connect_retries):
             if self.closed:
@@ -142,42 +156,59 @@ class TcpClient(asyncio.Protocol):
             if server is None:
                 break
             tried.add(server)
-            server.active += 1
-            host, port = server.address_for(self.local_port)
-            try:
-                transport, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Upstream(self, server), host, port), limits.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
-                server.active -= 1
-                server.connect_failures += 1
-                log.debug("connect_failed", service=service.name, server=server.name,
-                          reason="timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc))
+            transport = await self._open(server)
+            if transport is None:
                 continue
-            except asyncio.CancelledError:
-                server.active -= 1
-                raise
             server.total += 1
             if self.closed:  # the client left while we were connecting
                 transport.close()
                 self._release()
                 return
-            _keepalive(transport)
-            _keepalive(self.transport)
-            transport.set_write_buffer_limits(high=limits.buffer_size)  # type: ignore[attr-defined]
-            if self.early:
-                early, self.early = b"".join(self.early), []
-                transport.write(early)  # type: ignore[attr-defined]
-                self.bytes_up += len(early)
-                server.bytes_to_server += len(early)
-            if self.client_eof and transport.can_write_eof():  # type: ignore[attr-defined]
-                transport.write_eof()  # type: ignore[attr-defined]
-            else:
-                self.transport.resume_reading()
-            self._arm_idle(loop)
+            self._relay(transport)
             return
         service.no_server += 1
         log.debug("no_server", service=service.name, tried=len(tried))
         self.close()
+
+    async def _open(self, server: Server) -> asyncio.Transport | None:
+        """Connect to one server, counted in its `active`; None (and a connect failure
+        counted) if it refuses or does not answer within connect_timeout."""
+        limits = self.service.config.limits
+        loop = asyncio.get_running_loop()
+        server.active += 1
+        host, port = server.address_for(self.local_port)
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: self.upstream_class(self, server), host, port),
+                limits.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            server.active -= 1
+            server.connect_failures += 1
+            log.debug("connect_failed", service=self.service.name, server=server.name,
+                      reason="timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc))
+            return None
+        except asyncio.CancelledError:
+            server.active -= 1
+            raise
+        return transport  # type: ignore[return-value]
+
+    def _relay(self, transport: asyncio.Transport) -> None:
+        """Connected: pass on what the client sent early, then let bytes flow both ways."""
+        server = self.server
+        assert server is not None
+        _keepalive(transport)
+        _keepalive(self.transport)
+        transport.set_write_buffer_limits(high=self.service.config.limits.buffer_size)
+        if self.early:
+            early, self.early = b"".join(self.early), []
+            transport.write(early)
+            self.bytes_up += len(early)
+            server.bytes_to_server += len(early)
+        if self.client_eof and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.transport.resume_reading()
+        self._arm_idle(asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         upstream = self.upstream

@@ -32,6 +32,8 @@ class CheckResult:
     reason: str
     latency: float
     at: float = 0.0
+    #: dicom-echo: the C-ECHO request/response round trip alone (without association).
+    echo_seconds: float | None = None
 
 
 @dataclass(frozen=True)

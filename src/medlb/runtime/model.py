@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal
 
-from medlb.config.models import Config, PoolConfig, ServerConfig, ServiceConfig, SourceIpPersistence
+from medlb.config.models import Config, DicomConfig, PoolConfig, ServerConfig, ServiceConfig, SourceIpPersistence
+from medlb.runtime.dicom import DicomRouter, DicomStats
 from medlb.runtime.events import STATES, Change, CheckResult, Event, Failback, SetFailedOver, SetState
+from medlb.runtime.histogram import LATENCY_BUCKETS, Histogram
 from medlb.runtime.persistence import StickTable, client_key
 from medlb.runtime.schedulers import Scheduler, make_scheduler, rendezvous_score
 from medlb.runtime.stats import MllpStats
@@ -67,6 +69,8 @@ class Server:
     # message-level modes (mllp): messages sent and waiting for their ACK
     messages: int = 0
     in_flight: int = 0
+    #: C-ECHO round trips of dicom-echo checks; created with the first one.
+    echo_latency: Histogram | None = None
     uid: int = field(default_factory=lambda: next(_uids))
 
     @property
@@ -174,10 +178,21 @@ class Service:
         if isinstance(persistence, SourceIpPersistence):
             self.sticky = StickTable(persistence.timeout, persistence.max_entries)
         self._schedulers: dict[tuple[str, str], Scheduler] = {}
+        #: Mode dicom only: routing by AE title, and association counters.
+        self.router: DicomRouter | None = None
+        self.dicom: DicomStats | None = None
+        if config.mode == "dicom":
+            self.router = DicomRouter(self.dicom_config)
+            self.dicom = DicomStats()
 
     @property
     def mode(self) -> str:
         return self.config.mode
+
+    @property
+    def dicom_config(self) -> DicomConfig:
+        """The dicom section, or its defaults when the file leaves it out."""
+        return self.config.dicom or DicomConfig()
 
     def servers(self) -> Iterator[Server]:
         for pool in self.pools.values():
@@ -316,6 +331,8 @@ class Runtime:
             new.mllp_stats = old.mllp_stats
         if old.sticky is not None and new.sticky is not None:
             new.sticky._entries = old.sticky._entries
+        if old.dicom is not None and new.dicom is not None:
+            new.dicom = old.dicom
         for name, pool in new.pools.items():
             old_pool = old.pools.get(name)
             if old_pool is not None:
@@ -375,6 +392,10 @@ class Runtime:
             return []  # the server left with a reload while its check ran
         check = service.config.health
         server.last_check = LastCheck(event.ok, event.reason, event.latency, event.at or time.time())
+        if event.echo_seconds is not None:
+            if server.echo_latency is None:
+                server.echo_latency = Histogram(LATENCY_BUCKETS)
+            server.echo_latency.observe(event.echo_seconds)
         if event.ok:
             server.checks_ok += 1
             server.ok_streak, server.fail_streak = server.ok_streak + 1, 0

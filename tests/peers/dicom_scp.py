@@ -1,0 +1,71 @@
+"""A real DICOM SCP for tests, built on pynetdicom.
+
+  python dicom_scp.py --ae PACS1 --port 11112 [--store DIR] [--reject permanent|transient]
+
+By default it answers only to its own AE title (require_called_aet: any other called
+AE gets A-ASSOCIATE-RJ 1,1,7), so an association that succeeds through medlb proves
+that medlb rewrote the called AE. It serves Verification (C-ECHO), every storage SOP
+class in every transfer syntax (with --store each instance is written to
+DIR/<SOP Instance UID>.dcm, as received), and Study Root C-FIND (no matches).
+
+--reject permanent rejects every association as an archive that does not know the
+caller (1,1,3); --reject transient rejects every one as a busy archive (2,3,2). Either
+way the TCP port stays open. Prints `ready` once listening; stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ae", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--store")
+    parser.add_argument("--reject", choices=["permanent", "transient"])
+    args = parser.parse_args()
+
+    ae = AE(ae_title=args.ae)
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    if args.reject == "permanent":
+        ae.require_calling_aet = ["NOBODY-KNOWN"]
+    elif args.reject == "transient":
+        # Below pynetdicom's validated minimum of 1: every association is "one too many".
+        ae._maximum_associations = 0
+    folder = Path(args.store) if args.store else None
+
+    def on_store(event):  # type: ignore[no-untyped-def]
+        if folder is not None:
+            uid = event.request.AffectedSOPInstanceUID
+            scratch = folder / f".{uid}.part"
+            scratch.write_bytes(event.encoded_dataset())
+            os.replace(scratch, folder / f"{uid}.dcm")  # a file is there whole or not at all
+        return 0x0000
+
+    def on_find(event):  # type: ignore[no-untyped-def]
+        yield 0x0000, None
+
+    server = ae.start_server((args.host, args.port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_C_FIND, on_find)])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("ready", flush=True)
+    stop.wait()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
