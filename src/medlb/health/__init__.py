@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from medlb.health import http, mllp, script, tcp
-from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error
+from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error, forget_contexts
 from medlb.logs import get_logger
 from medlb.runtime import CheckResult, Runtime, Server
 
@@ -49,14 +49,18 @@ class HealthManager:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self._tasks: dict[tuple[str, str], tuple[Any, asyncio.Task[None]]] = {}
+        #: Relative CA and certificate paths are taken from here (the config file's folder).
+        self.base_dir: Any = None
 
     def _target(self, server: Server, config: Any) -> CheckTarget:
         service = self.runtime.services[server.service]
         port = config.port or server.port or service.config.addresses[0].port
-        return CheckTarget(server.service, server.name, server.host, port, server.ae_title)
+        return CheckTarget(server.service, server.name, server.host, port, server.ae_title,
+                           service.config.backend_tls, self.base_dir)
 
     def sync(self) -> None:
         """Start, restart or stop check tasks to match the runtime after a (re)load."""
+        forget_contexts()
         wanted: dict[tuple[str, str], tuple[Any, CheckTarget]] = {}
         for service in self.runtime.services.values():
             config = service.config.health

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medlb.logs import get_logger
 from medlb.runtime import Server, Service
@@ -31,6 +32,11 @@ class ServiceHandle:
 
     service: Service
     registry: "Listeners"
+    #: TLS termination (the service's `tls:`), swapped in place on reload.
+    tls: Any = None
+    #: Re-encryption to servers (the service's `backend_tls:`): a client SSLContext.
+    backend_ssl: ssl.SSLContext | None = None
+    backend_server_name: str | None = None
 
 
 def admit(service: Service, transport: asyncio.BaseTransport) -> bool:
@@ -145,9 +151,13 @@ class TcpClient(asyncio.Protocol):
             server.active += 1
             host, port = server.address_for(self.local_port)
             try:
+                backend_ssl = self.handle.backend_ssl
                 transport, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Upstream(self, server), host, port), limits.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
+                    loop.create_connection(lambda: _Upstream(self, server), host, port, ssl=backend_ssl,
+                                           server_hostname=(self.handle.backend_server_name or host)
+                                           if backend_ssl is not None else None),
+                    limits.connect_timeout)
+            except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
                 server.active -= 1
                 server.connect_failures += 1
                 log.debug("connect_failed", service=service.name, server=server.name,
