@@ -42,7 +42,8 @@ Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
 AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "http"})
-AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp"})
+AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp", "fhir", "dicomweb",
+                                              "xds"})
 AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
 AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip", "cookie"})
 #: Modes that terminate TLS (`tls:`) and re-encrypt to servers (`backend_tls:`).

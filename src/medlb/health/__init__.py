@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from medlb.health import http, mllp, script, tcp
+from medlb.health import dicomweb, fhir, http, mllp, script, tcp, xds
 from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error, forget_contexts
 from medlb.logs import get_logger
 from medlb.runtime import CheckResult, Runtime, Server
@@ -24,6 +24,9 @@ CHECKERS: dict[str, Checker] = {
     "https": http.check,
     "script": script.check,
     "mllp": mllp.check,
+    "fhir": fhir.check,
+    "dicomweb": dicomweb.check,
+    "xds": xds.check,
 }
 
 log = get_logger("medlb.health")
