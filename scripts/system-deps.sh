@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git
-          haproxy iperf3 wrk nginx-light)
+          haproxy iperf3 wrk nginx-light orthanc orthanc-dicomweb)
 
 missing=()
 for package in "${packages[@]}"; do
