@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import PEERS, free_ports, server
+from helpers import PEERS, free_ports, server, wait_until
 
 CAPABILITY = {"resourceType": "CapabilityStatement", "status": "active", "fhirVersion": "4.0.1",
               "kind": "instance", "format": ["json"], "rest": [{"mode": "server"}]}
@@ -48,6 +48,7 @@ def test_check_passes_on_the_right_answer_and_fails_on_garbage(medlb, backends, 
         health["path"] = "/xds/registry"
     lb = medlb([check_service("svc", vip, [server("good", good), server("bad", bad), server("error", error)],
                               health)])
+    wait_until(lambda: (lb.server("svc", "good")["last_check"] or {}).get("ok"), 10, what="a passing check")
     lb.wait_health("svc", "good", "up", 10)
     lb.wait_health("svc", "bad", "down", 10)
     lb.wait_health("svc", "error", "down", 10)
@@ -71,5 +72,7 @@ def test_xds_wsdl_probe(medlb, backends, tmp_path):
     canned(backends, tmp_path, "wsdl", good, '<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/"/>',
            content_type="text/xml")
     lb = medlb([check_service("svc", vip, [server("r", good)], {"type": "xds", "path": "/registry", "wsdl": True})])
-    lb.wait_health("svc", "r", "up", 10)
+    # Health starts up before the first check: wait for a check that passed.
+    wait_until(lambda: (lb.server("svc", "r")["last_check"] or {}).get("ok"), 10, what="a passing check")
+    assert lb.server("svc", "r")["health_reason"] == "status 200 (WSDL)"
     assert "GET /registry?wsdl" in (tmp_path / "wsdl.log").read_text()
