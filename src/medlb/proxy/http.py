@@ -120,18 +120,17 @@ def _pools(handle: "ServiceHandle") -> ServerPools:
 
 
 def route(service: Service, target: bytes) -> str:
-    """The pool for a request target: the longest matching `path_prefix`, else default."""
+    """The pool for a request target: the first route (in config order) whose
+    `path_prefix` is the path or a parent of it; else the default pool."""
     config = service.config.http
     if config is None or not config.routes:
         return "default"
     path = target.split(b"?", 1)[0].decode("latin-1")
-    best, best_len = "default", -1
     for item in config.routes:
         prefix = item.path_prefix
-        if (path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")) \
-                and len(prefix) > best_len:
-            best, best_len = item.pool, len(prefix)
-    return best
+        if path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/"):
+            return item.pool
+    return "default"
 
 
 def _cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -274,7 +273,8 @@ class HttpClient(asyncio.StreamReaderProtocol):
         if not first and not conn.trailing_data[0]:
             # Keep-alive: wait for the next request's first byte, then give it header_timeout.
             try:
-                async with asyncio.timeout(config.keepalive_timeout):
+                async with asyncio.timeout(min(config.keepalive_timeout,
+                                               self.service.config.limits.idle_timeout)):
                     data = await self.reader.read(READ_SIZE)
             except TimeoutError:
                 return None
