@@ -283,7 +283,7 @@ class HttpConfig(Strict):
     max_header_size: Size = Field(32 * 1024, ge=1024, le=1024 * 1024)
     max_headers: int = Field(100, ge=1, le=10_000)
     #: Idle keep-alive connections medlb keeps to each server, and for how long.
-    server_idle_connections: int = Field(16, ge=0, le=1024)
+    server_idle_connections: int = Field(64, ge=0, le=4096)
     server_idle_timeout: Positive = 30.0
 
     @field_validator("routes")

@@ -489,25 +489,35 @@ class HttpClient(asyncio.StreamReaderProtocol):
         upstream.writer.write(head)
         server.bytes_to_server += len(head)
         pump: asyncio.Task[None] | None = None
-        if conn.their_state is h11.SEND_BODY:
+        if conn.their_state is not h11.SEND_BODY:
+            # No request body (most requests): wait for the head in this task.
+            try:
+                async with asyncio.timeout(config.server_timeout):
+                    response = await self._response_head(conn, upstream)
+            except TimeoutError:
+                upstream.close()
+                raise UpstreamFailed("no response within server_timeout", status=504) from None
+            except BaseException:
+                upstream.close()
+                raise
+        else:
+            # The body goes up while the response may already come back.
             pump = asyncio.get_running_loop().create_task(self._pump_request(conn, upstream, server))
-        response_task = asyncio.get_running_loop().create_task(self._response_head(conn, upstream))
-        try:
-            if pump is not None:
+            response_task = asyncio.get_running_loop().create_task(self._response_head(conn, upstream))
+            try:
                 await asyncio.wait({pump, response_task}, return_when=asyncio.FIRST_COMPLETED)
                 if pump.done() and pump.exception() is not None:
                     raise pump.exception()  # type: ignore[misc]
-            try:
-                async with asyncio.timeout(config.server_timeout):
-                    response = await response_task
-            except TimeoutError:
-                raise UpstreamFailed("no response within server_timeout", status=504) from None
-        except BaseException:
-            response_task.cancel()
-            if pump is not None:
+                try:
+                    async with asyncio.timeout(config.server_timeout):
+                        response = await response_task
+                except TimeoutError:
+                    raise UpstreamFailed("no response within server_timeout", status=504) from None
+            except BaseException:
+                response_task.cancel()
                 pump.cancel()
-            upstream.close()
-            raise
+                upstream.close()
+                raise
 
         # The response has started: from here a failure closes the client connection.
         headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
