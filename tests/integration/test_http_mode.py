@@ -4,6 +4,7 @@ health, medlb's own answers (502/503/504/400/408/431), and TLS offload and bridg
 from __future__ import annotations
 
 import collections
+import signal
 import socket
 import ssl
 
@@ -225,3 +226,26 @@ def test_plain_http_on_a_tls_port_is_answered_or_redirected(medlb, backends, tmp
     assert lb.service("api")["http"]["errors"]["plain_http_on_tls"] == 1
     assert lb.service("api")["tls"]["handshake_failures"]["plain_http"] == 1
     assert lb.service("web")["http"]["errors"]["redirected_to_https"] == 1
+
+
+def test_sigterm_closes_idle_keepalive_connections_and_lets_a_request_finish(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start_http("A", pa)
+    lb = medlb([http_service("api", vip, [server("a", pa)], health={"type": "none"})], stop_timeout="30s")
+    idle = httpx.Client(base_url=f"http://{LOOPBACK}:{vip}", timeout=30)
+    assert idle.get("/name").text == "A"  # its connection now sits idle in keep-alive
+    busy = socket.create_connection((LOOPBACK, vip), timeout=30)
+    busy.sendall(b"GET /slow/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: lb.service("api")["http"]["in_flight"] == 1, 10, what="the slow request to be in flight")
+
+    lb.signal(signal.SIGTERM)
+
+    answer = b""
+    while piece := busy.recv(65536):
+        answer += piece
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"A")
+    assert b"connection: close" in answer.lower()
+    assert lb.proc is not None and lb.proc.wait(15) == 0  # well before stop_timeout
+    assert "stopped aborted_connections=0" in lb.log()
+    idle.close()
+    busy.close()
