@@ -149,12 +149,14 @@ class Backends:
         return port
 
     def start_http(self, name: str, port: int, cert: Path | None = None, key: Path | None = None,
-                   health: int = 200) -> int:
+                   health: int = 200, client_ca: Path | None = None) -> int:
         """A uvicorn HTTP(S) backend (tests/peers/http_server.py)."""
         args = [sys.executable, str(PEERS / "http_server.py"), "--name", name, "--port", str(port),
                 "--health", str(health)]
         if cert is not None:
             args += ["--cert", str(cert), "--key", str(key)]
+        if client_ca is not None:
+            args += ["--client-ca", str(client_ca)]
         self.start_process(name, args)
         return port
 

@@ -156,3 +156,21 @@ def test_a_broken_certificate_refuses_the_reload(medlb, backends, tmp_path):
     sock = tls_connect(vip, ca)  # the old context keeps serving
     assert read_line(sock) == b"A\n"
     sock.close()
+
+
+def test_tcp_mode_reencrypts_to_a_server_that_requires_a_client_certificate(medlb, backends, tmp_path):
+    """backend_tls in tcp mode: plain in, TLS out, verified, with medlb's client certificate."""
+    import httpx
+
+    ca = TestCA(tmp_path / "ca")
+    server_cert = ca.issue("api1", ["api1.internal"])
+    client_cert = ca.issue("medlb", ["medlb"], client=True)
+    vip, without, pa = free_ports(3)
+    backends.start_http("TLS", pa, cert=server_cert.cert, key=server_cert.key, client_ca=ca.path)
+    backend = {"verify": True, "ca": str(ca.path), "server_name": "api1.internal"}
+    medlb([service("api", vip, [server("a", pa)], backend_tls={**backend, "cert": str(client_cert.cert),
+                                                                "key": str(client_cert.key)}),
+           service("nocert", without, [server("a", pa)], backend_tls=backend)])
+    assert httpx.get(f"http://{LOOPBACK}:{vip}/name", timeout=10).text == "TLS"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{LOOPBACK}:{without}/name", timeout=10)  # the server refuses medlb

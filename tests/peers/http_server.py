@@ -1,6 +1,6 @@
 """A real HTTP(S) backend for tests, on uvicorn: keep-alive, streaming both ways.
 
-  python http_server.py --name A --port 18001 [--cert C --key K] [--health 200]
+  python http_server.py --name A --port 18001 [--cert C --key K [--client-ca CA]] [--health 200]
 
   GET  /name              -> the name (text)
   GET  /health            -> status --health (POST /control/health/<status> changes it)
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--health", type=int, default=200)
+    parser.add_argument("--client-ca", help="require client certificates from this CA (mutual TLS)")
     args = parser.parse_args()
     state = {"health": args.health}
     name = args.name.encode()
@@ -90,6 +91,7 @@ def main() -> None:
 
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             ssl_certfile=args.cert, ssl_keyfile=args.key, timeout_keep_alive=30,
+                            ssl_ca_certs=args.client_ca, ssl_cert_reqs=2 if args.client_ca else 0,
                             lifespan="on")
     server = uvicorn.Server(config)
 
