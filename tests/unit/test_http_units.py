@@ -75,3 +75,16 @@ def test_cookie_parsing_and_stripping():
     assert _cookie(headers, b"OTHER") is None
     assert _strip_cookie(b"a=1; MEDLBSRV=abc; b=2", b"MEDLBSRV") == b"a=1; b=2"
     assert _strip_cookie(b"MEDLBSRV=abc", b"MEDLBSRV") == b""
+
+
+def test_a_cookie_name_that_would_break_the_header_is_refused():
+    import pytest
+
+    from medlb.config import ConfigError
+
+    service = {"name": "api", "mode": "http", "listen": ["0.0.0.0:443"],
+               "persistence": {"type": "cookie", "name": "bad name\r\nX-Evil: 1"},
+               "servers": [{"name": "a", "address": "a.example:8443"}]}
+    with pytest.raises(ConfigError) as error:
+        parse_config(yaml.safe_dump({"services": [service]}))
+    assert error.value.problems[0].path == "services[0].persistence.name"

@@ -191,7 +191,8 @@ class SourceIpPersistence(Strict):
 
 class CookiePersistence(Strict):
     type: Literal["cookie"]
-    name: str = "MEDLBSRV"
+    #: An RFC 6265 cookie name (a token): it goes into Set-Cookie as written.
+    name: str = Field("MEDLBSRV", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
     max_age: Duration | None = None
 
 
