@@ -203,6 +203,144 @@ def idle_memory(quick: bool) -> list[Row]:
                 note="lower is better")]
 
 
+# --- HTTP and HTTPS ---------------------------------------------------------------------
+
+ONE_MB = 1024 * 1024
+
+
+def _http_service(port: int, backend: int, **extra: object) -> dict:
+    return {"name": "bench", "mode": "http", "listen": [f"{LOOPBACK}:{port}"],
+            "health": {"type": "none"}, "limits": {"max_connections": 9000, "idle_timeout": "5m"},
+            "servers": [{"name": "b1", "address": f"{LOOPBACK}:{backend}"}], **extra}
+
+
+def _haproxy_http(port: int, backend: int, pem: str | None = None) -> str:
+    bind = f"{LOOPBACK}:{port}" + (f" ssl crt {pem}" if pem else "")
+    return f"""global
+    maxconn 9000
+    nbthread 1
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 3s
+    timeout client 5m
+    timeout server 5m
+    timeout http-keep-alive 60s
+frontend f
+    bind {bind}
+    option forwardfor
+    default_backend b
+backend b
+    http-reuse always
+    server b1 {LOOPBACK}:{backend}
+"""
+
+
+def _nginx_files(port: int, directory) -> Process:  # type: ignore[no-untyped-def]
+    """nginx answering `/` with 3 bytes and `/1m.bin` with 1 MiB, keep-alive on."""
+    (directory / "www").mkdir(exist_ok=True)
+    (directory / "www" / "1m.bin").write_bytes(b"m" * ONE_MB)
+    # nginx's workers run as an unprivileged user; mkdtemp made the folder private.
+    for path in (directory, directory / "www", directory / "www" / "1m.bin"):
+        path.chmod(0o755)
+    conf = directory / "nginx.conf"
+    conf.write_text(f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen {LOOPBACK}:{port} backlog=4096;
+        root {directory}/www;
+        location = / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    return Process(["nginx", "-c", str(conf), "-p", str(directory)], ready_port=port)
+
+
+def _self_signed(directory) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
+    """A throwaway certificate for 127.0.0.1: (cert, key, cert+key for HAProxy)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "medlb bench")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    paths = (directory / "bench.crt", directory / "bench.key", directory / "bench.pem")
+    paths[0].write_bytes(cert_pem)
+    paths[1].write_bytes(key_pem)
+    paths[2].write_bytes(cert_pem + key_pem)
+    return str(paths[0]), str(paths[1]), str(paths[2])
+
+
+def _wrk_url(url: str, seconds: float, connections: int) -> float:
+    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", url],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    if "Non-2xx" in out.stdout:
+        raise RuntimeError(f"wrk saw errors from {url}: {out.stdout[-400:]}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    return float(match.group(1)) if match else 0.0
+
+
+def _http_rows(quick: bool, tls: bool) -> list[Row]:
+    label = "HTTPS (TLS offload)" if tls else "HTTP"
+    peer_name = "HAProxy mode http" + (" with TLS" if tls else "")
+    if not (haproxy_available() and shutil.which("wrk") and shutil.which("nginx")):
+        return [Row(f"{label} keep-alive requests/s", "req/s", None, None, peer_name, None, ">= 0.7",
+                    note="haproxy, wrk or nginx missing (make bench installs them)")]
+    vip, hap, backend = free_ports(3)
+    seconds, pairs = (0.5, 1) if quick else (3.0, 3)
+    directory = workdir("https" if tls else "http")
+    extra: dict = {}
+    pem = None
+    if tls:
+        cert, key, pem = _self_signed(directory)
+        extra["tls"] = {"cert": cert, "key": key}
+    scheme = "https" if tls else "http"
+    rows = []
+    with _nginx_files(backend, directory), Medlb([_http_service(vip, backend, **extra)], directory), \
+            haproxy(_haproxy_http(hap, backend, pem), directory, hap):
+        wait_port(vip)
+        _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", 0.5, 4)  # warm up: server connections pooled
+        medlb, peer, ratio, results = alternate(
+            pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", seconds, 32),
+            lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/", seconds, 32))
+        rows.append(Row(f"{label} keep-alive requests/s, small responses, 32 connections", "req/s", round(medlb),
+                        round(peer), peer_name, round(ratio, 3), ">= 0.7", pairs=results))
+        medlb, peer, ratio, results = alternate(
+            pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9,
+            lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9)
+        rows.append(Row(f"{label} 1 MB responses, 4 connections", "Gbit/s", round(medlb, 2), round(peer, 2),
+                        peer_name, round(ratio, 3), ">= 0.7", pairs=results))
+    return rows
+
+
+def http(quick: bool) -> list[Row]:
+    return _http_rows(quick, tls=False)
+
+
+def https(quick: bool) -> list[Row]:
+    return _http_rows(quick, tls=True)
+
+
 def not_yet(name: str, peer: str, target: str) -> list[Row]:
     return [Row(name, "", None, None, peer, None, target, note="mode not yet available")]
 
@@ -212,6 +350,6 @@ SCENARIOS = {
     "tcp-connections": tcp_connections,
     "idle-memory": idle_memory,
     "hl7": hl7,
-    "http": lambda quick: not_yet("HTTP keep-alive requests/s, small responses", "HAProxy mode http", ">= 0.7"),
-    "https": lambda quick: not_yet("HTTPS (TLS offload) requests/s and 1 MB responses", "HAProxy with TLS", ">= 0.7"),
+    "http": http,
+    "https": https,
 }

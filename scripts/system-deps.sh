@@ -9,7 +9,7 @@
 set -euo pipefail
 
 packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git
-          dcmtk orthanc haproxy iperf3 wrk nginx-light chromium)
+          dcmtk orthanc orthanc-dicomweb haproxy iperf3 wrk nginx-light chromium)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -148,6 +148,18 @@ class Backends:
                                   "--port", str(port), "--log", str(log), "--mode", mode])
         return port
 
+    def start_http(self, name: str, port: int, cert: Path | None = None, key: Path | None = None,
+                   health: int = 200, client_ca: Path | None = None) -> int:
+        """A uvicorn HTTP(S) backend (tests/peers/http_server.py)."""
+        args = [sys.executable, str(PEERS / "http_server.py"), "--name", name, "--port", str(port),
+                "--health", str(health)]
+        if cert is not None:
+            args += ["--cert", str(cert), "--key", str(key)]
+        if client_ca is not None:
+            args += ["--client-ca", str(client_ca)]
+        self.start_process(name, args)
+        return port
+
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
         proc.kill()
@@ -293,3 +305,12 @@ def server(name: str, port: int | None, host: str = LOOPBACK, **extra: Any) -> d
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def http_service(name: str, listen: int, servers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """An http service dict on loopback with fast http health checks (tests only)."""
+    base = service(name, listen, servers, mode="http")
+    base["health"] = {"type": "http", "path": "/health", "interval": "200ms", "timeout": "150ms",
+                      "rise": 2, "fall": 2}
+    base.update(extra)
+    return base

@@ -93,6 +93,7 @@ class App:
         self.store = Store(self.loaded.state_dir)
         self.runtime.load(config)
         self._restore_stored()
+        self.listeners.base_dir = self.health.base_dir = self.loaded.base_dir
         try:
             await self.listeners.sync()
         except BindError as exc:
@@ -229,6 +230,7 @@ class App:
             old_services = dict(self.runtime.services)
             old_config = self.loaded.config
             self.runtime.load(loaded.config)
+            self.listeners.base_dir = self.health.base_dir = loaded.base_dir
             try:
                 await self.listeners.sync()
             except BindError as exc:

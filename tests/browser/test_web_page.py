@@ -255,7 +255,7 @@ def test_an_admin_checks_a_config_file_like_medlb_check(chromium, site):
         page.locator("#config-text").fill(lb.config_path.read_text().replace("name: ris", "name: ris-west"))
         page.locator("#config-apply").click()
         visit.confirm("services: pacs, ris-west")
-        wait_until(lambda: "ris-west" in [s["name"] for s in lb.api("GET", "/api/v1/services").json()], 10,
+        wait_until(lambda: "ris-west" in [s["name"] for s in lb.api("GET", "/api/v1/services").json()], 30,
                    what="the applied config to run")
         assert "name: ris-west" in lb.config_path.read_text()
         entry = lb.api("GET", "/api/v1/audit?q=reload").json()[0]

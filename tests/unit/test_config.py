@@ -388,7 +388,39 @@ def test_named_token_needs_token_or_token_file():
 # --- not yet available, shorthands --------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["http", "l4-nat", "l4-dr"])
+def test_the_meditech_api_example_of_issue_5_runs_as_written():
+    loaded = parse_config("""
+services:
+  - name: meditech-api
+    mode: http
+    listen: ["0.0.0.0:443"]
+    tls: {cert: /etc/medlb/api.pem, key: /etc/medlb/api.key}      # offload
+    backend_tls: {verify: true, ca: /etc/medlb/backend-ca.pem}     # add this for bridging
+    persistence: {type: cookie, name: MEDLBSRV}                    # or source-ip
+    health: {type: http, path: /health, expect_status: 200, interval: 5s, timeout: 2s, rise: 2, fall: 3}
+    servers:
+      - {name: api1, address: "api1.example:8443"}
+      - {name: api2, address: "api2.example:8443"}
+""")
+    assert loaded.warnings == []
+    service = loaded.config.services[0]
+    assert service.http is not None and service.http.redirect_http is False
+
+
+def test_tls_on_a_mode_without_it_is_refused_to_run():
+    loaded = parse_config("""
+services:
+  - name: adt
+    mode: mllp
+    listen: ["127.0.0.1:2575"]
+    tls: {cert: a.pem, key: a.key}
+    servers: [{name: a, address: "10.0.0.1:2575"}]
+""")
+    [warning] = loaded.warnings
+    assert warning.path == "services[0].tls"
+
+
+@pytest.mark.parametrize("mode", ["l4-nat", "l4-dr"])
 def test_mode_not_yet_available_validates_with_a_warning(mode):
     text = services(service(f"mode: {mode}")).replace('"10.0.0.1"', '"10.0.0.1:8443"')
     loaded = parse_config(yaml(text))

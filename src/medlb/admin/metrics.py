@@ -94,6 +94,8 @@ class RuntimeCollector:
 
         yield from _mllp_metrics(services)
         yield from _dicom_metrics(services)
+        yield from _tls_metrics(services)
+        yield from _http_metrics(services)
 
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
         for result, count in self.app.reloads.items():
@@ -199,6 +201,52 @@ def _dicom_metrics(services: Iterable[Service]) -> Iterator[Metric]:
     for pair in by.values():
         yield from pair
     yield from (rejects, aborts, duration, echo)
+
+
+def _tls_metrics(services: Iterable[Service]) -> Iterator[Metric]:
+    handshakes = CounterMetricFamily("medlb_tls_handshakes", "TLS handshakes completed", labels=["service"])
+    failures = CounterMetricFamily("medlb_tls_handshake_failures", "TLS handshakes that failed, by reason",
+                                   labels=["service", "reason"])
+    days = GaugeMetricFamily("medlb_tls_certificate_days_left", "Days until the certificate expires",
+                             labels=["service", "cert"])
+    found = False
+    for service in services:
+        tls = service.tls
+        if tls is None:
+            continue
+        found = True
+        handshakes.add_metric([service.name], tls.stats.handshakes)
+        for reason, count in tls.stats.failures.items():
+            failures.add_metric([service.name, reason], count)
+        for cert in tls.certificates:
+            days.add_metric([service.name, cert.cert], cert.days_left())
+    if found:
+        yield from (handshakes, failures, days)
+
+
+def _http_metrics(services: Iterable[Service]) -> Iterator[Metric]:
+    requests = CounterMetricFamily("medlb_http_requests", "HTTP requests by server and status class "
+                                   "(server \"\" for answers medlb made itself)", labels=["service", "server", "code"])
+    errors = CounterMetricFamily("medlb_http_errors", "Answers or closes medlb made itself, by reason",
+                                 labels=["service", "reason"])
+    latency = HistogramMetricFamily("medlb_http_response_seconds",
+                                    "From the request head to the server's response head", labels=["service", "server"])
+    in_flight = GaugeMetricFamily("medlb_http_in_flight", "Requests being served now", labels=["service"])
+    found = False
+    for service in services:
+        stats = service.http_stats
+        if stats is None:
+            continue
+        found = True
+        for (server, code), count in stats.requests.items():
+            requests.add_metric([service.name, server, code], count)
+        for reason, count in stats.errors.items():
+            errors.add_metric([service.name, reason], count)
+        for server, histogram in stats.latency.items():
+            latency.add_metric([service.name, server], histogram.cumulative(), histogram.total)
+        in_flight.add_metric([service.name], stats.in_flight)
+    if found:
+        yield from (requests, errors, latency, in_flight)
 
 
 def render(app: "App") -> bytes:

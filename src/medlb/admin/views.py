@@ -103,7 +103,30 @@ def service_view(service: Service) -> dict[str, Any]:
         "servers": [server_view(server) for server in service.servers()],
         **({"mllp": mllp_view(service)} if service.mllp_stats is not None else {}),
         **({"dicom": dicom_view(service)} if service.dicom is not None else {}),
+        **({"tls": tls_view(service)} if service.tls is not None else {}),
+        **({"http": http_view(service)} if service.http_stats is not None else {}),
     }
+
+
+def tls_view(service: Service) -> dict[str, Any]:
+    tls = service.tls
+    return {
+        "policy": tls.config.policy,
+        "verify_client": tls.config.verify_client,
+        "handshakes": tls.stats.handshakes,
+        "handshake_failures": dict(tls.stats.failures),
+        "certificates": [{"cert": c.cert, "names": c.names, "not_after": c.not_after.isoformat(),
+                          "days_left": round(c.days_left(), 2)} for c in tls.certificates],
+    }
+
+
+def http_view(service: Service) -> dict[str, Any]:
+    stats = service.http_stats
+    assert stats is not None
+    by_class: dict[str, int] = {}
+    for (_, status_class), count in stats.requests.items():
+        by_class[status_class] = by_class.get(status_class, 0) + count
+    return {"requests": by_class, "errors": dict(stats.errors), "in_flight": stats.in_flight}
 
 
 def mllp_view(service: Service) -> dict[str, Any]:

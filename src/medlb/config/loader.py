@@ -22,6 +22,7 @@ from medlb.config.models import (
     AVAILABLE_PERSISTENCE,
     AVAILABLE_SCHEDULERS,
     POOL_MODES,
+    TLS_MODES,
     Config,
 )
 from medlb.config.units import listen_overlaps
@@ -260,12 +261,12 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
             add(base + ("scheduler",), f"scheduler {service.scheduler!r} is not yet available in this release")
         if service.persistence.type not in AVAILABLE_PERSISTENCE:
             add(base + ("persistence", "type"), f"persistence {service.persistence.type!r} is not yet available in mode {service.mode}")
-        if service.tls is not None:
-            add(base + ("tls",), "TLS is not yet available in this release")
-        if service.backend_tls is not None:
-            add(base + ("backend_tls",), "backend TLS is not yet available in this release")
+        if service.tls is not None and service.mode not in TLS_MODES:
+            add(base + ("tls",), f"TLS is not yet available in mode {service.mode}")
+        if service.backend_tls is not None and service.mode not in TLS_MODES:
+            add(base + ("backend_tls",), f"backend TLS is not yet available in mode {service.mode}")
         if service.pools and service.mode not in POOL_MODES:
-            add(base + ("pools",), f"named pools are used only by dicom routes (and http routes, not yet available); "
+            add(base + ("pools",), "named pools are used only by dicom and http routes; "
                                    f"mode {service.mode} does not use them")
     return notes
 

@@ -51,13 +51,15 @@ Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
 Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
-AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom"})
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom", "http"})
 AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp", "dicom-echo",
-                                              "dicom-find"})
-#: Modes whose routes use named pools (http routes come with the http mode).
-POOL_MODES: frozenset[str] = frozenset({"dicom"})
+                                              "dicom-find", "fhir", "dicomweb", "xds"})
+#: Modes whose routes use named pools.
+POOL_MODES: frozenset[str] = frozenset({"dicom", "http"})
 AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
-AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip"})
+AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip", "cookie"})
+#: Modes that terminate TLS (`tls:`) and re-encrypt to servers (`backend_tls:`).
+TLS_MODES: frozenset[str] = frozenset({"tcp", "http"})
 
 
 class Strict(BaseModel):
@@ -218,7 +220,8 @@ class SourceIpPersistence(Strict):
 
 class CookiePersistence(Strict):
     type: Literal["cookie"]
-    name: str = "MEDLBSRV"
+    #: An RFC 6265 cookie name (a token): it goes into Set-Cookie as written.
+    name: str = Field("MEDLBSRV", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
     max_age: Duration | None = None
 
 
@@ -304,8 +307,31 @@ class HttpRoute(Strict):
 
 
 class HttpConfig(Strict):
+    #: A plain-HTTP request on a TLS listener gets a redirect to https:// (else a 400).
     redirect_http: bool = False
     routes: list[HttpRoute] = []
+    #: A client has this long to send a whole request head (else 408 and close).
+    header_timeout: Positive = 10.0
+    #: An idle keep-alive client connection is closed after this long.
+    keepalive_timeout: Positive = 60.0
+    #: A request or response body that moves no byte for this long is abandoned.
+    body_timeout: Positive = 60.0
+    #: How long a server has to start its response once the request is sent (else 504).
+    server_timeout: Positive = 60.0
+    #: Largest request head in bytes, and most header lines (else 431).
+    max_header_size: Size = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(100, ge=1, le=10_000)
+    #: Idle keep-alive connections medlb keeps to each server, and for how long.
+    server_idle_connections: int = Field(64, ge=0, le=4096)
+    server_idle_timeout: Positive = 30.0
+
+    @field_validator("routes")
+    @classmethod
+    def _prefixes(cls, routes: list[HttpRoute]) -> list[HttpRoute]:
+        for route in routes:
+            if not route.path_prefix.startswith("/"):
+                raise ValueError(f"path_prefix {route.path_prefix!r} must start with '/'")
+        return routes
 
 
 class Limits(Strict):
@@ -355,6 +381,8 @@ class ServiceConfig(Strict):
         """A mode's own section defaults to its defaults, so `mode: mllp` alone works."""
         if self.mode == "mllp" and self.mllp is None:
             self.mllp = MllpConfig()
+        if self.mode == "http" and self.http is None:
+            self.http = HttpConfig()
         return self
 
     def all_pools(self) -> dict[str, PoolConfig]:

@@ -13,8 +13,8 @@ import random
 import time
 from typing import Any
 
-from medlb.health import dicom_echo, dicom_find, http, mllp, script, tcp
-from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error
+from medlb.health import dicom_echo, dicom_find, dicomweb, fhir, http, mllp, script, tcp, xds
+from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error, forget_contexts
 from medlb.logs import get_logger
 from medlb.runtime import CheckResult, Runtime, Server
 
@@ -26,6 +26,9 @@ CHECKERS: dict[str, Checker] = {
     "mllp": mllp.check,
     "dicom-echo": dicom_echo.check,
     "dicom-find": dicom_find.check,
+    "fhir": fhir.check,
+    "dicomweb": dicomweb.check,
+    "xds": xds.check,
 }
 
 log = get_logger("medlb.health")
@@ -51,15 +54,19 @@ class HealthManager:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self._tasks: dict[tuple[str, str], tuple[Any, asyncio.Task[None]]] = {}
+        #: Relative CA and certificate paths are taken from here (the config file's folder).
+        self.base_dir: Any = None
 
     def _target(self, server: Server, config: Any) -> CheckTarget:
         service = self.runtime.services[server.service]
         port = config.port or server.port or service.config.addresses[0].port
         local_ae = service.dicom_config.ae_title if service.mode == "dicom" else None
-        return CheckTarget(server.service, server.name, server.host, port, server.ae_title, local_ae)
+        return CheckTarget(server.service, server.name, server.host, port, server.ae_title, local_ae,
+                           service.config.backend_tls, self.base_dir)
 
     def sync(self) -> None:
         """Start, restart or stop check tasks to match the runtime after a (re)load."""
+        forget_contexts()
         wanted: dict[tuple[str, str], tuple[Any, CheckTarget]] = {}
         for service in self.runtime.services.values():
             config = service.config.health

@@ -8,8 +8,12 @@ Timeouts are applied by the runner, so a checker needs no timer of its own.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
+
+from medlb.config.models import BackendTlsConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,34 @@ class CheckTarget:
     ae_title: str | None = None
     #: The service's dicom.ae_title in mode dicom: the checks' calling AE by default.
     local_ae: str | None = None
+    #: The service's backend_tls: HTTP-based checks then go over TLS with these settings.
+    backend_tls: BackendTlsConfig | None = None
+    base_dir: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.backend_tls is None:
+            return None
+        key = (self.backend_tls.model_dump_json(), str(self.base_dir))
+        context = _contexts.get(key)
+        if context is None:
+            from medlb.proxy.tls import client_context
+
+            context = _contexts[key] = client_context(self.backend_tls, self.base_dir)
+        return context
+
+    @property
+    def server_name(self) -> str:
+        if self.backend_tls is not None and self.backend_tls.server_name:
+            return self.backend_tls.server_name
+        return self.host
+
+
+#: Client contexts for checks, by settings; cleared on every (re)load so files are re-read.
+_contexts: dict[tuple[str, str], ssl.SSLContext] = {}
+
+
+def forget_contexts() -> None:
+    _contexts.clear()
 
 
 @dataclass(frozen=True)
@@ -37,6 +69,10 @@ Checker = Callable[[CheckTarget, Any], Awaitable[Outcome]]
 
 def describe_os_error(exc: OSError) -> str:
     """A short reason for a failed connect, without a stack trace."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc.__class__.__name__}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ConnectionResetError):

@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from pathlib import Path
 
 from medlb.config.units import HostPort
 from medlb.logs import get_logger
 from medlb.proxy.dicom import DicomClient
+from medlb.proxy.http import http_factory
 from medlb.proxy.mllp import mllp_factory
 from medlb.proxy.tcp import ServiceHandle, TcpClient
+from medlb.proxy.tls import TlsServerProtocol, TlsSetupError, TlsTerminator, client_context
 from medlb.runtime import Change, Runtime
 
 log = get_logger("medlb.proxy")
 
 #: Protocol factories per mode, called with (handle, local_port).
 PROTOCOLS: dict[str, Callable[[ServiceHandle, int], asyncio.Protocol]] = {
-    "tcp": TcpClient, "dicom": DicomClient, "mllp": mllp_factory}
+    "tcp": TcpClient, "dicom": DicomClient, "mllp": mllp_factory, "http": http_factory}
 
 
 class BindError(Exception):
@@ -36,6 +39,8 @@ class Listeners:
         self.handles: dict[str, ServiceHandle] = {}
         self.servers: dict[tuple[str, HostPort], asyncio.AbstractServer] = {}
         self.connections: set[TcpClient] = set()
+        #: Relative certificate paths are taken from here (the config file's folder).
+        self.base_dir: Path | None = None
         runtime.subscribe(self._on_changes)
 
     async def _bind(self, name: str, address: HostPort, handle: ServiceHandle) -> asyncio.AbstractServer:
@@ -44,8 +49,18 @@ class Listeners:
         port = address.port
         assert port is not None
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        plain_fallback = handle.service.mode == "http"
+
+        def accept() -> asyncio.Protocol:
+            terminator = handle.tls
+            if terminator is None:
+                return factory(handle, port)
+            return TlsServerProtocol(terminator, lambda: factory(handle, port),
+                                     (lambda: factory(handle, port)) if plain_fallback else None,
+                                     handshake_timeout=handle.service.config.limits.connect_timeout * 3)
+
         try:
-            return await loop.create_server(lambda: factory(handle, port), address.host, port,
+            return await loop.create_server(accept, address.host, port,
                                             family=family, backlog=self.backlog, reuse_address=True)
         except OSError as exc:
             why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
@@ -58,6 +73,7 @@ class Listeners:
                   for address in service.config.addresses}
         new_handles = {name: self.handles.get(name) or ServiceHandle(service, self)
                        for name, service in self.runtime.services.items()}
+        tls = self._tls_setup()
         to_open = sorted(wanted - set(self.servers), key=str)
         to_close = set(self.servers) - wanted
         # Close addresses that move between services first, so they can be bound again.
@@ -74,12 +90,34 @@ class Listeners:
             raise
         for name, handle in new_handles.items():
             handle.service = self.runtime.services[name]
+            terminator, backend, server_name = tls[name]
+            if terminator is not None and handle.tls is not None:
+                handle.tls.adopt(terminator)
+            else:
+                handle.tls = terminator
+            handle.backend_ssl, handle.backend_server_name = backend, server_name
+            handle.service.tls = handle.tls
         self.handles = new_handles
         for key in to_close - moving:
             self._close(key)
         self.servers.update(opened)
         for name, address in to_open:
             log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
+
+    def _tls_setup(self) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:
+        """Every service's TLS contexts, built from the files now (so a reload picks up
+        renewed certificates); raise BindError, changing nothing, if a file is unusable."""
+        result: dict[str, tuple[TlsTerminator | None, object, str | None]] = {}
+        for name, service in self.runtime.services.items():
+            config = service.config
+            try:
+                terminator = TlsTerminator(config.tls, self.base_dir) if config.tls is not None else None
+                backend = client_context(config.backend_tls, self.base_dir) if config.backend_tls is not None else None
+            except TlsSetupError as exc:
+                raise BindError(f"service {name!r}: {exc}") from None
+            result[name] = (terminator, backend,
+                            config.backend_tls.server_name if config.backend_tls is not None else None)
+        return result
 
     def _close(self, key: tuple[str, HostPort]) -> None:
         server = self.servers.pop(key)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medlb.logs import get_logger
 from medlb.runtime import Server, Service
@@ -35,6 +36,11 @@ class ServiceHandle:
 
     service: Service
     registry: "Listeners"
+    #: TLS termination (the service's `tls:`), swapped in place on reload.
+    tls: Any = None
+    #: Re-encryption to servers (the service's `backend_tls:`): a client SSLContext.
+    backend_ssl: ssl.SSLContext | None = None
+    backend_server_name: str | None = None
 
 
 def admit(service: Service) -> bool:
@@ -177,11 +183,14 @@ class TcpClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         server.active += 1
         host, port = server.address_for(self.local_port)
+        backend_ssl = self.handle.backend_ssl  # backend_tls: re-encrypt to the server
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: self.upstream_class(self, server), host, port),
+                loop.create_connection(lambda: self.upstream_class(self, server), host, port, ssl=backend_ssl,
+                                       server_hostname=(self.handle.backend_server_name or host)
+                                       if backend_ssl is not None else None),
                 limits.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             server.active -= 1
             server.connect_failures += 1
             log.debug("connect_failed", service=self.service.name, server=server.name,

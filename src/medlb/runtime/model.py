@@ -7,10 +7,11 @@ counters on it; health checks and operators change it only through events
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from medlb.config.models import Config, DicomConfig, PoolConfig, ServerConfig, ServiceConfig, SourceIpPersistence
 from medlb.runtime.dicom import DicomRouter, DicomStats
@@ -18,7 +19,7 @@ from medlb.runtime.events import STATES, Change, CheckResult, Event, Failback, S
 from medlb.runtime.histogram import LATENCY_BUCKETS, Histogram
 from medlb.runtime.persistence import StickTable, client_key
 from medlb.runtime.schedulers import Scheduler, make_scheduler, rendezvous_score
-from medlb.runtime.stats import MllpStats
+from medlb.runtime.stats import HttpStats, MllpStats
 
 Tier = Literal["primary", "backup", "none"]
 _uids = itertools.count(1)
@@ -184,6 +185,11 @@ class Service:
         if config.mode == "dicom":
             self.router = DicomRouter(self.dicom_config)
             self.dicom = DicomStats()
+        self._cookies: dict[str, dict[str, Server]] = {}
+        #: The listener's TLS terminator (certificates, handshake counters), set by the proxy.
+        self.tls: Any = None
+        #: Request counters of mode http (runtime.stats.HttpStats).
+        self.http_stats: HttpStats | None = HttpStats() if config.mode == "http" else None
 
     @property
     def mode(self) -> str:
@@ -247,6 +253,22 @@ class Service:
             sticky.put(key, server.name, now)  # type: ignore[arg-type]
         return server
 
+
+    def cookie_value(self, server: Server) -> str:
+        """The persistence cookie's value for a server: opaque (a hash of the service and
+        server names, never an address), and stable across restarts and reloads."""
+        return hashlib.sha256(f"medlb\0{self.name}\0{server.name}".encode()).hexdigest()[:20]
+
+    def server_for_cookie(self, value: str, pool_name: str = "default") -> Server | None:
+        """The server a persistence cookie names, if it may still take its clients: a
+        server that is down, halted or gone gives None (the scheduler picks); drain keeps."""
+        cookies = self._cookies.get(pool_name)
+        if cookies is None:
+            cookies = self._cookies[pool_name] = {self.cookie_value(s): s for s in self.pools[pool_name].servers()}
+        server = cookies.get(value)
+        if server is None or not server.keeps_persistent:
+            return None
+        return server
 
     def pick_for_key(self, key: bytes, exclude: set[Server] | frozenset[Server] = frozenset(),
                      pool_name: str = "default") -> Server | None:
@@ -329,6 +351,8 @@ class Runtime:
         new.active, new.total, new.refused, new.no_server = old.active, old.total, old.refused, old.no_server
         if old.mllp_stats is not None and new.mllp_stats is not None:
             new.mllp_stats = old.mllp_stats
+        if old.http_stats is not None and new.http_stats is not None:
+            new.http_stats = old.http_stats
         if old.sticky is not None and new.sticky is not None:
             new.sticky._entries = old.sticky._entries
         if old.dicom is not None and new.dicom is not None:

@@ -61,3 +61,23 @@ class MllpStats:
             self._types.add(label)
             return label
         return "other"
+
+
+@dataclass
+class HttpStats:
+    """Requests of mode http. Status classes (2xx..5xx) and server names only."""
+
+    #: (server name or "" for medlb's own answers, status class) -> requests
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: From the request head arriving to the response head leaving, per server.
+    latency: dict[str, Histogram] = field(default_factory=dict)
+    #: Answers medlb made itself, by reason (no_server, bad_gateway, timeout, header_too_large...).
+    errors: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+
+    def observe(self, server: str, status: int, seconds: float) -> None:
+        self.requests[(server, f"{status // 100}xx")] += 1
+        histogram = self.latency.get(server)
+        if histogram is None:
+            histogram = self.latency[server] = Histogram()
+        histogram.observe(seconds)
