@@ -78,3 +78,22 @@ def test_reload_keeps_a_halted_server_halted(medlb, backends):
 
     assert lb.server("ris", "A")["state"] == "halt"
     assert {who_answers(vip) for _ in range(5)} == {"B"}
+
+
+def test_connections_from_before_a_reload_are_counted_down_when_they_end(medlb, backends):
+    vip, pa, pb = free_ports(3)
+    backends.start("A", pa)
+    backends.start("B", pb)
+    lb = medlb([service("ris", vip, [server("A", pa)])])
+    sock, _ = connect(vip)
+    assert lb.service("ris")["active_connections"] == 1
+
+    config = lb.config
+    config["services"][0]["servers"].append(server("B", pb))
+    lb.write_config(config)
+    assert lb.api("POST", "/api/v1/reload").status_code == 200
+    sock.close()
+
+    wait_until(lambda: lb.service("ris")["active_connections"] == 0, 10,
+               what="the service's active count to drop after the reload")
+    assert lb.service("ris")["total_connections"] == 1

@@ -164,15 +164,32 @@ class Pool:
         return [Change("failed_over", self.service, self.name, "true", "false")] + self.refresh()
 
 
+@dataclass
+class ServiceCounters:
+    """Client-side counters of a service; one object lives across reloads."""
+
+    active: int = 0
+    total: int = 0
+    refused: int = 0
+    no_server: int = 0
+
+
+def _counter(name: str) -> property:
+    return property(lambda self: getattr(self.counters, name),
+                    lambda self, value: setattr(self.counters, name, value))
+
+
 class Service:
+    active = _counter("active")
+    total = _counter("total")
+    refused = _counter("refused")
+    no_server = _counter("no_server")
+
     def __init__(self, config: ServiceConfig, pools: dict[str, Pool]):
         self.config = config
         self.name = config.name
         self.pools = pools
-        self.active = 0
-        self.total = 0
-        self.refused = 0
-        self.no_server = 0
+        self.counters = ServiceCounters()
         self.sticky: StickTable | None = None
         self.mllp_stats: MllpStats | None = MllpStats() if config.mode == "mllp" else None
         persistence = config.persistence
@@ -348,7 +365,9 @@ class Runtime:
     @staticmethod
     def _carry_over(old: Service, new: Service) -> list[Change]:
         changes: list[Change] = []
-        new.active, new.total, new.refused, new.no_server = old.active, old.total, old.refused, old.no_server
+        # Shared, not copied: connections accepted before the reload still count down
+        # the same counters when they end.
+        new.counters = old.counters
         if old.mllp_stats is not None and new.mllp_stats is not None:
             new.mllp_stats = old.mllp_stats
         if old.http_stats is not None and new.http_stats is not None:
