@@ -132,13 +132,17 @@ class DicomPeers:
         self.folders[name] = folder
         return folder
 
-    def scp(self, name: str, ae: str, port: int | None = None, reject: str | None = None) -> int:
-        """A pynetdicom SCP that answers only to `ae` and stores into folders[name]."""
+    def scp(self, name: str, ae: str, port: int | None = None, reject: str | None = None,
+            tls: tuple[Path, Path] | None = None) -> int:
+        """A pynetdicom SCP that answers only to `ae` and stores into folders[name];
+        with tls=(cert, key) it speaks DICOM TLS only."""
         port = port or free_port()
         args = [sys.executable, str(PEERS / "dicom_scp.py"), "--ae", ae, "--port", str(port),
                 "--store", str(self._folder(name))]
         if reject:
             args += ["--reject", reject]
+        if tls:
+            args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         if (proc.stdout.readline() if proc.stdout else "").strip() != "ready":
             proc.kill()

@@ -1,6 +1,7 @@
 """A real DICOM SCP for tests, built on pynetdicom.
 
   python dicom_scp.py --ae PACS1 --port 11112 [--store DIR] [--reject permanent|transient]
+                      [--tls-cert CERT --tls-key KEY]
 
 By default it answers only to its own AE title (require_called_aet: any other called
 AE gets A-ASSOCIATE-RJ 1,1,7), so an association that succeeds through medlb proves
@@ -32,7 +33,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--store")
     parser.add_argument("--reject", choices=["permanent", "transient"])
+    parser.add_argument("--tls-cert", help="serve DICOM TLS with this certificate (and --tls-key)")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
+    ssl_context = None
+    if args.tls_cert:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
 
     ae = AE(ae_title=args.ae)
     ae.require_called_aet = True
@@ -58,7 +67,7 @@ def main() -> None:
     def on_find(event):  # type: ignore[no-untyped-def]
         yield 0x0000, None
 
-    server = ae.start_server((args.host, args.port), block=False,
+    server = ae.start_server((args.host, args.port), block=False, ssl_context=ssl_context,
                              evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_C_FIND, on_find)])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

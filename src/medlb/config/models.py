@@ -59,7 +59,7 @@ POOL_MODES: frozenset[str] = frozenset({"dicom", "http"})
 AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
 AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip", "cookie"})
 #: Modes that terminate TLS (`tls:`) and re-encrypt to servers (`backend_tls:`).
-TLS_MODES: frozenset[str] = frozenset({"tcp", "http"})
+TLS_MODES: frozenset[str] = frozenset({"tcp", "http", "dicom"})
 
 
 class Strict(BaseModel):

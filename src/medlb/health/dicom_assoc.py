@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -95,3 +96,10 @@ def not_established(assoc: Any, opened: Opened, seconds: float, called: str) -> 
     if primitive is not None and getattr(primitive, "result", None) == 0:
         return Outcome(False, f"{called} accepted the association but none of the proposed presentation contexts")
     return Outcome(False, f"no answer to the association request within {seconds:g}s")
+
+
+def tls_args(target: CheckTarget) -> tuple[ssl.SSLContext, str] | None:
+    """With the service's backend_tls, DICOM checks associate over TLS (DICOM TLS,
+    usually port 2762) with the same CA, client certificate and server name."""
+    context = target.ssl_context()
+    return None if context is None else (context, target.server_name)

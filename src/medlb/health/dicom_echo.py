@@ -8,6 +8,7 @@ every few seconds. The C-ECHO round trip alone is reported for the latency histo
 
 from __future__ import annotations
 
+import ssl
 import time
 
 # Imported here, once, at start (~150 ms): imported inside the first check it would
@@ -17,15 +18,16 @@ from pynetdicom.sop_class import Verification
 
 from medlb.config.models import DicomEchoCheck
 from medlb.health.base import CheckTarget, Outcome
-from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts
+from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts, tls_args
 
 
-def _echo(host: str, port: int, calling: str, called: str, seconds: float) -> Outcome:
+def _echo(host: str, port: int, calling: str, called: str, seconds: float,
+          tls: tuple[ssl.SSLContext, str] | None = None) -> Outcome:
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
     set_timeouts(ae, seconds)
     opened = Opened()
-    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers())
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers(), tls_args=tls)
     if not assoc.is_established:
         return not_established(assoc, opened, seconds, called)
     try:
@@ -45,4 +47,4 @@ def _echo(host: str, port: int, calling: str, called: str, seconds: float) -> Ou
 
 async def check(target: CheckTarget, config: DicomEchoCheck) -> Outcome:
     calling, called = ae_titles(target, config)
-    return await in_thread(_echo, target.host, target.port, calling, called, budget(config))
+    return await in_thread(_echo, target.host, target.port, calling, called, budget(config), tls_args(target))

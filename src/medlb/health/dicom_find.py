@@ -10,20 +10,22 @@ at, kept or logged: they may hold patient data.
 
 from __future__ import annotations
 
+import ssl
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
 from medlb.config.models import DicomFindCheck
 from medlb.health.base import CheckTarget, Outcome
-from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts
+from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts, tls_args
 
 SUCCESS = 0x0000
 PENDING = (0xFF00, 0xFF01)
 CANCELLED = 0xFE00
 
 
-def _find(host: str, port: int, calling: str, called: str, seconds: float, query: dict[str, str]) -> Outcome:
+def _find(host: str, port: int, calling: str, called: str, seconds: float, query: dict[str, str],
+          tls: tuple[ssl.SSLContext, str] | None = None) -> Outcome:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     for keyword, value in query.items():
@@ -32,7 +34,7 @@ def _find(host: str, port: int, calling: str, called: str, seconds: float, query
     ae.add_requested_context(StudyRootFind)
     set_timeouts(ae, seconds)
     opened = Opened()
-    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers())
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers(), tls_args=tls)
     if not assoc.is_established:
         return not_established(assoc, opened, seconds, called)
     try:
@@ -62,4 +64,5 @@ def _find(host: str, port: int, calling: str, called: str, seconds: float, query
 
 async def check(target: CheckTarget, config: DicomFindCheck) -> Outcome:
     calling, called = ae_titles(target, config)
-    return await in_thread(_find, target.host, target.port, calling, called, budget(config), dict(config.query))
+    return await in_thread(_find, target.host, target.port, calling, called, budget(config), dict(config.query),
+                           tls_args(target))
