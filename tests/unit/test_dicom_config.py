@@ -61,8 +61,10 @@ def test_a_dicom_service_without_a_dicom_section_uses_the_defaults():
     assert loaded.warnings == [] and loaded.config.services[0].dicom is None
 
 
-def test_tls_stays_not_yet_available_for_dicom():
-    loaded = parse_config(dicom_service("tls: {cert: /c.pem, key: /k.pem}\nbackend_tls: {verify: true}"))
+def test_dicom_tls_is_available_but_mllp_tls_is_still_refused():
+    tls = "tls: {cert: /c.pem, key: /k.pem}\nbackend_tls: {verify: true}"
+    assert parse_config(dicom_service(tls)).warnings == []
+    loaded = parse_config(dicom_service(tls, mode="mllp"))
     assert [w.path for w in loaded.warnings] == ["services[0].tls", "services[0].backend_tls"]
 
 

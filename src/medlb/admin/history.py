@@ -59,7 +59,7 @@ class History:
             traffic = sum(s.bytes_to_server + s.bytes_to_client for s in servers)
             stats = service.mllp_stats
             messages = sum(stats.messages.values()) if stats else 0
-            ack_sum = stats.ack_latency.total if stats else 0.0
+            ack_sum = stats.ack_latency.sum if stats else 0.0
             ack_count = stats.ack_latency.count if stats else 0
             point: dict[str, Any] = {
                 "at": round(now, 3),

@@ -149,7 +149,7 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         in_flight.add_metric([name], stats.in_flight)
         queued.add_metric([name], stats.queued - stats.in_flight)
         histogram = stats.ack_latency
-        latency.add_metric([name], histogram.cumulative(), histogram.total)
+        latency.add_metric([name], list(histogram.cumulative()), histogram.sum)
     if found:
         yield from (messages, acks, naks, retries, mismatched, oversized, unreadable, junk, in_flight, queued,
                     latency)
@@ -243,7 +243,7 @@ def _http_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         for reason, count in stats.errors.items():
             errors.add_metric([service.name, reason], count)
         for server, histogram in stats.latency.items():
-            latency.add_metric([service.name, server], histogram.cumulative(), histogram.total)
+            latency.add_metric([service.name, server], list(histogram.cumulative()), histogram.sum)
         in_flight.add_metric([service.name], stats.in_flight)
     if found:
         yield from (requests, errors, latency, in_flight)

@@ -7,35 +7,19 @@ grow the metrics without bound. No label ever holds message content.
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-#: ACK latency buckets in seconds (Prometheus histogram upper bounds).
-LATENCY_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                      1.0, 2.5, 5.0, 10.0, 30.0)
+from medlb.runtime.histogram import Histogram
+
+#: Message and request latencies in seconds: HL7 ACKs and HTTP answers are often
+#: sub-millisecond on a LAN, so the buckets start finer than the DICOM ones.
+RESPONSE_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                       1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-@dataclass
-class Histogram:
-    bounds: tuple[float, ...] = LATENCY_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(upper bound, cumulative count) pairs ending with +Inf, as Prometheus wants."""
-        running, pairs = 0, []
-        for bound, count in zip(self.bounds, self.counts):
-            running += count
-            pairs.append((repr(bound), running))
-        pairs.append(("+Inf", running + self.counts[-1]))
-        return pairs
+def _response_histogram() -> Histogram:
+    return Histogram(RESPONSE_BUCKETS)
 
 
 @dataclass
@@ -51,7 +35,7 @@ class MllpStats:
     junk_bytes: int = 0
     in_flight: int = 0
     queued: int = 0
-    ack_latency: Histogram = field(default_factory=Histogram)
+    ack_latency: Histogram = field(default_factory=_response_histogram)
     _types: set[str] = field(default_factory=set)
 
     def message_type(self, label: str) -> str:
@@ -79,5 +63,5 @@ class HttpStats:
         self.requests[(server, f"{status // 100}xx")] += 1
         histogram = self.latency.get(server)
         if histogram is None:
-            histogram = self.latency[server] = Histogram()
+            histogram = self.latency[server] = _response_histogram()
         histogram.observe(seconds)
