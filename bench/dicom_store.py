@@ -47,7 +47,9 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPBACK = "127.0.0.1"
+sys.path.insert(0, str(ROOT))  # run as `python bench/dicom_store.py`: make `bench` importable
+
+from bench.common import LOOPBACK, free_ports  # noqa: E402
 TOKEN = "bench-admin-token-0123456789"
 
 # pynetdicom's byte-exact A-ASSOCIATE-RQ for Verification (its test vector).
@@ -57,20 +59,6 @@ from medlb.protocols.dicom import A_RELEASE_RQ_BYTES, HEADER_SIZE, pdu_header  #
 
 #: dcmtk reads this: disable Nagle's algorithm on its sockets.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: held open together, so the kernel cannot hand one out twice."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((LOOPBACK, 0))
-            socks.append(sock)
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def wait_for(predicate: Any, seconds: float, what: str) -> None:
