@@ -106,6 +106,11 @@ class TcpClient(asyncio.Protocol):
     #: The protocol of the server side; subclasses may hook the server's first bytes.
     upstream_class: type[_Upstream] = _Upstream
 
+    # One of these lives per open connection: slots keep thousands of idle ones small.
+    __slots__ = ("handle", "service", "local_port", "transport", "upstream", "server", "client_ip", "bytes_up",
+                 "bytes_down", "client_eof", "server_eof", "closed", "counted", "early", "_idle_handle",
+                 "_idle_mark", "_idle_since", "__weakref__")
+
     def __init__(self, handle: ServiceHandle, local_port: int):
         self.handle = handle
         self.service = handle.service

@@ -400,8 +400,15 @@ function parseRoute() {
 }
 
 let rendering = false;
+// A navigation that arrives while a page is rendering (a click during a live refresh)
+// is run once the render ends, never dropped; it keeps focus only if every caller did.
+let routeAgain = null;
 async function route(keepFocus) {
-  if (!state.me || rendering) return;
+  if (!state.me) return;
+  if (rendering) {
+    routeAgain = { keepFocus: (routeAgain ? routeAgain.keepFocus : true) && !!keepFocus };
+    return;
+  }
   rendering = true;
   state.background = !!keepFocus;  // automatic refreshes do not keep the session alive
   const { page, arg, query } = parseRoute();
@@ -433,6 +440,11 @@ async function route(keepFocus) {
   } finally {
     rendering = false;
     state.background = false;
+    if (routeAgain) {
+      const again = routeAgain;
+      routeAgain = null;
+      route(again.keepFocus);
+    }
   }
 }
 
