@@ -21,7 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from pynetdicom import evt
+# Imported once, at start (~150 ms): inside the first check it would count against its timeout.
+from pynetdicom import AE, evt
 from pynetdicom.pdu import A_ABORT_RQ
 
 from medlb.health.base import CheckTarget, Outcome
@@ -103,3 +104,17 @@ def tls_args(target: CheckTarget) -> tuple[ssl.SSLContext, str] | None:
     usually port 2762) with the same CA, client certificate and server name."""
     context = target.ssl_context()
     return None if context is None else (context, target.server_name)
+
+
+def associate(calling: str, abstract_syntax: str, host: str, port: int, called: str, seconds: float,
+              tls: tuple[ssl.SSLContext, str] | None) -> Any:
+    """An established pynetdicom association for one SOP class, or the Outcome that
+    says why there is none (rejected with its codes, aborted, no answer)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(abstract_syntax)
+    set_timeouts(ae, seconds)
+    opened = Opened()
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers(), tls_args=tls)
+    if not assoc.is_established:
+        return not_established(assoc, opened, seconds, called)
+    return assoc

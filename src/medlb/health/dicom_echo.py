@@ -11,25 +11,18 @@ from __future__ import annotations
 import ssl
 import time
 
-# Imported here, once, at start (~150 ms): imported inside the first check it would
-# count against that check's timeout.
-from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from medlb.config.models import DicomEchoCheck
 from medlb.health.base import CheckTarget, Outcome
-from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts, tls_args
+from medlb.health.dicom_assoc import ae_titles, associate, budget, in_thread, tls_args
 
 
 def _echo(host: str, port: int, calling: str, called: str, seconds: float,
           tls: tuple[ssl.SSLContext, str] | None = None) -> Outcome:
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
-    set_timeouts(ae, seconds)
-    opened = Opened()
-    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers(), tls_args=tls)
-    if not assoc.is_established:
-        return not_established(assoc, opened, seconds, called)
+    assoc = associate(calling, Verification, host, port, called, seconds, tls)
+    if isinstance(assoc, Outcome):
+        return assoc
     try:
         started = time.perf_counter()
         response = assoc.send_c_echo()

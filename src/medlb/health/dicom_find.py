@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import ssl
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
 
 from medlb.config.models import DicomFindCheck
 from medlb.health.base import CheckTarget, Outcome
-from medlb.health.dicom_assoc import Opened, ae_titles, budget, in_thread, not_established, set_timeouts, tls_args
+from medlb.health.dicom_assoc import ae_titles, associate, budget, in_thread, tls_args
 
 SUCCESS = 0x0000
 PENDING = (0xFF00, 0xFF01)
@@ -30,13 +29,9 @@ def _find(host: str, port: int, calling: str, called: str, seconds: float, query
     identifier.QueryRetrieveLevel = "STUDY"
     for keyword, value in query.items():
         setattr(identifier, keyword, value)
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(StudyRootFind)
-    set_timeouts(ae, seconds)
-    opened = Opened()
-    assoc = ae.associate(host, port, ae_title=called, evt_handlers=opened.handlers(), tls_args=tls)
-    if not assoc.is_established:
-        return not_established(assoc, opened, seconds, called)
+    assoc = associate(calling, StudyRootFind, host, port, called, seconds, tls)
+    if isinstance(assoc, Outcome):
+        return assoc
     try:
         final: int | None = None
         matches = 0

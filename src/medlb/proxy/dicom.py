@@ -263,17 +263,7 @@ class DicomClient(TcpClient):
     async def _try_servers(self, request_pdu: bytes, request: AssociateRequest, pool: str) -> None:
         service = self.service
         limits = service.config.limits
-        tried: set[Server] = set()
-        for _ in range(1 + limits.connect_retries):
-            if self.closed:
-                return
-            server = service.pick(self.client_ip, tried, pool_name=pool)
-            if server is None:
-                break
-            tried.add(server)
-            transport = await self._open(server)
-            if transport is None:
-                continue
+        async for server, transport in self._servers(pool):
             if self.closed:  # the client left while medlb was connecting
                 server.active -= 1
                 transport.close()
@@ -311,6 +301,8 @@ class DicomClient(TcpClient):
                 return
             server.connect_failures += 1
             log.debug("association_retry", service=service.name, server=server.name, why=why)
+        if self.closed:
+            return
         service.no_server += 1
         self._end(pdu.associate_rj(*pdu.RJ_CONGESTION), "no-server")
 

@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from medlb.logs import get_logger
 from medlb.runtime import Server, Service
@@ -156,20 +156,25 @@ class TcpClient(asyncio.Protocol):
         self.transport.pause_reading()
         asyncio.get_running_loop().create_task(self._connect())
 
-    async def _connect(self) -> None:
-        service = self.service
-        limits = service.config.limits
+    async def _servers(self, pool: str = "default") -> AsyncIterator[tuple[Server, asyncio.Transport]]:
+        """Connected servers to try, in the scheduler's order: the next one is picked
+        only if the caller asks (the last was refused), never one twice, at most
+        1 + connect_retries attempts. Stops as soon as the client has gone."""
         tried: set[Server] = set()
-        for _ in range(1 + limits.connect_retries):
+        for _ in range(1 + self.service.config.limits.connect_retries):
             if self.closed:
                 return
-            server = service.pick(self.client_ip, tried)
+            server = self.service.pick(self.client_ip, tried, pool_name=pool)
             if server is None:
-                break
+                return
             tried.add(server)
             transport = await self._open(server)
-            if transport is None:
-                continue
+            if transport is not None:
+                yield server, transport
+
+    async def _connect(self) -> None:
+        service = self.service
+        async for server, transport in self._servers():
             server.total += 1
             if self.closed:  # the client left while we were connecting
                 transport.close()
@@ -177,8 +182,10 @@ class TcpClient(asyncio.Protocol):
                 return
             self._relay(transport)
             return
+        if self.closed:
+            return
         service.no_server += 1
-        log.debug("no_server", service=service.name, tried=len(tried))
+        log.debug("no_server", service=service.name)
         self.close()
 
     async def _open(self, server: Server) -> asyncio.Transport | None:
