@@ -121,24 +121,6 @@ def tcp_bulk(quick: bool) -> list[Row]:
     return rows
 
 
-def _nginx(port: int, directory) -> Process:  # type: ignore[no-untyped-def]
-    conf = directory / "nginx.conf"
-    conf.write_text(f"""daemon off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/nginx-error.log;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    server {{
-        listen {LOOPBACK}:{port} backlog=4096;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-""")
-    return Process(["nginx", "-c", str(conf), "-p", str(directory)], ready_port=port)
-
-
 def _wrk(port: int, seconds: float, connections: int, close: bool) -> float:
     args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
     if close:
@@ -236,7 +218,7 @@ backend b
 """
 
 
-def _nginx_files(port: int, directory) -> Process:  # type: ignore[no-untyped-def]
+def _nginx(port: int, directory) -> Process:  # type: ignore[no-untyped-def]
     """nginx answering `/` with 3 bytes and `/1m.bin` with 1 MiB, keep-alive on."""
     (directory / "www").mkdir(exist_ok=True)
     (directory / "www" / "1m.bin").write_bytes(b"m" * ONE_MB)
@@ -316,7 +298,7 @@ def _http_rows(quick: bool, tls: bool) -> list[Row]:
         extra["tls"] = {"cert": cert, "key": key}
     scheme = "https" if tls else "http"
     rows = []
-    with _nginx_files(backend, directory), Medlb([_http_service(vip, backend, **extra)], directory), \
+    with _nginx(backend, directory), Medlb([_http_service(vip, backend, **extra)], directory), \
             haproxy(_haproxy_http(hap, backend, pem), directory, hap):
         wait_port(vip)
         _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", 0.5, 4)  # warm up: server connections pooled
