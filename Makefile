@@ -7,6 +7,11 @@ CONFIG ?= examples/local.yaml
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+# Run a second time with two worker processes behind each medlb (the product's default
+# is one per core; most tests pin one so that schedulers are exact).
+WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test_failover_live.py \
+	tests/integration/test_reload_live.py tests/integration/test_mllp_mode.py tests/integration/test_stop.py \
+	tests/integration/test_dicom_mode.py tests/integration/test_http_mode.py tests/integration/test_tls_layer.py
 
 .PHONY: demo test run check bench clean system-deps
 
@@ -25,9 +30,9 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-bench: $(STAMP) system-deps
-	$(BIN)/python bench/dicom_store.py
+ifeq ($(PYTEST_ARGS),)
+	MEDLB_TEST_WORKERS=2 $(BIN)/python -m pytest -q $(WORKER_TESTS)
+endif
 
 run: $(STAMP)
 	$(BIN)/medlb run -c $(CONFIG)

@@ -182,6 +182,9 @@ class Medlb:
         config.setdefault("admin", {"listen": f"{LOOPBACK}:{self.admin_port}", "token": TOKEN, "tls": "off"})
         config["admin"].setdefault("listen", f"{LOOPBACK}:{self.admin_port}")
         config.setdefault("state_dir", str(workdir / "state"))
+        # One process unless a test asks for workers, or MEDLB_TEST_WORKERS runs the
+        # whole suite with worker processes (the product's default is one per core).
+        config.setdefault("workers", int(os.environ.get("MEDLB_TEST_WORKERS", "1")))
         self.write_config(config)
         self.proc: subprocess.Popen[bytes] | None = None
         self.scheme = "http" if config["admin"].get("tls") == "off" else "https"

@@ -25,6 +25,7 @@ from medlb.health import HealthManager
 from medlb.proxy.listeners import BindError, Listeners
 from medlb.runtime import Change, Failback, Runtime, SetFailedOver, SetState
 from medlb.store import Store
+from medlb.workers import Workers
 
 log = logs.get_logger("medlb")
 
@@ -55,6 +56,8 @@ class App:
         self.log_level = log_level
         self.runtime = Runtime()
         self.listeners = Listeners(self.runtime)
+        #: With `workers` > 1 the data plane runs in worker processes and `listeners` stays empty.
+        self.workers: Workers | None = None
         self.health = HealthManager(self.runtime)
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=2000)
         self.reloads = {"ok": 0, "failed": 0}
@@ -91,12 +94,17 @@ class App:
         except OSError as exc:
             raise StartError(f"cannot read an admin token_file: {exc.strerror}") from None
         self.store = Store(self.loaded.state_dir)
+        if config.workers > 1:
+            self.workers = Workers(self.runtime, config.workers)
+            await self.workers.start()
         self.runtime.load(config)
         self._restore_stored()
-        self.listeners.base_dir = self.health.base_dir = self.loaded.base_dir
+        self.health.base_dir = self.loaded.base_dir
         try:
-            await self.listeners.sync()
+            await self._sync_data_plane(self.loaded)
         except BindError as exc:
+            if self.workers is not None:
+                await self.workers.stop(0)
             raise StartError(str(exc)) from None
         self.health.sync()
         if config.admin is not None:
@@ -106,7 +114,7 @@ class App:
             try:
                 await self._admin.start(config.admin.listen)
             except OSError as exc:
-                self.listeners.close_all()
+                await self._data_plane_stop(0)
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
             self.history = History(self)
             self.history.start()
@@ -116,6 +124,28 @@ class App:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         log.event("started", config=str(self.config_path), services=len(config.services),
                   admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
+
+    async def _sync_data_plane(self, loaded: LoadedConfig) -> None:
+        if self.workers is not None:
+            settings = loaded.config.log
+            await self.workers.sync(loaded, (self.log_level or settings.level, self.log_format or settings.format))
+        else:
+            self.listeners.base_dir = loaded.base_dir
+            await self.listeners.sync()
+
+    async def _data_plane_stop(self, timeout: float) -> int:
+        return await (self.workers or self.listeners).stop(timeout)
+
+    async def collect(self) -> None:
+        """Bring counters up to date before they are read (workers count in their own processes)."""
+        if self.workers is not None:
+            await self.workers.collect()
+
+    async def settle(self) -> None:
+        """Return once every worker routes by the latest operator states and health, so an
+        answered API action is in force everywhere."""
+        if self.workers is not None and not await self.workers.settle():
+            log.warning("workers_not_settled", version=self.workers.version)
 
     def _restore_stored(self) -> None:
         """Operator states and manual failovers from before the restart."""
@@ -145,9 +175,12 @@ class App:
 
     async def stop(self) -> None:
         timeout = self.loaded.config.stop_timeout
-        log.event("stopping", active_connections=len(self.listeners.connections), stop_timeout=timeout)
-        self.listeners.close_all()
-        left = await self.listeners.drain(timeout)
+        active = self.listeners.count_connections()
+        if self.workers is not None:
+            await self.workers.collect()
+            active = self.workers.count_connections()
+        log.event("stopping", active_connections=active, stop_timeout=timeout)
+        left = await self._data_plane_stop(timeout)
         await self.health.stop()
         for queue in list(self.streams):
             queue.put_nowait(None)  # end the pages' live streams, so the admin server can stop
@@ -230,9 +263,9 @@ class App:
             old_services = dict(self.runtime.services)
             old_config = self.loaded.config
             self.runtime.load(loaded.config)
-            self.listeners.base_dir = self.health.base_dir = loaded.base_dir
+            self.health.base_dir = loaded.base_dir
             try:
-                await self.listeners.sync()
+                await self._sync_data_plane(loaded)
             except BindError as exc:
                 self.runtime.services = old_services
                 return self._reload_failed(who, source, [Problem("services", None, str(exc))])
@@ -246,6 +279,8 @@ class App:
             if old_config.admin is not None and loaded.config.admin is not None \
                     and old_config.admin.tls != loaded.config.admin.tls:
                 log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
+            if old_config.workers != loaded.config.workers:
+                log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
             if old_config.state_dir != loaded.config.state_dir:
                 log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
             self.audit(who, "reload", str(self.config_path), {"result": "ok",

@@ -131,6 +131,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A data-plane worker; only the control process starts these (see medlb.workers)."""
+    from medlb.workers.worker import serve
+
+    _run_loop(serve(args.index, args.channel_fd))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from medlb.demo import run_demo
 
@@ -182,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     passwd = commands.add_parser("passwd", help="print a password hash for admin.users")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(func=cmd_passwd)
+
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--channel-fd", type=int, required=True)
+    worker.set_defaults(func=cmd_worker)
 
     from medlb import ctl, hl7send
 

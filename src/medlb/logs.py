@@ -51,12 +51,18 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+#: Fields every line of this process carries (a worker's number).
+process_fields: dict[str, Any] = {}
+
+
 class EventLogger:
     def __init__(self, name: str):
         self._logger = logging.getLogger(name)
 
     def _log(self, level: int, event: str, fields: dict[str, Any], exc_info: bool = False) -> None:
         if self._logger.isEnabledFor(level):
+            if process_fields:
+                fields = {**fields, **process_fields}
             self._logger.log(level, event, extra={"fields": redact(fields)}, exc_info=exc_info)
 
     def debug(self, event: str, **fields: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from helpers import connect, free_ports, server, service, who_answers
 
 
@@ -23,12 +25,15 @@ def test_weighted_round_robin_spreads_1000_connections_1_2_3(medlb, backends):
     assert totals == dict(counts)
 
 
-def test_least_connections_keeps_long_lived_connections_level(medlb, backends):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_least_connections_keeps_long_lived_connections_level(medlb, backends, workers):
+    """With 2 workers too: they share their open-connection counts, so leastconn
+    levels the servers as one process would."""
     vip, *ports = free_ports(4)
     for name, port in zip("ABC", ports):
         backends.start(name, port)
     lb = medlb([service("hl7", vip, [server(n, p, weight=w) for n, p, w in zip("ABC", ports, (1, 1, 2))],
-                       scheduler="leastconn")])
+                       scheduler="leastconn")], workers=workers)
 
     held = [connect(vip) for _ in range(40)]
     try:

@@ -202,6 +202,7 @@ def create_api(app: "App") -> FastAPI:
 
     @api.get("/metrics", include_in_schema=False)
     async def get_metrics(principal: Caller) -> Response:
+        await app.collect()
         return Response(metrics.render(app), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/api/v1/openapi.json", include_in_schema=False)
@@ -211,14 +212,25 @@ def create_api(app: "App") -> FastAPI:
     @api.get("/api/v1/services")
     async def list_services(principal: Caller) -> list[dict[str, Any]]:
         """Every virtual service with its pools and servers."""
+        await app.collect()
         return [service_view(service) for service in app.runtime.services.values()]
+
+    @api.get("/api/v1/workers")
+    async def workers(principal: Caller) -> dict[str, Any]:
+        """The data-plane processes: `workers: 1` runs the data plane in this process."""
+        await app.collect()
+        if app.workers is None:
+            return {"workers": 1, "processes": []}
+        return {"workers": app.workers.count, "processes": [w.view() for w in app.workers.procs]}
 
     @api.get("/api/v1/services/{name}")
     async def get_service(name: str, principal: Caller) -> dict[str, Any]:
+        await app.collect()
         return service_view(find_service(name))
 
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:
+        await app.collect()
         found = find_service(name).server(server)
         if found is None:
             raise ApiError(404, f"service {name!r} has no server named {server!r}")
@@ -233,6 +245,8 @@ def create_api(app: "App") -> FastAPI:
             changes = app.set_state(name, server, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
+        await app.settle()
+        await app.collect()
         found = app.runtime.services[name].server(server)
         return {"server": server_view(found), "changes": [c.as_dict() for c in changes]}  # type: ignore[arg-type]
 
@@ -245,6 +259,8 @@ def create_api(app: "App") -> FastAPI:
             changes = app.failback(name, principal.name, body.pool if body else None, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
+        await app.settle()
+        await app.collect()
         return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
 
     @api.post("/api/v1/reload")
@@ -252,6 +268,7 @@ def create_api(app: "App") -> FastAPI:
         """Re-read the config file; an invalid file is refused (422) and nothing changes."""
         require(principal, "admin")
         problems = await app.reload(principal.name, source(request))
+        await app.settle()
         if problems:
             return JSONResponse({"error": "the config file was refused; the running config stays",  # type: ignore[return-value]
                                  "problems": [str(p) for p in problems]}, status_code=422)
@@ -267,6 +284,8 @@ def create_api(app: "App") -> FastAPI:
             changes = app.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
+        await app.settle()
+        await app.collect()
         return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
 
     @api.get("/api/v1/audit", response_model=None)
@@ -403,6 +422,7 @@ def create_api(app: "App") -> FastAPI:
         temporary.write_text(body.text, encoding="utf-8")
         os.replace(temporary, path)
         problems = [str(p) for p in await app.reload(principal.name, source(request))]
+        await app.settle()
         if problems:
             path.write_text(old, encoding="utf-8")
             return JSONResponse({"error": "the reload was refused; the running config stays", "problems": problems},

@@ -44,6 +44,7 @@ class History:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            await self.app.collect()
             self.sample()
 
     def sample(self) -> None:

@@ -12,6 +12,8 @@ which parts are not yet available and `medlb run` refuses to start them.
 
 from __future__ import annotations
 
+import os
+
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -448,9 +450,18 @@ class LogConfig(Strict):
     format: Literal["text", "json"] = "text"
 
 
+def _workers(value: Any) -> Any:
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return value
+
+
 class Config(Strict):
     admin: AdminConfig | None = None
     state_dir: str = "./var"
+    #: Data-plane processes sharing the listen sockets; `auto` (default) is one per core
+    #: this process may run on. 1 runs everything in one process.
+    workers: Annotated[int, BeforeValidator(_workers), Field(ge=1, le=64)] = "auto"  # type: ignore[assignment]
     log: LogConfig = LogConfig()
     stop_timeout: Duration = 30.0
     services: list[ServiceConfig] = []

@@ -123,6 +123,9 @@ def demo_config(base: int, admin_port: int, token: str, state_dir: Path, passwor
                   **({"users": [{"name": "demo", "password_hash": password_hash, "role": "admin"}]}
                      if password_hash else {})},
         "state_dir": str(state_dir),
+        # The simulated servers run in this process too; one worker keeps the demo's
+        # least-connections example exact (each worker balances its own connections).
+        "workers": 1,
         "stop_timeout": "2s",
         "services": [
             {

@@ -41,6 +41,10 @@ class Listeners:
         self.connections: set[TcpClient] = set()
         #: Relative certificate paths are taken from here (the config file's folder).
         self.base_dir: Path | None = None
+        #: In a worker process: the addresses this process serves (None: every one) and
+        #: the listen sockets the control process bound for them, not yet in use.
+        self.assigned: set[tuple[str, HostPort]] | None = None
+        self.provided: dict[tuple[str, HostPort], socket.socket] = {}
         runtime.subscribe(self._on_changes)
 
     async def _bind(self, name: str, address: HostPort, handle: ServiceHandle) -> asyncio.AbstractServer:
@@ -59,6 +63,9 @@ class Listeners:
                                      (lambda: factory(handle, port)) if plain_fallback else None,
                                      handshake_timeout=handle.service.config.limits.connect_timeout * 3)
 
+        sock = self.provided.pop((name, address), None)
+        if sock is not None:
+            return await loop.create_server(accept, sock=sock, backlog=self.backlog)
         try:
             return await loop.create_server(accept, address.host, port,
                                             family=family, backlog=self.backlog, reuse_address=True)
@@ -71,6 +78,8 @@ class Listeners:
         nothing if a new address cannot be bound."""
         wanted = {(name, address) for name, service in self.runtime.services.items()
                   for address in service.config.addresses}
+        if self.assigned is not None:
+            wanted &= self.assigned
         new_handles = {name: self.handles.get(name) or ServiceHandle(service, self)
                        for name, service in self.runtime.services.items()}
         tls = self._tls_setup()
@@ -105,19 +114,7 @@ class Listeners:
             log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
 
     def _tls_setup(self) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:
-        """Every service's TLS contexts, built from the files now (so a reload picks up
-        renewed certificates); raise BindError, changing nothing, if a file is unusable."""
-        result: dict[str, tuple[TlsTerminator | None, object, str | None]] = {}
-        for name, service in self.runtime.services.items():
-            config = service.config
-            try:
-                terminator = TlsTerminator(config.tls, self.base_dir) if config.tls is not None else None
-                backend = client_context(config.backend_tls, self.base_dir) if config.backend_tls is not None else None
-            except TlsSetupError as exc:
-                raise BindError(f"service {name!r}: {exc}") from None
-            result[name] = (terminator, backend,
-                            config.backend_tls.server_name if config.backend_tls is not None else None)
-        return result
+        return tls_setup(self.runtime, self.base_dir)
 
     def _close(self, key: tuple[str, HostPort]) -> None:
         server = self.servers.pop(key)
@@ -127,6 +124,14 @@ class Listeners:
     def close_all(self) -> None:
         for key in list(self.servers):
             self._close(key)
+
+    async def stop(self, timeout: float) -> int:
+        """Stop listening, let established connections finish; how many were aborted."""
+        self.close_all()
+        return await self.drain(timeout)
+
+    def count_connections(self) -> int:
+        return len(self.connections)
 
     async def drain(self, timeout: float) -> int:
         """Wait for established connections to end; abort what is left after timeout."""
@@ -163,3 +168,18 @@ class Listeners:
             if victims:
                 log.event("halt_closed_connections", service=change.service, server=change.subject,
                           connections=len(victims))
+
+
+def tls_setup(runtime: Runtime, base_dir: Path | None) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:
+    """Every service's TLS contexts, built from the files now (so a reload picks up
+    renewed certificates); raise BindError, changing nothing, if a file is unusable."""
+    result: dict[str, tuple[TlsTerminator | None, object, str | None]] = {}
+    for name, service in runtime.services.items():
+        config = service.config
+        try:
+            terminator = TlsTerminator(config.tls, base_dir) if config.tls is not None else None
+            backend = client_context(config.backend_tls, base_dir) if config.backend_tls is not None else None
+        except TlsSetupError as exc:
+            raise BindError(f"service {name!r}: {exc}") from None
+        result[name] = (terminator, backend, config.backend_tls.server_name if config.backend_tls is not None else None)
+    return result

@@ -46,7 +46,7 @@ class ServiceHandle:
 def admit(service: Service) -> bool:
     """Count a new client connection, or count it as refused at max_connections (the
     caller then refuses it the way its protocol does: a close, or a DICOM reject)."""
-    if service.active >= service.config.limits.max_connections:
+    if service.cluster_active >= service.config.limits.max_connections:
         service.refused += 1
         return False
     service.active += 1

@@ -25,6 +25,23 @@ Tier = Literal["primary", "backup", "none"]
 _uids = itertools.count(1)
 
 
+class SharedCount:
+    """One process's cell for a count every worker keeps (workers/board.py), and the
+    cells of the other workers for the same thing. Each cell has one writer."""
+
+    __slots__ = ("board", "cell", "other_cells")
+
+    def __init__(self, board: Any, cell: int, other_cells: tuple[int, ...]):
+        self.board, self.cell, self.other_cells = board, cell, other_cells
+
+    def write(self, value: int) -> None:
+        self.board[self.cell] = value
+
+    def others(self) -> int:
+        board = self.board
+        return sum(board[cell] for cell in self.other_cells)
+
+
 @dataclass
 class LastCheck:
     ok: bool
@@ -62,7 +79,7 @@ class Server:
     checks_failed: int = 0
     health_changes: int = 0
     # counters, bumped by the proxies
-    active: int = 0
+    _active: int = 0
     total: int = 0
     bytes_to_server: int = 0
     bytes_to_client: int = 0
@@ -73,6 +90,25 @@ class Server:
     #: C-ECHO round trips of dicom-echo checks; created with the first one.
     echo_latency: Histogram | None = None
     uid: int = field(default_factory=lambda: next(_uids))
+    #: With workers: this server's cells in the shared table of open connections.
+    shared: SharedCount | None = None
+
+    @property
+    def active(self) -> int:
+        """Connections this process has open to the server."""
+        return self._active
+
+    @active.setter
+    def active(self, value: int) -> None:
+        self._active = value
+        if self.shared is not None:
+            self.shared.write(value)
+
+    @property
+    def cluster_active(self) -> int:
+        """Connections every worker together has open to the server (leastconn's measure)."""
+        shared = self.shared
+        return self._active if shared is None else self._active + shared.others()
 
     @property
     def hash_seed(self) -> bytes:
@@ -179,8 +215,18 @@ def _counter(name: str) -> property:
                     lambda self, value: setattr(self.counters, name, value))
 
 
+def _active_get(service: "Service") -> int:
+    return service.counters.active
+
+
+def _active_set(service: "Service", value: int) -> None:
+    service.counters.active = value
+    if service.shared is not None:
+        service.shared.write(value)
+
+
 class Service:
-    active = _counter("active")
+    active = property(_active_get, _active_set)
     total = _counter("total")
     refused = _counter("refused")
     no_server = _counter("no_server")
@@ -190,6 +236,9 @@ class Service:
         self.name = config.name
         self.pools = pools
         self.counters = ServiceCounters()
+        #: With workers: the service's cells in the shared table, so max_connections
+        #: holds for the sum over all workers.
+        self.shared: SharedCount | None = None
         self.sticky: StickTable | None = None
         self.mllp_stats: MllpStats | None = MllpStats() if config.mode == "mllp" else None
         persistence = config.persistence
@@ -211,6 +260,13 @@ class Service:
     @property
     def mode(self) -> str:
         return self.config.mode
+
+    @property
+    def cluster_active(self) -> int:
+        """Client connections open in every worker together."""
+        shared = self.shared
+        active = self.counters.active
+        return active if shared is None else active + shared.others()
 
     @property
     def dicom_config(self) -> DicomConfig:
@@ -313,6 +369,10 @@ class Runtime:
 
     def subscribe(self, callback: Callable[[list[Change]], None]) -> None:
         self._listeners.append(callback)
+
+    def publish(self, changes: list[Change]) -> list[Change]:
+        """Tell the subscribers; used directly only by a worker copying decided state."""
+        return self._publish(changes)
 
     def _publish(self, changes: list[Change]) -> list[Change]:
         if changes:

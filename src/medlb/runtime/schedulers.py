@@ -62,7 +62,7 @@ class LeastConn:
         best_load = math.inf
         for offset in range(count):
             server = candidates[(self._turn + offset) % count]
-            load = (server.active + 1) / server.weight
+            load = (server.cluster_active + 1) / server.weight
             if load < best_load:
                 best, best_load = server, load
         return best

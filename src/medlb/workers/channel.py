@@ -1,0 +1,121 @@
+"""The pipe between the control process and one worker: framed messages with descriptors.
+
+A message is a pickled dict behind a 4-byte length; listen sockets travel with it as
+SCM_RIGHTS ancillary data. Both ends are medlb processes the control process started
+over a socketpair nobody else holds, so pickle's trust model fits; nothing from the
+network is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import os
+import pickle
+import socket
+import struct
+from typing import Any, Sequence
+
+_HEADER = struct.Struct("!I")
+#: A config with thousands of servers pickles to a few MB; anything bigger is a bug.
+MAX_MESSAGE = 64 * 1024 * 1024
+_MAX_FDS = 512
+
+
+class ChannelClosed(Exception):
+    """The other process closed its end (it exited or is exiting)."""
+
+
+class Channel:
+    """One end of the socketpair, used from an asyncio loop."""
+
+    def __init__(self, sock: socket.socket):
+        sock.setblocking(False)
+        self.sock = sock
+        self._buffer = bytearray()
+        self._fds: list[int] = []
+        self._readable = asyncio.Event()
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._send_lock = asyncio.Lock()
+
+    def _on_readable(self) -> None:
+        self._readable.set()
+
+    def _read_some(self) -> bool:
+        """Read what the socket has now; False if there was nothing yet."""
+        fds = array.array("i")
+        try:
+            data, ancillary, _flags, _addr = self.sock.recvmsg(1 << 20, socket.CMSG_LEN(_MAX_FDS * fds.itemsize))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data, ancillary = b"", []
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+        self._fds.extend(fds)
+        if not data:
+            self._closed = True
+        self._buffer += data
+        return True
+
+    def _next_message(self) -> tuple[dict[str, Any], list[int]] | None:
+        if len(self._buffer) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(self._buffer)
+        if size > MAX_MESSAGE:
+            raise ChannelClosed(f"message of {size} bytes is over {MAX_MESSAGE}")
+        if len(self._buffer) < _HEADER.size + size:
+            return None
+        body = bytes(self._buffer[_HEADER.size:_HEADER.size + size])
+        del self._buffer[:_HEADER.size + size]
+        message = pickle.loads(body)
+        count = message.get("fds", 0)
+        taken, self._fds = self._fds[:count], self._fds[count:]
+        return message, taken
+
+    async def receive(self) -> tuple[dict[str, Any], list[int]]:
+        """The next message and the file descriptors that came with it (as many as it names)."""
+        while True:
+            found = self._next_message()
+            if found is not None:
+                return found
+            if self._closed:
+                raise ChannelClosed("the other process closed the channel")
+            self._readable.clear()
+            if not self._read_some():
+                await self._readable.wait()
+
+    async def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        body = pickle.dumps({**message, "fds": len(fds)}, protocol=pickle.HIGHEST_PROTOCOL)
+        data = memoryview(_HEADER.pack(len(body)) + body)
+        async with self._send_lock:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            while data:
+                try:
+                    sent = self.sock.sendmsg([data], ancillary)
+                except (BlockingIOError, InterruptedError):
+                    await self._writable()
+                    continue
+                except OSError as exc:
+                    raise ChannelClosed(f"cannot send: {exc.strerror}") from None
+                ancillary = []  # the descriptors went with the first bytes
+                data = data[sent:]
+
+    async def _writable(self) -> None:
+        ready = self._loop.create_future()
+        self._loop.add_writer(self.sock.fileno(), lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            self._loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()

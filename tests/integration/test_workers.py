@@ -1,0 +1,199 @@
+"""`workers: N`: several data-plane processes behind one control process, as an operator sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+
+from helpers import LOOPBACK, connect, free_ports, server, service, wait_until, who_answers
+from test_mllp_mode import adt, mllp_service, received, send_batch
+
+
+def worker_pids(lb) -> list[int]:  # type: ignore[no-untyped-def]
+    return [p["pid"] for p in lb.api("GET", "/api/v1/workers").json()["processes"]]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) is gone for our purposes.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+def two_worker_tcp(medlb, backends, **extra):  # type: ignore[no-untyped-def]
+    vip, a, b = free_ports(3)
+    backends.start("A", a)
+    backends.start("B", b)
+    lb = medlb([service("pacs", vip, [server("A", a), server("B", b)], **extra)], workers=2)
+    wait_until(lambda: lb.service("pacs")["servers_up"] == 2, 10, what="both servers up")
+    return lb, vip
+
+
+def test_two_workers_share_the_connections_and_the_counters_add_up(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+
+    answers = Counter(who_answers(vip) for _ in range(60))
+
+    assert answers["A"] + answers["B"] == 60 and answers["A"] > 0 and answers["B"] > 0
+    view = lb.service("pacs")
+    assert view["total_connections"] == 60
+    assert {s["name"]: s["total_connections"] for s in view["servers"]} == {"A": answers["A"], "B": answers["B"]}
+    processes = lb.api("GET", "/api/v1/workers").json()["processes"]
+    assert len(processes) == 2 and all(p["alive"] for p in processes)
+    assert all(p["total_connections"] > 0 for p in processes), "the kernel spread connections over both workers"
+    assert sum(p["total_connections"] for p in processes) == 60
+    metrics = lb.api("GET", "/metrics").text
+    assert 'medlb_service_connections_total{mode="tcp",service="pacs"} 60.0' in metrics
+
+
+def test_a_halt_is_in_force_in_every_worker_when_the_api_answers(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+
+    for round_ in range(3):
+        assert lb.set_state("pacs", "A", "halt").status_code == 200
+        assert Counter(who_answers(vip) for _ in range(30)) == {"B": 30}, f"round {round_}"
+        assert lb.set_state("pacs", "A", "online").status_code == 200
+        lb.set_state("pacs", "B", "halt")
+        assert Counter(who_answers(vip) for _ in range(30)) == {"A": 30}, f"round {round_}"
+        lb.set_state("pacs", "B", "online")
+
+
+def test_a_server_found_down_by_the_control_process_is_avoided_by_every_worker(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+
+    backends.kill("B")
+    lb.wait_health("pacs", "B", "down", 10)
+
+    assert Counter(who_answers(vip) for _ in range(30)) == {"A": 30}
+
+
+def test_source_ip_persistence_holds_across_workers(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends, persistence={"type": "source-ip", "timeout": "5m"})
+
+    homes = {}
+    for client in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+        seen = set()
+        for _ in range(12):  # a new source port each time: the four-tuple hash would spread these
+            sock = socket.create_connection((LOOPBACK, vip), timeout=5, source_address=(client, 0))
+            seen.add(sock.recv(64).decode().strip())
+            sock.close()
+        assert len(seen) == 1, f"{client} reached {seen}"
+        homes[client] = seen.pop()
+    assert set(homes.values()) <= {"A", "B"}
+
+
+def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+    for _ in range(20):
+        assert who_answers(vip) in {"A", "B"}
+    before = lb.service("pacs")["total_connections"]
+    victim = worker_pids(lb)[1]
+
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: (w := lb.api("GET", "/api/v1/workers").json()["processes"][1])["restarts"] == 1
+               and w["alive"] and w["pid"] != victim, 10, what="the worker to be started again")
+
+    assert Counter(bool(who_answers(vip)) for _ in range(40)) == {True: 40}
+    assert lb.service("pacs")["total_connections"] == before + 40
+    assert "worker_exited" in lb.log()
+
+
+def test_stopping_medlb_stops_its_workers_and_a_lost_control_process_takes_them_along(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+    pids = worker_pids(lb)
+
+    assert lb.stop() == 0
+    wait_until(lambda: not any(alive(pid) for pid in pids), 10, what="the workers to exit with medlb")
+
+    lb.start()
+    wait_until(lambda: lb.service("pacs")["servers_up"] == 2, 10, what="both servers up")
+    pids = worker_pids(lb)
+    assert lb.proc is not None
+    lb.proc.kill()  # SIGKILL: no goodbye to the workers
+    lb.proc.wait()
+    wait_until(lambda: not any(alive(pid) for pid in pids), 10, what="orphaned workers to exit")
+    lb.proc = None
+    assert who_answers(vip) == ""
+
+
+def test_reload_opens_and_closes_ports_in_every_worker(medlb, backends):
+    vip, extra, a = free_ports(3)
+    backends.start("A", a)
+    lb = medlb([service("pacs", vip, [server("A", a)])], workers=2)
+    config = dict(lb.config)
+
+    config["services"] = [service("pacs", extra, [server("A", a)])]
+    lb.write_config(config)
+    assert lb.api("POST", "/api/v1/reload").status_code == 200
+
+    assert Counter(who_answers(extra) for _ in range(20)) == {"A": 20}
+    assert who_answers(vip) == ""
+    with socket.socket() as probe:
+        assert probe.connect_ex((LOOPBACK, vip)) != 0, "the old port is closed in every worker"
+
+
+def test_a_port_in_use_is_refused_at_start_with_workers(medlb, backends):
+    vip, a = free_ports(2)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as HAProxy binds
+    holder.bind((LOOPBACK, vip))
+    holder.listen()
+    try:
+        lb = medlb([service("pacs", vip, [server("A", a)])], start=False, workers=2)
+        lb.start(wait=False)
+        assert lb.proc is not None and lb.proc.wait(20) == 1
+        assert "already in use" in lb.log()
+    finally:
+        holder.close()
+
+
+def test_hl7_with_workers_keeps_every_message_and_its_order(medlb, backends, tmp_path: Path):
+    vip, port = free_ports(2)
+    backends.start_mllp("E1", port, tmp_path / "received.jsonl")
+    lb = medlb([mllp_service("adt", vip, [server("E1", port)])], workers=2)
+    wait_until(lambda: lb.service("adt")["servers_up"] == 1, 10, what="the engine up")
+    messages = [adt(f"W{i:04d}", "P1", "A08") for i in range(50)]
+
+    answers = asyncio.run(send_batch(vip, messages))
+
+    assert [str(a.segment("MSA")[1]) for a in answers] == ["AA"] * 50
+    assert [str(a.segment("MSA")[2]) for a in answers] == [f"W{i:04d}" for i in range(50)]
+    assert lb.service("adt")["mllp"]["messages"] == 50
+    assert [r["id"] for r in received(tmp_path / "received.jsonl")] == [f"W{i:04d}" for i in range(50)]
+
+
+def test_propagation_time_is_reported_not_asserted(medlb, backends):
+    """How long a state change takes to reach the workers, printed for the notes (-s)."""
+    lb, vip = two_worker_tcp(medlb, backends)
+    took = []
+    for state in ("drain", "online") * 5:
+        started = time.perf_counter()
+        assert lb.set_state("pacs", "A", state).status_code == 200
+        took.append(time.perf_counter() - started)
+    took.sort()
+    print(f"\nAPI state change answered (stored, audited, in force in 2 workers): "
+          f"median {took[len(took) // 2] * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")
+
+
+def test_max_connections_holds_for_all_workers_together(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends, limits={"max_connections": 4})
+    held = [connect(vip) for _ in range(4)]
+    try:
+        assert all(name in {"A", "B"} for _, name in held)
+
+        assert [who_answers(vip) for _ in range(6)] == [""] * 6  # wherever the kernel puts them
+
+        assert lb.service("pacs")["refused_connections"] == 6
+        assert sum(p["active_connections"] for p in lb.api("GET", "/api/v1/workers").json()["processes"]) == 4
+    finally:
+        for sock, _ in held:
+            sock.close()
+    wait_until(lambda: who_answers(vip) in {"A", "B"}, 5, what="room again once the connections closed")
