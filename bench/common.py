@@ -104,10 +104,10 @@ class Process:
 class Medlb(Process):
     """medlb run in a subprocess from a list of service dicts."""
 
-    def __init__(self, services: list[dict[str, Any]], workdir: Path):
-        config = workdir / "medlb.yaml"
+    def __init__(self, services: list[dict[str, Any]], workdir: Path, workers: int = 1):
+        config = workdir / f"medlb-{workers}.yaml"
         config.write_text(yaml.safe_dump({"state_dir": str(workdir / "state"), "log": {"level": "warning"},
-                                          "stop_timeout": "1s", "services": services}))
+                                          "workers": workers, "stop_timeout": "1s", "services": services}))
         super().__init__([PYTHON, "-m", "medlb", "run", "-c", str(config)])
 
 

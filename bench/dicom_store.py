@@ -170,6 +170,7 @@ def run(count: int, pairs: int, latency_samples: int, max_seconds: float, workdi
             "admin": {"listen": f"{LOOPBACK}:{admin}", "token": TOKEN, "tls": "off"},
             "state_dir": str(workdir / "state"),
             "log": {"level": "warning"},
+            "workers": 1,  # one process, as the direct connection is one storescp
             "services": [
                 {"name": "pacs", "mode": "dicom", "listen": [f"{LOOPBACK}:{vip}"], "health": {"type": "none"},
                  "servers": [{"name": "scp", "address": f"{LOOPBACK}:{scp_port}", "ae_title": "STORESCP"}]},

@@ -106,18 +106,22 @@ def tcp_bulk(quick: bool) -> list[Row]:
     if not (haproxy_available() and shutil.which("iperf3")):
         return [Row("TCP bulk throughput", "Gbit/s", None, None, "HAProxy", None, ">= 1.0",
                     note="haproxy or iperf3 missing (make bench installs them)")]
-    vip, hap, backend = free_ports(3)
+    backend = free_ports(1)[0]
     seconds, pairs = (0.5, 1) if quick else (2.0, 3)
     directory = workdir("bulk")
     rows = []
-    with Process(["iperf3", "-s", "-p", str(backend)], ready_port=backend), \
-            Medlb([_tcp_service(vip, backend)], directory), haproxy(_haproxy_tcp(hap, backend), directory, hap):
-        wait_port(vip)
-        for streams in (1, 8):
-            medlb, peer, ratio, results = alternate(pairs, lambda: _iperf(vip, streams, seconds),
-                                                   lambda: _iperf(hap, streams, seconds))
-            rows.append(Row(f"TCP bulk throughput, {streams} stream(s)", "Gbit/s", round(medlb, 2), round(peer, 2),
-                            "HAProxy mode tcp", round(ratio, 3), ">= 1.0", pairs=results))
+    with Process(["iperf3", "-s", "-p", str(backend)], ready_port=backend):
+        for processes in PROCESSES:
+            vip, hap = free_ports(2)
+            with Medlb([_tcp_service(vip, backend)], directory, workers=processes), \
+                    haproxy(_haproxy_tcp(hap, backend, threads=processes), directory, hap):
+                wait_port(vip)
+                for streams in (1, 8) if processes == 1 else (8,):
+                    medlb, peer, ratio, results = alternate(pairs, lambda: _iperf(vip, streams, seconds),
+                                                           lambda: _iperf(hap, streams, seconds))
+                    rows.append(Row(f"TCP bulk throughput, {streams} stream(s), {_sides(processes)}", "Gbit/s",
+                                    round(medlb, 2), round(peer, 2), f"HAProxy mode tcp, nbthread {processes}",
+                                    round(ratio, 3), ">= 1.0", pairs=results))
     return rows
 
 
@@ -132,19 +136,34 @@ def _wrk(port: int, seconds: float, connections: int, close: bool) -> float:
 
 
 def tcp_connections(quick: bool) -> list[Row]:
+    """Short connections: 1 medlb worker against HAProxy nbthread 1, then 2 against 2."""
     if not (haproxy_available() and shutil.which("wrk") and shutil.which("nginx")):
         return [Row("new TCP connections per second", "conn/s", None, None, "HAProxy", None, ">= 0.8",
                     note="haproxy, wrk or nginx missing (make bench installs them)")]
-    vip, hap, backend = free_ports(3)
     seconds, pairs = (0.5, 1) if quick else (2.0, 3)
     directory = workdir("conn")
-    with _nginx(backend, directory), Medlb([_tcp_service(vip, backend)], directory), \
-            haproxy(_haproxy_tcp(hap, backend), directory, hap):
-        wait_port(vip)
-        medlb, peer, ratio, results = alternate(pairs, lambda: _wrk(vip, seconds, 32, close=True),
-                                               lambda: _wrk(hap, seconds, 32, close=True))
-    return [Row("new TCP connections per second (HTTP, Connection: close)", "conn/s", round(medlb), round(peer),
-                "HAProxy mode tcp", round(ratio, 3), ">= 0.8", pairs=results)]
+    rows = []
+    backend = free_ports(1)[0]
+    with _nginx(backend, directory):
+        for processes in PROCESSES:
+            vip, hap = free_ports(2)
+            with Medlb([_tcp_service(vip, backend)], directory, workers=processes), \
+                    haproxy(_haproxy_tcp(hap, backend, threads=processes), directory, hap):
+                wait_port(vip)
+                medlb, peer, ratio, results = alternate(pairs, lambda: _wrk(vip, seconds, 32, close=True),
+                                                       lambda: _wrk(hap, seconds, 32, close=True))
+            rows.append(Row(f"new TCP connections per second (HTTP, Connection: close), {_sides(processes)}",
+                            "conn/s", round(medlb), round(peer), f"HAProxy mode tcp, nbthread {processes}",
+                            round(ratio, 3), ">= 0.8", pairs=results))
+    return rows
+
+
+#: medlb workers and HAProxy threads, side by side: one each, then one per core of a 2-core machine.
+PROCESSES = (1, 2)
+
+
+def _sides(processes: int) -> str:
+    return f"{processes} worker{'s' if processes > 1 else ''} vs nbthread {processes}"
 
 
 def _hold_idle(port: int, count: int) -> list[socket.socket]:
@@ -196,11 +215,11 @@ def _http_service(port: int, backend: int, **extra: object) -> dict:
             "servers": [{"name": "b1", "address": f"{LOOPBACK}:{backend}"}], **extra}
 
 
-def _haproxy_http(port: int, backend: int, pem: str | None = None) -> str:
+def _haproxy_http(port: int, backend: int, pem: str | None = None, threads: int = 1) -> str:
     bind = f"{LOOPBACK}:{port}" + (f" ssl crt {pem}" if pem else "")
     return f"""global
     maxconn 9000
-    nbthread 1
+    nbthread {threads}
 defaults
     mode http
     option http-keep-alive
@@ -288,7 +307,7 @@ def _http_rows(quick: bool, tls: bool) -> list[Row]:
     if not (haproxy_available() and shutil.which("wrk") and shutil.which("nginx")):
         return [Row(f"{label} keep-alive requests/s", "req/s", None, None, peer_name, None, ">= 0.7",
                     note="haproxy, wrk or nginx missing (make bench installs them)")]
-    vip, hap, backend = free_ports(3)
+    backend = free_ports(1)[0]
     seconds, pairs = (0.5, 1) if quick else (3.0, 3)
     directory = workdir("https" if tls else "http")
     extra: dict = {}
@@ -298,20 +317,27 @@ def _http_rows(quick: bool, tls: bool) -> list[Row]:
         extra["tls"] = {"cert": cert, "key": key}
     scheme = "https" if tls else "http"
     rows = []
-    with _nginx(backend, directory), Medlb([_http_service(vip, backend, **extra)], directory), \
-            haproxy(_haproxy_http(hap, backend, pem), directory, hap):
-        wait_port(vip)
-        _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", 0.5, 4)  # warm up: server connections pooled
-        medlb, peer, ratio, results = alternate(
-            pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", seconds, 32),
-            lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/", seconds, 32))
-        rows.append(Row(f"{label} keep-alive requests/s, small responses, 32 connections", "req/s", round(medlb),
-                        round(peer), peer_name, round(ratio, 3), ">= 0.7", pairs=results))
-        medlb, peer, ratio, results = alternate(
-            pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9,
-            lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9)
-        rows.append(Row(f"{label} 1 MB responses, 4 connections", "Gbit/s", round(medlb, 2), round(peer, 2),
-                        peer_name, round(ratio, 3), ">= 0.7", pairs=results))
+    with _nginx(backend, directory):
+        for processes in PROCESSES:
+            vip, hap = free_ports(2)
+            with Medlb([_http_service(vip, backend, **extra)], directory, workers=processes), \
+                    haproxy(_haproxy_http(hap, backend, pem, threads=processes), directory, hap):
+                wait_port(vip)
+                _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", 0.5, 4)  # warm up: server connections pooled
+                medlb, peer, ratio, results = alternate(
+                    pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/", seconds, 32),
+                    lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/", seconds, 32))
+                rows.append(Row(f"{label} keep-alive requests/s, small responses, 32 connections, "
+                                f"{_sides(processes)}", "req/s", round(medlb), round(peer),
+                                f"{peer_name}, nbthread {processes}", round(ratio, 3), ">= 0.7", pairs=results))
+                if processes > 1:
+                    continue  # large responses: the copy is the kernel's, one process shows it
+                medlb, peer, ratio, results = alternate(
+                    pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9,
+                    lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9)
+                rows.append(Row(f"{label} 1 MB responses, 4 connections, {_sides(processes)}", "Gbit/s",
+                                round(medlb, 2), round(peer, 2), f"{peer_name}, nbthread {processes}",
+                                round(ratio, 3), ">= 0.7", pairs=results))
     return rows
 
 
@@ -321,6 +347,33 @@ def http(quick: bool) -> list[Row]:
 
 def https(quick: bool) -> list[Row]:
     return _http_rows(quick, tls=True)
+
+
+# --- DICOM ---------------------------------------------------------------------------------
+
+
+def dicom(quick: bool) -> list[Row]:
+    """dcmtk storescu to storescp, direct and through a dicom service (bench/dicom_store.py)."""
+    if not (shutil.which("storescu") and shutil.which("storescp")):
+        return [Row("DICOM C-STORE of 500 instances", "instances/s", None, None, "direct", None, ">= 0.9",
+                    note="dcmtk missing (make bench installs it)")]
+    from bench.dicom_store import run
+
+    count, pairs, samples, limit = (20, 1, 10, 20.0) if quick else (500, 5, 200, 60.0)
+    result = run(count, pairs, samples, limit, workdir("dicom"))
+    runs = result["pairs"]
+    per_s = sorted(r["medlb_per_s"] for r in runs)[len(runs) // 2]
+    direct_per_s = sorted(r["direct_per_s"] for r in runs)[len(runs) // 2]
+    latency = result["latency"]
+    return [
+        Row(f"DICOM C-STORE of {count} instances (storescu to storescp), 1 worker", "instances/s", round(per_s),
+            round(direct_per_s), "direct", result["median_ratio"], ">= 0.9",
+            pairs=[(r["medlb_per_s"], r["direct_per_s"]) for r in runs]),
+        Row("DICOM association set-up (A-ASSOCIATE to A-RELEASE), added latency p99", "ms",
+            latency["added_p99_ms"], latency["direct_p99_ms"], "direct p99", None, "report p50/p99",
+            note=f"added p50 {latency['added_p50_ms']} ms; through medlb p50 {latency['medlb_p50_ms']} / "
+                 f"p99 {latency['medlb_p99_ms']} ms; {latency['samples']} samples"),
+    ]
 
 
 def not_yet(name: str, peer: str, target: str) -> list[Row]:
@@ -334,4 +387,5 @@ SCENARIOS = {
     "hl7": hl7,
     "http": http,
     "https": https,
+    "dicom": dicom,
 }

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_scenario_returns_figures_in_a_quick_run(tmp_path):
-    for tool in ("haproxy", "iperf3", "wrk", "nginx"):
+    for tool in ("haproxy", "iperf3", "wrk", "nginx", "storescu", "storescp"):
         need_tool(tool)
 
     run = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)], cwd=ROOT,
@@ -28,7 +28,9 @@ def test_every_scenario_returns_figures_in_a_quick_run(tmp_path):
     measured = [r for r in rows if r["note"] != "mode not yet available"]
     assert {r["scenario"].split(",")[0].split(" (")[0] for r in measured} >= {
         "TCP bulk throughput", "new TCP connections per second", "memory per idle connection",
-        "HL7 messages/s with ACKs"}
+        "HL7 messages/s with ACKs", "HTTP keep-alive requests/s", "HTTPS", "DICOM C-STORE of 20 instances",
+        "DICOM association set-up"}
+    assert any("2 workers vs nbthread 2" in r["scenario"] for r in measured), "1 versus 2 workers is in the table"
     for row in measured:
         assert row["medlb"] is not None and row["peer"] is not None, row
     assert "| scenario |" in (tmp_path / "latest.md").read_text()
