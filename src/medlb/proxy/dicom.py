@@ -194,7 +194,7 @@ class DicomClient(TcpClient):
         elif self.phase is NEGOTIATING:
             # Nothing is due before the answer; uvloop may deliver one read after
             # pause_reading(): hold it (one read at most) for the server.
-            self.early.append(data)
+            self.early += data
             self.up.feed(data)
             self.transport.pause_reading()
         # CLOSING: the client's bytes after an RJ or A-ABORT are read and dropped.
@@ -229,7 +229,7 @@ class DicomClient(TcpClient):
         self._stop_artim()
         self.transport.pause_reading()
         if self.reader.rest:
-            self.early.append(self.reader.rest)
+            self.early += self.reader.rest
             self.up.feed(self.reader.rest)
         try:
             request = pdu.parse_associate_rq(request_pdu)

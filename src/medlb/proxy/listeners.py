@@ -45,6 +45,8 @@ class Listeners:
         #: the listen sockets the control process bound for them, not yet in use.
         self.assigned: set[tuple[str, HostPort]] | None = None
         self.provided: dict[tuple[str, HostPort], socket.socket] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweep_every = 1.0
         runtime.subscribe(self._on_changes)
 
     async def _bind(self, name: str, address: HostPort, handle: ServiceHandle) -> asyncio.AbstractServer:
@@ -112,6 +114,26 @@ class Listeners:
         self.servers.update(opened)
         for name, address in to_open:
             log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
+        timeouts = [service.config.limits.idle_timeout for service in self.runtime.services.values()]
+        self._sweep_every = min(30.0, max(0.05, min(timeouts, default=3600.0) / 8))
+        if self._sweep_handle is None:
+            self._sweep_handle = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle past their service's idle_timeout.
+
+        One timer for every connection rather than one each: the data path only counts
+        bytes or messages, and a sweep every 1/8 of the shortest timeout (at most 30 s)
+        compares the counts with the last sweep's. An idle connection closes between
+        its timeout and one sweep later.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self.connections):
+            check = getattr(connection, "idle_check", None)
+            if check is not None:
+                check(now)
+        self._sweep_handle = loop.call_later(self._sweep_every, self._sweep)
 
     def _tls_setup(self) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:
         return tls_setup(self.runtime, self.base_dir)
@@ -150,6 +172,9 @@ class Listeners:
             dispatcher = getattr(handle, "dispatcher", None)
             if dispatcher is not None:
                 dispatcher.close_all()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         await asyncio.sleep(0)  # let the closes reach the kernel before the loop ends
         return left
 

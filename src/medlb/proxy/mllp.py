@@ -442,8 +442,9 @@ class MllpClient(asyncio.Protocol):
         self.paused = False
         self.closed = False
         self.stopping = False
-        self._idle: asyncio.TimerHandle | None = None
         self._activity = 0
+        self._idle_mark = 0
+        self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -453,7 +454,7 @@ class MllpClient(asyncio.Protocol):
             return
         self.counted = True
         self.handle.registry.connections.add(self)  # type: ignore[arg-type]
-        self._arm_idle()
+        self._idle_since = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
         self._activity += 1
@@ -532,8 +533,6 @@ class MllpClient(asyncio.Protocol):
             if not delivery.done:
                 self.dispatcher.cancel(delivery)
         self.pending.clear()
-        if self._idle is not None:
-            self._idle.cancel()
         if self.counted:
             self.counted = False
             self.service.active -= 1
@@ -558,23 +557,15 @@ class MllpClient(asyncio.Protocol):
             if not self.pending:
                 self.close()
 
-    def _arm_idle(self) -> None:
-        timeout = self.service.config.limits.idle_timeout
-        loop = asyncio.get_running_loop()
-        mark = [self._activity, loop.time()]
-
-        def check() -> None:
-            if self.closed:
-                return
-            now = loop.time()
-            if self._activity != mark[0] or self.pending:
-                mark[0], mark[1] = self._activity, now
-            elif now - mark[1] >= timeout:
-                self.close()
-                return
-            self._idle = loop.call_later(max(timeout / 8, 0.05), check)
-
-        self._idle = loop.call_later(max(timeout / 8, 0.05), check)
+    def idle_check(self, now: float) -> None:
+        """Called by the listeners' sweep: close after idle_timeout without a message
+        either way; a connection waiting for an ACK is not idle."""
+        if self.closed:
+            return
+        if self._activity != self._idle_mark or self.pending:
+            self._idle_mark, self._idle_since = self._activity, now
+        elif now - self._idle_since >= self.service.config.limits.idle_timeout:
+            self.close()
 
 
 def mllp_factory(handle: "ServiceHandle", local_port: int) -> asyncio.Protocol:

@@ -108,8 +108,8 @@ class TcpClient(asyncio.Protocol):
 
     # One of these lives per open connection: slots keep thousands of idle ones small.
     __slots__ = ("handle", "service", "local_port", "transport", "upstream", "server", "client_ip", "bytes_up",
-                 "bytes_down", "client_eof", "server_eof", "closed", "counted", "early", "_idle_handle",
-                 "_idle_mark", "_idle_since", "__weakref__")
+                 "bytes_down", "client_eof", "server_eof", "closed", "counted", "early", "_idle_mark",
+                 "_idle_since", "__weakref__")
 
     def __init__(self, handle: ServiceHandle, local_port: int):
         self.handle = handle
@@ -125,9 +125,8 @@ class TcpClient(asyncio.Protocol):
         self.server_eof = False
         self.closed = False
         self.counted = False
-        self.early: list[bytes] = []
-        self._idle_handle: asyncio.TimerHandle | None = None
-        self._idle_mark = -1
+        self.early = b""  # what a client sent before its server was connected (one read)
+        self._idle_mark = -1  # -1: not relaying yet (connect_timeout applies, not idle_timeout)
         self._idle_since = 0.0
 
     # --- client side --------------------------------------------------------------------
@@ -197,11 +196,10 @@ class TcpClient(asyncio.Protocol):
         host, port = server.address_for(self.local_port)
         backend_ssl = self.handle.backend_ssl  # backend_tls: re-encrypt to the server
         try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: self.upstream_class(self, server), host, port, ssl=backend_ssl,
-                                       server_hostname=(self.handle.backend_server_name or host)
-                                       if backend_ssl is not None else None),
-                limits.connect_timeout)
+            async with asyncio.timeout(limits.connect_timeout):  # no extra task, unlike wait_for
+                transport, _ = await loop.create_connection(
+                    lambda: self.upstream_class(self, server), host, port, ssl=backend_ssl,
+                    server_hostname=(self.handle.backend_server_name or host) if backend_ssl is not None else None)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             server.active -= 1
             server.connect_failures += 1
@@ -221,7 +219,7 @@ class TcpClient(asyncio.Protocol):
         _keepalive(self.transport)
         transport.set_write_buffer_limits(high=self.service.config.limits.buffer_size)
         if self.early:
-            early, self.early = b"".join(self.early), []
+            early, self.early = self.early, b""
             transport.write(early)
             self.bytes_up += len(early)
             server.bytes_to_server += len(early)
@@ -229,14 +227,14 @@ class TcpClient(asyncio.Protocol):
             transport.write_eof()
         else:
             self.transport.resume_reading()
-        self._arm_idle(asyncio.get_running_loop())
+        self._idle_mark, self._idle_since = self.bytes_up + self.bytes_down, asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
         upstream = self.upstream
         if upstream is None or upstream.transport is None or self.early:
             # Not connected yet. uvloop may deliver one read despite pause_reading() in
             # connection_made; hold it (one read at most) and pause again.
-            self.early.append(data)
+            self.early += data
             self.transport.pause_reading()
             return
         upstream.transport.write(data)
@@ -314,33 +312,16 @@ class TcpClient(asyncio.Protocol):
             if sticky is not None:
                 # Persistence runs from the end of the client's last connection.
                 sticky.put(self.service.persistence_key(self.client_ip), self.server.name, time.monotonic())
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
         self.handle.registry.connections.discard(self)
 
-    def _arm_idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close after idle_timeout with no byte either way.
-
-        A timer ticks eight times per timeout and compares byte counts, so the data
-        path does not read the clock per chunk; the close comes within 1/8 of the
-        timeout after it is due.
-        """
-        timeout = self.service.config.limits.idle_timeout
-        self._idle_since = loop.time()
-        tick = max(timeout / 8, 0.05)
-
-        def check() -> None:
-            if self.closed:
-                return
-            now = loop.time()
-            moved = self.bytes_up + self.bytes_down
-            if moved != self._idle_mark:
-                self._idle_mark, self._idle_since = moved, now
-            elif now - self._idle_since >= timeout:
-                log.debug("idle_timeout", service=self.service.name)
-                self.close()
-                return
-            self._idle_handle = loop.call_later(tick, check)
-
-        self._idle_mark = self.bytes_up + self.bytes_down
-        self._idle_handle = loop.call_later(tick, check)
+    def idle_check(self, now: float) -> None:
+        """Called by the listeners' sweep (Listeners._sweep): close after idle_timeout
+        with no byte either way."""
+        if self._idle_mark < 0 or self.closed:
+            return
+        moved = self.bytes_up + self.bytes_down
+        if moved != self._idle_mark:
+            self._idle_mark, self._idle_since = moved, now
+        elif now - self._idle_since >= self.service.config.limits.idle_timeout:
+            log.debug("idle_timeout", service=self.service.name)
+            self.close()
