@@ -308,7 +308,7 @@ def _http_rows(quick: bool, tls: bool) -> list[Row]:
         return [Row(f"{label} keep-alive requests/s", "req/s", None, None, peer_name, None, ">= 0.7",
                     note="haproxy, wrk or nginx missing (make bench installs them)")]
     backend = free_ports(1)[0]
-    seconds, pairs = (0.5, 1) if quick else (3.0, 3)
+    seconds, pairs = (0.5, 1) if quick else (2.0, 3)
     directory = workdir("https" if tls else "http")
     extra: dict = {}
     pem = None

@@ -197,3 +197,24 @@ def test_max_connections_holds_for_all_workers_together(medlb, backends):
         for sock, _ in held:
             sock.close()
     wait_until(lambda: who_answers(vip) in {"A", "B"}, 5, what="room again once the connections closed")
+
+
+def test_hl7_ordered_per_connection_is_served_by_every_worker(medlb, backends, tmp_path: Path):
+    vip, port = free_ports(2)
+    backends.start_mllp("E1", port, tmp_path / "received.jsonl")
+    lb = medlb([mllp_service("adt", vip, [server("E1", port)], ordering_key="connection")], workers=2)
+    wait_until(lambda: lb.service("adt")["servers_up"] == 1, 10, what="the engine up")
+
+    async def senders() -> list[list[str]]:
+        batches = [[adt(f"S{s:02d}M{i:02d}", f"P{i}", "A08") for i in range(10)] for s in range(12)]
+        answers = await asyncio.gather(*(send_batch(vip, batch) for batch in batches))
+        return [[str(a.segment("MSA")[2]) for a in answer] for answer in answers]
+
+    acked = asyncio.run(senders())
+
+    assert acked == [[f"S{s:02d}M{i:02d}" for i in range(10)] for s in range(12)]
+    arrived = [r["id"] for r in received(tmp_path / "received.jsonl")]
+    for s in range(12):
+        assert [m for m in arrived if m.startswith(f"S{s:02d}")] == [f"S{s:02d}M{i:02d}" for i in range(10)]
+    processes = lb.api("GET", "/api/v1/workers").json()["processes"]
+    assert all(p["total_connections"] > 0 for p in processes), processes

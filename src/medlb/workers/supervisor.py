@@ -7,8 +7,10 @@ its own copy: a worker that dies leaves its socket's queue waiting for the worke
 started in its place instead of dropping the connections in it.
 
 Two exceptions to "every worker serves every address":
-- `mllp` services are served by worker 0 alone. Messages of one ordering key reach the
-  servers one at a time, in order, across all senders; that needs one dispatcher.
+- `mllp` services ordered by a message field (PID-3, MSH-4, ...) are served by worker 0
+  alone. Messages of one ordering key reach the servers one at a time, in order, across
+  all senders; that needs one dispatcher. With `ordering_key: connection` or
+  `balance: connection` every worker serves them (each connection stays in one worker).
 - services with `persistence: source-ip` steer each client address to one worker (a
   BPF program on the group, see steering.py), so the client finds its table entry.
 """
@@ -206,9 +208,14 @@ class Workers:
     # --- config ----------------------------------------------------------------------
 
     def serving(self, service_name: str) -> list[int]:
-        """The workers that serve a service's addresses."""
-        service = self.runtime.services[service_name]
-        return [0] if service.mode == "mllp" else list(range(self.count))
+        """The workers that serve a service's addresses: all, except for HL7 ordered by
+        a message field (one patient's messages may come from several senders, and go
+        one at a time: that takes one dispatcher)."""
+        config = self.runtime.services[service_name].config
+        mllp = config.mllp
+        if config.mode == "mllp" and (mllp is None or (mllp.balance == "message" and mllp.ordering_key != "connection")):
+            return [0]
+        return list(range(self.count))
 
     async def sync(self, loaded: LoadedConfig, log_settings: tuple[str, str]) -> None:
         """Bind what the config adds, hand the workers the new config and sockets, close
@@ -217,8 +224,8 @@ class Workers:
         tls = tls_setup(self.runtime, loaded.base_dir)
         for key, group in self.sockets.items():
             if key[0] in self.runtime.services and len(group) != len(self.serving(key[0])):
-                raise BindError(f"service {key[0]!r} moves into or out of mode mllp on {key[1]}: with workers, "
-                                "mllp is served by one worker, so this change takes a restart")
+                raise BindError(f"service {key[0]!r} on {key[1]}: with workers, HL7 ordered by a message field is "
+                                "served by one worker; moving a service into or out of that takes a restart")
         wanted = {(name, address) for name, service in self.runtime.services.items()
                   for address in service.config.addresses}
         opened: dict[Key, list[socket.socket]] = {}
