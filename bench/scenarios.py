@@ -42,7 +42,7 @@ backend b
 
 def hl7(quick: bool) -> list[Row]:
     vip, engine_port = free_ports(2)
-    seconds, pairs = (0.5, 1) if quick else (3.0, 3)
+    seconds, pairs = (0.5, 1) if quick else (3.0, 5)
     directory = workdir("hl7")
     service = {"name": "adt", "mode": "mllp", "listen": [f"{LOOPBACK}:{vip}"], "health": {"type": "none"},
                "mllp": {"server_connections": 16},
@@ -359,7 +359,7 @@ def dicom(quick: bool) -> list[Row]:
                     note="dcmtk missing (make bench installs it)")]
     from bench.dicom_store import run
 
-    count, pairs, samples, limit = (20, 1, 10, 20.0) if quick else (500, 5, 200, 60.0)
+    count, pairs, samples, limit = (20, 1, 10, 20.0) if quick else (500, 9, 300, 90.0)
     result = run(count, pairs, samples, limit, workdir("dicom"))
     runs = result["pairs"]
     per_s = sorted(r["medlb_per_s"] for r in runs)[len(runs) // 2]
