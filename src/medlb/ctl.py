@@ -93,6 +93,15 @@ def show_status(client: Client) -> str:
     return table(["service", "mode", "listen", "active pool", "up", "active", "total"], rows)
 
 
+def show_workers(client: Client) -> str:
+    data = client.request("GET", "/api/v1/workers")
+    if not data["processes"]:
+        return "workers: 1 (the data plane runs in the control process)"
+    rows = [[p["index"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], p["active_connections"],
+             p["total_connections"]] for p in data["processes"]]
+    return f"workers: {data['workers']}\n" + table(["worker", "pid", "alive", "restarts", "active", "total"], rows)
+
+
 def show_servers(client: Client, service: str) -> str:
     data = client.request("GET", f"/api/v1/services/{service}")
     rows = []
@@ -146,6 +155,8 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         return show_status(client)
     if action == "servers":
         return show_servers(client, args.service)
+    if action == "workers":
+        return show_workers(client)
     if action in ("halt", "drain", "online"):
         client.request("POST", f"/api/v1/services/{args.service}/servers/{args.server}/state", {"state": action})
         return f"{args.service}/{args.server}: {action}\n" + show_servers(client, args.service)
@@ -180,6 +191,7 @@ def add_parser(commands: Any) -> None:
     ctl.add_argument("--insecure", action="store_true", help="do not verify the admin certificate")
     actions = ctl.add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="every service: active pool, servers up, connections")
+    actions.add_parser("workers", help="the data-plane processes: alive, restarts, connections")
     servers = actions.add_parser("servers", help="the servers of a service")
     servers.add_argument("service")
     for name, text in (("halt", "no work at all"), ("drain", "no new work; existing goes on"),

@@ -7,7 +7,9 @@ Screenshots go to test-artifacts/web/ (their paths are printed)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +31,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 
-def start_medlb(factory: MedlbFactory, group: Backends, **admin_extra):
+def start_medlb(factory: MedlbFactory, group: Backends, workers: int = 1, **admin_extra):
     vip, a, b, c, closed = free_ports(5)
     for name, port in (("A", a), ("B", b), ("C", c)):
         group.start(name, port)
@@ -37,7 +39,8 @@ def start_medlb(factory: MedlbFactory, group: Backends, **admin_extra):
     lb = factory([
         service("pacs", vip, [server("A", a), server("B", b)], backup=[server("C", c)], failback="manual"),
         service("ris", free_port(), [server("D", closed)]),
-    ], start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "users": USERS, **admin_extra})
+    ], start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "users": USERS, **admin_extra},
+        workers=workers)
     lb.admin_port, lb.scheme = admin_port, "https"
     lb.base_url = f"https://{LOOPBACK}:{admin_port}"
     lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"},
@@ -188,6 +191,26 @@ def test_operator_halts_a_server_fails_the_pool_over_and_back_and_sees_the_audit
     finally:
         operator.close()
         viewer.close()
+
+
+def test_the_overview_says_how_many_workers_run_and_when_one_restarted(chromium, tmp_path):
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    try:
+        lb, _ = start_medlb(factory, group, workers=2)
+        visit = Visit(chromium, lb)
+        visit.login("vera")
+        summary = visit.page.locator("#workers-summary")
+        expect(summary).to_have_text("Data plane: 2 workers, all running.")
+
+        os.kill(lb.api("GET", "/api/v1/workers").json()["processes"][0]["pid"], signal.SIGKILL)
+        wait_until(lambda: all(p["alive"] and p["restarts"] == 1 for p in
+                               lb.api("GET", "/api/v1/workers").json()["processes"][:1]), 10, what="a new worker 0")
+        visit.page.reload()
+        expect(summary).to_contain_text("1 restarted since start")
+        visit.context.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()
 
 
 def test_a_viewer_has_no_buttons_and_the_api_refuses_it(chromium, site):

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from helpers import LOOPBACK, connect, free_ports, server, service, wait_until, who_answers
+from test_ctl import ctl
 from test_mllp_mode import adt, mllp_service, received, send_batch
 
 
@@ -104,6 +105,11 @@ def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(medlb, backends)
     assert Counter(bool(who_answers(vip)) for _ in range(40)) == {True: 40}
     assert lb.service("pacs")["total_connections"] == before + 40
     assert "worker_exited" in lb.log()
+    shown = ctl(lb, "workers")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "workers: 2" and lines[1].split()[:4] == ["WORKER", "PID", "ALIVE", "RESTARTS"]
+    assert lines[-1].split()[:4] == ["1", str(worker_pids(lb)[1]), "yes", "1"]
 
 
 def test_stopping_medlb_stops_its_workers_and_a_lost_control_process_takes_them_along(medlb, backends):

@@ -122,9 +122,20 @@ function chart(points, key, opts) {
 // ---------------------------------------------------------------- views
 
 async function loadServices() {
-  const [services, history] = await Promise.all([api("GET", "/api/v1/services"), api("GET", "/api/v1/history")]);
+  const [services, history, workers] = await Promise.all([
+    api("GET", "/api/v1/services"), api("GET", "/api/v1/history"), api("GET", "/api/v1/workers")]);
   state.services = services;
   state.history = history.services;
+  state.workers = workers;
+}
+
+function workersLine() {
+  const w = state.workers;
+  if (!w || !w.processes.length) return "Data plane: one process.";
+  const down = w.processes.filter((p) => !p.alive).length;
+  const restarts = w.processes.reduce((n, p) => n + p.restarts, 0);
+  return `Data plane: ${w.workers} workers, ${down ? down + " not running" : "all running"}` +
+    (restarts ? `, ${restarts} restarted since start (see the log: worker_exited).` : ".");
 }
 
 function renderOverview() {
@@ -155,6 +166,7 @@ function renderOverview() {
   return [el("h1", {}, "Services"),
           el("p", { id: "overview-summary" },
              `${rows.length} services: ${counts.ok || 0} OK, ${counts.warn || 0} need attention, ${counts.bad || 0} down.`),
+          el("p", { id: "workers-summary", class: "muted" }, workersLine()),
           el("div", { class: "table-wrap" }, table)];
 }
 
