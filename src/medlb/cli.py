@@ -69,7 +69,7 @@ def summary(loaded: LoadedConfig) -> str:
             admin.tls if isinstance(admin.tls, str) else "", "configured certificate")
         where = (f"{scheme}://{admin.listen}/ ({tls}); {len(admin.users)} user(s), "
                  f"{len(admin.tokens) + bool(admin.token) + bool(admin.token_file)} token(s)")
-    lines.append(f"  admin: {where}; state_dir: {loaded.state_dir}")
+    lines.append(f"  admin: {where}; state_dir: {loaded.state_dir}; workers: {config.workers}")
     for service in config.services:
         health = service.health
         check = health.type if health.type == "none" else (
