@@ -249,3 +249,37 @@ def test_sigterm_closes_idle_keepalive_connections_and_lets_a_request_finish(med
     assert "stopped aborted_connections=0" in lb.log()
     idle.close()
     busy.close()
+
+
+def _established_to(port: int) -> int:
+    """Established TCP connections whose local end is `port` (the backend's side)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
+
+
+def test_a_reload_that_drops_a_server_closes_its_idle_pooled_connections(medlb, backends):
+    vip, pa, pb = free_ports(3)
+    backends.start_http("A", pa)
+    backends.start_http("B", pb)
+    lb = medlb([http_service("web", vip, [server("A", pa), server("B", pb)])])
+    lb.wait_health("web", "A", "up", 10)
+    lb.wait_health("web", "B", "up", 10)
+    with httpx.Client(timeout=10) as client:
+        names = {client.get(f"http://{LOOPBACK}:{vip}/name").text for _ in range(6)}
+    assert names == {"A", "B"}
+    wait_until(lambda: _established_to(pb) >= 1, 5, what="a pooled connection to B")
+
+    config = lb.config
+    config["services"][0]["servers"] = [server("A", pa)]
+    config["services"][0]["health"] = {"type": "none"}  # no checks to B either
+    lb.write_config(config)
+    assert lb.api("POST", "/api/v1/reload").status_code == 200
+
+    wait_until(lambda: _established_to(pb) == 0, 5, what="medlb to close its idle connections to B")

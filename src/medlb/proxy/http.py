@@ -111,6 +111,13 @@ class ServerPools:
                 upstream.close()
         self.idle.clear()
 
+    def keep_only(self, servers: set[Server]) -> None:
+        """After a reload: close the idle connections to servers the config dropped (or
+        moved to another address), instead of leaving them open until server_idle_timeout."""
+        for server in [s for s in self.idle if s not in servers]:
+            for upstream in self.idle.pop(server):
+                upstream.close()
+
 
 def _pools(handle: "ServiceHandle") -> ServerPools:
     pools = getattr(handle, "http_pools", None)

@@ -108,6 +108,9 @@ class Listeners:
                 handle.tls = terminator
             handle.backend_ssl, handle.backend_server_name = backend, server_name
             handle.service.tls = handle.tls
+            pools = getattr(handle, "http_pools", None)
+            if pools is not None:
+                pools.keep_only(set(handle.service.servers()))
         self.handles = new_handles
         for key in to_close - moving:
             self._close(key)
