@@ -122,6 +122,20 @@ def test_wrong_passwords_lock_out_the_user_and_the_source(medlb, backends):
     assert login(web, "adam").status_code == 429
     actions = [e["action"] for e in lb.api("GET", "/api/v1/audit?limit=10").json()]
     assert actions.count("login_failed") == 2 and actions.count("login_locked") >= 2
+
+
+def test_a_password_typed_into_the_name_field_never_reaches_the_audit_log(medlb, backends):
+    lb, _ = start(medlb, backends)
+    web = browser(lb)
+
+    assert login(web, "Winter-2026-secret!", "Winter-2026-secret!").status_code == 401
+    assert login(web, "olga", "wrong").status_code == 401
+
+    entries = lb.api("GET", "/api/v1/audit?limit=10").json()
+    failed = [(e["who"], e["action"]) for e in entries if e["action"] == "login_failed"]
+    assert sorted(failed) == [("(unknown user)", "login_failed"), ("olga", "login_failed")]
+    assert "Winter-2026" not in lb.api("GET", "/api/v1/audit?format=csv").text
+    assert "Winter-2026" not in lb.log()
     # Tokens keep working for scripts.
     assert lb.api("GET", "/api/v1/services").status_code == 200
 

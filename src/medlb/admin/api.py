@@ -358,7 +358,10 @@ def create_api(app: "App") -> FastAPI:
         try:
             session = await app.sessions.login(body.name, body.password, source(request), admin)
         except LoginRefused as exc:
-            app.audit(body.name[:64], "login_locked" if exc.locked else "login_failed", "web", {}, source(request))
+            # A name that is no user is not written down: people type their password
+            # into the name field, and the audit log must never hold a password.
+            who = body.name if any(user.name == body.name for user in admin.users) else "(unknown user)"
+            app.audit(who, "login_locked" if exc.locked else "login_failed", "web", {}, source(request))
             raise ApiError(exc.status, exc.message) from None
         app.audit(session.user, "login", "web", {"role": session.role}, source(request))
         response = JSONResponse({"name": session.user, "role": session.role, "csrf": session.csrf})
