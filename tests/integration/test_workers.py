@@ -110,6 +110,8 @@ def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(medlb, backends)
     lines = shown.stdout.splitlines()
     assert lines[0] == "workers: 2" and lines[1].split()[:4] == ["WORKER", "PID", "ALIVE", "RESTARTS"]
     assert lines[-1].split()[:4] == ["1", str(worker_pids(lb)[1]), "yes", "1"]
+    metrics = lb.api("GET", "/metrics").text
+    assert 'medlb_worker_restarts_total{worker="1"} 1.0' in metrics and 'medlb_worker_up{worker="1"} 1.0' in metrics
 
 
 def test_stopping_medlb_stops_its_workers_and_a_lost_control_process_takes_them_along(medlb, backends):

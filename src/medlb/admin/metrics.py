@@ -97,6 +97,8 @@ class RuntimeCollector:
         yield from _tls_metrics(services)
         yield from _http_metrics(services)
 
+        yield from _worker_metrics(self.app)
+
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
         for result, count in self.app.reloads.items():
             reloads.add_metric([result], count)
@@ -104,6 +106,23 @@ class RuntimeCollector:
         info.add_metric([], {"version": __version__})
         yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, changes, last_ok,
                     svc_active, svc_total, svc_refused, svc_no_server, pool_active, reloads, info)
+
+
+def _worker_metrics(app: "App") -> Iterator[Metric]:
+    """Data-plane processes (workers: N): alert on a worker down or restarting."""
+    workers = app.workers
+    count = GaugeMetricFamily("medlb_workers", "Data-plane worker processes configured (1: in this process)")
+    count.add_metric([], workers.count if workers is not None else 1)
+    yield count
+    if workers is None:
+        return
+    up = GaugeMetricFamily("medlb_worker_up", "1 if the worker process is running", labels=["worker"])
+    restarts = CounterMetricFamily("medlb_worker_restarts", "Times the worker was started again after it exited",
+                                   labels=["worker"])
+    for worker in workers.procs:
+        up.add_metric([str(worker.index)], 1 if worker.alive else 0)
+        restarts.add_metric([str(worker.index)], worker.restarts)
+    yield from (up, restarts)
 
 
 def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
