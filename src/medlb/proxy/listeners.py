@@ -29,7 +29,11 @@ PROTOCOLS: dict[str, Callable[[ServiceHandle, int], asyncio.Protocol]] = {
 
 
 class BindError(Exception):
-    pass
+    @classmethod
+    def cannot_listen(cls, name: str, address: HostPort, exc: OSError) -> "BindError":
+        """The operator's words for a failed bind, wherever the socket is bound."""
+        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        return cls(f"service {name!r} cannot listen on {address}: {why}")
 
 
 class Listeners:
@@ -72,8 +76,7 @@ class Listeners:
             return await loop.create_server(accept, address.host, port,
                                             family=family, backlog=self.backlog, reuse_address=True)
         except OSError as exc:
-            why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise BindError(f"service {name!r} cannot listen on {address}: {why}") from None
+            raise BindError.cannot_listen(name, address, exc) from None
 
     async def sync(self) -> None:
         """Make the listen sockets match runtime.services; raise BindError and change

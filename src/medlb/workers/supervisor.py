@@ -18,7 +18,6 @@ Two exceptions to "every worker serves every address":
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import os
 import socket
@@ -280,8 +279,7 @@ class Workers:
         except OSError as exc:
             for sock in group:
                 sock.close()
-            why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise BindError(f"service {name!r} cannot listen on {address}: {why}") from None
+            raise BindError.cannot_listen(name, address, exc) from None
         for sock in group:
             sock.setblocking(False)
         return group
@@ -374,8 +372,7 @@ def _probe(name: str, address: HostPort, family: int) -> None:
             probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         probe.bind((address.host, address.port))
     except OSError as exc:
-        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise BindError(f"service {name!r} cannot listen on {address}: {why}") from None
+        raise BindError.cannot_listen(name, address, exc) from None
     finally:
         probe.close()
 
