@@ -16,7 +16,8 @@ WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test
 # instant), which holds in one process only; they run in the first pass.
 EXACT_SPLIT_TESTS := \
 	tests/integration/test_failover_live.py::test_killed_server_is_marked_down_in_time_and_no_client_fails \
-	tests/integration/test_dicom_mode.py::test_one_association_carries_many_files_under_leastconn
+	tests/integration/test_dicom_mode.py::test_one_association_carries_many_files_under_leastconn \
+	tests/integration/test_dicom_mode.py::test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler
 
 .PHONY: demo test run check bench clean system-deps
 
