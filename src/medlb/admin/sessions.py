@@ -16,7 +16,8 @@ import asyncio
 import collections
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 from medlb.config.models import AdminConfig
 from medlb.passwords import dummy_hash, verify_password
@@ -32,8 +33,8 @@ class Session:
     user: str
     role: str
     csrf: str
-    created: float = field(default_factory=time.monotonic)
-    last_seen: float = field(default_factory=time.monotonic)
+    created: float
+    last_seen: float
 
 
 class LoginRefused(Exception):
@@ -43,7 +44,9 @@ class LoginRefused(Exception):
 
 
 class Sessions:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        #: Monotonic seconds; tests pass their own to move time without waiting.
+        self.clock = clock
         self.sessions: dict[str, Session] = {}
         self._failures: dict[str, collections.deque[float]] = {}
         self._locked_until: dict[str, float] = {}
@@ -73,7 +76,7 @@ class Sessions:
         return False
 
     async def login(self, name: str, password: str, source: str, config: AdminConfig) -> Session:
-        now = time.monotonic()
+        now = self.clock()
         keys = [f"user:{name}", f"source:{source}"]
         if any(self._locked(key, now) for key in keys):
             raise LoginRefused(429, "too many failed logins: locked out for now; try again later", locked=True)
@@ -82,16 +85,17 @@ class Sessions:
         # scrypt takes tens of milliseconds of CPU: off the event loop, so traffic flows.
         ok = await asyncio.to_thread(verify_password, password, encoded)
         if user is None or not ok:
-            locked = [self._fail(key, time.monotonic(), config) for key in keys]
+            locked = [self._fail(key, self.clock(), config) for key in keys]
             if any(locked):
                 raise LoginRefused(429, "too many failed logins: locked out for now; try again later", locked=True)
             raise LoginRefused(401, "wrong user name or password")
         for key in keys:
             self._failures.pop(key, None)
-        idle = time.monotonic() - config.session_timeout
+        now = self.clock()
+        idle = now - config.session_timeout
         for stale in [k for k, v in self.sessions.items() if v.last_seen < idle]:
             del self.sessions[stale]
-        session = Session(secrets.token_urlsafe(32), user.name, user.role, secrets.token_urlsafe(32))
+        session = Session(secrets.token_urlsafe(32), user.name, user.role, secrets.token_urlsafe(32), now, now)
         self.sessions[session.id] = session
         return session
 
@@ -101,7 +105,7 @@ class Sessions:
         session = self.sessions.get(session_id)
         if session is None:
             return None
-        now = time.monotonic()
+        now = self.clock()
         user = next((u for u in config.users if u.name == session.user), None)
         if now - session.last_seen > config.session_timeout or user is None:
             # Idle too long, or the user was removed from the config by a reload.
