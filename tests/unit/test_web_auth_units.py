@@ -116,6 +116,57 @@ def test_sessions_end_when_idle_or_when_the_user_goes_and_follow_role_changes():
     assert sessions.lookup("no-such-session", config) is None
 
 
+def test_a_burst_from_one_source_costs_one_password_check_and_locks_even_the_right_password():
+    """Every guess counts, checked or not: a burst cannot outrun the lock-out, and while
+    one password from an address is being checked, the others are refused at once."""
+    config = admin(lockout={"attempts": 5, "window": "1m", "duration": "10m"})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> list[int]:
+        guesses = [attempt(sessions, config, "olga", f"guess-{i}", "10.0.0.9") for i in range(39)]
+        return await asyncio.gather(*guesses, attempt(sessions, config, "olga", "pw-olga-1", "10.0.0.9"))
+
+    codes = asyncio.run(scenario())
+    assert codes[-1] == 429 and 200 not in codes
+    assert sessions.password_checks == 1
+    assert sessions.logins["busy"] + sessions.logins["locked"] == 39
+    # The lock holds afterwards too, from any address.
+    assert asyncio.run(attempt(sessions, config, "olga", "pw-olga-1", "10.0.0.10")) == 429
+
+
+def test_password_checks_at_once_are_bounded_over_all_sources():
+    config = admin(password_checks={"at_once": 2, "per_source": 1})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> list[int]:
+        return await asyncio.gather(*(attempt(sessions, config, f"nobody{i}", "x", f"10.0.1.{i}")
+                                      for i in range(6)))
+
+    codes = asyncio.run(scenario())
+    assert sessions.password_checks == 2
+    assert sorted(codes) == [401, 401, 429, 429, 429, 429]
+    # Nothing stays reserved: the next login is checked (and succeeds).
+    assert asyncio.run(attempt(sessions, config, "olga", "pw-olga-1", "10.0.1.0")) == 200
+
+
+def test_a_right_password_that_finishes_while_its_name_got_locked_is_refused():
+    config = admin(lockout={"attempts": 2, "window": "1m", "duration": "10m"},
+                   password_checks={"at_once": 8, "per_source": 1})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> list[int]:
+        return await asyncio.gather(attempt(sessions, config, "olga", "pw-olga-1", "10.0.2.1"),
+                                    attempt(sessions, config, "olga", "wrong", "10.0.2.2"),
+                                    attempt(sessions, config, "olga", "wrong", "10.0.2.3"))
+
+    codes = asyncio.run(scenario())
+    # The right password and one guess fill the budget of two; the third guess is refused
+    # unchecked and locks the name, so the right password, checked meanwhile, is refused.
+    assert codes == [429, 429, 429]
+    assert sessions.password_checks == 2
+    assert not sessions.sessions
+
+
 def test_history_keeps_a_bounded_window_and_computes_rates_between_samples():
     from types import SimpleNamespace
 
