@@ -1,6 +1,6 @@
 """Web logins against a running medlb: users, session cookie, CSRF, lock-out, logout,
 pool actions, audit search and CSV, the config page's API, HTTPS by default, and the
-admin listener under a burst of guesses."""
+admin listener under abuse (bursts of guesses, huge bodies)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
 
 import httpx
@@ -239,6 +240,8 @@ def test_the_pages_background_refreshes_do_not_keep_a_session_alive(medlb, backe
 # --- under abuse -------------------------------------------------------------------
 # Raw sockets, opened before a burst is sent, so that a burst reaches medlb at once.
 
+MiB = 1024 * 1024
+
 
 def admin_socket(lb, source: str = LOOPBACK) -> socket.socket:
     """A connection to the admin listener from `source` (any 127.x.y.z is a distinct
@@ -345,3 +348,83 @@ def test_health_checks_run_on_while_many_addresses_guess_at_once(medlb, backends
     # At most admin.password_checks.at_once run together; the others are refused unchecked.
     assert 1 <= metric(lb, "medlb_admin_password_checks_total") < 40
     assert lb.server("pacs", "A")["health"] == "up"
+
+
+def peak_rss(lb) -> int:
+    with open(f"/proc/{lb.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def upload(lb, path: str, size: int, headers: dict[str, str] | None = None, chunked: bool = False) -> int:
+    """POST `size` bytes to the admin listener as a client would: the whole body is sent
+    (from another thread) unless medlb answers and closes first. The answer's status."""
+    sock = admin_socket(lb)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{extra}{framing}\r\n\r\n".encode())
+
+    def send_body() -> None:
+        piece = b"x" * MiB
+        try:
+            for _ in range(size // MiB):
+                sock.sendall((f"{len(piece):x}\r\n".encode() + piece + b"\r\n") if chunked else piece)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # medlb answered and closed: what it should do
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    sender.start()
+    try:
+        return answer_head(sock)[0]
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the sender if it is still sending
+        except OSError:
+            pass
+        sender.join(30)
+        sock.close()
+
+
+def test_huge_bodies_are_refused_before_they_are_read(medlb, backends):
+    lb, _ = start(medlb, backends)
+    assert login(browser(lb), "olga", "warm-up").status_code == 401  # the first request's code is loaded
+    before = peak_rss(lb)
+    codes = [upload(lb, "/api/v1/login", 100 * MiB),
+             upload(lb, "/api/v1/login", 100 * MiB, chunked=True),
+             upload(lb, "/api/v1/services/pacs/servers/A/state", 100 * MiB),  # no credentials
+             upload(lb, "/api/v1/config/apply", 100 * MiB, chunked=True),
+             upload(lb, "/api/v1/config/apply", 100 * MiB, {"Authorization": f"Bearer {TOKEN}"})]
+    grown = peak_rss(lb) - before
+    assert codes == [413, 413, 401, 401, 413]
+    assert grown < 8 * MiB, f"the control process grew by {grown / MiB:.0f} MiB"
+    assert lb.server("pacs", "A")["state"] == "online"
+
+
+def test_admin_bodies_are_capped_at_the_edge(medlb, backends):
+    lb, _ = start(medlb, backends, max_config_body="256KiB")
+    web = browser(lb)
+
+    def login_body(size: int) -> httpx.Response:
+        pad = size - len(json.dumps({"name": "olga", "password": ""}))
+        return web.post("/api/v1/login", content=json.dumps({"name": "olga", "password": "p" * pad}))
+
+    assert login_body(64 * 1024).status_code == 401  # admin.max_body, 64 KiB: read and checked
+    refused = login_body(64 * 1024 + 1)
+    assert refused.status_code == 413 and "admin.max_body" in refused.json()["error"]
+
+    text = lb.config_path.read_text().replace("name: pacs", "name: pacs2")
+
+    def apply(size: int) -> httpx.Response:
+        pad = size - len(json.dumps({"text": text + "#\n"}))
+        return lb.api("POST", "/api/v1/config/apply", content=json.dumps({"text": text + "#" + "p" * pad + "\n"}))
+
+    too_big = apply(256 * 1024 + 1)
+    assert too_big.status_code == 413 and "admin.max_config_body" in too_big.json()["error"]
+    assert "pacs2" not in lb.config_path.read_text()
+    applied = apply(256 * 1024)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["services"] == ["pacs2"]

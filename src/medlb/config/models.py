@@ -453,7 +453,11 @@ class AdminConfig(Strict):
     session_timeout: Positive = 900.0
     lockout: LockoutConfig = LockoutConfig()
     password_checks: PasswordChecksConfig = PasswordChecksConfig()
-
+    #: Request bodies are refused (413) beyond these sizes before they are read: a
+    #: config file for /config/validate and /config/apply (1 MiB is some 20,000 lines,
+    #: and parsing takes about 3 s per MiB), a few fields for the rest.
+    max_body: Size = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    max_config_body: Size = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
 
 
 class LogConfig(Strict):
