@@ -193,3 +193,16 @@ def test_history_keeps_a_bounded_window_and_computes_rates_between_samples():
     assert (first["at"], first["conn_rate"], first["bytes_rate"], first["active"]) == (1005.0, 2.0, 1000.0, 2)
     assert second["conn_rate"] == 0.0 and third["conn_rate"] == 0.0
     assert first["servers"] == 2 and first["up"] == 2
+
+
+def test_failures_for_made_up_names_are_kept_in_bounded_memory():
+    """A body may carry a 64 KiB name; the failure table must not keep it whole."""
+    config = admin(lockout={"attempts": 1000, "window": "1m", "duration": "10m"})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> None:
+        for i in range(4):
+            assert await attempt(sessions, config, f"{i:02d}" + "n" * 65536, "x", f"10.0.3.{i}") == 401
+
+    asyncio.run(scenario())
+    assert sum(len(key) for key in sessions._failures) < 4 * 100

@@ -119,7 +119,9 @@ class Sessions:
         self._refuse(result, 401, "wrong user name or password")
 
     async def login(self, name: str, password: str, source: str, config: AdminConfig) -> Session:
-        keys = (f"user:{name}", f"source:{source}")
+        # A user name has at most 63 characters, so a longer name is no user's: the
+        # failure table keeps 64 of them, not a 64 KiB body's worth each.
+        keys = (f"user:{name[:64]}", f"source:{source}")
         now = self.clock()
         if any(self._locked(key, now) for key in keys):
             self._refuse("locked", 429, LOCKED, locked=True)
