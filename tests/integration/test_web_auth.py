@@ -1,14 +1,20 @@
 """Web logins against a running medlb: users, session cookie, CSRF, lock-out, logout,
-pool actions, audit search and CSV, the config page's API, and HTTPS by default."""
+pool actions, audit search and CSV, the config page's API, HTTPS by default, and the
+admin listener under abuse (bursts of guesses, huge bodies)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
+import socket
 import ssl
+import threading
 import time
 
 import httpx
+import psutil
 import pytest
 
 from helpers import LOOPBACK, TOKEN, free_ports, server, service, wait_until
@@ -229,3 +235,196 @@ def test_the_pages_background_refreshes_do_not_keep_a_session_alive(medlb, backe
     assert web.get("/api/v1/services", headers={"X-Medlb-Background": "1"}).status_code == 200
     time.sleep(4.5)  # 5.5 s since the person's last own request: past the idle timeout
     assert web.get("/api/v1/services", headers={"X-Medlb-Background": "1"}).status_code == 401
+
+
+# --- under abuse -------------------------------------------------------------------
+# Raw sockets, opened before a burst is sent, so that a burst reaches medlb at once.
+
+MiB = 1024 * 1024
+
+
+def admin_socket(lb, source: str = LOOPBACK) -> socket.socket:
+    """A connection to the admin listener from `source` (any 127.x.y.z is a distinct
+    client address on loopback)."""
+    return socket.create_connection((LOOPBACK, lb.admin_port), timeout=30, source_address=(source, 0))
+
+
+def login_request(name: str, password: str) -> bytes:
+    body = json.dumps({"name": name, "password": password}).encode()
+    return (f"POST /api/v1/login HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def answer_head(sock: socket.socket) -> tuple[int, str]:
+    """The status and head of the answer on `sock` (read up to the blank line)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 "), f"no HTTP answer: {data[:200]!r}"
+    return int(head.split()[1]), head
+
+
+def send_each(sockets: list[socket.socket], requests: list[bytes]) -> None:
+    """Send every request on its own (already open) connection."""
+    for sock, request in zip(sockets, requests, strict=True):
+        sock.sendall(request)
+
+
+def statuses(sockets: list[socket.socket]) -> list[int]:
+    """Every connection's answer status; the connections are closed."""
+    try:
+        return [answer_head(sock)[0] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def metric(lb, name: str, **labels: str) -> float:
+    """The sum of a /metrics sample's values whose labels match; the metric must exist."""
+    text = lb.api("GET", "/metrics").text
+    values = [float(value) for found, value in re.findall(rf"^{name}(?:{{(.*)}})? (\S+)$", text, re.M)
+              if all(f'{k}="{v}"' in found for k, v in labels.items())]
+    assert values, f"/metrics has no {name} {labels}"
+    return sum(values)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def test_a_right_password_sent_within_a_burst_of_guesses_does_not_log_in(medlb, backends):
+    lb, _ = start(medlb, backends, lockout={"attempts": 20, "window": "10m", "duration": "10m"})
+    guessers, right = [admin_socket(lb) for _ in range(39)], admin_socket(lb)
+    send_each(guessers, [login_request("olga", f"guess-{i}") for i in range(39)])
+    time.sleep(0.1)  # the right password follows 100 ms into the burst (no timing is asserted)
+    right.sendall(login_request("olga", PASSWORDS["olga"]))
+    status, head = answer_head(right)
+    right.close()
+    assert status == 429 and "set-cookie" not in head.lower()
+    assert set(statuses(guessers)) <= {401, 429}
+    assert "login" not in [e["action"] for e in lb.api("GET", "/api/v1/audit?limit=100").json()]
+    # The name stays locked: every guess of the burst counted, checked or not.
+    assert login(browser(lb), "olga").status_code == 429
+
+
+def test_a_burst_of_guesses_costs_at_most_the_lockout_attempts_in_password_checks(medlb, backends):
+    lb, _ = start(medlb, backends, lockout={"attempts": 5, "window": "10m", "duration": "10m"})
+    control = psutil.Process(lb.proc.pid)
+    spent = cpu_seconds(control)
+    for i in range(3):  # what one wrong password costs, from three addresses (nothing locks)
+        calibration = admin_socket(lb, f"127.0.0.{20 + i}")
+        send_each([calibration], [login_request("vera", "wrong")])
+        assert statuses([calibration]) == [401]
+    one_check = (cpu_seconds(control) - spent) / 3
+
+    spent = cpu_seconds(control)
+    guessers = [admin_socket(lb) for _ in range(40)]
+    send_each(guessers, [login_request("olga", f"guess-{i}") for i in range(40)])
+    codes = statuses(guessers)
+    spent = cpu_seconds(control) - spent
+
+    assert set(codes) <= {401, 429} and codes.count(429) >= 35
+    # 40 checks would cost 40 times one; the lock-out allows 5, and nothing else costs much.
+    assert spent < 20 * one_check, f"the burst cost {spent:.2f} s of CPU; one check {one_check:.3f} s"
+    assert metric(lb, "medlb_admin_password_checks_total") <= 3 + 5
+
+
+def test_health_checks_run_on_while_many_addresses_guess_at_once(medlb, backends):
+    lb, _ = start(medlb, backends)
+    lb.wait_health("pacs", "A", "up", 15)
+    checks_of_a = metric(lb, "medlb_health_checks_total", server="A", result="ok")
+    guessers = [admin_socket(lb, f"127.0.0.{10 + i}") for i in range(40)]
+    send_each(guessers, [login_request(f"nobody{i}", "wrong") for i in range(40)])
+    # The control process answers and checks its servers meanwhile.
+    assert httpx.get(f"{lb.base_url}/healthz", timeout=10).status_code == 200
+    wait_until(lambda: metric(lb, "medlb_health_checks_total", server="A", result="ok") >= checks_of_a + 3, 15,
+               what="A's health checks to go on")
+    assert set(statuses(guessers)) <= {401, 429}
+    # At most admin.password_checks.at_once run together; the others are refused unchecked.
+    assert 1 <= metric(lb, "medlb_admin_password_checks_total") < 40
+    assert lb.server("pacs", "A")["health"] == "up"
+
+
+def peak_rss(lb) -> int:
+    with open(f"/proc/{lb.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def upload(lb, path: str, size: int, headers: dict[str, str] | None = None, chunked: bool = False) -> int:
+    """POST `size` bytes to the admin listener as a client would: the whole body is sent
+    (from another thread) unless medlb answers and closes first. The answer's status."""
+    sock = admin_socket(lb)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{extra}{framing}\r\n\r\n".encode())
+
+    def send_body() -> None:
+        piece = b"x" * MiB
+        try:
+            for _ in range(size // MiB):
+                sock.sendall((f"{len(piece):x}\r\n".encode() + piece + b"\r\n") if chunked else piece)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # medlb answered and closed: what it should do
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    sender.start()
+    try:
+        return answer_head(sock)[0]
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the sender if it is still sending
+        except OSError:
+            pass
+        sender.join(30)
+        sock.close()
+
+
+def test_huge_bodies_are_refused_before_they_are_read(medlb, backends):
+    lb, _ = start(medlb, backends)
+    assert login(browser(lb), "olga", "warm-up").status_code == 401  # the first request's code is loaded
+    before = peak_rss(lb)
+    codes = [upload(lb, "/api/v1/login", 100 * MiB),
+             upload(lb, "/api/v1/login", 100 * MiB, chunked=True),
+             upload(lb, "/api/v1/services/pacs/servers/A/state", 100 * MiB),  # no credentials
+             upload(lb, "/api/v1/config/apply", 100 * MiB, chunked=True),
+             upload(lb, "/api/v1/config/apply", 100 * MiB, {"Authorization": f"Bearer {TOKEN}"})]
+    grown = peak_rss(lb) - before
+    assert codes == [413, 413, 401, 401, 413]
+    assert grown < 8 * MiB, f"the control process grew by {grown / MiB:.0f} MiB"
+    assert lb.server("pacs", "A")["state"] == "online"
+
+
+def test_admin_bodies_are_capped_at_the_edge(medlb, backends):
+    lb, _ = start(medlb, backends, max_config_body="256KiB")
+    web = browser(lb)
+
+    def login_body(size: int) -> httpx.Response:
+        pad = size - len(json.dumps({"name": "olga", "password": ""}))
+        return web.post("/api/v1/login", content=json.dumps({"name": "olga", "password": "p" * pad}))
+
+    assert login_body(64 * 1024).status_code == 401  # admin.max_body, 64 KiB: read and checked
+    refused = login_body(64 * 1024 + 1)
+    assert refused.status_code == 413 and "admin.max_body" in refused.json()["error"]
+
+    text = lb.config_path.read_text().replace("name: pacs", "name: pacs2")
+
+    def apply(size: int) -> httpx.Response:
+        pad = size - len(json.dumps({"text": text + "#\n"}))
+        return lb.api("POST", "/api/v1/config/apply", content=json.dumps({"text": text + "#" + "p" * pad + "\n"}))
+
+    too_big = apply(256 * 1024 + 1)
+    assert too_big.status_code == 413 and "admin.max_config_body" in too_big.json()["error"]
+    assert "pacs2" not in lb.config_path.read_text()
+    applied = apply(256 * 1024)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["services"] == ["pacs2"]

@@ -1,15 +1,31 @@
-"""Password hashes, sessions and lock-out, and the history sampler, without a server."""
+"""Password hashes, sessions and lock-out, and the history sampler, without a server.
+
+Time is a clock the test drives (Sessions and History take one), so nothing here
+sleeps or depends on how fast the machine is.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from medlb.admin.sessions import LoginRefused, Sessions
 from medlb.config.models import AdminConfig
 from medlb.passwords import hash_password, parse_hash, verify_password
+
+
+class Clock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def test_scrypt_hashes_verify_and_differ_per_salt():
@@ -33,68 +49,160 @@ def admin(**extra) -> AdminConfig:
         {"name": "vera", "password_hash": hash_password("pw-vera-1", n=2**12), "role": "viewer"}], **extra})
 
 
-def test_lockout_counts_per_user_and_per_source_and_expires():
-    config = admin(lockout={"attempts": 2, "window": "1m", "duration": "1s"})
-    sessions = Sessions()
+async def attempt(sessions: Sessions, config: AdminConfig, name: str, password: str, source: str) -> int:
+    """The HTTP status a login would get: 200, or the refusal's."""
+    try:
+        await sessions.login(name, password, source, config)
+        return 200
+    except LoginRefused as exc:
+        return exc.status
 
-    async def attempt(name: str, password: str, source: str) -> int:
-        try:
-            await sessions.login(name, password, source, config)
-            return 200
-        except LoginRefused as exc:
-            return exc.status
+
+def test_lockout_counts_per_user_and_per_source_and_expires():
+    config = admin(lockout={"attempts": 2, "window": "1m", "duration": "10s"})
+    clock = Clock()
+    sessions = Sessions(clock)
 
     async def scenario() -> None:
-        assert await attempt("olga", "nope", "10.0.0.1") == 401
-        assert await attempt("olga", "nope", "10.0.0.2") == 429  # the user name is locked
-        assert await attempt("olga", "pw-olga-1", "10.0.0.3") == 429
-        assert await attempt("vera", "pw-vera-1", "10.0.0.4") == 200  # another name, another source
-        assert await attempt("vera", "nope", "10.0.0.2") == 429  # the second failure from 10.0.0.2
-        assert await attempt("vera", "pw-vera-1", "10.0.0.2") == 429  # that source is locked
-        assert await attempt("vera", "pw-vera-1", "10.0.0.5") == 200  # vera herself is not
-        await asyncio.sleep(1.2)  # past the lock-out duration
-        assert await attempt("olga", "pw-olga-1", "10.0.0.3") == 200
+        def login(name: str, password: str, source: str):
+            return attempt(sessions, config, name, password, source)
+
+        assert await login("olga", "nope", "10.0.0.1") == 401
+        assert await login("olga", "nope", "10.0.0.2") == 429  # the user name is locked
+        assert await login("olga", "pw-olga-1", "10.0.0.3") == 429
+        assert await login("vera", "pw-vera-1", "10.0.0.4") == 200  # another name, another source
+        assert await login("vera", "nope", "10.0.0.2") == 429  # the second failure from 10.0.0.2
+        assert await login("vera", "pw-vera-1", "10.0.0.2") == 429  # that source is locked
+        assert await login("vera", "pw-vera-1", "10.0.0.5") == 200  # vera herself is not
+        clock.advance(9.9)
+        assert await login("olga", "pw-olga-1", "10.0.0.3") == 429  # still within the duration
+        clock.advance(0.2)
+        assert await login("olga", "pw-olga-1", "10.0.0.3") == 200
+
+    asyncio.run(scenario())
+
+
+def test_failures_older_than_the_window_no_longer_count():
+    config = admin(lockout={"attempts": 2, "window": "1m", "duration": "10m"})
+    clock = Clock()
+    sessions = Sessions(clock)
+
+    async def scenario() -> None:
+        assert await attempt(sessions, config, "olga", "nope", "10.0.0.1") == 401
+        clock.advance(61)
+        assert await attempt(sessions, config, "olga", "nope", "10.0.0.1") == 401  # the first fell out
+        assert await attempt(sessions, config, "olga", "nope", "10.0.0.1") == 429
 
     asyncio.run(scenario())
 
 
 def test_sessions_end_when_idle_or_when_the_user_goes_and_follow_role_changes():
-    config = admin(session_timeout="1s")
-    sessions = Sessions()
+    config = admin(session_timeout="10s")
+    clock = Clock()
+    sessions = Sessions(clock)
     session = asyncio.run(sessions.login("olga", "pw-olga-1", "127.0.0.1", config))
     assert sessions.lookup(session.id, config) is session
-    demoted = admin(session_timeout="1s", users=[{"name": "olga", "role": "viewer",
-                                                   "password_hash": hash_password("x" * 8, n=2**12)}])
+    demoted = admin(session_timeout="10s", users=[{"name": "olga", "role": "viewer",
+                                                    "password_hash": hash_password("x" * 8, n=2**12)}])
     assert sessions.lookup(session.id, demoted).role == "viewer"  # type: ignore[union-attr]
-    assert sessions.lookup(session.id, admin(session_timeout="1s", users=[])) is None  # removed user
+    assert sessions.lookup(session.id, admin(session_timeout="10s", users=[])) is None  # removed user
     again = asyncio.run(sessions.login("olga", "pw-olga-1", "127.0.0.1", config))
-    time.sleep(1.2)
-    assert sessions.lookup(again.id, config) is None
+    clock.advance(9)
+    assert sessions.lookup(again.id, config) is again  # a request: idle time starts again
+    clock.advance(9)
+    assert sessions.lookup(again.id, config, touch=False) is again  # a background refresh...
+    clock.advance(2)
+    assert sessions.lookup(again.id, config) is None  # ...did not keep it alive: 11 s idle
     assert sessions.lookup("no-such-session", config) is None
 
 
-def test_history_keeps_a_bounded_window_and_computes_rates_between_samples(monkeypatch):
+def test_a_burst_from_one_source_costs_one_password_check_and_locks_even_the_right_password():
+    """Every guess counts, checked or not: a burst cannot outrun the lock-out, and while
+    one password from an address is being checked, the others are refused at once."""
+    config = admin(lockout={"attempts": 5, "window": "1m", "duration": "10m"})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> list[int]:
+        guesses = [attempt(sessions, config, "olga", f"guess-{i}", "10.0.0.9") for i in range(39)]
+        return await asyncio.gather(*guesses, attempt(sessions, config, "olga", "pw-olga-1", "10.0.0.9"))
+
+    codes = asyncio.run(scenario())
+    assert codes[-1] == 429 and 200 not in codes
+    assert sessions.password_checks == 1
+    assert sessions.logins["busy"] + sessions.logins["locked"] == 39
+    # The lock holds afterwards too, from any address.
+    assert asyncio.run(attempt(sessions, config, "olga", "pw-olga-1", "10.0.0.10")) == 429
+
+
+def test_password_checks_at_once_are_bounded_over_all_sources():
+    config = admin(password_checks={"at_once": 2, "per_source": 1})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> list[int]:
+        return await asyncio.gather(*(attempt(sessions, config, f"nobody{i}", "x", f"10.0.1.{i}")
+                                      for i in range(6)))
+
+    codes = asyncio.run(scenario())
+    assert sessions.password_checks == 2
+    assert sorted(codes) == [401, 401, 429, 429, 429, 429]
+    # Nothing stays reserved: the next login is checked (and succeeds).
+    assert asyncio.run(attempt(sessions, config, "olga", "pw-olga-1", "10.0.1.0")) == 200
+
+
+def test_a_right_password_that_finishes_while_its_name_got_locked_is_refused():
+    config = admin(lockout={"attempts": 2, "window": "1m", "duration": "10m"},
+                   password_checks={"at_once": 8, "per_source": 1})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> list[int]:
+        return await asyncio.gather(attempt(sessions, config, "olga", "pw-olga-1", "10.0.2.1"),
+                                    attempt(sessions, config, "olga", "wrong", "10.0.2.2"),
+                                    attempt(sessions, config, "olga", "wrong", "10.0.2.3"))
+
+    codes = asyncio.run(scenario())
+    # The right password and one guess fill the budget of two; the third guess is refused
+    # unchecked and locks the name, so the right password, checked meanwhile, is refused.
+    assert codes == [429, 429, 429]
+    assert sessions.password_checks == 2
+    assert not sessions.sessions
+
+
+def test_history_keeps_a_bounded_window_and_computes_rates_between_samples():
     from types import SimpleNamespace
 
-    from medlb.admin import history as history_module
     from medlb.admin.history import History
     from runtime_helpers import make_runtime, server, svc
 
     runtime = make_runtime({"a": 1, "b": 1})
-    sampler = History(SimpleNamespace(runtime=runtime), interval=5, points=3)  # type: ignore[arg-type]
-    clock = iter([1000.0, 1005.0, 1010.0, 1015.0])
-    monkeypatch.setattr(history_module.time, "time", lambda: next(clock))
+    clock = Clock(1000.0)
+    sampler = History(SimpleNamespace(runtime=runtime), interval=5, points=3, clock=clock)  # type: ignore[arg-type]
     sampler.sample()
+    clock.advance(5)
     svc(runtime).total += 10
     server(runtime, "a").bytes_to_client += 5000
     svc(runtime).active = 2
     sampler.sample()
+    clock.advance(5)
     svc(runtime).total = 0  # a reload resets counters: the rate is zero, not negative
     sampler.sample()
+    clock.advance(5)
     sampler.sample()
     points = sampler.of("svc")
     assert len(points) == 3  # the oldest sample fell out
     first, second, third = points
-    assert (first["conn_rate"], first["bytes_rate"], first["active"]) == (2.0, 1000.0, 2)
+    assert (first["at"], first["conn_rate"], first["bytes_rate"], first["active"]) == (1005.0, 2.0, 1000.0, 2)
     assert second["conn_rate"] == 0.0 and third["conn_rate"] == 0.0
     assert first["servers"] == 2 and first["up"] == 2
+
+
+def test_failures_for_made_up_names_are_kept_in_bounded_memory():
+    """A body may carry a 64 KiB name; the failure table must not keep it whole."""
+    config = admin(lockout={"attempts": 1000, "window": "1m", "duration": "10m"})
+    sessions = Sessions(Clock())
+
+    async def scenario() -> None:
+        for i in range(4):
+            assert await attempt(sessions, config, f"{i:02d}" + "n" * 65536, "x", f"10.0.3.{i}") == 401
+
+    asyncio.run(scenario())
+    assert sum(len(key) for key in sessions._failures) < 4 * 100

@@ -4,6 +4,8 @@ Every route but /healthz, /api/v1/login and the page's static files needs a bear
 token or a logged-in session; the role decides what it may change (viewer: read;
 operator: server and pool states, failback; admin: also reload and the config).
 Errors are JSON `{"error": "..."}` with the HTTP status that says what went wrong.
+A request's body is judged before it is read (admin/bodies.py): a caller who may not
+use the route is refused on the headers, and a body over its cap gets 413.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medlb import __version__
 from medlb.admin import metrics
+from medlb.admin.bodies import BodyGate
 from medlb.admin.views import masked_config, server_view, service_view
 from medlb.config import ConfigError
 from medlb.config.loader import parse_config
+from medlb.config.models import AdminConfig
 
 STATIC = Path(__file__).parent / "static"
 
@@ -52,6 +56,9 @@ if TYPE_CHECKING:
 class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         self.status, self.message, self.headers = status, message, headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message}, status_code=self.status, headers=self.headers)
 
 
 class StateRequest(BaseModel):
@@ -82,6 +89,8 @@ class ConfigText(BaseModel):
 
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: What anyone may call; every other path needs a token or a session.
+PUBLIC_PATHS = ("/", "/healthz", "/api/v1/login")
 
 
 def caller(request: Request) -> Principal:
@@ -127,6 +136,18 @@ def caller(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(caller)]
 
 
+def refuse_before_body(scope: Any) -> Response | None:
+    """The answer for a caller who may not use the route, judged on the headers before
+    the body is read (the routes' own `Caller` would only run after it is)."""
+    if scope["path"] in PUBLIC_PATHS or scope["path"].startswith("/static/"):
+        return None
+    try:
+        caller(Request(scope))
+    except ApiError as exc:
+        return exc.response()
+    return None
+
+
 def iso(at: float) -> str:
     import datetime
 
@@ -149,6 +170,13 @@ def create_api(app: "App") -> FastAPI:
                   redoc_url=None)
     api.state.medlb = app
 
+    def admin_config() -> AdminConfig:
+        return app.loaded.config.admin or AdminConfig()  # a reload that drops `admin:`: the defaults
+
+    # Added first, so it runs inside the middleware below and its answers carry the
+    # same security headers.
+    api.add_middleware(BodyGate, admin=admin_config, refuse=refuse_before_body)
+
     @api.middleware("http")
     async def _json_bodies(request: Request, call_next: Any) -> Response:
         # `curl -d '{"state": "halt"}'` sends a form content type; every body this API
@@ -165,7 +193,7 @@ def create_api(app: "App") -> FastAPI:
 
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+        return exc.response()
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -98,6 +98,7 @@ class RuntimeCollector:
         yield from _http_metrics(services)
 
         yield from _worker_metrics(self.app)
+        yield from _login_metrics(self.app)
 
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
         for result, count in self.app.reloads.items():
@@ -106,6 +107,20 @@ class RuntimeCollector:
         info.add_metric([], {"version": __version__})
         yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, changes, last_ok,
                     svc_active, svc_total, svc_refused, svc_no_server, pool_active, reloads, info)
+
+
+def _login_metrics(app: "App") -> Iterator[Metric]:
+    """Web page logins: a burst of guesses shows as busy and locked refusals, and the
+    password checks it cost (bounded by admin.password_checks and the lock-out)."""
+    sessions = app.sessions
+    checks = CounterMetricFamily("medlb_admin_password_checks", "Password checks (scrypt) run for logins")
+    checks.add_metric([], sessions.password_checks)
+    logins = CounterMetricFamily("medlb_admin_logins", "Web page logins by result: ok, wrong (password or "
+                                 "name), locked (refused while locked out), busy (refused unchecked)",
+                                 labels=["result"])
+    for result in ("ok", "wrong", "locked", "busy"):
+        logins.add_metric([result], sessions.logins[result])
+    yield from (checks, logins)
 
 
 def _worker_metrics(app: "App") -> Iterator[Metric]:

@@ -432,6 +432,15 @@ class LockoutConfig(Strict):
     duration: Positive = 900.0
 
 
+class PasswordChecksConfig(Strict):
+    """How many logins' passwords are checked at once. A check is scrypt: about 0.15 s of
+    a core and 32 MiB, in the control process that also runs the health checks; a
+    login beyond either bound is refused at once (429) without checking its password."""
+
+    at_once: int = Field(2, ge=1, le=64)
+    per_source: int = Field(1, ge=1, le=64)
+
+
 class AdminConfig(Strict):
     listen: Annotated[HostPort, BeforeValidator(_one_address)] = HostPort("127.0.0.1", 9443)
     token: str | None = Field(None, min_length=16)
@@ -443,6 +452,12 @@ class AdminConfig(Strict):
     tls: Literal["auto", "off"] | AdminTlsConfig = "auto"
     session_timeout: Positive = 900.0
     lockout: LockoutConfig = LockoutConfig()
+    password_checks: PasswordChecksConfig = PasswordChecksConfig()
+    #: Request bodies are refused (413) beyond these sizes before they are read: a
+    #: config file for /config/validate and /config/apply (1 MiB is some 20,000 lines,
+    #: and parsing takes about 3 s per MiB), a few fields for the rest.
+    max_body: Size = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    max_config_body: Size = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
 
 
 class LogConfig(Strict):
