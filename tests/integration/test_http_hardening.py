@@ -1,17 +1,23 @@
 """mode: http against hostile clients: request smuggling (a head whose body length two
-parsers could read differently is refused with 400 and never forwarded) and forwarding
-header look-alikes."""
+parsers could read differently is refused with 400 and never forwarded), forwarding
+header look-alikes, and slowloris (a head must arrive whole within header_timeout)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import LOOPBACK, PEERS, free_ports, http_service, server
+from helpers import LOOPBACK, PEERS, free_ports, http_service, server, wait_until
+
+HEADER_TIMEOUT = 2.0
+DRIBBLE_EVERY = 0.5
+
 
 def _start_length_server(backends, name: str, port: int, log: Path) -> None:
     """tests/peers/length_http_server.py: frames bodies by Content-Length only."""
@@ -115,3 +121,121 @@ def test_forwarding_header_lookalikes_are_dropped(medlb, backends):
                    and "_" in name for name in echoed)
     assert echoed["forwarded_"] == "x"  # not a look-alike of Forwarded: passed on
     assert echoed["x_custom"] == "kept"
+
+
+# --- slowloris ------------------------------------------------------------------------
+
+HEAD = b"GET /name HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\nAccept: */*\r\n\r\n"
+#: medlb must have answered 408 by then: header_timeout, one sweep (1/8 of it) and a
+#: generous allowance for a loaded machine; the dribble itself would take 30 s.
+CUT_WITHIN = HEADER_TIMEOUT * 2 + 5.0
+
+
+async def _dribble(port: int, prefix: bytes = b"") -> tuple[bytes | None, int, float]:
+    """Send prefix at once, read its response, then HEAD one byte every DRIBBLE_EVERY
+    seconds until medlb closes: (what came after prefix's response, bytes of HEAD sent,
+    seconds from the first dribbled byte to the close).
+
+    What came is None if the connection was reset: a byte the client sent just as medlb
+    closed draws a reset that can overtake the 408 (the counter still shows the 408)."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    if prefix:
+        writer.write(prefix)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        await reader.readexactly(_content_length(head))
+    started = time.monotonic()
+    sent = 0
+    reading = asyncio.ensure_future(reader.read())
+    while sent < len(HEAD) and not reading.done():
+        try:
+            writer.write(HEAD[sent:sent + 1])
+            await writer.drain()
+        except ConnectionError:
+            break
+        sent += 1
+        await asyncio.wait({reading}, timeout=DRIBBLE_EVERY)
+    received: bytes | None
+    try:
+        received = await asyncio.wait_for(reading, timeout=CUT_WITHIN)
+    except ConnectionResetError:
+        received = None
+    elapsed = time.monotonic() - started
+    writer.close()
+    return received, sent, elapsed
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    raise AssertionError(f"no content-length in {head!r}")
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole response (framed by Content-Length) from a kept-alive connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        piece = sock.recv(65536)
+        assert piece, f"closed after {received!r}"
+        received += piece
+    head, _, body = received.partition(b"\r\n\r\n")
+    while len(body) < _content_length(head):
+        piece = sock.recv(65536)
+        assert piece, f"closed after {received!r}"
+        body += piece
+    return head + b"\r\n\r\n" + body
+
+
+def _slow_lb(medlb, backends, **http):
+    vip, pa = free_ports(2)
+    backends.start_http("A", pa)
+    lb = medlb([http_service("api", vip, [server("a", pa)], health={"type": "none"},
+                             http={"header_timeout": f"{HEADER_TIMEOUT}s", **http})])
+    return lb, vip
+
+
+def test_a_head_dribbled_byte_by_byte_is_cut_with_408(medlb, backends):
+    lb, vip = _slow_lb(medlb, backends)
+    received, sent, elapsed = asyncio.run(_dribble(vip))
+    assert received is not None and received.startswith(b"HTTP/1.1 408 ")
+    assert sent < len(HEAD) and elapsed < CUT_WITHIN
+    assert lb.service("api")["http"]["errors"]["header_timeout"] == 1
+    wait_until(lambda: lb.service("api")["active_connections"] == 0, 5, what="the connection to be released")
+
+
+def test_a_hundred_dribbling_connections_are_all_closed(medlb, backends):
+    lb, vip = _slow_lb(medlb, backends)
+
+    async def hundred() -> list[tuple[bytes, int, float]]:
+        return await asyncio.gather(*(_dribble(vip) for _ in range(100)))
+
+    results = asyncio.run(hundred())
+    assert all(received is None or received.startswith(b"HTTP/1.1 408 ") for received, _, _ in results)
+    assert all(sent < len(HEAD) and elapsed < CUT_WITHIN for _, sent, elapsed in results)
+    wait_until(lambda: lb.service("api")["active_connections"] == 0, 5, what="every connection to be released")
+    assert lb.service("api")["http"]["errors"]["header_timeout"] == 100  # a 408 written to each
+    assert httpx.get(f"http://{LOOPBACK}:{vip}/name", timeout=10).text == "A"
+
+
+def test_a_second_request_dribbled_on_a_kept_alive_connection_is_cut(medlb, backends):
+    lb, vip = _slow_lb(medlb, backends)
+    received, sent, elapsed = asyncio.run(_dribble(vip, prefix=HEAD))
+    assert received is not None and received.startswith(b"HTTP/1.1 408 ")
+    assert sent < len(HEAD) and elapsed < CUT_WITHIN
+    wait_until(lambda: lb.service("api")["active_connections"] == 0, 5, what="the connection to be released")
+
+
+def test_a_slow_head_within_the_limit_and_a_long_keepalive_pause_are_served(medlb, backends):
+    lb, vip = _slow_lb(medlb, backends, keepalive_timeout="30s")
+    sock = socket.create_connection((LOOPBACK, vip), timeout=10)
+    for piece in (HEAD[:10], HEAD[10:30], HEAD[30:]):  # a whole head in about 0.6 s of 2 s
+        sock.sendall(piece)
+        time.sleep(0.3)
+    assert _read_response(sock).endswith(b"\r\n\r\nA")
+    # Idle between requests longer than header_timeout: bounded by keepalive_timeout.
+    time.sleep(HEADER_TIMEOUT * 1.5)
+    sock.sendall(HEAD)
+    assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+    assert lb.service("api")["http"]["errors"].get("header_timeout", 0) == 0
