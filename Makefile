@@ -11,7 +11,8 @@ BENCH_ARGS ?=
 # is one per core; most tests pin one so that schedulers are exact).
 WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test_failover_live.py \
 	tests/integration/test_reload_live.py tests/integration/test_mllp_mode.py tests/integration/test_stop.py \
-	tests/integration/test_dicom_mode.py tests/integration/test_http_mode.py tests/integration/test_tls_layer.py
+	tests/integration/test_dicom_mode.py tests/integration/test_http_mode.py tests/integration/test_tls_layer.py \
+	tests/integration/test_http_hardening.py
 # These assert an exact split of connections (50/50 round robin, leastconn counts at one
 # instant), which holds in one process only; they run in the first pass.
 EXACT_SPLIT_TESTS := \

@@ -312,9 +312,10 @@ class HttpConfig(Strict):
     #: A plain-HTTP request on a TLS listener gets a redirect to https:// (else a 400).
     redirect_http: bool = False
     routes: list[HttpRoute] = []
-    #: A client has this long to send a whole request head (else 408 and close).
+    #: A client has this long to send a whole request head, from accept or from the
+    #: head's first byte on a kept-alive connection (else 408 and close).
     header_timeout: Positive = 10.0
-    #: An idle keep-alive client connection is closed after this long.
+    #: How long a kept-alive client connection may wait for its next request's first byte.
     keepalive_timeout: Positive = 60.0
     #: A request or response body that moves no byte for this long is abandoned.
     body_timeout: Positive = 60.0

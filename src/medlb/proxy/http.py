@@ -13,6 +13,14 @@ medlb answers itself only before a response has started: 503 when no server can 
 the request, 502 when the server failed (refused, reset, answered garbage), 504 when it
 did not start answering within `http.server_timeout`; 400/431/408 for bad, oversized or
 too slow request heads. After a response has started, a failure closes the connection.
+Heads whose body length two parsers could read differently are refused before anything
+is forwarded (the rules: medlb.protocols.http).
+
+A request head must arrive whole within `header_timeout` of the connection's accept, or
+of its first byte on a kept-alive connection (whose wait for that byte is bounded by
+`keepalive_timeout`). These deadlines are kept without a timer per connection: the
+listeners' idle sweep calls `idle_check`, which wakes the reading task with a
+TimeoutError once its deadline has passed.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 
 from medlb.logs import get_logger
+from medlb.protocols.http import Refusal, check_request_head, head_length, is_forwarding_header
 from medlb.proxy.tcp import admit
 from medlb.runtime import Server, Service
 
@@ -37,7 +46,6 @@ READ_SIZE = 65536
 #: Hop-by-hop headers (RFC 9110 7.6.1) that are never forwarded. Transfer-Encoding and
 #: Content-Length are kept: h11 frames each side's body from them.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
-FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -182,6 +190,9 @@ class HttpClient(asyncio.StreamReaderProtocol):
         self.writer: asyncio.StreamWriter | None = None
         self.client_ip = ""
         self.task: asyncio.Task[None] | None = None
+        #: Loop time by which the awaited request head (or a kept-alive connection's
+        #: next first byte) must have come; 0: not waiting for one. See idle_check.
+        self.head_deadline = 0.0
 
     # --- asyncio ----------------------------------------------------------------------
 
@@ -198,6 +209,9 @@ class HttpClient(asyncio.StreamReaderProtocol):
         loop = asyncio.get_running_loop()
         self.writer = asyncio.StreamWriter(transport, self, self.reader, loop)  # type: ignore[arg-type]
         self.handle.registry.connections.add(self)  # type: ignore[arg-type]
+        config = self.service.config.http
+        assert config is not None
+        self.head_deadline = loop.time() + config.header_timeout
         self.task = loop.create_task(self.run())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -263,39 +277,61 @@ class HttpClient(asyncio.StreamReaderProtocol):
         if self.writer is not None and not self.writer.is_closing():
             self.writer.close()
 
-    async def _read_client(self, conn: h11.Connection, timeout: float) -> Any:
-        """The next h11 event from the client, reading (within timeout) as needed."""
+    async def _read_client(self, conn: h11.Connection, timeout: float | None,
+                           received: list[bytes] | None = None) -> Any:
+        """The next h11 event from the client, reading as needed: each read within
+        `timeout` (a body), or with none (a head: idle_check ends the wait at
+        head_deadline). The bytes read are added to `received` if given."""
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            async with asyncio.timeout(timeout):
+            if timeout is None:
                 data = await self.reader.read(READ_SIZE)
+            else:
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
             conn.receive_data(data)
+            if received is not None:
+                received.append(data)
 
     async def _read_head(self, conn: h11.Connection, first: bool) -> h11.Request | None:
         config = self.service.config.http
         assert config is not None
         stats = self.service.http_stats
         assert stats is not None
-        if not first and not conn.trailing_data[0]:
+        loop = asyncio.get_running_loop()
+        # The bytes of this head as they arrived, for the rules that h11's parse hides.
+        pending = conn.trailing_data[0]  # a pipelined request's first bytes, if any
+        received = [pending] if pending else []
+        if not first and not pending:
             # Keep-alive: wait for the next request's first byte, then give it header_timeout.
+            self.head_deadline = loop.time() + min(config.keepalive_timeout, self.service.config.limits.idle_timeout)
             try:
-                async with asyncio.timeout(min(config.keepalive_timeout,
-                                               self.service.config.limits.idle_timeout)):
-                    data = await self.reader.read(READ_SIZE)
+                data = await self.reader.read(READ_SIZE)
             except TimeoutError:
                 return None
+            finally:
+                self.head_deadline = 0.0
             if not data:
                 return None
             conn.receive_data(data)
+            received.append(data)
+        if not first:
+            self.head_deadline = loop.time() + config.header_timeout  # the first request's began at accept
         try:
-            event = await self._read_client(conn, config.header_timeout)
+            event = await self._read_client(conn, None, received)
+            if isinstance(self.reader.exception(), TimeoutError):
+                raise TimeoutError()  # the deadline passed while the last bytes waited to be read
         except TimeoutError:
             stats.errors["header_timeout"] += 1
             self._error(conn, 408, "The request head did not arrive in time.\n")
             return None
         except h11.RemoteProtocolError as exc:
+            refusal = self._head_refusal(received)
+            if refusal is not None:
+                self._refuse(conn, refusal)
+                return None
             status = exc.error_status_hint
             if status == 431:
                 stats.errors["header_too_large"] += 1
@@ -305,7 +341,13 @@ class HttpClient(asyncio.StreamReaderProtocol):
                 self._error(conn, status, "The request head is too large.\n" if status == 431
                             else "The request is not valid HTTP/1.1.\n")
             return None
+        finally:
+            self.head_deadline = 0.0
         if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
+            return None
+        refusal = self._head_refusal(received)
+        if refusal is not None:
+            self._refuse(conn, refusal)
             return None
         # h11 bounds only a head that is still incomplete; one that arrived whole in a
         # single read is measured here.
@@ -319,6 +361,26 @@ class HttpClient(asyncio.StreamReaderProtocol):
             self._error(conn, 431, f"More than {config.max_headers} header lines.\n")
             return None
         return event
+
+    @staticmethod
+    def _head_refusal(received: list[bytes]) -> Refusal | None:
+        """The head rules' verdict on the bytes received, once they hold a whole head."""
+        data = received[0] if len(received) == 1 else b"".join(received)
+        return check_request_head(data) if head_length(data) is not None else None
+
+    def _refuse(self, conn: h11.Connection, refusal: Refusal) -> None:
+        stats = self.service.http_stats
+        assert stats is not None
+        stats.errors[refusal.reason] += 1
+        self._error(conn, refusal.status, refusal.text)
+
+    def idle_check(self, now: float) -> None:
+        """Called by the listeners' sweep (Listeners._sweep): past head_deadline, wake
+        the task waiting for the head with a TimeoutError (it answers 408, or closes
+        quietly if no byte of a next request came)."""
+        if self.head_deadline and now >= self.head_deadline:
+            self.head_deadline = 0.0
+            self.reader.set_exception(TimeoutError())
 
     def _error(self, conn: h11.Connection, status: int, text: str, server: str = "",
                extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -457,7 +519,7 @@ class HttpClient(asyncio.StreamReaderProtocol):
         headers: list[tuple[bytes, bytes]] = []
         host = b""
         for key, value in request.headers:
-            if key in HOP_BY_HOP or key in listed or key in FORWARDED:
+            if key in HOP_BY_HOP or key in listed or is_forwarding_header(key):
                 continue
             if key == b"host":
                 host = value

@@ -121,12 +121,16 @@ class Listeners:
         for name, address in to_open:
             log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
         timeouts = [service.config.limits.idle_timeout for service in self.runtime.services.values()]
+        # mode http keeps its head and keep-alive deadlines on the same sweep.
+        timeouts += [min(service.config.http.header_timeout, service.config.http.keepalive_timeout)
+                     for service in self.runtime.services.values() if service.config.http is not None]
         self._sweep_every = min(30.0, max(0.05, min(timeouts, default=3600.0) / 8))
         if self._sweep_handle is None:
             self._sweep_handle = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     def _sweep(self) -> None:
-        """Close connections idle past their service's idle_timeout.
+        """Close connections idle past their service's idle_timeout (and, in mode http,
+        end the wait for a request head past its deadline).
 
         One timer for every connection rather than one each: the data path only counts
         bytes or messages, and a sweep every 1/8 of the shortest timeout (at most 30 s)
