@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ class Record:
 
     attempts: list[Attempt] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
+    #: A client that stopped on an error of the harness's own: reported, not judged.
+    harness: list[str] = field(default_factory=list)
 
     def add(self, mode: str, started: float, error: str = "") -> None:
         self.attempts.append(Attempt(mode, started, time.monotonic(), not error, error))
@@ -98,38 +100,52 @@ class Load:
 
         files = [str(path) for path in sample_files(2)]
         await asyncio.gather(
-            *(self.tcp_client() for _ in range(2)),
-            *(self.http_client(index) for index in range(2)),
-            *(self.hl7_sender(index) for index in range(3)),
-            self.dicom_client(files),
+            *(self.guarded("tcp", self.tcp_client()) for _ in range(2)),
+            *(self.guarded("http", self.http_client(index)) for index in range(2)),
+            *(self.guarded("mllp", self.hl7_sender(index)) for index in range(3)),
+            self.guarded("dicom", self.dicom_client(files)),
         )
 
-    # --- tcp: connect, read the server's name, three echo round trips, close ----------
+    async def guarded(self, mode: str, client: Any) -> None:
+        """One client's unexpected error stops that client, not the run."""
+        try:
+            await client
+        except Exception as exc:  # reported in the table, with its type
+            self.record.harness.append(f"a {mode} client stopped: {describe(exc)}")
 
-    async def tcp_client(self) -> None:
+    async def repeat(self, mode: str, pause: float, once: Callable[[int], Awaitable[str]]) -> None:
+        """Call once(n) until the deadline, recording each as an attempt: its answer is
+        the error ("" for success); a network error it raises is the error too."""
         done = 0
         while self.running(done):
             done += 1
             started = time.monotonic()
-            error = ""
             try:
-                async with asyncio.timeout(ATTEMPT_TIMEOUT):
-                    reader, writer = await asyncio.open_connection(LOOPBACK, self.vips["tcp"])
-                    try:
-                        name = await reader.readline()
-                        if not name.endswith(b"\n"):
-                            raise ConnectionError("closed before the server said its name")
-                        for _ in range(3):
-                            payload = os.urandom(self.rng.randint(1, 4096))
-                            writer.write(payload)
-                            if await reader.readexactly(len(payload)) != payload:
-                                raise ValueError("the echo differs from what was sent")
-                    finally:
-                        writer.close()
-            except (OSError, EOFError, TimeoutError, ValueError) as exc:
+                error = await once(done)
+            except (OSError, EOFError, TimeoutError, ValueError, httpx.HTTPError) as exc:
                 error = describe(exc)
-            self.record.add("tcp", started, error)
-            await asyncio.sleep(0.05)
+            self.record.add(mode, started, error)
+            await asyncio.sleep(pause)
+
+    # --- tcp: connect, read the server's name, three echo round trips, close ----------
+
+    async def tcp_client(self) -> None:
+        await self.repeat("tcp", 0.05, self.tcp_once)
+
+    async def tcp_once(self, _: int) -> str:
+        async with asyncio.timeout(ATTEMPT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(LOOPBACK, self.vips["tcp"])
+            try:
+                if not (await reader.readline()).endswith(b"\n"):
+                    return "closed before the server said its name"
+                for _ in range(3):
+                    payload = os.urandom(self.rng.randint(1, 4096))
+                    writer.write(payload)
+                    if await reader.readexactly(len(payload)) != payload:
+                        return "the echo differs from what was sent"
+                return ""
+            finally:
+                writer.close()
 
     # --- http: keep-alive GETs, some uploads, some Connection: close -----------------
 
@@ -139,50 +155,45 @@ class Load:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=f"http://{LOOPBACK}:{self.vips['http']}", limits=limits,
                                      timeout=ATTEMPT_TIMEOUT) as client:
-            done = 0
-            while self.running(done):
-                done += 1
-                started = time.monotonic()
-                error = ""
-                try:
-                    if done % 10 == 0:
-                        response = await client.post("/upload", content=body)
-                        if response.status_code != 200 or response.json().get("sha256") != digest:
-                            raise ValueError(f"upload answered {response.status_code}: {response.text[:100]!r}")
-                    else:
-                        headers = {"Connection": "close"} if done % 25 == 0 else {}
-                        response = await client.get(f"/name?c={index}-{done}", headers=headers)
-                        if response.status_code != 200 or not response.text.startswith("h"):
-                            raise ValueError(f"GET answered {response.status_code}: {response.text[:100]!r}")
-                except (httpx.HTTPError, ValueError, json.JSONDecodeError) as exc:
-                    error = describe(exc)
-                self.record.add("http", started, error)
-                await asyncio.sleep(0.03)
+
+            async def once(done: int) -> str:
+                if done % 10 == 0:
+                    response = await client.post("/upload", content=body)
+                    if response.status_code != 200 or response.json().get("sha256") != digest:
+                        return f"upload answered {response.status_code}: {response.text[:100]!r}"
+                    return ""
+                headers = {"Connection": "close"} if done % 25 == 0 else {}
+                response = await client.get(f"/name?c={index}-{done}", headers=headers)
+                if response.status_code != 200 or not response.text.startswith("h"):
+                    return f"GET answered {response.status_code}: {response.text[:100]!r}"
+                return ""
+
+            await self.repeat("http", 0.03, once)
 
     # --- dicom: storescu, one association with two C-STOREs ---------------------------
 
     async def dicom_client(self, files: list[str]) -> None:
-        done = 0
-        while self.running(done):
-            done += 1
-            started = time.monotonic()
-            error = ""
-            proc = await asyncio.create_subprocess_exec(
-                "storescu", "-aet", "SOAK", "-aec", "MEDLB", "-to", "15", "-ta", "15", "-td", "15",
-                LOOPBACK, str(self.vips["dicom"]), *files,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=DCMTK_ENV)
+        async def once(_: int) -> str:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "storescu", "-aet", "SOAK", "-aec", "MEDLB", "-to", "15", "-ta", "15", "-td", "15",
+                    LOOPBACK, str(self.vips["dicom"]), *files,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=DCMTK_ENV)
+            except OSError as exc:  # not medlb's doing: stop this client, say why
+                raise RuntimeError(f"storescu did not start: {describe(exc)}") from None
             try:
                 async with asyncio.timeout(ATTEMPT_TIMEOUT * 2):
                     output, _ = await proc.communicate()
-                if proc.returncode != 0:
-                    lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
-                    error = f"storescu exit {proc.returncode}: {' / '.join(lines[-2:])[:300]}"
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-                error = "storescu timed out"
-            self.record.add("dicom", started, error)
-            await asyncio.sleep(0.2)
+                return "storescu timed out"
+            if proc.returncode == 0:
+                return ""
+            lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
+            return f"storescu exit {proc.returncode}: {' / '.join(lines[-2:])[:300]}"
+
+        await self.repeat("dicom", 0.2, once)
 
     # --- mllp: one message in flight per sender, every answer checked -----------------
 
@@ -200,6 +211,7 @@ class Load:
                 await asyncio.sleep(0.2)
                 continue
             decoder = mllp.FrameDecoder(1 << 20)
+            control_id = ""
             try:
                 while self.running(done):
                     done += 1
@@ -220,7 +232,7 @@ class Load:
                     error = self._judge(control_id, answer)
                     self.record.add("mllp", started, error)
                     await asyncio.sleep(0.02)
-            except OSError as exc:
+            except OSError as exc:  # a read that failed after a message was sent
                 ledger.lost.setdefault(control_id, describe(exc))
                 self.record.add("mllp", started, describe(exc))
             finally:

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,8 @@ def judge(estate: Estate, record: Record, seen: Seen, log: Log, started: float, 
         "traffic": traffic,
         "hl7": hl7,
         "rss": rss,
-        "chaos": {"counts": log.counts(), "reloads": log.reloads, "broken": log.broken, "harness": log.harness,
+        "chaos": {"counts": log.counts(), "reloads": log.reloads, "broken": log.broken,
+                  "harness": log.harness + record.harness,
                   "actions": [{**a, "at": round(a["at"] - started, 2)} for a in log.actions],
                   "outages": [{**o.as_dict(), "killed_at": round(o.killed_at - started, 2),
                                "restarted_at": None if o.restarted_at is None else round(o.restarted_at - started, 2)}
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(soak(args.seconds, args.chaos_every, workdir, args.seed))
     except HarnessError as exc:
         print(f"soak: the harness could not run: {exc}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug of the harness: never taken for a broken must (exit 1)
+        traceback.print_exc()
+        print(f"soak: the harness failed; logs in {workdir}", file=sys.stderr)
         return 2
     result["run"]["workdir"] = str(workdir)
     out = Path(args.out)
