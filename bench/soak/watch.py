@@ -49,7 +49,11 @@ class Seen:
 
 
 def api_client(base_url: str, token: str, timeout: float = 15.0) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    """A new connection per request: a kept-alive one that the server closes as idle just
+    as a request goes out fails that request (the HTTP/1.1 keep-alive race), which is the
+    client's to retry and would read here as an API failure."""
+    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+                             limits=httpx.Limits(max_keepalive_connections=0))
 
 
 class Watch:
