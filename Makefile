@@ -7,6 +7,9 @@ CONFIG ?= examples/local.yaml
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+# `make soak`: how long the load and chaos run (10 minutes; shorten while developing).
+SOAK_SECONDS ?= 600
+SOAK_ARGS ?=
 # Run a second time with two worker processes behind each medlb (the product's default
 # is one per core; most tests pin one so that schedulers are exact).
 WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test_failover_live.py \
@@ -20,7 +23,7 @@ EXACT_SPLIT_TESTS := \
 	tests/integration/test_dicom_mode.py::test_one_association_carries_many_files_under_leastconn \
 	tests/integration/test_dicom_mode.py::test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler
 
-.PHONY: demo test run check bench clean system-deps
+.PHONY: demo test run check bench soak clean system-deps
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -50,6 +53,11 @@ check: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python -m pip install -q --disable-pip-version-check matplotlib
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Not part of `make test`: every mode at once, servers killed, halted and reloaded under
+# load; writes bench/results/soak.{md,json} and exits non-zero if a must was broken.
+soak: $(STAMP) system-deps
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache test-artifacts

@@ -128,7 +128,7 @@ class DicomPeers:
 
     def _folder(self, name: str) -> Path:
         folder = self.tmp_path / f"scp-{name}"
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)  # an SCP started again after a kill keeps its folder
         self.folders[name] = folder
         return folder
 
@@ -157,9 +157,14 @@ class DicomPeers:
         log = open(folder.parent / f"storescp-{name}.log", "wb")
         proc = subprocess.Popen(["storescp", "--fork", "-aet", ae, "-od", str(folder), str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
-        wait_until(lambda: echoscu(port, "PROBE", ae).returncode == 0 or proc.poll() is not None, 15,
-                   what=f"storescp {name} to answer")
-        assert proc.poll() is None, f"storescp {name} exited"
+        try:
+            wait_until(lambda: echoscu(port, "PROBE", ae).returncode == 0 or proc.poll() is not None, 15,
+                       what=f"storescp {name} to answer")
+            assert proc.poll() is None, f"storescp {name} exited"
+        except AssertionError:
+            proc.kill()  # not left running behind a failed start (a port in use, say)
+            proc.wait()
+            raise
         self.procs[name] = proc
         return port
 

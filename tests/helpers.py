@@ -202,13 +202,13 @@ class Medlb:
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
         self.config_path.write_text(text)
 
-    def start(self, wait: bool = True) -> "Medlb":
+    def start(self, wait: bool = True, timeout: float = 15) -> "Medlb":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "medlb", "run", "-c", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         if wait:
-            wait_until(self._ready, 15, what=f"medlb to answer /healthz (log: {self.log_path})")
+            wait_until(self._ready, timeout, what=f"medlb to answer /healthz (log: {self.log_path})")
         return self
 
     def _ready(self) -> bool:
