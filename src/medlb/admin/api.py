@@ -46,7 +46,7 @@ from medlb.admin.auth import Principal
 from medlb.admin.sessions import COOKIE, LoginRefused
 
 if TYPE_CHECKING:
-    from medlb.app import App
+    from medlb.app import App, ReloadResult
 
 
 class ApiError(Exception):
@@ -131,6 +131,15 @@ def iso(at: float) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def confirmed(body: dict[str, Any], not_answered: list[int]) -> JSONResponse:
+    """An action's answer: 200 when every worker confirmed it; 202 when some did not
+    within the settle time (it is stored and in force everywhere else; they take it
+    when they run again), naming them."""
+    if not_answered:
+        return JSONResponse({**body, "settled": False, "workers_not_answered": not_answered}, status_code=202)
+    return JSONResponse({**body, "settled": True})
 
 
 def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
@@ -264,15 +273,12 @@ def create_api(app: "App") -> FastAPI:
         return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
 
     @api.post("/api/v1/reload")
-    async def reload(principal: Caller, request: Request) -> dict[str, Any]:
-        """Re-read the config file; an invalid file is refused (422) and nothing changes."""
+    async def reload(principal: Caller, request: Request) -> JSONResponse:
+        """Re-read the config file; a file medlb cannot run is refused (422; 503 when a
+        worker did not answer) and nothing changes anywhere."""
         require(principal, "admin")
-        problems = await app.reload(principal.name, source(request))
-        await app.settle()
-        if problems:
-            return JSONResponse({"error": "the config file was refused; the running config stays",  # type: ignore[return-value]
-                                 "problems": [str(p) for p in problems]}, status_code=422)
-        return {"status": "reloaded", "services": sorted(app.runtime.services)}
+        return reloaded(await app.reload(principal.name, source(request)),
+                        "the config file was refused; the running config stays")
 
     @api.post("/api/v1/services/{name}/pools/{pool}/state")
     async def set_pool_state(name: str, pool: str, body: PoolStateRequest, principal: Caller,
@@ -424,13 +430,21 @@ def create_api(app: "App") -> FastAPI:
         temporary = path.with_name(path.name + ".uploading")
         temporary.write_text(body.text, encoding="utf-8")
         os.replace(temporary, path)
-        problems = [str(p) for p in await app.reload(principal.name, source(request))]
-        await app.settle()
-        if problems:
+        result = await app.reload(principal.name, source(request))
+        if result.problems:
             path.write_text(old, encoding="utf-8")
-            return JSONResponse({"error": "the reload was refused; the running config stays", "problems": problems},
-                                status_code=422)
-        return JSONResponse({"status": "reloaded", "services": sorted(app.runtime.services)})
+        return reloaded(result, "the reload was refused; the running config stays")
+
+    def reloaded(result: "ReloadResult", refusal: str) -> JSONResponse:
+        """A reload's answer: 422 refused for its problems, 503 refused because a worker
+        did not answer, else as any action (200, or 202 naming unconfirmed workers)."""
+        if result.problems:
+            body = {"error": refusal, "problems": [str(p) for p in result.problems]}
+            if result.not_answered:
+                return JSONResponse({**body, "settled": False, "workers_not_answered": result.not_answered},
+                                    status_code=503)
+            return JSONResponse(body, status_code=422)
+        return confirmed({"status": "reloaded", "services": sorted(app.runtime.services)}, result.not_answered)
 
     # --- the page ------------------------------------------------------------------
 
