@@ -270,3 +270,38 @@ def test_a_reload_one_worker_cannot_apply_is_refused_in_every_worker(medlb, back
     assert lb.api("POST", "/api/v1/reload").status_code == 200  # with its descriptors back, it goes through
     assert Counter(who_answers(extra) for _ in range(20)) == {"B": 20}
     assert Counter(who_answers(vip) for _ in range(20)) == {"B": 20}
+
+
+def test_an_action_a_stopped_worker_cannot_confirm_is_answered_202_with_that_worker(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+    stopped = worker_pids(lb)[1]
+    text = lb.config_path.read_text()
+
+    os.kill(stopped, signal.SIGSTOP)  # it cannot answer, as a worker stuck in swap
+    try:
+        response = lb.set_state("pacs", "A", "drain")
+        assert response.status_code == 202, response.text
+        assert response.json()["settled"] is False and response.json()["workers_not_answered"] == [1]
+        assert response.json()["server"]["state"] == "drain"
+        response = lb.api("POST", "/api/v1/services/pacs/pools/default/state", json={"state": "drain"})
+        assert (response.status_code, response.json()["workers_not_answered"]) == (202, [1])
+        response = lb.api("POST", "/api/v1/services/pacs/failback", json={})
+        assert (response.status_code, response.json()["workers_not_answered"]) == (202, [1])
+        shown = ctl(lb, "online", "pacs", "A")
+        assert shown.returncode == 3 and "worker 1" in shown.stderr, (shown.returncode, shown.stderr)
+        assert lb.server("pacs", "A")["state"] == "online"
+
+        # A reload must be prepared by every worker first: one that cannot answer refuses it.
+        response = lb.api("POST", "/api/v1/reload")
+        assert response.status_code == 503, response.text
+        assert response.json()["workers_not_answered"] == [1]
+        assert any("worker 1" in p for p in response.json()["problems"])
+        response = lb.api("POST", "/api/v1/config/apply", json={"text": text + "\n# applied\n"})
+        assert response.status_code == 503, response.text
+        assert lb.config_path.read_text() == text, "a refused apply puts the old file back"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+
+    wait_until(lambda: lb.set_state("pacs", "B", "online").status_code == 200, 10, what="worker 1 to confirm again")
+    assert lb.api("POST", "/api/v1/reload").json()["settled"] is True
+    assert Counter(who_answers(vip) for _ in range(20)).keys() == {"A", "B"}

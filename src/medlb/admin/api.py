@@ -247,30 +247,32 @@ def create_api(app: "App") -> FastAPI:
 
     @api.post("/api/v1/services/{name}/servers/{server}/state")
     async def set_state(name: str, server: str, body: StateRequest, principal: Caller,
-                        request: Request) -> dict[str, Any]:
+                        request: Request) -> JSONResponse:
         """Set a server's operator state; stored and audited before the answer."""
         require(principal, "operator")
         try:
             changes = app.set_state(name, server, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        await app.settle()
+        not_answered = await app.settle()
         await app.collect()
         found = app.runtime.services[name].server(server)
-        return {"server": server_view(found), "changes": [c.as_dict() for c in changes]}  # type: ignore[arg-type]
+        return confirmed({"server": server_view(found), "changes": [c.as_dict() for c in changes]},  # type: ignore[arg-type]
+                         not_answered)
 
     @api.post("/api/v1/services/{name}/failback")
     async def failback(name: str, principal: Caller, request: Request,
-                       body: FailbackRequest | None = None) -> dict[str, Any]:
+                       body: FailbackRequest | None = None) -> JSONResponse:
         """Leave the backup cluster for the primaries (failback: manual)."""
         require(principal, "operator")
         try:
             changes = app.failback(name, principal.name, body.pool if body else None, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        await app.settle()
+        not_answered = await app.settle()
         await app.collect()
-        return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
+        return confirmed({"service": service_view(app.runtime.services[name]),
+                          "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/reload")
     async def reload(principal: Caller, request: Request) -> JSONResponse:
@@ -282,7 +284,7 @@ def create_api(app: "App") -> FastAPI:
 
     @api.post("/api/v1/services/{name}/pools/{pool}/state")
     async def set_pool_state(name: str, pool: str, body: PoolStateRequest, principal: Caller,
-                             request: Request) -> dict[str, Any]:
+                             request: Request) -> JSONResponse:
         """Set every server of a pool's tier: halting the primary tier fails the pool
         over to its backup cluster; online brings it back. Stored and audited first."""
         require(principal, "operator")
@@ -290,9 +292,10 @@ def create_api(app: "App") -> FastAPI:
             changes = app.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        await app.settle()
+        not_answered = await app.settle()
         await app.collect()
-        return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
+        return confirmed({"service": service_view(app.runtime.services[name]),
+                          "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.get("/api/v1/audit", response_model=None)
     async def audit(principal: Caller, limit: int = 100, before_id: int | None = None, q: str = "",
