@@ -1,10 +1,11 @@
 """The supervisor's rounds with real worker processes, driven from the test's own event
 loop: what the API cannot show on its own (a worker stopped between prepare and
-commit)."""
+commit, the tasks left behind by restarts)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from typing import Any, Awaitable, Callable
@@ -67,5 +68,31 @@ def test_a_commit_a_stopped_worker_has_not_confirmed_is_reported_and_it_follows_
         os.kill(stopped, signal.SIGCONT)
         assert await workers.settle(10) == []
         assert runtime.services["pacs"].server("A").weight == 5  # type: ignore[union-attr]
+
+    with_workers(port, scenario)
+
+
+def test_restarting_a_worker_again_and_again_leaves_no_task_behind():
+    (port,) = free_ports(1)
+
+    def tasks() -> int:
+        gc.collect()
+        return sum(1 for thing in gc.get_objects() if isinstance(thing, asyncio.Task))
+
+    async def scenario(runtime: Runtime, workers: Workers) -> None:
+        worker = workers.procs[1]
+
+        async def kill_and_wait() -> None:
+            old = worker.process.pid  # type: ignore[union-attr]
+            os.kill(old, signal.SIGKILL)
+            await until(lambda: worker.loaded and worker.process.pid != old, 60, "the worker to be replaced")  # type: ignore[union-attr]
+
+        await kill_and_wait()
+        before = tasks()
+        for _ in range(3):
+            await kill_and_wait()
+
+        assert tasks() == before
+        assert worker.restarts == 4
 
     with_workers(port, scenario)

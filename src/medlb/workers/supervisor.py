@@ -116,6 +116,8 @@ class WorkerProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.channel: Channel | None = None
         self.reader: asyncio.Task[None] | None = None
+        #: Starts the worker again whenever it exits: one task for the worker's whole life.
+        self.watcher: asyncio.Task[None] | None = None
         #: Listen sockets this worker has been given, by address.
         self.has: set[HostPort] = set()
         #: It has committed a config since it started.
@@ -189,7 +191,6 @@ class Workers:
         self._ids = itertools.count(1)
         #: Held from a round's prepare to its commit or discard, and while a worker restarts.
         self._lock = asyncio.Lock()
-        self._watchers: list[asyncio.Task[None]] = []
         self._collecting: asyncio.Task[None] | None = None
         #: The shared table of open connections per server (leastconn across workers).
         self.board_fd = board.create(count)
@@ -201,6 +202,7 @@ class Workers:
     async def start(self) -> None:
         for worker in self.procs:
             await self._spawn(worker)
+            worker.watcher = asyncio.get_running_loop().create_task(self._watch(worker))
 
     async def _spawn(self, worker: WorkerProcess) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -215,34 +217,34 @@ class Workers:
         worker.loaded = False
         worker.started_at = time.time()
         worker.reader = asyncio.get_running_loop().create_task(worker.read())
-        self._watchers.append(asyncio.get_running_loop().create_task(self._watch(worker)))
         log.event("worker_started", worker=worker.index, pid=worker.process.pid)
 
     async def _watch(self, worker: WorkerProcess) -> None:
-        """Start a worker again if it exits while medlb runs."""
-        process = worker.process
-        assert process is not None
-        code = await process.wait()
-        if self.stopping or worker.process is not process:
-            return
-        ran = time.time() - worker.started_at
-        log.error("worker_exited", worker=worker.index, pid=process.pid, code=code, ran_seconds=round(ran, 1))
-        self.retired.append(worker.last_counters)
-        worker.last_counters, worker.connections = {}, 0
-        board.clear_row(self.board_fd, worker.index)
-        if worker.channel is not None:
-            worker.channel.close()
-            worker.channel = None
-        # A worker that dies at once (a broken install) is started again ever more slowly.
-        worker.backoff = 0.2 if ran > 10 else min(30.0, max(0.2, worker.backoff * 2))
-        await asyncio.sleep(worker.backoff)
-        async with self._lock:  # not in the middle of a reload: it loads what the others run
+        """Start a worker again whenever it exits while medlb runs."""
+        while True:
+            process = worker.process
+            assert process is not None
+            code = await process.wait()
             if self.stopping:
                 return
-            worker.restarts += 1
-            await self._spawn(worker)
-            if self.config is not None:
-                await self._load(worker)
+            ran = time.time() - worker.started_at
+            log.error("worker_exited", worker=worker.index, pid=process.pid, code=code, ran_seconds=round(ran, 1))
+            self.retired.append(worker.last_counters)
+            worker.last_counters, worker.connections = {}, 0
+            board.clear_row(self.board_fd, worker.index)
+            if worker.channel is not None:
+                worker.channel.close()
+                worker.channel = None
+            # A worker that dies at once (a broken install) is started again ever more slowly.
+            worker.backoff = 0.2 if ran > 10 else min(30.0, max(0.2, worker.backoff * 2))
+            await asyncio.sleep(worker.backoff)
+            async with self._lock:  # not in the middle of a reload: it loads what the others run
+                if self.stopping:
+                    return
+                worker.restarts += 1
+                await self._spawn(worker)
+                if self.config is not None:
+                    await self._load(worker)
 
     async def stop(self, timeout: float) -> int:
         """Tell every worker to stop and drain; the connections they had to abort."""
@@ -264,8 +266,9 @@ class Workers:
                     await worker.process.wait()
             if worker.channel is not None:
                 worker.channel.close()
-        for task in self._watchers:
-            task.cancel()
+        for worker in self.procs:
+            if worker.watcher is not None:
+                worker.watcher.cancel()
         if self.board_fd >= 0:
             os.close(self.board_fd)
             self.board_fd = -1
