@@ -12,6 +12,7 @@ import asyncio
 import collections
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from medlb.admin.history import History
 from medlb.admin.sessions import Sessions
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.config.loader import read_secret
+from medlb.dataplane import DataPlane, Prepared, Refused
 from medlb.health import HealthManager
-from medlb.proxy.listeners import BindError, Listeners
+from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Failback, Runtime, SetFailedOver, SetState
+from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
 from medlb.workers import Workers
 
@@ -32,6 +35,17 @@ log = logs.get_logger("medlb")
 
 class StartError(Exception):
     """medlb cannot start; the message says why, for the operator."""
+
+
+@dataclass
+class ReloadResult:
+    """What a reload did. With problems it was refused and nothing changed."""
+
+    problems: list[Problem] = field(default_factory=list)
+    #: Workers that did not answer in time. With problems: they could not prepare the
+    #: config, which refused it. Without: the config is live, and they have not yet
+    #: confirmed it (each takes it when it runs again).
+    not_answered: list[int] = field(default_factory=list)
 
 
 def build_tokens(loaded: LoadedConfig) -> dict[str, Principal]:
@@ -97,15 +111,17 @@ class App:
         if config.workers > 1:
             self.workers = Workers(self.runtime, config.workers)
             await self.workers.start()
-        self.runtime.load(config)
-        self._restore_stored()
-        self.health.base_dir = self.loaded.base_dir
+        plan = self.runtime.plan(config)
         try:
-            await self._sync_data_plane(self.loaded)
-        except BindError as exc:
+            prepared = await self._prepare_data_plane(plan, self.loaded)
+        except Refused as exc:
             if self.workers is not None:
                 await self.workers.stop(0)
             raise StartError(str(exc)) from None
+        self.runtime.commit(plan)
+        self._restore_stored()
+        await prepared.commit()
+        self.health.base_dir = self.loaded.base_dir
         self.health.sync()
         if config.admin is not None:
             from medlb.admin.server import AdminServer
@@ -125,13 +141,18 @@ class App:
         log.event("started", config=str(self.config_path), services=len(config.services),
                   admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
 
-    async def _sync_data_plane(self, loaded: LoadedConfig) -> None:
+    @property
+    def data_plane(self) -> DataPlane:
+        """Where connections are relayed: the worker processes, or this process's listeners."""
+        return self.workers or self.listeners
+
+    async def _prepare_data_plane(self, plan: ReloadPlan, loaded: LoadedConfig) -> Prepared:
+        """Have the data plane prepare for a planned config (see medlb/dataplane.py);
+        raises Refused, with nothing changed, if it cannot."""
         if self.workers is not None:
-            settings = loaded.config.log
-            await self.workers.sync(loaded, (self.log_level or settings.level, self.log_format or settings.format))
-        else:
-            self.listeners.base_dir = loaded.base_dir
-            await self.listeners.sync()
+            settings = loaded.config.log  # the command line's --log-* win over the file, as here
+            self.workers.log_settings = (self.log_level or settings.level, self.log_format or settings.format)
+        return await self.data_plane.prepare(plan, loaded.base_dir)
 
     async def _data_plane_stop(self, timeout: float) -> int:
         return await (self.workers or self.listeners).stop(timeout)
@@ -141,11 +162,16 @@ class App:
         if self.workers is not None:
             await self.workers.collect()
 
-    async def settle(self) -> None:
+    async def settle(self) -> list[int]:
         """Return once every worker routes by the latest operator states and health, so an
-        answered API action is in force everywhere."""
-        if self.workers is not None and not await self.workers.settle():
-            log.warning("workers_not_settled", version=self.workers.version)
+        answered API action is in force everywhere; or, after the settle time, the
+        workers that have not confirmed it yet."""
+        if self.workers is None:
+            return []
+        not_answered = await self.workers.settle()
+        if not_answered:
+            log.warning("workers_not_settled", version=self.workers.version, workers=not_answered)
+        return not_answered
 
     def _restore_stored(self) -> None:
         """Operator states and manual failovers from before the restart."""
@@ -249,8 +275,10 @@ class App:
         self.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
         return self.runtime.apply(Failback(service, pool, who))
 
-    async def reload(self, who: str, source: str = "") -> list[Problem]:
-        """Re-read the config file; on any problem keep running the old config."""
+    async def reload(self, who: str, source: str = "") -> ReloadResult:
+        """Re-read the config file and make it live everywhere, or nowhere: on any
+        problem (the file, an address, a certificate, a worker) keep running the old
+        config exactly as it was."""
         async with self._reload_lock:
             try:
                 loaded = self._load()
@@ -260,16 +288,17 @@ class App:
             except OSError as exc:
                 return self._reload_failed(who, source, [Problem("admin", None,
                                                                  f"cannot read an admin token_file: {exc.strerror}")])
-            old_services = dict(self.runtime.services)
-            old_config = self.loaded.config
-            self.runtime.load(loaded.config)
-            self.health.base_dir = loaded.base_dir
+            plan = self.runtime.plan(loaded.config)
             try:
-                await self._sync_data_plane(loaded)
-            except BindError as exc:
-                self.runtime.services = old_services
-                return self._reload_failed(who, source, [Problem("services", None, str(exc))])
+                prepared = await self._prepare_data_plane(plan, loaded)
+            except Refused as exc:
+                return self._reload_failed(who, source, [Problem("services", None, reason) for reason in exc.reasons],
+                                           exc.not_answered)
+            old_config = self.loaded.config
+            self.runtime.commit(plan)
             self._apply_stored_states()
+            not_answered = await prepared.commit()
+            self.health.base_dir = loaded.base_dir
             self.health.sync()
             self.loaded, self.tokens = loaded, tokens
             self.reloads["ok"] += 1
@@ -283,17 +312,20 @@ class App:
                 log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
             if old_config.state_dir != loaded.config.state_dir:
                 log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
-            self.audit(who, "reload", str(self.config_path), {"result": "ok",
-                             "services": sorted(self.runtime.services)}, source)
+            detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
+            if not_answered:
+                detail["workers_not_answered"] = not_answered
+            self.audit(who, "reload", str(self.config_path), detail, source)
             log.event("reloaded", who=who, services=len(self.runtime.services))
-            return []
+            return ReloadResult([], not_answered)
 
-    def _reload_failed(self, who: str, source: str, problems: list[Problem]) -> list[Problem]:
+    def _reload_failed(self, who: str, source: str, problems: list[Problem],
+                       not_answered: list[int] | None = None) -> ReloadResult:
         self.reloads["failed"] += 1
         self.audit(who, "reload", str(self.config_path),
                    {"result": "refused", "problems": [str(p) for p in problems]}, source)
         log.error("reload_refused", who=who, problems=len(problems), first=str(problems[0]) if problems else "")
-        return problems
+        return ReloadResult(problems, not_answered or [])
 
     # --- changes from the runtime -------------------------------------------------------
 

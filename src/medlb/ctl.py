@@ -5,7 +5,10 @@ from --token-file, MEDLB_TOKEN_FILE or MEDLB_TOKEN (never from the command line,
 `ps` would show it). HTTPS is verified against --ca / MEDLB_CA (for the self-signed
 certificate: state_dir/admin-tls/cert.pem) or the system's CAs; --insecure skips it.
 
-Exit codes: 0 done, 1 the API refused or could not be reached, 2 a usage error.
+Exit codes: 0 done, 1 the API refused or could not be reached, 2 a usage error, 3 done
+but not confirmed by every worker process within the settle time (the API answered 202:
+the action is stored and in force in the other processes; the ones named take it when
+they run again).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        #: Workers that did not confirm an action this client made (a 202 answer).
+        self.not_answered: set[int] = set()
         self.context: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
             if insecure:
@@ -50,7 +55,10 @@ class Client:
             **({"Content-Type": "application/json"} if data is not None else {})})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
-                return json.loads(response.read() or b"null")
+                answer = json.loads(response.read() or b"null")
+            if isinstance(answer, dict) and answer.get("settled") is False:
+                self.not_answered.update(answer.get("workers_not_answered", []))
+            return answer
         except urllib.error.HTTPError as exc:
             try:
                 answer = json.loads(exc.read())
@@ -146,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"medlb ctl: {exc}", file=sys.stderr)
         return 1
     print(out)
+    if client.not_answered:
+        workers = ", ".join(str(index) for index in sorted(client.not_answered))
+        print(f"medlb ctl: not confirmed by worker {workers} within the settle time: it is in force in the "
+              "other processes, and the worker takes it when it runs again (see `medlb ctl workers`)",
+              file=sys.stderr)
+        return 3
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
+import resource
 import signal
 import socket
 import time
@@ -226,3 +228,80 @@ def test_hl7_ordered_per_connection_is_served_by_every_worker(medlb, backends, t
         assert [m for m in arrived if m.startswith(f"S{s:02d}")] == [f"S{s:02d}M{i:02d}" for i in range(10)]
     processes = lb.api("GET", "/api/v1/workers").json()["processes"]
     assert all(p["total_connections"] > 0 for p in processes), processes
+
+
+def lowest_free_descriptor(pid: int) -> int:
+    """The descriptor number a process would get next: with its limit set there, it can open none."""
+    taken = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    return next(fd for fd in range(len(taken) + 1) if fd not in taken)
+
+
+def test_a_reload_one_worker_cannot_apply_is_refused_in_every_worker(medlb, backends):
+    vip, extra, a, b = free_ports(4)
+    backends.start("A", a)
+    backends.start("B", b)
+    lb = medlb([service("pacs", vip, [server("A", a)])], workers=2)
+    wait_until(lambda: lb.service("pacs")["servers_up"] == 1, 10, what="A up")
+    config = copy.deepcopy(lb.config)
+    config["services"][0]["listen"].append(f"{LOOPBACK}:{extra}")
+    config["services"][0]["servers"] = [server("B", b)]
+    lb.write_config(config)
+    # Worker 1 out of descriptors: it cannot take the new address's socket; worker 0 can.
+    victim = worker_pids(lb)[1]
+    soft, hard = resource.prlimit(victim, resource.RLIMIT_NOFILE)
+    resource.prlimit(victim, resource.RLIMIT_NOFILE, (lowest_free_descriptor(victim), hard))
+    try:
+        response = lb.api("POST", "/api/v1/reload")
+    finally:
+        resource.prlimit(victim, resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert response.status_code == 422, response.text
+    problems = response.json()["problems"]
+    assert any("worker 1" in p and "open files" in p for p in problems), problems
+    assert "worker_load_failed" not in lb.log()
+    assert [s["name"] for s in lb.service("pacs")["servers"]] == ["A"]
+    before = [p["total_connections"] for p in lb.api("GET", "/api/v1/workers").json()["processes"]]
+    assert Counter(who_answers(vip) for _ in range(40)) == {"A": 40}, "both workers still send to A"
+    after = [p["total_connections"] for p in lb.api("GET", "/api/v1/workers").json()["processes"]]
+    assert all(x > y for x, y in zip(after, before)), "the kernel spread the connections over both workers"
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, extra))  # no process holds the refused address
+
+    assert lb.api("POST", "/api/v1/reload").status_code == 200  # with its descriptors back, it goes through
+    assert Counter(who_answers(extra) for _ in range(20)) == {"B": 20}
+    assert Counter(who_answers(vip) for _ in range(20)) == {"B": 20}
+
+
+def test_an_action_a_stopped_worker_cannot_confirm_is_answered_202_with_that_worker(medlb, backends):
+    lb, vip = two_worker_tcp(medlb, backends)
+    stopped = worker_pids(lb)[1]
+    text = lb.config_path.read_text()
+
+    os.kill(stopped, signal.SIGSTOP)  # it cannot answer, as a worker stuck in swap
+    try:
+        response = lb.set_state("pacs", "A", "drain")
+        assert response.status_code == 202, response.text
+        assert response.json()["settled"] is False and response.json()["workers_not_answered"] == [1]
+        assert response.json()["server"]["state"] == "drain"
+        response = lb.api("POST", "/api/v1/services/pacs/pools/default/state", json={"state": "drain"})
+        assert (response.status_code, response.json()["workers_not_answered"]) == (202, [1])
+        response = lb.api("POST", "/api/v1/services/pacs/failback", json={})
+        assert (response.status_code, response.json()["workers_not_answered"]) == (202, [1])
+        shown = ctl(lb, "online", "pacs", "A")
+        assert shown.returncode == 3 and "worker 1" in shown.stderr, (shown.returncode, shown.stderr)
+        assert lb.server("pacs", "A")["state"] == "online"
+
+        # A reload must be prepared by every worker first: one that cannot answer refuses it.
+        response = lb.api("POST", "/api/v1/reload")
+        assert response.status_code == 503, response.text
+        assert response.json()["workers_not_answered"] == [1]
+        assert any("worker 1" in p for p in response.json()["problems"])
+        response = lb.api("POST", "/api/v1/config/apply", json={"text": text + "\n# applied\n"})
+        assert response.status_code == 503, response.text
+        assert lb.config_path.read_text() == text, "a refused apply puts the old file back"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+
+    wait_until(lambda: lb.set_state("pacs", "B", "online").status_code == 200, 10, what="worker 1 to confirm again")
+    assert lb.api("POST", "/api/v1/reload").json()["settled"] is True
+    assert Counter(who_answers(vip) for _ in range(20)).keys() == {"A", "B"}

@@ -3,7 +3,7 @@
 import pytest
 
 from medlb.config import parse_config
-from medlb.runtime import Failback
+from medlb.runtime import Failback, Runtime
 from runtime_helpers import (
     SERVICE, check, config_text, make_runtime, pick, pick_many, reload, server, set_state, svc,
 )
@@ -139,3 +139,69 @@ def test_reload_to_no_health_check_brings_down_servers_back():
     reload(runtime, {"a": 1, "b": 1}, health={"type": "none"})
     assert server(runtime, "b").health == "up"
     assert set(pick_many(runtime, 10)) == {"a", "b"}
+
+
+# --- two phases: a plan writes nothing the running system reads; commit makes it live ---
+
+FAST_CHECKS = {"health": {"type": "tcp", "fall": 1, "rise": 1}}
+
+
+def on_backup_because_a_is_down() -> tuple[Runtime, list]:
+    runtime = make_runtime({"a": 1}, {"dr": 1}, **FAST_CHECKS)
+    check(runtime, "a", ok=False)
+    assert svc(runtime).active_pool == "backup"
+    published: list = []
+    runtime.subscribe(published.extend)
+    return runtime, published
+
+
+def test_a_plan_changes_nothing_live_and_publishes_nothing():
+    runtime, published = on_backup_because_a_is_down()
+    a = server(runtime, "a")
+    services = runtime.services
+
+    plan = runtime.plan(parse_config(config_text({"a": 50, "c": 1}, {"dr": 1}, health={"type": "none"})).config)
+
+    assert (a.weight, a.health, a.backup) == (1, "down", False)
+    assert runtime.services is services and names(runtime) == {"a", "dr"}
+    assert svc(runtime).active_pool == "backup" and pick_many(runtime, 4) == ["dr"] * 4
+    assert published == []
+    assert [(c.kind, c.old, c.new) for c in plan.changes] == [("pool", "backup", "primary")]
+    assert plan.services[SERVICE].server("a") is a, "a kept server stays the live object"
+
+
+def test_commit_makes_the_plan_live_and_publishes_its_changes():
+    runtime, published = on_backup_because_a_is_down()
+    a = server(runtime, "a")
+    plan = runtime.plan(parse_config(config_text({"a": 50, "c": 1}, {"dr": 1}, health={"type": "none"})).config)
+
+    changes = runtime.commit(plan)
+
+    assert server(runtime, "a") is a and (a.weight, a.health) == (50, "up")
+    assert svc(runtime).active_pool == "primary" and names(runtime) == {"a", "c", "dr"}
+    assert published == changes == plan.changes
+
+
+def test_commit_carries_over_what_operators_and_checks_did_after_the_plan():
+    runtime = make_runtime({"a": 1, "b": 1}, **FAST_CHECKS)
+    moved = parse_config(config_text({"a": 1, "b": 1, "c": 1}, **FAST_CHECKS).replace("b.site.example", "b2.example"))
+    plan = runtime.plan(moved.config)
+    set_state(runtime, "b", "drain")  # on the old b, while the data planes prepare
+    check(runtime, "a", ok=False)
+
+    runtime.commit(plan)
+
+    assert server(runtime, "b").host == "b2.example" and server(runtime, "b").state == "drain"
+    assert server(runtime, "a").health == "down"
+    assert pick_many(runtime, 4) == ["c"] * 4
+
+
+def test_only_a_plan_of_the_live_model_commits():
+    runtime = make_runtime({"a": 1})
+    first = runtime.plan(parse_config(config_text({"a": 1, "b": 1})).config)
+    second = runtime.plan(parse_config(config_text({"a": 2})).config)
+    runtime.commit(first)
+
+    with pytest.raises(ValueError):
+        runtime.commit(second)
+    assert names(runtime) == {"a", "b"} and server(runtime, "a").weight == 1

@@ -50,7 +50,7 @@ from medlb.admin.auth import Principal
 from medlb.admin.sessions import COOKIE, LoginRefused
 
 if TYPE_CHECKING:
-    from medlb.app import App
+    from medlb.app import App, ReloadResult
 
 
 class ApiError(Exception):
@@ -152,6 +152,15 @@ def iso(at: float) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def confirmed(body: dict[str, Any], not_answered: list[int]) -> JSONResponse:
+    """An action's answer: 200 when every worker confirmed it; 202 when some did not
+    within the settle time (it is stored and in force everywhere else; they take it
+    when they run again), naming them."""
+    if not_answered:
+        return JSONResponse({**body, "settled": False, "workers_not_answered": not_answered}, status_code=202)
+    return JSONResponse({**body, "settled": True})
 
 
 def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
@@ -266,45 +275,44 @@ def create_api(app: "App") -> FastAPI:
 
     @api.post("/api/v1/services/{name}/servers/{server}/state")
     async def set_state(name: str, server: str, body: StateRequest, principal: Caller,
-                        request: Request) -> dict[str, Any]:
+                        request: Request) -> JSONResponse:
         """Set a server's operator state; stored and audited before the answer."""
         require(principal, "operator")
         try:
             changes = app.set_state(name, server, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        await app.settle()
+        not_answered = await app.settle()
         await app.collect()
         found = app.runtime.services[name].server(server)
-        return {"server": server_view(found), "changes": [c.as_dict() for c in changes]}  # type: ignore[arg-type]
+        return confirmed({"server": server_view(found), "changes": [c.as_dict() for c in changes]},  # type: ignore[arg-type]
+                         not_answered)
 
     @api.post("/api/v1/services/{name}/failback")
     async def failback(name: str, principal: Caller, request: Request,
-                       body: FailbackRequest | None = None) -> dict[str, Any]:
+                       body: FailbackRequest | None = None) -> JSONResponse:
         """Leave the backup cluster for the primaries (failback: manual)."""
         require(principal, "operator")
         try:
             changes = app.failback(name, principal.name, body.pool if body else None, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        await app.settle()
+        not_answered = await app.settle()
         await app.collect()
-        return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
+        return confirmed({"service": service_view(app.runtime.services[name]),
+                          "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/reload")
-    async def reload(principal: Caller, request: Request) -> dict[str, Any]:
-        """Re-read the config file; an invalid file is refused (422) and nothing changes."""
+    async def reload(principal: Caller, request: Request) -> JSONResponse:
+        """Re-read the config file; a file medlb cannot run is refused (422; 503 when a
+        worker did not answer) and nothing changes anywhere."""
         require(principal, "admin")
-        problems = await app.reload(principal.name, source(request))
-        await app.settle()
-        if problems:
-            return JSONResponse({"error": "the config file was refused; the running config stays",  # type: ignore[return-value]
-                                 "problems": [str(p) for p in problems]}, status_code=422)
-        return {"status": "reloaded", "services": sorted(app.runtime.services)}
+        return reloaded(await app.reload(principal.name, source(request)),
+                        "the config file was refused; the running config stays")
 
     @api.post("/api/v1/services/{name}/pools/{pool}/state")
     async def set_pool_state(name: str, pool: str, body: PoolStateRequest, principal: Caller,
-                             request: Request) -> dict[str, Any]:
+                             request: Request) -> JSONResponse:
         """Set every server of a pool's tier: halting the primary tier fails the pool
         over to its backup cluster; online brings it back. Stored and audited first."""
         require(principal, "operator")
@@ -312,9 +320,10 @@ def create_api(app: "App") -> FastAPI:
             changes = app.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        await app.settle()
+        not_answered = await app.settle()
         await app.collect()
-        return {"service": service_view(app.runtime.services[name]), "changes": [c.as_dict() for c in changes]}
+        return confirmed({"service": service_view(app.runtime.services[name]),
+                          "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.get("/api/v1/audit", response_model=None)
     async def audit(principal: Caller, limit: int = 100, before_id: int | None = None, q: str = "",
@@ -452,13 +461,21 @@ def create_api(app: "App") -> FastAPI:
         temporary = path.with_name(path.name + ".uploading")
         temporary.write_text(body.text, encoding="utf-8")
         os.replace(temporary, path)
-        problems = [str(p) for p in await app.reload(principal.name, source(request))]
-        await app.settle()
-        if problems:
+        result = await app.reload(principal.name, source(request))
+        if result.problems:
             path.write_text(old, encoding="utf-8")
-            return JSONResponse({"error": "the reload was refused; the running config stays", "problems": problems},
-                                status_code=422)
-        return JSONResponse({"status": "reloaded", "services": sorted(app.runtime.services)})
+        return reloaded(result, "the reload was refused; the running config stays")
+
+    def reloaded(result: "ReloadResult", refusal: str) -> JSONResponse:
+        """A reload's answer: 422 refused for its problems, 503 refused because a worker
+        did not answer, else as any action (200, or 202 naming unconfirmed workers)."""
+        if result.problems:
+            body = {"error": refusal, "problems": [str(p) for p in result.problems]}
+            if result.not_answered:
+                return JSONResponse({**body, "settled": False, "workers_not_answered": result.not_answered},
+                                    status_code=503)
+            return JSONResponse(body, status_code=422)
+        return confirmed({"status": "reloaded", "services": sorted(app.runtime.services)}, result.not_answered)
 
     # --- the page ------------------------------------------------------------------
 

@@ -1,8 +1,13 @@
 """Listen sockets for every service, kept in step with the config across reloads.
 
-A reload binds the new addresses first and gives up, changing nothing, if any of them
-cannot be bound; only then are services swapped and old addresses closed. Closing a
-listener never touches established connections.
+A reload first prepares (medlb/dataplane.py): certificates are loaded and every new
+address is bound and listening, while the running listeners go on as before. Only a
+commit routes addresses to their new services, starts accepting on the new ones and
+closes the ones no longer used; a discard closes what the preparation opened. A
+socket is never closed and bound again on reload: an address that stays keeps its
+socket, and one that moves to another service keeps it too and is routed anew, so a
+refused reload cannot leave a service without its listener. Closing a listener never
+touches established connections.
 """
 
 from __future__ import annotations
@@ -10,16 +15,25 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from medlb.config.units import HostPort
+from medlb.dataplane import Refused
 from medlb.logs import get_logger
 from medlb.proxy.dicom import DicomClient
 from medlb.proxy.http import http_factory
 from medlb.proxy.mllp import mllp_factory
 from medlb.proxy.tcp import ServiceHandle, TcpClient
-from medlb.proxy.tls import TlsServerProtocol, TlsSetupError, TlsTerminator, client_context
-from medlb.runtime import Change, Runtime
+from medlb.proxy.tls import (
+    TlsServerProtocol,
+    TlsSetupError,
+    TlsTerminator,
+    client_context,
+)
+from medlb.runtime import Change, Runtime, Service
+from medlb.runtime.model import ReloadPlan
 
 log = get_logger("medlb.proxy")
 
@@ -27,8 +41,10 @@ log = get_logger("medlb.proxy")
 PROTOCOLS: dict[str, Callable[[ServiceHandle, int], asyncio.Protocol]] = {
     "tcp": TcpClient, "dicom": DicomClient, "mllp": mllp_factory, "http": http_factory}
 
+TlsSetup = dict[str, tuple[TlsTerminator | None, object, str | None]]
 
-class BindError(Exception):
+
+class BindError(Refused):
     @classmethod
     def cannot_listen(cls, name: str, address: HostPort, exc: OSError) -> "BindError":
         """The operator's words for a failed bind, wherever the socket is bound."""
@@ -36,75 +52,127 @@ class BindError(Exception):
         return cls(f"service {name!r} cannot listen on {address}: {why}")
 
 
+def bound_socket(name: str, address: HostPort, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to `address` (not yet listening); BindError if it cannot be."""
+    assert address.port is not None
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise BindError.cannot_listen(name, address, exc) from None
+    return sock
+
+
+@dataclass(eq=False)
+class ListenerPlan:
+    """The listeners' side of a reload plan: new addresses bound and listening (their
+    connections wait in the queue until commit), certificates loaded."""
+
+    listeners: "Listeners"
+    services: dict[str, Service]
+    #: Every address this process serves after commit, and the service it goes to.
+    routes: dict[HostPort, str]
+    #: Listeners this plan opened (a discard closes them, and only them).
+    opened: dict[HostPort, asyncio.AbstractServer]
+    tls: TlsSetup
+
+    async def commit(self) -> list[int]:
+        await self.listeners._commit(self)
+        return []
+
+    async def discard(self) -> None:
+        for server in self.opened.values():
+            server.close()
+
+
 class Listeners:
     def __init__(self, runtime: Runtime, backlog: int = 1024):
         self.runtime = runtime
         self.backlog = backlog
         self.handles: dict[str, ServiceHandle] = {}
-        self.servers: dict[tuple[str, HostPort], asyncio.AbstractServer] = {}
+        #: Each listen address, its listener, and the service it is routed to.
+        self.listening: dict[HostPort, asyncio.AbstractServer] = {}
+        self.routes: dict[HostPort, str] = {}
         self.connections: set[TcpClient] = set()
-        #: Relative certificate paths are taken from here (the config file's folder).
-        self.base_dir: Path | None = None
-        #: In a worker process: the addresses this process serves (None: every one) and
-        #: the listen sockets the control process bound for them, not yet in use.
-        self.assigned: set[tuple[str, HostPort]] | None = None
-        self.provided: dict[tuple[str, HostPort], socket.socket] = {}
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweep_every = 1.0
         runtime.subscribe(self._on_changes)
 
-    async def _bind(self, name: str, address: HostPort, handle: ServiceHandle) -> asyncio.AbstractServer:
-        loop = asyncio.get_running_loop()
-        factory = PROTOCOLS[handle.service.mode]
+    async def prepare(self, plan: ReloadPlan, base_dir: Path | None, routes: dict[HostPort, str] | None = None,
+                      provided: dict[HostPort, socket.socket] | None = None) -> ListenerPlan:
+        """Everything the plan needs that can fail, beside the running listeners: raise
+        BindError, having closed what this opened, if an address or a certificate is
+        unusable. Relative certificate paths are taken from base_dir.
+
+        In a worker, `routes` are the addresses this process serves and `provided` the
+        sockets the control process bound for those it does not hold yet; they belong
+        to the plan from here on (a refusal closes them).
+        """
+        provided = dict(provided or {})
+        if routes is None:
+            routes = {address: name for name, service in plan.services.items() for address in service.config.addresses}
+        opened: dict[HostPort, asyncio.AbstractServer] = {}
+        try:
+            tls = tls_setup(plan.services, base_dir)
+            for address in sorted(routes, key=str):
+                sock = provided.pop(address, None)
+                if sock is None and address in self.listening:
+                    continue  # it stays, or moves to another service: the same socket
+                if sock is None:
+                    sock = bound_socket(routes[address], address)
+                    try:
+                        sock.listen(self.backlog)
+                    except OSError as exc:
+                        sock.close()
+                        raise BindError.cannot_listen(routes[address], address, exc) from None
+                opened[address] = await self._listener(routes[address], address, sock)
+        except BaseException:
+            for server in opened.values():
+                server.close()
+            raise
+        finally:
+            for sock in provided.values():
+                sock.close()
+        return ListenerPlan(self, plan.services, dict(routes), opened, tls)
+
+    async def _listener(self, name: str, address: HostPort, sock: socket.socket) -> asyncio.AbstractServer:
+        """A listener on a listening socket, not yet accepting; it sends each connection
+        to the service its address is routed to when the connection comes."""
         port = address.port
         assert port is not None
-        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        plain_fallback = handle.service.mode == "http"
 
         def accept() -> asyncio.Protocol:
+            handle = self.handles[self.routes[address]]
+            factory = PROTOCOLS[handle.service.mode]
             terminator = handle.tls
             if terminator is None:
                 return factory(handle, port)
             return TlsServerProtocol(terminator, lambda: factory(handle, port),
-                                     (lambda: factory(handle, port)) if plain_fallback else None,
+                                     (lambda: factory(handle, port)) if handle.service.mode == "http" else None,
                                      handshake_timeout=handle.service.config.limits.connect_timeout * 3)
 
-        sock = self.provided.pop((name, address), None)
-        if sock is not None:
-            return await loop.create_server(accept, sock=sock, backlog=self.backlog)
         try:
-            return await loop.create_server(accept, address.host, port,
-                                            family=family, backlog=self.backlog, reuse_address=True)
+            return await asyncio.get_running_loop().create_server(accept, sock=sock, backlog=self.backlog,
+                                                                  start_serving=False)
         except OSError as exc:
+            sock.close()
             raise BindError.cannot_listen(name, address, exc) from None
 
-    async def sync(self) -> None:
-        """Make the listen sockets match runtime.services; raise BindError and change
-        nothing if a new address cannot be bound."""
-        wanted = {(name, address) for name, service in self.runtime.services.items()
-                  for address in service.config.addresses}
-        if self.assigned is not None:
-            wanted &= self.assigned
+    async def _commit(self, plan: ListenerPlan) -> None:
+        """Route every address to its new service, accept on the new ones, close the
+        unused ones. Nothing here can fail; the swap is done before the first await."""
         new_handles = {name: self.handles.get(name) or ServiceHandle(service, self)
-                       for name, service in self.runtime.services.items()}
-        tls = self._tls_setup()
-        to_open = sorted(wanted - set(self.servers), key=str)
-        to_close = set(self.servers) - wanted
-        # Close addresses that move between services first, so they can be bound again.
-        moving = {key for key in to_close if any(key[1] == address for _, address in to_open)}
-        for key in moving:
-            self._close(key)
-        opened: dict[tuple[str, HostPort], asyncio.AbstractServer] = {}
-        try:
-            for name, address in to_open:
-                opened[(name, address)] = await self._bind(name, address, new_handles[name])
-        except BindError:
-            for server in opened.values():
-                server.close()
-            raise
+                       for name, service in plan.services.items()}
         for name, handle in new_handles.items():
-            handle.service = self.runtime.services[name]
-            terminator, backend, server_name = tls[name]
+            handle.service = plan.services[name]
+            terminator, backend, server_name = plan.tls[name]
             if terminator is not None and handle.tls is not None:
                 handle.tls.adopt(terminator)
             else:
@@ -115,18 +183,22 @@ class Listeners:
             if pools is not None:
                 pools.keep_only(set(handle.service.servers()))
         self.handles = new_handles
-        for key in to_close - moving:
-            self._close(key)
-        self.servers.update(opened)
-        for name, address in to_open:
-            log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
-        timeouts = [service.config.limits.idle_timeout for service in self.runtime.services.values()]
+        for address in [a for a in self.listening if a not in plan.routes or a in plan.opened]:
+            self._close(address)
+        self.routes = dict(plan.routes)
+        self.listening.update(plan.opened)
+        for address in sorted(plan.opened, key=str):
+            name = plan.routes[address]
+            log.event("listening", service=name, address=str(address), mode=plan.services[name].mode)
+        timeouts = [service.config.limits.idle_timeout for service in plan.services.values()]
         # mode http keeps its head and keep-alive deadlines on the same sweep.
         timeouts += [min(service.config.http.header_timeout, service.config.http.keepalive_timeout)
-                     for service in self.runtime.services.values() if service.config.http is not None]
+                     for service in plan.services.values() if service.config.http is not None]
         self._sweep_every = min(30.0, max(0.05, min(timeouts, default=3600.0) / 8))
         if self._sweep_handle is None:
             self._sweep_handle = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+        for server in plan.opened.values():
+            await server.start_serving()
 
     def _sweep(self) -> None:
         """Close connections idle past their service's idle_timeout (and, in mode http,
@@ -145,17 +217,13 @@ class Listeners:
                 check(now)
         self._sweep_handle = loop.call_later(self._sweep_every, self._sweep)
 
-    def _tls_setup(self) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:
-        return tls_setup(self.runtime, self.base_dir)
-
-    def _close(self, key: tuple[str, HostPort]) -> None:
-        server = self.servers.pop(key)
-        server.close()
-        log.event("listener_closed", service=key[0], address=str(key[1]))
+    def _close(self, address: HostPort) -> None:
+        self.listening.pop(address).close()
+        log.event("listener_closed", service=self.routes.get(address, ""), address=str(address))
 
     def close_all(self) -> None:
-        for key in list(self.servers):
-            self._close(key)
+        for address in list(self.listening):
+            self._close(address)
 
     async def stop(self, timeout: float) -> int:
         """Stop listening, let established connections finish; how many were aborted."""
@@ -205,11 +273,11 @@ class Listeners:
                           connections=len(victims))
 
 
-def tls_setup(runtime: Runtime, base_dir: Path | None) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:
+def tls_setup(services: dict[str, Service], base_dir: Path | None) -> TlsSetup:
     """Every service's TLS contexts, built from the files now (so a reload picks up
     renewed certificates); raise BindError, changing nothing, if a file is unusable."""
-    result: dict[str, tuple[TlsTerminator | None, object, str | None]] = {}
-    for name, service in runtime.services.items():
+    result: TlsSetup = {}
+    for name, service in services.items():
         config = service.config
         try:
             terminator = TlsTerminator(config.tls, base_dir) if config.tls is not None else None

@@ -3,6 +3,9 @@
 No I/O happens here. The proxies ask `Runtime.pick` for a server and bump plain integer
 counters on it; health checks and operators change it only through events
 (`Runtime.apply`), which return the `Change` records the layers above log and audit.
+A new config is planned beside the live model (`Runtime.plan`, writing nothing the
+running system reads) and goes live only with `Runtime.commit`, once every data plane
+has prepared for it (medlb/dataplane.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal
 
-from medlb.config.models import Config, DicomConfig, PoolConfig, ServerConfig, ServiceConfig, SourceIpPersistence
+from medlb.config.models import Config, DicomConfig, ServerConfig, ServiceConfig, SourceIpPersistence
 from medlb.runtime.dicom import DicomRouter, DicomStats
 from medlb.runtime.events import STATES, Change, CheckResult, Event, Failback, SetFailedOver, SetState
 from medlb.runtime.histogram import LATENCY_BUCKETS, Histogram
@@ -133,6 +136,10 @@ class Server:
         return host if self.port is None else f"{host}:{self.port}"
 
 
+def _takes_work(server: Server) -> bool:
+    return server.available
+
+
 class Pool:
     """Primary servers and a backup (secondary) cluster that serves only when no
     primary can. With failback manual, once on the backup the pool stays there until
@@ -155,15 +162,17 @@ class Pool:
     def tier_servers(self, tier: Tier) -> list[Server]:
         return self.primary if tier == "primary" else self.backup if tier == "backup" else []
 
-    def refresh(self) -> list[Change]:
+    def refresh(self, available: Callable[[Server], bool] | None = None) -> list[Change]:
         """Recompute the active tier after anything that changes availability.
 
         A manual-failback pool that went to the backup stays there while the backup
         can serve; if the backup fails too and a primary can serve, the primary takes
-        over again (serving beats staying put).
+        over again (serving beats staying put). `available` answers for a server
+        instead of its own flags (a reload plan asks what its settings would give).
         """
-        primary_ok = any(s.available for s in self.primary)
-        backup_ok = any(s.available for s in self.backup)
+        available = available or _takes_work
+        primary_ok = any(available(s) for s in self.primary)
+        backup_ok = any(available(s) for s in self.backup)
         old_tier, old_flag = self.active, self.failed_over
         tier: Tier
         if self.failback == "manual" and self.failed_over and backup_ok:
@@ -177,15 +186,16 @@ class Pool:
         self.active = tier
         changes: list[Change] = []
         if tier != old_tier:
-            changes.append(Change("pool", self.service, self.name, old_tier, tier, reason=self._why(tier)))
+            changes.append(Change("pool", self.service, self.name, old_tier, tier,
+                                  reason=self._why(tier, primary_ok)))
         if self.failed_over != old_flag:
             changes.append(Change("failed_over", self.service, self.name, str(old_flag).lower(),
                                   str(self.failed_over).lower()))
         return changes
 
-    def _why(self, tier: Tier) -> str:
+    def _why(self, tier: Tier, primary_ok: bool) -> str:
         if tier == "backup":
-            if self.failed_over and any(s.available for s in self.primary):
+            if self.failed_over and primary_ok:
                 return "failback is manual: staying on the backup until an operator fails back"
             return "no primary server is online and up"
         if tier == "none":
@@ -360,6 +370,49 @@ class Service:
         return None
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the config says about one server, written to it when a reload commits: a
+    server the reload keeps is the live object, so nothing is written before."""
+
+    pool: str
+    weight: int
+    backup: bool
+    ae_title: str | None
+    #: The service has no health check: the server counts as up.
+    unchecked: bool
+
+    def apply(self, server: Server) -> None:
+        server.pool, server.weight, server.backup, server.ae_title = self.pool, self.weight, self.backup, self.ae_title
+        if self.unchecked:
+            server.health, server.checked, server.health_reason = "up", True, "no health check configured"
+
+    def available(self, server: Server) -> bool:
+        """Whether the server will take new work once these settings are written."""
+        return server.state == "online" and (self.unchecked or server.health == "up")
+
+
+@dataclass(eq=False)
+class ReloadPlan:
+    """A new model built beside the live one, and what committing it would publish.
+
+    Building it writes nothing the running system reads; dropping it discards it.
+    """
+
+    config: Config
+    #: The live services it was planned against: only a plan of the live model commits.
+    base: dict[str, Service]
+    services: dict[str, Service]
+    #: Every server of `services`, with the settings commit writes to it.
+    settings: dict[Server, ServerSettings]
+    #: New server objects for servers whose address changed, and the live server whose
+    #: operator state each takes at commit (connections to the old address stay on it).
+    successors: dict[Server, Server]
+    #: The changes committing would publish if nothing else changed before (health
+    #: checks and operators keep working on the live model until then).
+    changes: list[Change]
+
+
 class Runtime:
     """All services, by name. Reads are plain attribute access; changes go through apply."""
 
@@ -383,66 +436,63 @@ class Runtime:
     # --- config --------------------------------------------------------------------
 
     def load(self, config: Config) -> list[Change]:
-        """Build the model from config, keeping state, health and counters of every
-        server that keeps its service and name (and health too if its address stays)."""
-        old_servers = {(s.service, s.name): s for service in self.services.values() for s in service.servers()}
-        services: dict[str, Service] = {}
-        changes: list[Change] = []
-        for service_config in config.services:
-            pools = {}
-            for pool_name, pool_config in service_config.all_pools().items():
-                pools[pool_name] = self._build_pool(service_config, pool_name, pool_config, old_servers)
-            services[service_config.name] = Service(service_config, pools)
-            old = self.services.get(service_config.name)
-            if old is not None:
-                changes += self._carry_over(old, services[service_config.name])
-        self.services = services
-        return self._publish(changes)
+        """Plan and commit at once: for a config nothing else has to prepare for."""
+        return self.commit(self.plan(config))
 
-    def _build_pool(self, service: ServiceConfig, pool_name: str, pool: PoolConfig,
-                    old_servers: dict[tuple[str, str], Server]) -> Pool:
-        def build(config: ServerConfig, backup: bool) -> Server:
-            server = old_servers.get((service.name, config.name))
+    def plan(self, config: Config) -> ReloadPlan:
+        """The model `config` describes, built without touching the live one. Servers
+        that keep their service and name keep their object (connections in flight
+        count against it); one whose address changes gets a new object that takes its
+        operator state but not its health or connections."""
+        live = {(s.service, s.name): s for service in self.services.values() for s in service.servers()}
+        settings: dict[Server, ServerSettings] = {}
+        successors: dict[Server, Server] = {}
+
+        def build(service: ServiceConfig, pool_name: str, config: ServerConfig, backup: bool) -> Server:
             address = (config.address.host, config.address.port)
+            server = live.get((service.name, config.name))
             if server is not None and (server.host, server.port) != address:
                 fresh = Server(service.name, pool_name, config.name, *address)
-                fresh.state, fresh.state_changed_at, fresh.state_changed_by = (
-                    server.state, server.state_changed_at, server.state_changed_by)
-                fresh.health_changes = server.health_changes
+                _take_operator_state(fresh, server)
+                successors[fresh] = server
                 server = fresh
             elif server is None:
                 server = Server(service.name, pool_name, config.name, *address)
-            if service.health.type == "none":
-                server.health, server.checked, server.health_reason = "up", True, "no health check configured"
-            server.pool, server.weight, server.backup, server.ae_title = (
-                pool_name, config.weight, backup, config.ae_title)
+            settings[server] = ServerSettings(pool_name, config.weight, backup, config.ae_title,
+                                              service.health.type == "none")
             return server
 
-        primary = [build(s, False) for s in pool.servers]
-        backup = [build(s, True) for s in pool.backup]
-        return Pool(service.name, pool_name, service.failback, primary, backup)
-
-    @staticmethod
-    def _carry_over(old: Service, new: Service) -> list[Change]:
+        services: dict[str, Service] = {}
+        for service_config in config.services:
+            pools = {}
+            for pool_name, pool_config in service_config.all_pools().items():
+                primary = [build(service_config, pool_name, s, False) for s in pool_config.servers]
+                backup = [build(service_config, pool_name, s, True) for s in pool_config.backup]
+                pools[pool_name] = Pool(service_config.name, pool_name, service_config.failback, primary, backup)
+            services[service_config.name] = Service(service_config, pools)
         changes: list[Change] = []
-        # Shared, not copied: connections accepted before the reload still count down
-        # the same counters when they end.
-        new.counters = old.counters
-        if old.mllp_stats is not None and new.mllp_stats is not None:
-            new.mllp_stats = old.mllp_stats
-        if old.http_stats is not None and new.http_stats is not None:
-            new.http_stats = old.http_stats
-        if old.sticky is not None and new.sticky is not None:
-            new.sticky._entries = old.sticky._entries
-        if old.dicom is not None and new.dicom is not None:
-            new.dicom = old.dicom
-        for name, pool in new.pools.items():
-            old_pool = old.pools.get(name)
-            if old_pool is not None:
-                pool.failed_over = old_pool.failed_over and pool.failback == "manual"
-                pool.active = old_pool.active
-            changes += pool.refresh()
-        return changes
+        for name, service in services.items():
+            changes += _carry_tiers(self.services.get(name), service, lambda s: settings[s].available(s))
+        return ReloadPlan(config, self.services, services, settings, successors, changes)
+
+    def commit(self, plan: ReloadPlan) -> list[Change]:
+        """Make a plan the live model, carrying over from the live model as it is now
+        (operator states, health, failovers and counters may have changed since the
+        plan was made), and publish what changed."""
+        if plan.base is not self.services:
+            raise ValueError("this plan was made against a model that is no longer live")
+        for fresh, replaced in plan.successors.items():
+            _take_operator_state(fresh, replaced)
+        for server, settings in plan.settings.items():
+            settings.apply(server)
+        changes: list[Change] = []
+        for name, service in plan.services.items():
+            old = self.services.get(name)
+            if old is not None:
+                _share_counters(old, service)
+            changes += _carry_tiers(old, service)
+        self.services = plan.services
+        return self._publish(changes)
 
     # --- events --------------------------------------------------------------------
 
@@ -536,3 +586,41 @@ class Runtime:
                 changes.append(Change(change.kind, change.service, change.subject, change.old, change.new,
                                       change.reason, who=event.who))
         return changes
+
+
+def _take_operator_state(server: Server, replaced: Server) -> None:
+    server.state, server.state_changed_at, server.state_changed_by = (
+        replaced.state, replaced.state_changed_at, replaced.state_changed_by)
+    server.health_changes = replaced.health_changes
+
+
+def _share_counters(old: Service, new: Service) -> None:
+    """Shared, not copied: connections accepted before the reload still count down the
+    same counters when they end."""
+    new.counters = old.counters
+    if old.mllp_stats is not None and new.mllp_stats is not None:
+        new.mllp_stats = old.mllp_stats
+    if old.http_stats is not None and new.http_stats is not None:
+        new.http_stats = old.http_stats
+    if old.sticky is not None and new.sticky is not None:
+        new.sticky._entries = old.sticky._entries
+    if old.dicom is not None and new.dicom is not None:
+        new.dicom = old.dicom
+
+
+def _carry_tiers(old: Service | None, new: Service,
+                 available: Callable[[Server], bool] | None = None) -> list[Change]:
+    """Start each of `new`'s pools from the tier and failover its namesake in `old` has,
+    and recompute them: the changes against the old tiers. A pool new to the service
+    starts afresh, as at start-up, and changes nothing."""
+    changes: list[Change] = []
+    for name, pool in new.pools.items():
+        old_pool = old.pools.get(name) if old is not None else None
+        if old_pool is None:
+            pool.active, pool.failed_over = "primary", False
+            pool.refresh(available)
+            continue
+        pool.failed_over = old_pool.failed_over and pool.failback == "manual"
+        pool.active = old_pool.active
+        changes += pool.refresh(available)
+    return changes

@@ -4,12 +4,18 @@ A message is a pickled dict behind a 4-byte length; listen sockets travel with i
 SCM_RIGHTS ancillary data. Both ends are medlb processes the control process started
 over a socketpair nobody else holds, so pickle's trust model fits; nothing from the
 network is ever unpickled.
+
+Descriptors can be lost on the way: a receiver at its descriptor limit gets the bytes
+but not the sockets (MSG_CTRUNC). The message that carried them is then handed over
+with `None` for its descriptors, so the receiver can say so rather than serve with
+fewer sockets than it was sent.
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import os
 import pickle
 import socket
@@ -33,7 +39,9 @@ class Channel:
         sock.setblocking(False)
         self.sock = sock
         self._buffer = bytearray()
-        self._fds: list[int] = []
+        #: Descriptors received, one batch per message that carried some (one read never
+        #: returns two messages' descriptors), and whether the kernel cut the batch short.
+        self._batches: collections.deque[tuple[list[int], bool]] = collections.deque()
         self._readable = asyncio.Event()
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -47,21 +55,22 @@ class Channel:
         """Read what the socket has now; False if there was nothing yet."""
         fds = array.array("i")
         try:
-            data, ancillary, _flags, _addr = self.sock.recvmsg(1 << 20, socket.CMSG_LEN(_MAX_FDS * fds.itemsize))
+            data, ancillary, flags, _addr = self.sock.recvmsg(1 << 20, socket.CMSG_LEN(_MAX_FDS * fds.itemsize))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
-            data, ancillary = b"", []
+            data, ancillary, flags = b"", [], 0
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-        self._fds.extend(fds)
+        if fds or flags & socket.MSG_CTRUNC:
+            self._batches.append((list(fds), bool(flags & socket.MSG_CTRUNC)))
         if not data:
             self._closed = True
         self._buffer += data
         return True
 
-    def _next_message(self) -> tuple[dict[str, Any], list[int]] | None:
+    def _next_message(self) -> tuple[dict[str, Any], list[int] | None] | None:
         if len(self._buffer) < _HEADER.size:
             return None
         (size,) = _HEADER.unpack_from(self._buffer)
@@ -73,11 +82,18 @@ class Channel:
         del self._buffer[:_HEADER.size + size]
         message = pickle.loads(body)
         count = message.get("fds", 0)
-        taken, self._fds = self._fds[:count], self._fds[count:]
+        if not count:
+            return message, []
+        taken, cut = self._batches.popleft() if self._batches else ([], True)
+        if cut or len(taken) != count:
+            for fd in taken:
+                os.close(fd)
+            return message, None
         return message, taken
 
-    async def receive(self) -> tuple[dict[str, Any], list[int]]:
-        """The next message and the file descriptors that came with it (as many as it names)."""
+    async def receive(self) -> tuple[dict[str, Any], list[int] | None]:
+        """The next message and the file descriptors that came with it (as many as it
+        names), or None for them if they were lost on the way (see above)."""
         while True:
             found = self._next_message()
             if found is not None:
@@ -116,6 +132,7 @@ class Channel:
         if self.sock.fileno() >= 0:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
+        for batch, _ in self._batches:
+            for fd in batch:
+                os.close(fd)
+        self._batches.clear()

@@ -5,18 +5,26 @@ process's. It runs no health checks, no admin API and no store: it copies the st
 control process decided, answers requests for its counters, and stops when told to, or
 when the control process goes away (its end of the channel closes), so no worker is
 ever left serving on its own.
+
+A config arrives in two steps, as everywhere (medlb/dataplane.py): `prepare` builds the
+replica's plan and everything that can fail for it (certificates, the sockets sent
+along) and answers with the reason if something cannot be done; only `commit` makes it
+live, and `abort` throws it away. So a config one worker cannot take is taken by none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 from typing import Any
 
 from medlb import logs
-from medlb.proxy.listeners import BindError, Listeners
+from medlb.dataplane import Refused
+from medlb.proxy.listeners import ListenerPlan, Listeners
 from medlb.runtime import Runtime
+from medlb.runtime.model import ReloadPlan
 from medlb.workers.board import Board
 from medlb.workers.channel import Channel, ChannelClosed
 from medlb.workers.replica import apply_decided_state, counters
@@ -31,9 +39,13 @@ class Worker:
         self.channel = channel
         self.runtime = Runtime()
         self.listeners = Listeners(self.runtime)
-        self.listeners.assigned = set()
         self.stop_timeout = 30.0
+        #: The prepared config waiting for its commit or abort: (id, plan, listeners' part).
+        self.pending: tuple[int, ReloadPlan, ListenerPlan] | None = None
         self.version = 0
+        #: The newest decided state received (a commit may carry an older one, sent
+        #: before a state change overtook it).
+        self.decided: dict[str, Any] | None = None
         self.board: Board | None = None
         self._logging = False
 
@@ -59,52 +71,84 @@ class Worker:
             ended.cancel()
             why = "SIGTERM" if terminated.is_set() else "the control process went away"
             log.warning("worker_stopping", why=why)
+            await self._abort()
             await self.listeners.stop(self.stop_timeout)
             return
 
-    async def _handle(self, message: dict[str, Any], fds: list[int]) -> bool:
+    async def _handle(self, message: dict[str, Any], fds: list[int] | None) -> bool:
         """Carry out one message; True when the worker should exit."""
         kind = message["type"]
-        if kind == "load":
-            await self._reply({"type": "loaded", "error": await self._load(message, fds)})
+        if kind == "prepare":
+            error = await self._prepare(message, fds)
+            await self._reply({"type": "prepared", "id": message["id"], "error": error})
+        elif kind == "commit":
+            await self._commit(message)
+            await self._reply({"type": "state_ack", "version": self.version})
+        elif kind == "abort":
+            if self.pending is not None and self.pending[0] == message["id"]:
+                await self._abort()
         elif kind == "state":
             if message["version"] >= self.version:  # never step back to an older state
-                self.version = message["version"]
-                apply_decided_state(self.runtime, message["decided"])
+                self.version, self.decided = message["version"], message["decided"]
+                apply_decided_state(self.runtime, self.decided)
             await self._reply({"type": "state_ack", "version": message["version"]})
         elif kind == "stats":
             tls = {name: handle.tls.stats for name, handle in self.listeners.handles.items() if handle.tls is not None}
             await self._reply({"type": "stats", "id": message["id"], "counters": counters(self.runtime, tls),
                                "connections": self.listeners.count_connections()})
         elif kind == "stop":
+            await self._abort()
             left = await self.listeners.stop(message["timeout"])
             await self._reply({"type": "stopped", "aborted": left})
             return True
         return False
 
-    async def _load(self, message: dict[str, Any], fds: list[int]) -> str | None:
+    async def _prepare(self, message: dict[str, Any], fds: list[int] | None) -> str | None:
+        """Plan the config and prepare the listeners for it; the reason if it cannot be."""
+        await self._abort()  # a newer prepare replaces one never committed
+        if fds is None:
+            return (f"worker {self.index} did not receive the listen sockets it was sent; the kernel "
+                    "cut them off, most likely because the worker is at its limit of open files")
         if message["board"]:
-            self.board = Board(fds.pop(), message["workers"], self.index)
-        sockets = [socket.socket(fileno=fd) for fd in fds]
-        config = message["config"]
+            board_fd = fds.pop()
+            if self.board is None:
+                self.board = Board(board_fd, message["workers"], self.index)
+            else:
+                os.close(board_fd)
+        sockets = {address: socket.socket(fileno=fd) for address, fd in zip(message["new"], fds)}
         if not self._logging:
             level, form = message["log"]
             logs.setup(level, form)
             self._logging = True
-        self.stop_timeout = config.stop_timeout
-        self.runtime.load(config)
+        try:
+            plan = self.runtime.plan(message["config"])
+            prepared = await self.listeners.prepare(plan, message["base_dir"], message["routes"], sockets)
+        except Refused as exc:
+            return f"worker {self.index}: {exc}"
+        except OSError as exc:
+            return f"worker {self.index}: {exc.strerror or exc}"
+        self.pending = (message["id"], plan, prepared)
+        return None
+
+    async def _commit(self, message: dict[str, Any]) -> None:
+        if self.pending is None or self.pending[0] != message["id"]:
+            raise RuntimeError(f"commit {message['id']} without its prepare")  # a bug: exit, to be started anew
+        _, plan, prepared = self.pending
+        self.pending = None
+        self.stop_timeout = plan.config.stop_timeout
+        self.runtime.commit(plan)
         if self.board is not None:
             self.board.attach(self.runtime.services.values(), message["slots"])
-        apply_decided_state(self.runtime, message["decided"])
-        self.version = max(self.version, message["version"])
-        self.listeners.base_dir = message["base_dir"]
-        self.listeners.assigned = set(message["assigned"])
-        self.listeners.provided.update(zip(message["new"], sockets))
-        try:
-            await self.listeners.sync()
-        except BindError as exc:
-            return str(exc)
-        return None
+        if message["version"] >= self.version or self.decided is None:
+            self.version, self.decided = message["version"], message["decided"]
+        apply_decided_state(self.runtime, self.decided)
+        await prepared.commit()
+
+    async def _abort(self) -> None:
+        if self.pending is not None:
+            prepared = self.pending[2]
+            self.pending = None
+            await prepared.discard()
 
     async def _reply(self, message: dict[str, Any]) -> None:
         try:

@@ -47,6 +47,9 @@ async function api(method, path, body) {
     if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.");
     throw new ApiError(response.status, (data && data.error) || ("HTTP " + response.status), data && data.problems);
   }
+  if (data && data.settled === false) {  // 202: stored and in force, but not every worker confirmed yet
+    toast(`Not yet confirmed by worker ${data.workers_not_answered.join(", ")}: it takes the change when it runs again.`, true);
+  }
   return data;
 }
 
