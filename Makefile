@@ -19,7 +19,16 @@ EXACT_SPLIT_TESTS := \
 	tests/integration/test_dicom_mode.py::test_one_association_carries_many_files_under_leastconn \
 	tests/integration/test_dicom_mode.py::test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler
 
-.PHONY: demo test run check bench clean system-deps
+# `make fuzz`: each codec's property tests (tests/unit/test_fuzz_*.py) under atheris,
+# FUZZ_SECONDS each (fuzz/README.md). Not part of `make test`.
+ATHERIS := atheris==3.0.0
+FUZZ_SECONDS ?= 60
+# HTTP: add `http` here (and fuzz/fuzz_http.py, tests/unit/test_fuzz_http.py) once the
+# sans-I/O head rules live in src/medlb/protocols/http.py.
+FUZZ_TARGETS ?= dicom mllp hl7
+FUZZ_DIR := test-artifacts/fuzz
+
+.PHONY: demo test fuzz run check bench clean system-deps
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -39,6 +48,14 @@ test: $(STAMP) system-deps
 ifeq ($(PYTEST_ARGS),)
 	MEDLB_TEST_WORKERS=2 $(BIN)/python -m pytest -q $(WORKER_TESTS) $(EXACT_SPLIT_TESTS:%=--deselect %)
 endif
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(ATHERIS)
+	set -e; for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus-$$target; \
+		$(BIN)/python fuzz/fuzz_$$target.py -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -len_control=0 \
+			-artifact_prefix=$(FUZZ_DIR)/$$target- $(FUZZ_DIR)/corpus-$$target; \
+	done
 
 run: $(STAMP)
 	$(BIN)/medlb run -c $(CONFIG)
