@@ -10,6 +10,7 @@ BENCH_ARGS ?=
 # Run a second time with two worker processes behind each medlb (the product's default
 # is one per core; most tests pin one so that schedulers are exact).
 WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test_failover_live.py \
+	tests/integration/test_backpressure.py \
 	tests/integration/test_reload_live.py tests/integration/test_mllp_mode.py tests/integration/test_stop.py \
 	tests/integration/test_dicom_mode.py tests/integration/test_http_mode.py tests/integration/test_tls_layer.py
 # These assert an exact split of connections (50/50 round robin, leastconn counts at one
