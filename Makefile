@@ -13,6 +13,7 @@ SOAK_ARGS ?=
 # Run a second time with two worker processes behind each medlb (the product's default
 # is one per core; most tests pin one so that schedulers are exact).
 WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test_failover_live.py \
+	tests/integration/test_backpressure.py \
 	tests/integration/test_reload_live.py tests/integration/test_mllp_mode.py tests/integration/test_stop.py \
 	tests/integration/test_dicom_mode.py tests/integration/test_http_mode.py tests/integration/test_tls_layer.py \
 	tests/integration/test_http_hardening.py
@@ -23,7 +24,16 @@ EXACT_SPLIT_TESTS := \
 	tests/integration/test_dicom_mode.py::test_one_association_carries_many_files_under_leastconn \
 	tests/integration/test_dicom_mode.py::test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler
 
-.PHONY: demo test run check bench soak clean system-deps
+# `make fuzz`: each codec's property tests (tests/unit/test_fuzz_*.py) under atheris,
+# FUZZ_SECONDS each (fuzz/README.md). Not part of `make test`.
+ATHERIS := atheris==3.0.0
+FUZZ_SECONDS ?= 60
+# HTTP: add `http` here (and fuzz/fuzz_http.py, tests/unit/test_fuzz_http.py) once the
+# sans-I/O head rules live in src/medlb/protocols/http.py.
+FUZZ_TARGETS ?= dicom mllp hl7
+FUZZ_DIR := test-artifacts/fuzz
+
+.PHONY: demo test fuzz run check bench soak clean system-deps
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -43,6 +53,14 @@ test: $(STAMP) system-deps
 ifeq ($(PYTEST_ARGS),)
 	MEDLB_TEST_WORKERS=2 $(BIN)/python -m pytest -q $(WORKER_TESTS) $(EXACT_SPLIT_TESTS:%=--deselect %)
 endif
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(ATHERIS)
+	set -e; for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus-$$target; \
+		$(BIN)/python fuzz/fuzz_$$target.py -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -len_control=0 \
+			-artifact_prefix=$(FUZZ_DIR)/$$target- $(FUZZ_DIR)/corpus-$$target; \
+	done
 
 run: $(STAMP)
 	$(BIN)/medlb run -c $(CONFIG)

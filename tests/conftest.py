@@ -12,12 +12,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import Backends, MedlbFactory  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests (tests/unit/test_fuzz_*.py). "ci", the default, is what `make test`
+# runs: the same examples on every machine (derandomize), a few seconds per test, no
+# deadline (a 2-core machine shared with other jobs makes per-example timing noise).
+# "long" is for hunting: HYPOTHESIS_PROFILE=long, or `make fuzz` (fuzz/README.md).
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("long", max_examples=20_000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def need_tool(name: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import psutil
 import yaml
 
 HERE = Path(__file__).parent
@@ -76,6 +77,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (medlb: the control process and its workers)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes.
+
+    With workers the relays run in the worker processes, so the control process alone
+    would show nothing of what a relay holds: a memory bound must be checked on the sum.
+    """
+    total = 0
+    for process in process_tree(pid):
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:  # a child that ended between the listing and the read
+            pass
+    return total
 
 
 def _read_line(sock: socket.socket) -> bytes:
@@ -241,12 +263,9 @@ class Medlb:
         return code
 
     def rss_bytes(self) -> int:
+        """Resident memory of the whole medlb process tree (see tree_rss_bytes)."""
         assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return tree_rss_bytes(self.proc.pid)
 
     # --- API ---------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from helpers import connect, free_ports, server, service, who_answers
+from helpers import connect, free_ports, server, service, wait_until, who_answers
 
 
 def test_weighted_round_robin_spreads_1000_connections_1_2_3(medlb, backends):
@@ -44,8 +44,8 @@ def test_least_connections_keeps_long_lived_connections_level(medlb, backends, w
         a_socks = [sock for sock, name in held if name == "A"]
         for sock in a_socks[:6]:
             sock.close()
-        import time
-        time.sleep(0.3)
+        wait_until(lambda: lb.server("hl7", "A")["active_connections"] == by_server["A"] - 6, 10,
+                   what="medlb to count A's six closed connections")
         again = [connect(vip) for _ in range(6)]
         held += again
         assert Counter(name for _, name in again) == {"A": 6}

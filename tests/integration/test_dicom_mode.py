@@ -15,7 +15,7 @@ from pynetdicom.sop_class import Verification
 
 from conftest import need_tool
 from dicom_helpers import DicomPeers, dicom_service, echoscu, orthanc_binary, output, sample_files, sop_uid, storescu
-from helpers import LOOPBACK, free_port, server, service, wait_until
+from helpers import LOOPBACK, free_port, process_tree, server, service, wait_until
 from medlb.protocols import dicom as pdu
 
 
@@ -457,6 +457,9 @@ def test_a_256_mib_p_data_tf_streams_through_without_being_held(medlb):
     vip = free_port()
     lb = medlb([dicom_service("pacs", vip, [server("sink", sink.getsockname()[1], ae_title="SINK")],
                               health={"type": "none"})])
+    # The relay runs in a worker when there are workers: the bound is on every process.
+    workers = lb.config["workers"]
+    assert len(process_tree(lb.proc.pid)) == (1 + workers if workers > 1 else 1)
     baseline = lb.rss_bytes()
     peak = [baseline]
     try:
@@ -478,6 +481,8 @@ def test_a_256_mib_p_data_tf_streams_through_without_being_held(medlb):
         server_thread.join(60)
         sink.close()
 
+    print(f"\n256 MiB P-DATA-TF relayed with {workers} worker(s): RSS summed over medlb's "
+          f"{len(process_tree(lb.proc.pid))} processes {baseline >> 20} MiB at start, peak {peak[0] >> 20} MiB")
     assert counted["called_ae"] == "SINK"
     assert counted["bytes"] == 6 + size + 6 + 10 and counted["pdus"] == 2
     assert peak[0] - baseline < 32 << 20, f"medlb grew by {(peak[0] - baseline) >> 20} MiB"

@@ -70,7 +70,7 @@ def test_header_fields_are_read_by_hl7_numbering():
 
 @pytest.mark.parametrize("path, value", [
     ("PID-3", b"555^^^HOSP^MR~77^^^SSN"), ("PID-3.1", b"555"), ("PID-3.4", b"HOSP"), ("PID-5.2", b"JANE"),
-    ("MSH-4", b"HOSP"), ("MSH-10", b"C123"), ("PID-30", b""), ("ZZZ-1", None),
+    ("MSH-1", b"|"), ("MSH-2", b"^~\\&"), ("MSH-4", b"HOSP"), ("MSH-10", b"C123"), ("PID-30", b""), ("ZZZ-1", None),
 ])
 def test_field_paths(path, value):
     assert field_value(MSG, path) == value

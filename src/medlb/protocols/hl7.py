@@ -110,7 +110,9 @@ def field_value(message: bytes, path: str, header: Header | None = None) -> byte
     if segment is None:
         return None
     fields = segment.split(sep)
-    index = field_no - 1 if name == b"MSH" else field_no
+    if name == b"MSH":
+        fields.insert(1, sep)  # MSH-1 is the field separator itself, so MSH-n is fields[n]
+    index = field_no
     if index >= len(fields):
         return b""
     value = fields[index]
