@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medlb import logs
+from medlb import descriptors, logs
 from medlb.admin.auth import Principal
 from medlb.admin.history import History
 from medlb.admin.sessions import Sessions
@@ -89,6 +89,8 @@ class App:
         self.loaded = self._load()
         config = self.loaded.config
         logs.setup(self.log_level or config.log.level, self.log_format or config.log.format)
+        raise_open_files_limit()
+        log_advisories(self.loaded)
         try:
             self.tokens = build_tokens(self.loaded)
         except OSError as exc:
@@ -131,6 +133,7 @@ class App:
             await self.workers.sync(loaded, (self.log_level or settings.level, self.log_format or settings.format))
         else:
             self.listeners.base_dir = loaded.base_dir
+            self.listeners.descriptor_reserve = loaded.config.limits.descriptor_reserve
             await self.listeners.sync()
 
     async def _data_plane_stop(self, timeout: float) -> int:
@@ -286,6 +289,7 @@ class App:
             self.audit(who, "reload", str(self.config_path), {"result": "ok",
                              "services": sorted(self.runtime.services)}, source)
             log.event("reloaded", who=who, services=len(self.runtime.services))
+            log_advisories(loaded)
             return []
 
     def _reload_failed(self, who: str, source: str, problems: list[Problem]) -> list[Problem]:
@@ -312,6 +316,21 @@ class App:
             self.publish({"type": "change", **record})
             if change.kind == "failed_over" and hasattr(self, "store"):
                 self.store.save_failed_over(change.service, change.subject, change.new == "true")
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft descriptor limit to the hard one before anything is opened;
+    workers started later inherit it. One line says what it was and is."""
+    before, after = descriptors.raise_open_files_limit()
+    hard = descriptors.open_files_limit()[1]
+    fields = {"from": before, "to": after, "hard": hard}
+    (log.event if after == hard else log.warning)("open_files_limit", **fields)
+
+
+def log_advisories(loaded: LoadedConfig) -> None:
+    """What `medlb check` advises about the running file, in the log too."""
+    for advisory in loaded.advisories:
+        log.warning("config_advisory", path=advisory.path, line=advisory.line, advice=advisory.message)
 
 
 def change_subject(change: Change) -> str:

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medlb import __version__
 from medlb.admin import metrics
 from medlb.admin.views import masked_config, server_view, service_view
-from medlb.config import ConfigError
+from medlb.config import ConfigError, LoadedConfig
 from medlb.config.loader import parse_config
 
 STATIC = Path(__file__).parent / "static"
@@ -125,6 +125,11 @@ def caller(request: Request) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(caller)]
+
+
+def advisories(loaded: LoadedConfig) -> list[str]:
+    """What `medlb check` advises about a file medlb accepts (never a refusal)."""
+    return [str(advisory) for advisory in loaded.advisories]
 
 
 def iso(at: float) -> str:
@@ -272,7 +277,7 @@ def create_api(app: "App") -> FastAPI:
         if problems:
             return JSONResponse({"error": "the config file was refused; the running config stays",  # type: ignore[return-value]
                                  "problems": [str(p) for p in problems]}, status_code=422)
-        return {"status": "reloaded", "services": sorted(app.runtime.services)}
+        return {"status": "reloaded", "services": sorted(app.runtime.services), "advisories": advisories(app.loaded)}
 
     @api.post("/api/v1/services/{name}/pools/{pool}/state")
     async def set_pool_state(name: str, pool: str, body: PoolStateRequest, principal: Caller,
@@ -399,7 +404,8 @@ def create_api(app: "App") -> FastAPI:
     async def get_config(principal: Caller) -> dict[str, Any]:
         """The running config, with tokens and password hashes masked."""
         require(principal, "admin")
-        return {"path": str(app.config_path), "config": masked_config(app.loaded.config)}
+        return {"path": str(app.config_path), "config": masked_config(app.loaded.config),
+                "advisories": advisories(app.loaded)}
 
     @api.post("/api/v1/config/validate")
     async def validate_config(body: ConfigText, principal: Caller) -> dict[str, Any]:
@@ -407,7 +413,8 @@ def create_api(app: "App") -> FastAPI:
         require(principal, "admin")
         loaded, problems = check_text(body.text)
         return {"valid": not problems, "problems": problems,
-                "services": [s.name for s in loaded.config.services] if loaded else []}
+                "services": [s.name for s in loaded.config.services] if loaded else [],
+                "advisories": advisories(loaded) if loaded else []}
 
     @api.post("/api/v1/config/apply")
     async def apply_config(body: ConfigText, principal: Caller, request: Request) -> JSONResponse:
@@ -430,7 +437,8 @@ def create_api(app: "App") -> FastAPI:
             path.write_text(old, encoding="utf-8")
             return JSONResponse({"error": "the reload was refused; the running config stays", "problems": problems},
                                 status_code=422)
-        return JSONResponse({"status": "reloaded", "services": sorted(app.runtime.services)})
+        return JSONResponse({"status": "reloaded", "services": sorted(app.runtime.services),
+                             "advisories": advisories(app.loaded)})
 
     # --- the page ------------------------------------------------------------------
 

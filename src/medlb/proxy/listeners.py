@@ -3,6 +3,11 @@
 A reload binds the new addresses first and gives up, changing nothing, if any of them
 cannot be bound; only then are services swapped and old addresses closed. Closing a
 listener never touches established connections.
+
+Accepting stops at the process's connection ceiling (see medlb.descriptors): a client
+over it is closed at once, before any protocol sees it, so the descriptors kept in
+reserve stay free for the admin API, the health checks and the store. Below the
+ceiling again, clients are served as before.
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 from pathlib import Path
 
+from medlb import descriptors
+from medlb.config.models import ProcessLimits
 from medlb.config.units import HostPort
-from medlb.logs import get_logger
+from medlb.logs import Throttle, get_logger
 from medlb.proxy.dicom import DicomClient
 from medlb.proxy.http import http_factory
 from medlb.proxy.mllp import mllp_factory
@@ -22,6 +30,9 @@ from medlb.proxy.tls import TlsServerProtocol, TlsSetupError, TlsTerminator, cli
 from medlb.runtime import Change, Runtime
 
 log = get_logger("medlb.proxy")
+
+#: While clients are refused at the connection ceiling, one log line per this many seconds.
+CEILING_LOG_EVERY = 10.0
 
 #: Protocol factories per mode, called with (handle, local_port).
 PROTOCOLS: dict[str, Callable[[ServiceHandle, int], asyncio.Protocol]] = {
@@ -51,6 +62,12 @@ class Listeners:
         self.provided: dict[tuple[str, HostPort], socket.socket] = {}
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweep_every = 1.0
+        #: limits.descriptor_reserve of the config; set before sync().
+        self.descriptor_reserve = ProcessLimits().descriptor_reserve
+        #: Relayed connections this process holds at most (from its open-file limit);
+        #: derived by each sync(), no bound before the first.
+        self.ceiling = sys.maxsize
+        self._ceiling_lines = Throttle(CEILING_LOG_EVERY)
         runtime.subscribe(self._on_changes)
 
     async def _bind(self, name: str, address: HostPort, handle: ServiceHandle) -> asyncio.AbstractServer:
@@ -62,6 +79,8 @@ class Listeners:
         plain_fallback = handle.service.mode == "http"
 
         def accept() -> asyncio.Protocol:
+            if len(self.connections) >= self.ceiling:
+                return self._refuse(handle)
             terminator = handle.tls
             if terminator is None:
                 return factory(handle, port)
@@ -120,10 +139,33 @@ class Listeners:
         self.servers.update(opened)
         for name, address in to_open:
             log.event("listening", service=name, address=str(address), mode=self.runtime.services[name].mode)
+        self._set_ceiling()
         timeouts = [service.config.limits.idle_timeout for service in self.runtime.services.values()]
         self._sweep_every = min(30.0, max(0.05, min(timeouts, default=3600.0) / 8))
         if self._sweep_handle is None:
             self._sweep_handle = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
+    def _set_ceiling(self) -> None:
+        """Derive the ceiling from this process's limit and what it holds besides
+        relayed connections; logged when it changes (at start, on a reload)."""
+        limit = descriptors.open_files_limit()[0]
+        reserve = descriptors.reserve(self.descriptor_reserve, [s.config for s in self.runtime.services.values()],
+                                      len(self.servers), checks=self.assigned is None)
+        ceiling = descriptors.ceiling(limit, reserve)
+        if ceiling != self.ceiling:
+            level = log.warning if ceiling == 0 else log.event
+            level("connection_ceiling", ceiling=ceiling, open_files=limit, reserve=reserve)
+        self.ceiling = ceiling
+
+    def _refuse(self, handle: ServiceHandle) -> asyncio.Protocol:
+        """A client over the ceiling: counted, logged now and then, closed at once."""
+        service = handle.service
+        service.counters.descriptor_refused += 1
+        count = self._ceiling_lines.hit()
+        if count:
+            log.warning("connection_ceiling_reached", service=service.name, ceiling=self.ceiling,
+                        connections=len(self.connections), refused=count)
+        return _Refused()
 
     def _sweep(self) -> None:
         """Close connections idle past their service's idle_timeout.
@@ -199,6 +241,13 @@ class Listeners:
             if victims:
                 log.event("halt_closed_connections", service=change.service, server=change.subject,
                           connections=len(victims))
+
+
+class _Refused(asyncio.Protocol):
+    """A client accepted over the connection ceiling: closed at once, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def tls_setup(runtime: Runtime, base_dir: Path | None) -> dict[str, tuple[TlsTerminator | None, object, str | None]]:

@@ -98,6 +98,7 @@ class Worker:
         apply_decided_state(self.runtime, message["decided"])
         self.version = max(self.version, message["version"])
         self.listeners.base_dir = message["base_dir"]
+        self.listeners.descriptor_reserve = config.limits.descriptor_reserve
         self.listeners.assigned = set(message["assigned"])
         self.listeners.provided.update(zip(message["new"], sockets))
         try:
