@@ -97,7 +97,7 @@ def test_checks_failing_for_a_local_reason_leave_health_as_it_was(listening):
 services:
   - name: pacs
     listen: 127.0.0.1:{free_port()}
-    health: {{type: tcp, interval: 50ms, timeout: 40ms, rise: 1, fall: 1}}
+    health: {{type: tcp, interval: 300ms, timeout: 250ms, rise: 1, fall: 1}}
     servers: [{{name: pacs1, address: "{LOOPBACK}:{port}"}}]
 """).config)
     server = runtime.services["pacs"].server("pacs1")
@@ -112,7 +112,7 @@ services:
             await asyncio.sleep(0.05)
         assert server.health == "up"
         with out_of_descriptors():
-            for _ in range(200):
+            for _ in range(300):  # up to 15 s
                 if health.errors[("pacs", "pacs1", "EMFILE")] >= 3:
                     break
                 await asyncio.sleep(0.05)
