@@ -7,6 +7,7 @@ test can kill, and clients are plain sockets.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -224,11 +225,14 @@ class Medlb:
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
         self.config_path.write_text(text)
 
-    def start(self, wait: bool = True, timeout: float = 15) -> "Medlb":
+    def start(self, wait: bool = True, timeout: float = 30,
+              open_files: tuple[int, int] | None = None) -> "Medlb":
+        """`open_files`: (soft, hard) RLIMIT_NOFILE for the medlb process, as `prlimit` sets it."""
         log = open(self.log_path, "ab")
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)) if open_files else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "medlb", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, preexec_fn=limit)
         if wait:
             wait_until(self._ready, timeout, what=f"medlb to answer /healthz (log: {self.log_path})")
         return self

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medlb import logs
+from medlb import descriptors, logs
 from medlb.admin.auth import Principal
 from medlb.admin.history import History
 from medlb.admin.sessions import Sessions
@@ -103,6 +103,8 @@ class App:
         self.loaded = self._load()
         config = self.loaded.config
         logs.setup(self.log_level or config.log.level, self.log_format or config.log.format)
+        raise_open_files_limit()
+        log_advisories(self.loaded)
         try:
             self.tokens = build_tokens(self.loaded)
         except OSError as exc:
@@ -317,6 +319,7 @@ class App:
                 detail["workers_not_answered"] = not_answered
             self.audit(who, "reload", str(self.config_path), detail, source)
             log.event("reloaded", who=who, services=len(self.runtime.services))
+            log_advisories(loaded)
             return ReloadResult([], not_answered)
 
     def _reload_failed(self, who: str, source: str, problems: list[Problem],
@@ -344,6 +347,21 @@ class App:
             self.publish({"type": "change", **record})
             if change.kind == "failed_over" and hasattr(self, "store"):
                 self.store.save_failed_over(change.service, change.subject, change.new == "true")
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft descriptor limit to the hard one before anything is opened;
+    workers started later inherit it. One line says what it was and is."""
+    before, after = descriptors.raise_open_files_limit()
+    hard = descriptors.open_files_limit()[1]
+    fields = {"from": before, "to": after, "hard": hard}
+    (log.event if after == hard else log.warning)("open_files_limit", **fields)
+
+
+def log_advisories(loaded: LoadedConfig) -> None:
+    """What `medlb check` advises about the running file, in the log too."""
+    for advisory in loaded.advisories:
+        log.warning("config_advisory", path=advisory.path, line=advisory.line, advice=advisory.message)
 
 
 def change_subject(change: Change) -> str:

@@ -90,6 +90,9 @@ def summary(loaded: LoadedConfig) -> str:
     if loaded.warnings:
         lines.append("notes:")
         lines.extend(f"  {warning}" for warning in loaded.warnings)
+    if loaded.advisories:
+        lines.append("advisories (medlb runs with these):")
+        lines.extend(f"  {advisory}" for advisory in loaded.advisories)
     return "\n".join(lines)
 
 

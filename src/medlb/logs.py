@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 _SECRET_WORDS = ("token", "password", "secret", "cookie", "authorization")
 
@@ -94,3 +94,24 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one line per `seconds` for a condition that recurs (a flood of refused
+    clients, a check failing every interval): the log stays readable, and each line
+    says how many occurrences it stands for. The counts are exact in the metrics."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self._last: float | None = None
+        self._held = 0
+
+    def hit(self) -> int:
+        """Count one occurrence; how many the line to write now stands for (0: write none)."""
+        self._held += 1
+        now = self._clock()
+        if self._last is not None and now - self._last < self.seconds:
+            return 0
+        self._last, count, self._held = now, self._held, 0
+        return count

@@ -31,7 +31,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 
-def start_medlb(factory: MedlbFactory, group: Backends, workers: int = 1, **admin_extra):
+def start_medlb(factory: MedlbFactory, group: Backends, workers: int = 1, open_files: tuple[int, int] | None = None,
+                **admin_extra):
     vip, a, b, c, closed = free_ports(5)
     for name, port in (("A", a), ("B", b), ("C", c)):
         group.start(name, port)
@@ -45,7 +46,7 @@ def start_medlb(factory: MedlbFactory, group: Backends, workers: int = 1, **admi
     lb.base_url = f"https://{LOOPBACK}:{admin_port}"
     lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"},
                              timeout=10)
-    lb.start()
+    lb.start(open_files=open_files)
     for name in "ABC":
         lb.wait_health("pacs", name, "up", 15)
     lb.wait_health("ris", "D", "down", 15)
@@ -286,6 +287,32 @@ def test_an_admin_checks_a_config_file_like_medlb_check(chromium, site):
         assert visit.foreign_requests() == []
     finally:
         visit.close()
+
+
+def test_the_config_page_shows_advisories_and_still_applies(chromium, tmp_path):
+    """Two services at the default max_connections (20000 together) on a host whose
+    open-file limit (1024) holds far fewer: advised on the page, never refused."""
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    try:
+        lb, _ = start_medlb(factory, group, open_files=(1024, 1024))
+        visit = Visit(chromium, lb)
+        visit.login("adam")
+        page = visit.page
+        page.get_by_role("link", name="Config").click()
+        expect(page.locator("ul.advisories")).to_contain_text("max_connections adds up to 20000 over all services")
+        page.locator("#config-text").fill(lb.config_path.read_text().replace("name: ris", "name: ris-west"))
+        page.locator("#config-validate").click()
+        expect(page.locator("#config-result")).to_contain_text("valid")
+        expect(page.locator("#config-result ul.advisories")).to_contain_text("max_connections adds up to 20000")
+        page.locator("#config-apply").click()
+        visit.confirm("services: pacs, ris-west")
+        expect(page.locator("#toast")).to_contain_text("with 1 advisory(ies)")
+        wait_until(lambda: "ris-west" in [s["name"] for s in lb.api("GET", "/api/v1/services").json()], 30,
+                   what="the applied config to run")
+        visit.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()
 
 
 def test_wrong_passwords_lock_out_after_the_configured_count(chromium, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import subprocess
 import sys
@@ -17,9 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
-def medlb(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def medlb(*args: str, cwd: Path | None = None, timeout: float = 30,
+          open_files: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`open_files`: run with soft and hard RLIMIT_NOFILE at this, as `prlimit` sets it."""
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))) if open_files else None
     return subprocess.run([sys.executable, "-m", "medlb", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, preexec_fn=limit)
 
 
 def write(tmp_path: Path, text: str, name: str = "medlb.yaml") -> Path:
@@ -112,6 +116,31 @@ def test_check_reports_a_listen_address_used_by_two_services(tmp_path):
     assert result.returncode == 2
     output = result.stdout + result.stderr
     assert "services[1].listen[1] (line 9): 127.0.0.1:11104 is already a listen address of services[0]" in output
+
+
+def test_check_advises_when_max_connections_exceed_the_open_file_limit_and_exits_0(tmp_path):
+    vip, a = free_ports(2)
+    path = write(tmp_path, f"""
+        workers: 1
+        services:
+          - name: pacs
+            listen: {LOOPBACK}:{vip}
+            limits: {{max_connections: 200}}
+            servers:
+              - {{name: pacs1, address: "{LOOPBACK}:{a}"}}
+        """)
+
+    # 256 descriptors hold (256 - 128 reserved - 1 listen socket - 2 for the check) / 2 = 62 connections.
+    tight = medlb("check", str(path), open_files=256)
+    roomy = medlb("check", str(path), open_files=4096)
+
+    assert tight.returncode == 0, tight.stderr
+    assert "valid, 1 service(s)" in tight.stdout
+    assert "advisories (medlb runs with these):" in tight.stdout
+    assert "services (line 2): max_connections adds up to 200 over all services, but the open-file limit " \
+           "here (256, the hard limit medlb run raises to) holds 62 connections in one process" in tight.stdout
+    assert roomy.returncode == 0, roomy.stderr
+    assert "advisories" not in roomy.stdout and "max_connections" not in roomy.stdout
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -30,7 +30,7 @@ from medlb import __version__
 from medlb.admin import metrics
 from medlb.admin.bodies import BodyGate
 from medlb.admin.views import masked_config, server_view, service_view
-from medlb.config import ConfigError
+from medlb.config import ConfigError, LoadedConfig
 from medlb.config.loader import parse_config
 from medlb.config.models import AdminConfig
 
@@ -146,6 +146,11 @@ def refuse_before_body(scope: Any) -> Response | None:
     except ApiError as exc:
         return exc.response()
     return None
+
+
+def advisories(loaded: LoadedConfig) -> list[str]:
+    """What `medlb check` advises about a file medlb accepts (never a refusal)."""
+    return [str(advisory) for advisory in loaded.advisories]
 
 
 def iso(at: float) -> str:
@@ -436,7 +441,8 @@ def create_api(app: "App") -> FastAPI:
     async def get_config(principal: Caller) -> dict[str, Any]:
         """The running config, with tokens and password hashes masked."""
         require(principal, "admin")
-        return {"path": str(app.config_path), "config": masked_config(app.loaded.config)}
+        return {"path": str(app.config_path), "config": masked_config(app.loaded.config),
+                "advisories": advisories(app.loaded)}
 
     @api.post("/api/v1/config/validate")
     async def validate_config(body: ConfigText, principal: Caller) -> dict[str, Any]:
@@ -444,7 +450,8 @@ def create_api(app: "App") -> FastAPI:
         require(principal, "admin")
         loaded, problems = check_text(body.text)
         return {"valid": not problems, "problems": problems,
-                "services": [s.name for s in loaded.config.services] if loaded else []}
+                "services": [s.name for s in loaded.config.services] if loaded else [],
+                "advisories": advisories(loaded) if loaded else []}
 
     @api.post("/api/v1/config/apply")
     async def apply_config(body: ConfigText, principal: Caller, request: Request) -> JSONResponse:
@@ -475,7 +482,8 @@ def create_api(app: "App") -> FastAPI:
                 return JSONResponse({**body, "settled": False, "workers_not_answered": result.not_answered},
                                     status_code=503)
             return JSONResponse(body, status_code=422)
-        return confirmed({"status": "reloaded", "services": sorted(app.runtime.services)}, result.not_answered)
+        return confirmed({"status": "reloaded", "services": sorted(app.runtime.services),
+                          "advisories": advisories(app.loaded)}, result.not_answered)
 
     # --- the page ------------------------------------------------------------------
 

@@ -58,6 +58,10 @@ class RuntimeCollector:
                                         labels=["service", "mode"])
         svc_refused = CounterMetricFamily("medlb_service_refused_connections",
                                           "Connections refused at max_connections", labels=["service", "mode"])
+        svc_fd_refused = CounterMetricFamily("medlb_service_descriptor_refused_connections",
+                                             "Connections refused because the process holding them had reached "
+                                             "its connection ceiling (derived from its open-file limit)",
+                                             labels=["service", "mode"])
         svc_no_server = CounterMetricFamily("medlb_service_no_server",
                                             "Connections closed because no server could take them",
                                             labels=["service", "mode"])
@@ -69,6 +73,7 @@ class RuntimeCollector:
             svc_active.add_metric(svc, service.active)
             svc_total.add_metric(svc, service.total)
             svc_refused.add_metric(svc, service.refused)
+            svc_fd_refused.add_metric(svc, service.counters.descriptor_refused)
             svc_no_server.add_metric(svc, service.no_server)
             for pool in service.pools.values():
                 for tier in ("primary", "backup", "none"):
@@ -99,6 +104,7 @@ class RuntimeCollector:
 
         yield from _worker_metrics(self.app)
         yield from _login_metrics(self.app)
+        yield _check_error_metrics(self.app)
 
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
         for result, count in self.app.reloads.items():
@@ -106,7 +112,18 @@ class RuntimeCollector:
         info = InfoMetricFamily("medlb_build", "medlb version")
         info.add_metric([], {"version": __version__})
         yield from (up, available, state, weight, active, total, traffic, failures, latency, checks, changes, last_ok,
-                    svc_active, svc_total, svc_refused, svc_no_server, pool_active, reloads, info)
+                    svc_active, svc_total, svc_refused, svc_fd_refused, svc_no_server, pool_active, reloads, info)
+
+
+def _check_error_metrics(app: "App") -> Metric:
+    """Checks medlb could not make (out of descriptors...): its own errors, which
+    leave the server's health alone, so they need an alert of their own."""
+    errors = CounterMetricFamily("medlb_check_errors", "Health checks medlb could not make for a reason of its "
+                                 "own host, by errno name (the server's health is left as it was)",
+                                 labels=["service", "server", "reason"])
+    for (service, server, reason), count in sorted(app.health.errors.items()):
+        errors.add_metric([service, server, reason], count)
+    return errors
 
 
 def _login_metrics(app: "App") -> Iterator[Metric]:

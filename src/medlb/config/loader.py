@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from medlb import descriptors
 from medlb.config.models import (
     AVAILABLE_CHECKS,
     AVAILABLE_MODES,
@@ -54,12 +55,15 @@ class ConfigError(Exception):
 
 @dataclass
 class LoadedConfig:
-    """A validated config, where it came from, and what it cannot run yet."""
+    """A validated config, where it came from, what it cannot run yet (`warnings`:
+    medlb run, a reload and a config apply refuse the file) and what an operator
+    should know about it (`advisories`: shown and logged, never a reason to refuse)."""
 
     config: Config
     source: str
     base_dir: Path
     warnings: list[Problem] = field(default_factory=list)
+    advisories: list[Problem] = field(default_factory=list)
 
     @property
     def state_dir(self) -> Path:
@@ -271,8 +275,27 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
     return notes
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> LoadedConfig:
-    """Validate config text; raise ConfigError with every problem found."""
+def _advisories(config: Config, lines: dict[PathKey, int], open_files: int | None) -> list[Problem]:
+    """What medlb runs with but an operator should change, in this host's terms."""
+    advisories: list[Problem] = []
+    hard = open_files if open_files is not None else descriptors.open_files_limit()[1]
+    room = descriptors.capacity(config, hard)
+    wanted = sum(service.limits.max_connections for service in config.services)
+    if wanted > room.connections:
+        processes = "one process" if room.processes == 1 else f"{room.processes} workers"
+        advisories.append(_problem(("services",), lines, (
+            f"max_connections adds up to {wanted} over all services, but the open-file limit here "
+            f"({hard}, the hard limit medlb run raises to) holds {room.connections} connections in {processes} "
+            f"({descriptors.PER_CONNECTION} descriptors each, {room.reserve} kept in reserve per process); "
+            "beyond that clients are refused. Raise the limit (LimitNOFILE) or lower max_connections")))
+    return advisories
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
+                 open_files: int | None = None) -> LoadedConfig:
+    """Validate config text; raise ConfigError with every problem found. Advisories
+    weigh the config against `open_files` descriptors (default: this process's hard
+    limit, which medlb run raises its own to)."""
     data, lines = _compose(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "the file must be a mapping with admin, state_dir and services")])
@@ -313,7 +336,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
                 problems.append(_problem(("admin", "tokens", index), lines, "give exactly one of token and token_file"))
     if problems:
         raise ConfigError(source, problems)
-    return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines))
+    return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines),
+                        _advisories(config, lines, open_files))
 
 
 def valid_hash(encoded: str) -> bool:

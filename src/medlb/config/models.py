@@ -466,6 +466,15 @@ class LogConfig(Strict):
     format: Literal["text", "json"] = "text"
 
 
+class ProcessLimits(Strict):
+    """Limits of each medlb process as a whole (the per-service ones are `Limits`)."""
+
+    #: Open-file descriptors each process keeps for what is not a relayed connection:
+    #: the admin API and its clients, the store, logs, worker channels. Listen sockets,
+    #: health checks and server connection pools are added from the config.
+    descriptor_reserve: int = Field(128, ge=16, le=1_000_000)
+
+
 def _workers(value: Any) -> Any:
     if value == "auto":
         return max(1, len(os.sched_getaffinity(0)))
@@ -479,5 +488,6 @@ class Config(Strict):
     #: this process may run on. 1 runs everything in one process.
     workers: Annotated[int, BeforeValidator(_workers), Field(ge=1, le=64)] = "auto"  # type: ignore[assignment]
     log: LogConfig = LogConfig()
+    limits: ProcessLimits = ProcessLimits()
     stop_timeout: Duration = 30.0
     services: list[ServiceConfig] = []

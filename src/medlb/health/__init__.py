@@ -4,6 +4,10 @@ Each server of every pool gets its own task that checks it every `interval`, bou
 by `timeout`, and feeds a CheckResult event to the runtime; the runtime applies
 rise/fall and decides whether health flips. Adding a check type is one module with an
 `async def check(target, config) -> Outcome` and one line in CHECKERS.
+
+A check medlb could not make for a reason of its own host (out of descriptors: see
+`base.local_error`) is medlb's error, not the server's failure: it is counted in
+`errors` and logged, and the server's health stays as it was.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from typing import Any
 
 from medlb.health import dicom_echo, dicom_find, dicomweb, fhir, http, mllp, script, tcp, xds
-from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error, forget_contexts
-from medlb.logs import get_logger
+from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error, forget_contexts, local_error
+from medlb.logs import Throttle, get_logger
 from medlb.runtime import CheckResult, Runtime, Server
 
 CHECKERS: dict[str, Checker] = {
@@ -33,6 +38,9 @@ CHECKERS: dict[str, Checker] = {
 
 log = get_logger("medlb.health")
 
+#: A server whose checks keep failing locally gets one log line per this many seconds.
+LOCAL_ERROR_LOG_EVERY = 30.0
+
 
 async def run_check(checker: Checker, target: CheckTarget, config: Any) -> tuple[Outcome, float]:
     """One check with its timeout; every failure becomes an Outcome with a reason."""
@@ -43,7 +51,7 @@ async def run_check(checker: Checker, target: CheckTarget, config: Any) -> tuple
     except asyncio.TimeoutError:
         outcome = Outcome(False, f"no answer within {config.timeout:g}s")
     except OSError as exc:
-        outcome = Outcome(False, describe_os_error(exc))
+        outcome = Outcome(False, describe_os_error(exc), local_error=local_error(exc))
     except Exception as exc:  # a checker bug must not stop checking
         log.error("health_check_error", exc_info=True, service=target.service, server=target.server)
         outcome = Outcome(False, f"check failed: {exc.__class__.__name__}")
@@ -56,6 +64,9 @@ class HealthManager:
         self._tasks: dict[tuple[str, str], tuple[Any, asyncio.Task[None]]] = {}
         #: Relative CA and certificate paths are taken from here (the config file's folder).
         self.base_dir: Any = None
+        #: Checks medlb could not make, by (service, server, errno name).
+        self.errors: Counter[tuple[str, str, str]] = Counter()
+        self._error_lines: dict[tuple[str, str], Throttle] = {}
 
     def _target(self, server: Server, config: Any) -> CheckTarget:
         service = self.runtime.services[server.service]
@@ -97,6 +108,18 @@ class HealthManager:
         await asyncio.sleep(random.uniform(0, min(config.interval, 1.0) / 4))
         while True:
             outcome, latency = await run_check(checker, target, config)
-            self.runtime.apply(CheckResult(target.service, target.server, outcome.ok, outcome.reason,
-                                           latency, at=time.time(), echo_seconds=outcome.echo_seconds))
+            if outcome.local_error is not None:
+                self._local_error(target, outcome.local_error, outcome.reason)
+            else:
+                self.runtime.apply(CheckResult(target.service, target.server, outcome.ok, outcome.reason,
+                                               latency, at=time.time(), echo_seconds=outcome.echo_seconds))
             await asyncio.sleep(max(0.0, config.interval - latency))
+
+    def _local_error(self, target: CheckTarget, reason: str, detail: str) -> None:
+        """Counted and logged as medlb's error; the server's health is left alone."""
+        self.errors[(target.service, target.server, reason)] += 1
+        key = (target.service, target.server)
+        count = self._error_lines.setdefault(key, Throttle(LOCAL_ERROR_LOG_EVERY)).hit()
+        if count:
+            log.error("health_check_local_error", service=target.service, server=target.server, reason=reason,
+                      detail=detail, errors=count, health="unchanged")

@@ -4,10 +4,16 @@ A checker is one async function `check(target, config) -> Outcome`. It raises no
 for a server that is down: it returns Outcome(False, reason), and the reason is what
 the operator reads in the API and the log ("connection refused", "status 500").
 Timeouts are applied by the runner, so a checker needs no timer of its own.
+
+A check that fails for a reason of this host (no descriptor, no buffer, no memory for
+its socket) says nothing about the server: it carries `local_error`, and the runner
+counts it as medlb's error instead of the server's failure.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +68,25 @@ class Outcome:
     reason: str
     #: dicom-echo: the C-ECHO round trip alone, for its latency histogram.
     echo_seconds: float | None = None
+    #: Why medlb itself could not check (an errno name such as EMFILE); None for an
+    #: outcome that says something about the server.
+    local_error: str | None = None
+
+
+#: Errors of this host, not of the server: out of descriptors (per process or system
+#: wide), out of socket buffers, out of memory.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def local_error(exc: OSError) -> str | None:
+    """The errno name when `exc` is an error of this host rather than of the server.
+    A name lookup that failed with a system error (EAI_SYSTEM: getaddrinfo could not
+    open what it needs) counts too."""
+    if isinstance(exc, socket.gaierror):
+        return "EAI_SYSTEM" if exc.errno == socket.EAI_SYSTEM else None
+    if exc.errno in LOCAL_ERRNOS:
+        return errno.errorcode[exc.errno]
+    return None
 
 
 Checker = Callable[[CheckTarget, Any], Awaitable[Outcome]]

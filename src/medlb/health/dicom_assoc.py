@@ -10,12 +10,18 @@ itself shortly after the runner has given up on it, and threads cannot pile up.
 pynetdicom logs through the `pynetdicom` logger, at debug level with whole data sets
 (C-FIND identifiers carry patient names). That logger is silenced here: the outcome's
 reason is the only thing a check says, and it holds codes and AE titles only.
+
+pynetdicom asks `select()` whether its socket has data, and select() refuses descriptor
+numbers above 1023: in a busy medlb (which raises its open-file limit) every DICOM
+check would then fail and mark its server down. `poll()` has no such bound, so the
+socket's `ready` asks poll() instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +30,7 @@ from typing import Any, Callable, TypeVar
 # Imported once, at start (~150 ms): inside the first check it would count against its timeout.
 from pynetdicom import AE, evt
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket
 
 from medlb.health.base import CheckTarget, Outcome
 from medlb.protocols.dicom import Abort, describe_rejection
@@ -31,6 +38,25 @@ from medlb.protocols.dicom import Abort, describe_rejection
 _logger = logging.getLogger("pynetdicom")
 _logger.setLevel(logging.CRITICAL)
 _logger.propagate = False
+
+
+def _ready(self: AssociationSocket) -> bool:
+    """AssociationSocket.ready (pynetdicom 3.0) with poll() for select()."""
+    sock = self.socket
+    if sock is None or self._is_connected is False:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        ready = bool(poller.poll(0))
+    except (OSError, ValueError):
+        self.event_queue.put("Evt17")  # the transport connection closed
+        return False
+    # An SSLSocket may hold decrypted data that poll() does not see.
+    return ready or (isinstance(sock, ssl.SSLSocket) and bool(sock.pending()))
+
+
+AssociationSocket.ready = property(_ready)  # type: ignore[method-assign,assignment]
 
 _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="medlb-dicom-check")
 T = TypeVar("T")

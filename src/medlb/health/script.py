@@ -12,7 +12,7 @@ import os
 import signal
 
 from medlb.config.models import ScriptCheck
-from medlb.health.base import CheckTarget, Outcome
+from medlb.health.base import CheckTarget, Outcome, local_error
 
 
 async def check(target: CheckTarget, config: ScriptCheck) -> Outcome:
@@ -23,6 +23,8 @@ async def check(target: CheckTarget, config: ScriptCheck) -> Outcome:
             *config.command, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     except OSError as exc:
+        if local_error(exc):
+            raise  # no pipe or process for it: the runner counts that as medlb's error
         return Outcome(False, f"cannot run {config.command[0]!r}: {exc.strerror}")
     try:
         _, stderr = await process.communicate()

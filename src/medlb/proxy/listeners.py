@@ -8,6 +8,11 @@ socket is never closed and bound again on reload: an address that stays keeps it
 socket, and one that moves to another service keeps it too and is routed anew, so a
 refused reload cannot leave a service without its listener. Closing a listener never
 touches established connections.
+
+Accepting stops at the process's connection ceiling (see medlb.descriptors): a client
+over it is closed at once, before any protocol sees it, so the descriptors kept in
+reserve stay free for the admin API, the health checks and the store. Below the
+ceiling again, clients are served as before.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from medlb import descriptors
 from medlb.config.units import HostPort
 from medlb.dataplane import Refused
-from medlb.logs import get_logger
+from medlb.logs import Throttle, get_logger
 from medlb.proxy.dicom import DicomClient
 from medlb.proxy.http import http_factory
 from medlb.proxy.mllp import mllp_factory
@@ -36,6 +43,9 @@ from medlb.runtime import Change, Runtime, Service
 from medlb.runtime.model import ReloadPlan
 
 log = get_logger("medlb.proxy")
+
+#: While clients are refused at the connection ceiling, one log line per this many seconds.
+CEILING_LOG_EVERY = 10.0
 
 #: Protocol factories per mode, called with (handle, local_port).
 PROTOCOLS: dict[str, Callable[[ServiceHandle, int], asyncio.Protocol]] = {
@@ -82,6 +92,8 @@ class ListenerPlan:
     #: Listeners this plan opened (a discard closes them, and only them).
     opened: dict[HostPort, asyncio.AbstractServer]
     tls: TlsSetup
+    #: limits.descriptor_reserve of the planned config (see medlb.descriptors).
+    descriptor_reserve: int
 
     async def commit(self) -> list[int]:
         await self.listeners._commit(self)
@@ -103,6 +115,13 @@ class Listeners:
         self.connections: set[TcpClient] = set()
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweep_every = 1.0
+        #: False in a worker process: the health checks run in the control process, so
+        #: their descriptors are not reserved here.
+        self.runs_checks = True
+        #: Relayed connections this process holds at most (from its open-file limit);
+        #: derived by each commit, no bound before the first.
+        self.ceiling = sys.maxsize
+        self._ceiling_lines = Throttle(CEILING_LOG_EVERY)
         runtime.subscribe(self._on_changes)
 
     async def prepare(self, plan: ReloadPlan, base_dir: Path | None, routes: dict[HostPort, str] | None = None,
@@ -140,7 +159,7 @@ class Listeners:
         finally:
             for sock in provided.values():
                 sock.close()
-        return ListenerPlan(self, plan.services, dict(routes), opened, tls)
+        return ListenerPlan(self, plan.services, dict(routes), opened, tls, plan.config.limits.descriptor_reserve)
 
     async def _listener(self, name: str, address: HostPort, sock: socket.socket) -> asyncio.AbstractServer:
         """A listener on a listening socket, not yet accepting; it sends each connection
@@ -149,6 +168,8 @@ class Listeners:
         assert port is not None
 
         def accept() -> asyncio.Protocol:
+            if len(self.connections) >= self.ceiling:
+                return self._refuse(self.handles[self.routes[address]])
             handle = self.handles[self.routes[address]]
             factory = PROTOCOLS[handle.service.mode]
             terminator = handle.tls
@@ -190,6 +211,7 @@ class Listeners:
         for address in sorted(plan.opened, key=str):
             name = plan.routes[address]
             log.event("listening", service=name, address=str(address), mode=plan.services[name].mode)
+        self._set_ceiling(plan)
         timeouts = [service.config.limits.idle_timeout for service in plan.services.values()]
         # mode http keeps its head and keep-alive deadlines on the same sweep.
         timeouts += [min(service.config.http.header_timeout, service.config.http.keepalive_timeout)
@@ -199,6 +221,28 @@ class Listeners:
             self._sweep_handle = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
         for server in plan.opened.values():
             await server.start_serving()
+
+    def _set_ceiling(self, plan: ListenerPlan) -> None:
+        """Derive the ceiling from this process's limit and what it holds besides
+        relayed connections; logged when it changes (at start, on a reload)."""
+        limit = descriptors.open_files_limit()[0]
+        reserve = descriptors.reserve(plan.descriptor_reserve, [s.config for s in plan.services.values()],
+                                      len(self.listening), checks=self.runs_checks)
+        ceiling = descriptors.ceiling(limit, reserve)
+        if ceiling != self.ceiling:
+            level = log.warning if ceiling == 0 else log.event
+            level("connection_ceiling", ceiling=ceiling, open_files=limit, reserve=reserve)
+        self.ceiling = ceiling
+
+    def _refuse(self, handle: ServiceHandle) -> asyncio.Protocol:
+        """A client over the ceiling: counted, logged now and then, closed at once."""
+        service = handle.service
+        service.counters.descriptor_refused += 1
+        count = self._ceiling_lines.hit()
+        if count:
+            log.warning("connection_ceiling_reached", service=service.name, ceiling=self.ceiling,
+                        connections=len(self.connections), refused=count)
+        return _Refused()
 
     def _sweep(self) -> None:
         """Close connections idle past their service's idle_timeout (and, in mode http,
@@ -271,6 +315,13 @@ class Listeners:
             if victims:
                 log.event("halt_closed_connections", service=change.service, server=change.subject,
                           connections=len(victims))
+
+
+class _Refused(asyncio.Protocol):
+    """A client accepted over the connection ceiling: closed at once, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def tls_setup(services: dict[str, Service], base_dir: Path | None) -> TlsSetup:

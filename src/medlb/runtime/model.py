@@ -218,6 +218,8 @@ class ServiceCounters:
     total: int = 0
     refused: int = 0
     no_server: int = 0
+    #: Refused because the process had reached its connection ceiling (descriptors).
+    descriptor_refused: int = 0
 
 
 def _counter(name: str) -> property:

@@ -39,6 +39,7 @@ class Worker:
         self.channel = channel
         self.runtime = Runtime()
         self.listeners = Listeners(self.runtime)
+        self.listeners.runs_checks = False  # the health checks run in the control process
         self.stop_timeout = 30.0
         #: The prepared config waiting for its commit or abort: (id, plan, listeners' part).
         self.pending: tuple[int, ReloadPlan, ListenerPlan] | None = None

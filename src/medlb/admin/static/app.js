@@ -369,6 +369,13 @@ async function renderEvents(query) {
   return [...searchPage("Events: health and state changes", "events", query), eventsTable(events)];
 }
 
+// What `medlb check` advises about a file medlb accepts: shown, never a refusal.
+function advisories(list) {
+  return list && list.length ? el("div", { class: "advisories" },
+    el("p", {}, badge("warn", "advisories"), " medlb runs with these:"),
+    el("ul", { class: "advisories" }, list.map((a) => el("li", {}, a)))) : null;
+}
+
 async function renderConfig() {
   const running = await api("GET", "/api/v1/config");
   const text = el("textarea", { id: "config-text", "aria-label": "Config file to check or apply", spellcheck: "false" });
@@ -378,7 +385,8 @@ async function renderConfig() {
     onchange: async () => { if (file.files[0]) text.value = await file.files[0].text(); } });
   function show(answer) {
     result.replaceChildren(answer.valid
-      ? el("p", {}, badge("ok", "valid"), ` ${answer.services.length} service(s): ${answer.services.join(", ")}`)
+      ? el("div", {}, el("p", {}, badge("ok", "valid"), ` ${answer.services.length} service(s): ${answer.services.join(", ")}`),
+           advisories(answer.advisories))
       : el("div", {}, badge("bad", "invalid"), el("ul", { class: "problems" }, answer.problems.map((p) => el("li", {}, p)))));
   }
   const validate = el("button", { type: "button", id: "config-validate", onclick: async () => {
@@ -391,7 +399,11 @@ async function renderConfig() {
     if (!answer.valid) return;
     if (!(await confirmAction("Apply this config", `The config file ${running.path} is replaced and reloaded; ` +
         `services: ${answer.services.join(", ")}. Established connections stay.`, "Apply and reload", true))) return;
-    try { await api("POST", "/api/v1/config/apply", { text: text.value }); toast("Config applied and reloaded"); route(); }
+    try {
+      const applied = await api("POST", "/api/v1/config/apply", { text: text.value });
+      toast("Config applied and reloaded" + (applied.advisories.length ? `, with ${applied.advisories.length} advisory(ies): see below` : ""));
+      route();
+    }
     catch (e) { show({ valid: false, problems: [e.message, ...e.problems] }); }
   } }, "Apply (reload)");
   const reload = el("button", { type: "button", id: "reload", class: "secondary", onclick: () =>
@@ -400,7 +412,7 @@ async function renderConfig() {
   return [el("h1", {}, "Configuration"),
           el("h2", {}, "Check or apply a file"),
           el("div", { class: "toolbar" }, file, validate, apply, reload), text, result,
-          el("h2", {}, "Running config (secrets masked)"),
+          el("h2", {}, "Running config (secrets masked)"), advisories(running.advisories),
           el("pre", { id: "running-config" }, JSON.stringify(running.config, null, 2))];
 }
 
