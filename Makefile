@@ -28,9 +28,7 @@ EXACT_SPLIT_TESTS := \
 # FUZZ_SECONDS each (fuzz/README.md). Not part of `make test`.
 ATHERIS := atheris==3.0.0
 FUZZ_SECONDS ?= 60
-# HTTP: add `http` here (and fuzz/fuzz_http.py, tests/unit/test_fuzz_http.py) once the
-# sans-I/O head rules live in src/medlb/protocols/http.py.
-FUZZ_TARGETS ?= dicom mllp hl7
+FUZZ_TARGETS ?= dicom mllp hl7 http
 FUZZ_DIR := test-artifacts/fuzz
 
 .PHONY: demo test fuzz run check bench soak clean system-deps
