@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import struct
 
-from helpers import LOOPBACK, connect, consecutive_free_ports, free_ports, server, service, wait_until, who_answers
+from helpers import (LOOPBACK, connect, consecutive_free_ports, free_port, free_ports, server, service, wait_until,
+                     who_answers)
 
 
 def test_multi_port_vip_forwards_to_the_port_the_client_hit(medlb, backends):
@@ -95,4 +97,43 @@ def test_connect_timeout_to_a_server_that_never_answers_moves_on(medlb, backends
         assert lb.server("ris", "stuck")["connect_failures"] >= 1
     finally:
         for sock in fillers + [stuck]:
+            sock.close()
+
+
+def test_a_client_aborted_while_its_server_connect_hangs_leaves_the_server_with_no_connection(medlb):
+    vip = free_port()
+    # A full accept queue drops medlb's SYN: its connect hangs until the queue has room.
+    stuck = socket.socket()
+    stuck.bind((LOOPBACK, 0))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(stuck.getsockname())
+        fillers.append(filler)
+    filler_ports = {filler.getsockname()[1] for filler in fillers}
+    lb = medlb([service("ris", vip, [server("slow", stuck.getsockname()[1])], health={"type": "none"},
+                        limits={"connect_timeout": "60s"})])
+    accepted = []
+    try:
+        client = socket.create_connection((LOOPBACK, vip), timeout=10)
+        wait_until(lambda: lb.server("ris", "slow")["active_connections"] == 1, 10, what="medlb to be connecting")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # aborted: a reset, not a half-close medlb would pass on
+        wait_until(lambda: lb.service("ris")["active_connections"] == 0, 10, what="the client to be gone")
+
+        # Make room: medlb's connect now completes (at its next SYN), for a client that left.
+        stuck.settimeout(30)
+        while True:
+            connection, peer = stuck.accept()
+            accepted.append(connection)
+            if peer[1] not in filler_ports:
+                break
+
+        wait_until(lambda: lb.server("ris", "slow")["active_connections"] == 0, 10,
+                   what="the server's connection count to go back to 0")
+        assert lb.server("ris", "slow")["total_connections"] <= 1
+    finally:
+        for sock in fillers + accepted + [stuck]:
             sock.close()

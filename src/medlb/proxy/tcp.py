@@ -75,9 +75,13 @@ class _Upstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The server may speak first (a greeting) before the connecting task resumes,
-        # so the client is linked here rather than after create_connection returns.
+        # so the client is linked here rather than after create_connection returns;
+        # unless the client was already released (it left while medlb was connecting):
+        # then the connecting task gives the server its count back.
         self.transport = transport  # type: ignore[assignment]
-        self.client.upstream, self.client.server = self, self.server
+        client = self.client
+        if client.counted:
+            client.upstream, client.server = self, self.server
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -177,7 +181,10 @@ class TcpClient(asyncio.Protocol):
             server.total += 1
             if self.closed:  # the client left while we were connecting
                 transport.close()
-                self._release()
+                if self.server is server:
+                    self._release()  # counts the server down with the client (if not done yet)
+                else:
+                    server.active -= 1  # released before the connect completed, without the server
                 return
             self._relay(transport)
             return
