@@ -175,7 +175,13 @@ class Dispatcher:
         self.stopping = False
         #: Unfinished frames of all the service's senders in this process.
         self.budget = mllp.Budget(self.config.partial_frames_budget)
-        handle.registry.runtime.subscribe(self._on_changes)
+        self._runtime = handle.registry.runtime
+        self._runtime.subscribe(self._on_changes)
+
+    def detach(self) -> None:
+        """Stop following the runtime's changes: the service is gone (a reload removed
+        it) or medlb stops. Senders still connected are served to the end."""
+        self._runtime.unsubscribe(self._on_changes)
 
     @property
     def service(self) -> Service:
@@ -404,6 +410,7 @@ class Dispatcher:
     def close_all(self) -> None:
         """medlb is stopping: close every link (messages still on one are answered AE)."""
         self.stopping = True
+        self.detach()
         for links in list(self.links.values()):
             for link in list(links):
                 link.close("medlb is stopping")
