@@ -281,8 +281,8 @@ class Dispatcher:
 
         async def connect() -> None:
             try:
-                transport, _ = await asyncio.wait_for(loop.create_connection(lambda: link, host, port),
-                                                      limits.connect_timeout)
+                async with asyncio.timeout(limits.connect_timeout):  # no extra task, unlike wait_for
+                    transport, _ = await loop.create_connection(lambda: link, host, port)
             except (OSError, asyncio.TimeoutError):
                 server.connect_failures += 1
                 link.closed = True
