@@ -33,6 +33,7 @@ from medlb.protocols.dicom import AssociateRequest, ProtocolError, PduReader, Pd
 from medlb.proxy.tcp import ServiceHandle, TcpClient, _Upstream
 from medlb.runtime import Server
 from medlb.runtime.dicom import AeCount
+from medlb.tasks import spawn
 
 log = get_logger("medlb.proxy")
 
@@ -246,7 +247,7 @@ class DicomClient(TcpClient):
             self._end(pdu.associate_rj(*route.reject), route.reason)
             return
         self.phase = NEGOTIATING
-        asyncio.get_running_loop().create_task(self._negotiate(request_pdu, request, route.pool))
+        spawn(self._negotiate(request_pdu, request, route.pool))
 
     # --- phase 2: choosing a server ---------------------------------------------------
 

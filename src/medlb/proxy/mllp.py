@@ -24,6 +24,7 @@ from medlb.protocols import mllp
 from medlb.protocols.hl7 import Header, HL7Error, build_ack, field_value, parse_ack, parse_header
 from medlb.runtime import Change, Server, Service
 from medlb.runtime.stats import MllpStats
+from medlb.tasks import spawn
 
 from medlb.proxy.tcp import admit
 
@@ -291,7 +292,7 @@ class Dispatcher:
             if link.closed:  # closed while connecting
                 transport.abort()
 
-        loop.create_task(connect())
+        spawn(connect())
         self._arm_reaper()
         return link
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from medlb.logs import get_logger
 from medlb.runtime import Server, Service
+from medlb.tasks import spawn
 
 if TYPE_CHECKING:
     from medlb.proxy.listeners import Listeners
@@ -157,7 +158,7 @@ class TcpClient(asyncio.Protocol):
     def begin(self) -> None:
         """A counted connection starts: nothing is read until a server is connected."""
         self.transport.pause_reading()
-        asyncio.get_running_loop().create_task(self._connect())
+        spawn(self._connect())
 
     async def _servers(self, pool: str = "default") -> AsyncIterator[tuple[Server, asyncio.Transport]]:
         """Connected servers to try, in the scheduler's order: the next one is picked
