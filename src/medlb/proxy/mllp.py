@@ -520,8 +520,9 @@ class MllpClient(asyncio.Protocol):
             self._refuse(event.head, "AR", f"{NAK_INTERRUPTED} (0x0B) before its end; the message after it is read "
                          "on its own", NAK_INTERRUPTED)
         else:
-            self._refuse(event.head, "AR", f"{NAK_OVER_BUDGET}: medlb holds {self.dispatcher.budget.limit} bytes "
-                         "of unfinished messages; send it again later", NAK_OVER_BUDGET)
+            self._refuse(event.head, "AR", f"{NAK_OVER_BUDGET}: this message does not fit in medlb's "
+                         f"{self.dispatcher.budget.limit} bytes for unfinished messages now; send it again later",
+                         NAK_OVER_BUDGET)
 
     def _refuse(self, head: bytes, code: str, text: str, reason: str) -> None:
         """Answer a message medlb will not forward; the connection stays usable."""
