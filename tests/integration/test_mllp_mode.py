@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import socket
 from collections import defaultdict
@@ -380,22 +379,21 @@ def test_a_start_byte_inside_a_frame_gets_ar_and_the_message_after_it_reaches_an
     assert lb.service("adt")["mllp"]["negative_acks_sent"] == {"frame interrupted by a start byte": 1}
 
 
-def engines_total() -> int:
-    """medlb processes serving the data plane (one, or MEDLB_TEST_WORKERS)."""
-    return int(os.environ.get("MEDLB_TEST_WORKERS", "1"))
-
-
-def test_partial_frames_past_the_budget_are_refused_with_ar_and_messages_flow_once_they_end(medlb, backends,
-                                                                                          tmp_path):
+def test_partial_frames_up_to_the_budget_are_held_a_frame_past_it_gets_ar_and_flows_once_they_end(medlb, backends,
+                                                                                                 tmp_path):
     vip, port = free_ports(2)
     log = tmp_path / "received.jsonl"
     backends.start_mllp("E1", port, log)
+    # Ordered by PID-3, the service is served by one process (workers or not): one budget.
     lb = medlb([mllp_service("lab", vip, [server("E1", port)], max_message_size="48KiB",
                              partial_frames_budget="64KiB")])
     filler = "OBX|1|ED|PDF^Report||"
-    partials = [raw_frame(adt(f"PART{i}", f"MRN{i}", extra=filler)) for i in range(24)]
-    partials = [p + b"P" * (40 * 1024 - len(p)) for p in partials]  # 40 KiB: one fits in 64 KiB, two do not
-    probe = adt("PROBE1", "MRN100", extra=filler + "Q" * 30 * 1024 + "\r")  # 30 KiB > 64 - 40
+    partials = [raw_frame(adt(f"PART{i}", f"MRN{i}", extra=filler)) for i in range(3)]
+    partials = [p + b"P" * (20 * 1024 - len(p)) for p in partials]  # 3 x 20 KiB held: 4 KiB left
+    probe = adt("PROBE1", "MRN100", extra=filler + "Q" * 8 * 1024 + "\r")
+
+    def held() -> int:
+        return lb.service("lab")["mllp"]["partial_frame_bytes"]
 
     async def scenario() -> tuple[list[hl7.Message], list[hl7.Message], hl7.Message]:
         connections = [await open_hl7_connection(LOOPBACK, vip, limit=LIMIT) for _ in partials]
@@ -403,20 +401,15 @@ def test_partial_frames_past_the_budget_are_refused_with_ar_and_messages_flow_on
             for (_, writer), partial in zip(connections, partials):
                 writer.write(b"\x0b" + partial)
                 await writer.drain()
-            # Every data-plane process holds one 40 KiB partial frame, and no more: its
-            # budget is full. (24 connections reach every worker, whatever the kernel's spread.)
-            held = engines_total() * 40 * 1024
-            await asyncio.to_thread(wait_until, lambda: lb.service("lab")["mllp"]["partial_frame_bytes"] == held,
-                                    15, what=f"{held} bytes of partial frames held")
+            await asyncio.to_thread(wait_until, lambda: held() == 60 * 1024, 15, what="60 KiB of partial frames held")
             refused = await asyncio.to_thread(send, vip, [probe])
             for _, writer in connections:
                 writer.write(b"\r\x1c\r")
                 await writer.drain()
             ended = [await asyncio.wait_for(reader.readmessage(), 10) for reader, _ in connections]
-            await asyncio.to_thread(wait_until, lambda: lb.service("lab")["mllp"]["partial_frame_bytes"] == 0, 15,
-                                    what="the partial frames to be released")
-            reader, writer = connections[-1]
-            writer.writemessage(adt("REUSED1", "MRN200"))  # a connection that was refused stays usable
+            await asyncio.to_thread(wait_until, lambda: held() == 0, 15, what="the partial frames to be released")
+            reader, writer = connections[0]
+            writer.writemessage(adt("REUSED1", "MRN200"))
             reused = await asyncio.wait_for(reader.readmessage(), 10)
             return refused, ended, reused
         finally:
@@ -427,15 +420,12 @@ def test_partial_frames_past_the_budget_are_refused_with_ar_and_messages_flow_on
 
     assert msa(refused) == ("AR", "PROBE1")
     assert "partial_frames_budget" in str(refused.segment("ERR"))
-    codes = [msa(answer) for answer in ended]
-    assert sorted(code for code, _ in codes).count("AA") == engines_total()  # the one held per process
-    assert all(code in ("AA", "AR") and control_id == f"PART{i}" for i, (code, control_id) in enumerate(codes))
+    assert [msa(answer) for answer in ended] == [("AA", f"PART{i}") for i in range(3)]
     assert msa(reused) == ("AA", "REUSED1")
     assert msa(send(vip, [probe])[0]) == ("AA", "PROBE1")  # the same message passes once there is room
     delivered = [r["id"] for r in received(log)]
-    assert sorted(delivered) == sorted([i for (code, i) in codes if code == "AA"] + ["REUSED1", "PROBE1"])
-    assert lb.service("lab")["mllp"]["negative_acks_sent"]["partial_frames_budget exhausted"] == \
-        len(partials) - engines_total() + 1
+    assert sorted(delivered[:3]) == ["PART0", "PART1", "PART2"] and delivered[3:] == ["REUSED1", "PROBE1"]
+    assert lb.service("lab")["mllp"]["negative_acks_sent"] == {"partial_frames_budget exhausted": 1}
 
 
 def process_tree_rss(pid: int) -> int:
