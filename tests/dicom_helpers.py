@@ -133,9 +133,10 @@ class DicomPeers:
         return folder
 
     def scp(self, name: str, ae: str, port: int | None = None, reject: str | None = None,
-            tls: tuple[Path, Path] | None = None) -> int:
+            tls: tuple[Path, Path] | None = None, log: Path | None = None) -> int:
         """A pynetdicom SCP that answers only to `ae` and stores into folders[name];
-        with tls=(cert, key) it speaks DICOM TLS only."""
+        with tls=(cert, key) it speaks DICOM TLS only; with log, it records the AE
+        titles of every A-ASSOCIATE-RQ it receives (see tests/peers/dicom_scp.py)."""
         port = port or free_port()
         args = [sys.executable, str(PEERS / "dicom_scp.py"), "--ae", ae, "--port", str(port),
                 "--store", str(self._folder(name))]
@@ -143,6 +144,8 @@ class DicomPeers:
             args += ["--reject", reject]
         if tls:
             args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        if log:
+            args += ["--log", str(log)]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         if (proc.stdout.readline() if proc.stdout else "").strip() != "ready":
             proc.kill()

@@ -28,6 +28,7 @@ from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Failback, Runtime, SetFailedOver, SetState
 from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
+from medlb.tasks import spawn
 from medlb.workers import Workers
 
 log = logs.get_logger("medlb")
@@ -137,7 +138,7 @@ class App:
             self.history = History(self)
             self.history.start()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("signal:SIGHUP")))
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload("signal:SIGHUP")))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         log.event("started", config=str(self.config_path), services=len(config.services),

@@ -3,6 +3,7 @@ to real SCPs (pynetdicom, dcmtk storescp, Orthanc) on loopback."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -527,3 +528,65 @@ def test_a_reload_changes_routing_for_new_associations(medlb, peers):
     assert "Calling AE Title Not Recognized" in output(echoscu(vip, "US1", "ARCHIVE"))
     view = lb.service("pacs")["dicom"]
     assert view["total_associations"] == 2 and view["rejects"]["calling-ae-not-allowed"] == 1
+
+
+# --- AE titles PS3.5 does not allow ---------------------------------------------------------
+
+
+def verification_rq(calling: bytes, called: bytes) -> bytes:
+    """pynetdicom's A-ASSOCIATE-RQ for Verification, with the AE title fields then set to
+    bytes pynetdicom itself refuses to send (it validates titles), by medlb's codec."""
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+    from pynetdicom.presentation import build_context
+
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "PLACEHOLDER"
+    primitive.called_ae_title = "PLACEHOLDER"
+    context = build_context(Verification)
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    primitive.user_information = [length]
+    encoded = bytearray(pdu.replace_called_ae(A_ASSOCIATE_RQ(primitive).encode(), called.ljust(16)))
+    encoded[pdu.CALLING_AE] = calling.ljust(16)
+    return bytes(encoded)
+
+
+@pytest.mark.parametrize("calling, called, reason, label", [
+    (b"CT\x1b1", b"MEDLB", 3, "calling-ae-invalid"),     # an escape (control) character
+    (b"CT1", b"MED\\LB", 7, "called-ae-invalid"),        # a backslash, DICOM's value separator
+])
+def test_an_ae_title_with_a_control_character_or_backslash_is_refused_permanently_at_medlb(
+        medlb, peers, tmp_path, calling, called, reason, label):
+    from pynetdicom.pdu import A_ASSOCIATE_RJ
+
+    requests = tmp_path / "requests.jsonl"
+    pacs1 = peers.scp("pacs1", "PACS1", log=requests)
+    vip = free_port()
+    # Checks slow enough not to flap on a loaded machine: "still up" must mean something.
+    lb = medlb([dicom_service("pacs", vip, [server("pacs1", pacs1, ae_title="PACS1")],
+                              health={"type": "dicom-echo", "interval": "1s", "timeout": "900ms", "rise": 1,
+                                      "fall": 3})])
+    checked_up(lb, "pacs", "pacs1")
+
+    with socket.create_connection((LOOPBACK, vip), timeout=10) as sock:
+        sock.sendall(verification_rq(calling, called))
+        answer = recv_all(sock)
+
+    assert answer == pdu.associate_rj(1, 1, reason)
+    rejection = A_ASSOCIATE_RJ()
+    rejection.decode(answer)  # as a pynetdicom client reads it: final, not "try again later"
+    assert (rejection.result_str, rejection.source_str) == ("Rejected (Permanent)", "DUL service-user")
+    assert rejection.reason_str == f"{'Calling' if reason == 3 else 'Called'} AE title not recognised"
+    assert lb.service("pacs")["dicom"]["rejects"][label] == 1
+    view = checked_up(lb, "pacs", "pacs1")  # still up, and nothing counted against it
+    assert (view["connect_failures"], view["total_connections"], view["active_connections"]) == (0, 0, 0)
+    assert echoscu(vip, "CT1", "MEDLB").returncode == 0  # the service keeps serving valid titles
+    # What the SCP received, as sent: besides medlb's C-ECHO checks (calling AE MEDLB),
+    # only the valid association; the refused one never reached it.
+    seen = [json.loads(line) for line in requests.read_text().splitlines()]
+    titles = [(bytes.fromhex(r["calling_ae"]).rstrip(b" "), bytes.fromhex(r["called_ae"]).rstrip(b" ")) for r in seen]
+    assert [pair for pair in titles if pair[0] != b"MEDLB"] == [(b"CT1", b"PACS1")]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 from collections import defaultdict
 from pathlib import Path
 
 import hl7
+import psutil
 import pytest
 from hl7.mllp import open_hl7_connection
 
@@ -336,3 +338,136 @@ def test_a_sender_pipelining_past_max_queued_bytes_is_slowed_not_stalled(medlb, 
 
     assert [msa(a) for a in answers] == [("AA", f"R{i}") for i in range(12)]
     assert lb.service("lab")["mllp"]["queued"] == 0
+
+
+# --- framing errors and the budget for partial frames --------------------------------------
+
+
+def raw_frame(message: hl7.Message) -> bytes:
+    return str(message).encode()
+
+
+def test_a_start_byte_inside_a_frame_gets_ar_and_the_message_after_it_reaches_an_engine_alone(medlb, backends,
+                                                                                            tmp_path):
+    vip, port = free_ports(2)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("E1", port, log)
+    lb = medlb([mllp_service("adt", vip, [server("E1", port)])])
+    # A sender that restarted mid-message: the first message's MSH and part of its PID,
+    # then a new start byte and a whole message of another patient.
+    cut = raw_frame(adt("CUT1", "MRN1"))
+    cut = cut[:cut.index(b"PID|") + 8]
+
+    async def exchange() -> list[hl7.Message]:
+        reader, writer = await open_hl7_connection(LOOPBACK, vip, limit=LIMIT)
+        try:
+            writer.write(b"\x0b" + cut + b"\x0b" + raw_frame(adt("NEXT1", "MRN2")) + b"\x1c\r")
+            answers = [await asyncio.wait_for(reader.readmessage(), 10) for _ in range(2)]
+            writer.writemessage(adt("AFTER1", "MRN3"))  # and the connection keeps working
+            answers.append(await asyncio.wait_for(reader.readmessage(), 10))
+            return answers
+        finally:
+            writer.close()
+
+    answers = asyncio.run(exchange())
+
+    assert [msa(a) for a in answers] == [("AR", "CUT1"), ("AA", "NEXT1"), ("AA", "AFTER1")]
+    assert "start byte" in str(answers[0].segment("ERR"))
+    receipts = received(log)
+    assert [r["id"] for r in receipts] == ["NEXT1", "AFTER1"]
+    assert [r["start_bytes"] for r in receipts] == [0, 0]  # no engine ever sees a 0x0B
+    assert lb.service("adt")["mllp"]["negative_acks_sent"] == {"frame interrupted by a start byte": 1}
+
+
+def test_partial_frames_up_to_the_budget_are_held_a_frame_past_it_gets_ar_and_flows_once_they_end(medlb, backends,
+                                                                                                 tmp_path):
+    vip, port = free_ports(2)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("E1", port, log)
+    # Ordered by PID-3, the service is served by one process (workers or not): one budget.
+    lb = medlb([mllp_service("lab", vip, [server("E1", port)], max_message_size="48KiB",
+                             partial_frames_budget="64KiB")])
+    filler = "OBX|1|ED|PDF^Report||"
+    partials = [raw_frame(adt(f"PART{i}", f"MRN{i}", extra=filler)) for i in range(3)]
+    partials = [p + b"P" * (20 * 1024 - len(p)) for p in partials]  # 3 x 20 KiB held: 4 KiB left
+    probe = adt("PROBE1", "MRN100", extra=filler + "Q" * 8 * 1024 + "\r")
+
+    def held() -> int:
+        return lb.service("lab")["mllp"]["partial_frame_bytes"]
+
+    async def scenario() -> tuple[list[hl7.Message], list[hl7.Message], hl7.Message]:
+        connections = [await open_hl7_connection(LOOPBACK, vip, limit=LIMIT) for _ in partials]
+        try:
+            for (_, writer), partial in zip(connections, partials):
+                writer.write(b"\x0b" + partial)
+                await writer.drain()
+            await asyncio.to_thread(wait_until, lambda: held() == 60 * 1024, 15, what="60 KiB of partial frames held")
+            refused = await asyncio.to_thread(send, vip, [probe])
+            for _, writer in connections:
+                writer.write(b"\r\x1c\r")
+                await writer.drain()
+            ended = [await asyncio.wait_for(reader.readmessage(), 10) for reader, _ in connections]
+            await asyncio.to_thread(wait_until, lambda: held() == 0, 15, what="the partial frames to be released")
+            reader, writer = connections[0]
+            writer.writemessage(adt("REUSED1", "MRN200"))
+            reused = await asyncio.wait_for(reader.readmessage(), 10)
+            return refused, ended, reused
+        finally:
+            for _, writer in connections:
+                writer.close()
+
+    (refused,), ended, reused = asyncio.run(scenario())
+
+    assert msa(refused) == ("AR", "PROBE1")
+    assert "partial_frames_budget" in str(refused.segment("ERR"))
+    assert [msa(answer) for answer in ended] == [("AA", f"PART{i}") for i in range(3)]
+    assert msa(reused) == ("AA", "REUSED1")
+    assert msa(send(vip, [probe])[0]) == ("AA", "PROBE1")  # the same message passes once there is room
+    delivered = [r["id"] for r in received(log)]
+    assert sorted(delivered[:3]) == ["PART0", "PART1", "PART2"] and delivered[3:] == ["REUSED1", "PROBE1"]
+    assert lb.service("lab")["mllp"]["negative_acks_sent"] == {"partial_frames_budget exhausted": 1}
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of medlb and its workers together."""
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes waiting in the receive queues of the connections accepted on `port` (what
+    medlb has not read yet), from /proc/net/tcp."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+            total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+def test_many_senders_stalled_mid_message_cannot_grow_medlb_past_the_budget(medlb, backends, tmp_path):
+    vip, port = free_ports(2)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("E1", port, log)
+    lb = medlb([mllp_service("lab", vip, [server("E1", port)], max_message_size="3MiB",
+                             partial_frames_budget="4MiB")])
+    assert msa(send(vip, [adt("WARM1", "MRN1")])[0]) == ("AA", "WARM1")
+    assert lb.proc is not None
+    before = process_tree_rss(lb.proc.pid)
+    partial = b"\x0b" + raw_frame(adt("STALL", "MRN2", extra="OBX|1|ED|PDF^Report||")) + b"S" * (5 * 1024 * 1024 // 2)
+    senders = []
+    try:
+        for _ in range(40):  # 100 MiB of unfinished messages, were they all held
+            sock = socket.create_connection((LOOPBACK, vip), timeout=10)
+            senders.append(sock)
+            sock.sendall(partial)
+        wait_until(lambda: unread_bytes(vip) == 0, 30, what="medlb to read every byte sent")
+        grown = process_tree_rss(lb.proc.pid) - before
+    finally:
+        for sock in senders:
+            sock.close()
+
+    print(f"40 senders x 2.5 MiB unfinished: medlb's processes grew by {grown / 2**20:.1f} MiB")
+    assert grown < 40 * 2**20
+    wait_until(lambda: lb.service("lab")["mllp"]["partial_frame_bytes"] == 0, 15, what="the partials released")
+    assert msa(send(vip, [adt("AFTER1", "MRN3")])[0]) == ("AA", "AFTER1")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import struct
 
-from helpers import LOOPBACK, connect, consecutive_free_ports, free_ports, server, service, wait_until, who_answers
+from helpers import (LOOPBACK, connect, consecutive_free_ports, free_port, free_ports, server, service, wait_until,
+                     who_answers)
 
 
 def test_multi_port_vip_forwards_to_the_port_the_client_hit(medlb, backends):
@@ -72,11 +74,10 @@ def test_idle_connection_is_closed_after_idle_timeout(medlb, backends):
     sock.close()
 
 
-def test_connect_timeout_to_a_server_that_never_answers_moves_on(medlb, backends):
-    vip, pa = free_ports(2)
-    backends.start("A", pa)
-    # A listener with a full accept queue drops new SYNs, so a connect to it hangs: the
-    # loopback stand-in for a server that vanished from the network.
+def stuck_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener with a full accept queue, and the connections that fill it. It drops
+    new SYNs, so a connect to it hangs (until the queue has room again): the loopback
+    stand-in for a server that vanished from the network."""
     stuck = socket.socket()
     stuck.bind((LOOPBACK, 0))
     stuck.listen(0)
@@ -86,6 +87,13 @@ def test_connect_timeout_to_a_server_that_never_answers_moves_on(medlb, backends
         filler.setblocking(False)
         filler.connect_ex(stuck.getsockname())
         fillers.append(filler)
+    return stuck, fillers
+
+
+def test_connect_timeout_to_a_server_that_never_answers_moves_on(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    stuck, fillers = stuck_listener()
     lb = medlb([service("ris", vip, [server("stuck", stuck.getsockname()[1]), server("A", pa)],
                         health={"type": "none"}, limits={"connect_timeout": "300ms"})])
     try:
@@ -95,4 +103,34 @@ def test_connect_timeout_to_a_server_that_never_answers_moves_on(medlb, backends
         assert lb.server("ris", "stuck")["connect_failures"] >= 1
     finally:
         for sock in fillers + [stuck]:
+            sock.close()
+
+
+def test_a_client_aborted_while_its_server_connect_hangs_leaves_the_server_with_no_connection(medlb):
+    vip = free_port()
+    stuck, fillers = stuck_listener()  # medlb's connect hangs until the queue has room
+    filler_ports = {filler.getsockname()[1] for filler in fillers}
+    lb = medlb([service("ris", vip, [server("slow", stuck.getsockname()[1])], health={"type": "none"},
+                        limits={"connect_timeout": "60s"})])
+    accepted = []
+    try:
+        client = socket.create_connection((LOOPBACK, vip), timeout=10)
+        wait_until(lambda: lb.server("ris", "slow")["active_connections"] == 1, 10, what="medlb to be connecting")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # aborted: a reset, not a half-close medlb would pass on
+        wait_until(lambda: lb.service("ris")["active_connections"] == 0, 10, what="the client to be gone")
+
+        # Make room: medlb's connect now completes (at its next SYN), for a client that left.
+        stuck.settimeout(30)
+        for _ in range(len(fillers) + 1):
+            connection, peer = stuck.accept()
+            accepted.append(connection)
+            if peer[1] not in filler_ports:
+                break
+        assert accepted and accepted[-1].getpeername()[1] not in filler_ports, "medlb's connect never completed"
+
+        wait_until(lambda: lb.server("ris", "slow")["active_connections"] == 0, 10,
+                   what="the server's connection count to go back to 0")
+    finally:
+        for sock in fillers + accepted + [stuck]:
             sock.close()

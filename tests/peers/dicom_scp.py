@@ -1,7 +1,7 @@
 """A real DICOM SCP for tests, built on pynetdicom.
 
   python dicom_scp.py --ae PACS1 --port 11112 [--store DIR] [--reject permanent|transient]
-                      [--tls-cert CERT --tls-key KEY]
+                      [--tls-cert CERT --tls-key KEY] [--log FILE]
 
 By default it answers only to its own AE title (require_called_aet: any other called
 AE gets A-ASSOCIATE-RJ 1,1,7), so an association that succeeds through medlb proves
@@ -11,12 +11,15 @@ DIR/<SOP Instance UID>.dcm, as received), and Study Root C-FIND (no matches).
 
 --reject permanent rejects every association as an archive that does not know the
 caller (1,1,3); --reject transient rejects every one as a busy archive (2,3,2). Either
-way the TCP port stays open. Prints `ready` once listening; stops on SIGTERM.
+way the TCP port stays open. With --log, the AE title fields of every A-ASSOCIATE-RQ
+that arrives are appended to FILE as a JSON line, in hex and as sent (before pynetdicom
+decodes, or refuses, the PDU). Prints `ready` once listening; stops on SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import threading
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--reject", choices=["permanent", "transient"])
     parser.add_argument("--tls-cert", help="serve DICOM TLS with this certificate (and --tls-key)")
     parser.add_argument("--tls-key")
+    parser.add_argument("--log")
     args = parser.parse_args()
     ssl_context = None
     if args.tls_cert:
@@ -67,8 +71,16 @@ def main() -> None:
     def on_find(event):  # type: ignore[no-untyped-def]
         yield 0x0000, None
 
+    requests = open(args.log, "a", buffering=1) if args.log else None
+
+    def on_data(event):  # type: ignore[no-untyped-def]
+        data = event.data
+        if requests is not None and data[:1] == b"\x01" and len(data) >= 74:
+            requests.write(json.dumps({"called_ae": data[10:26].hex(), "calling_ae": data[26:42].hex()}) + "\n")
+
     server = ae.start_server((args.host, args.port), block=False, ssl_context=ssl_context,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_C_FIND, on_find)])
+                             evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_C_FIND, on_find),
+                                           (evt.EVT_DATA_RECV, on_data)])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("ready", flush=True)

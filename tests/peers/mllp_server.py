@@ -3,7 +3,8 @@
   python mllp_server.py --name E1 --port 2575 --log received.jsonl [--mode aa|ae|wrong-msa|silent]
 
 For every message it appends a JSON line to --log (flushed at once, so a killed server
-leaves an exact record): server name, MSH-10, PID-3, MSH-9 and a nanosecond timestamp.
+leaves an exact record): server name, MSH-10, PID-3, MSH-9, a nanosecond timestamp, and
+how many MLLP start bytes (0x0B) the message holds (a message must hold none).
 Modes: `aa` answers with python-hl7's create_ack (AA); `ae` answers AE; `wrong-msa`
 answers AA with an MSA-2 that is not the message's MSH-10; `silent` never answers.
 Prints `ready` once listening.
@@ -39,7 +40,8 @@ async def main() -> None:
                     pid3 = ""
                 log.write(json.dumps({"server": args.name, "id": str(msh(10)), "key": pid3,
                                       "type": str(msh(9)), "t": time.time_ns(),
-                                      "size": len(str(message))}) + "\n")
+                                      "size": len(str(message)),
+                                      "start_bytes": str(message).count("\x0b")}) + "\n")
                 if args.mode == "silent":
                     continue
                 if args.mode == "ae":

@@ -528,3 +528,19 @@ services: []
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert [p.path for p in caught.value.problems] == ["admin.tokens[0].token"]
+
+
+# --- mllp: the budget for unfinished messages ----------------------------------------
+
+
+def test_partial_frames_budget_defaults_to_256_mib_and_may_equal_max_message_size():
+    loaded = parse_config(yaml(services(service("mode: mllp"))))
+    assert loaded.config.services[0].mllp.partial_frames_budget == 256 * 1024 * 1024
+    edge = parse_config(yaml(services(service("mode: mllp\nmllp: {max_message_size: 1MiB, partial_frames_budget: 1MiB}"))))
+    assert edge.config.services[0].mllp.partial_frames_budget == 1024 * 1024
+
+
+def test_a_partial_frames_budget_below_max_message_size_is_refused_with_its_path():
+    problem = only_problem(services(service("mode: mllp\nmllp: {max_message_size: 1MiB, partial_frames_budget: 512KiB}")))
+    assert problem.path == "services[0].mllp.partial_frames_budget"
+    assert "max_message_size" in problem.message

@@ -274,3 +274,33 @@ def test_damaged_streams_never_break_the_reader_or_the_stream_tracker():
         stream = dicom.PduStream()
         stream.feed(data)
         assert stream.pdus >= 0
+
+
+@pytest.mark.parametrize("field, valid", [
+    (b"CT1".ljust(16), True),
+    (b"  CT1".ljust(16), True),                  # leading and trailing spaces are padding
+    (b"CT1".ljust(16, b"\x00"), True),            # NUL padding, read as decode_ae reads it
+    (b"A-Z_./:@!#$%&*+=".ljust(16), True),
+    (b" " * 16, True),                           # blank: the allow-list and routes decide
+    (b"CT\x011".ljust(16), False),               # control characters
+    (b"CT1\r\n".ljust(16), False),
+    (b"C\tT1".ljust(16), False),
+    (b"CT\x001".ljust(16), False),               # a NUL inside the title is no padding
+    (b"CT\x7f".ljust(16), False),                # DEL
+    (b"CT\\1".ljust(16), False),                 # backslash: the value separator
+    (b"CT\xe91".ljust(16), False),               # outside the default repertoire
+])
+def test_ae_titles_are_valid_only_in_the_default_repertoire_without_backslash_or_controls(field, valid):
+    assert dicom.ae_title_valid(field) is valid
+
+
+def test_the_request_says_which_ae_title_is_invalid():
+    pdu = bytearray(vectors.a_associate_rq)
+    assert (dicom.parse_associate_rq(bytes(pdu)).calling_ae_valid,
+            dicom.parse_associate_rq(bytes(pdu)).called_ae_valid) == (True, True)
+    pdu[dicom.CALLING_AE] = b"CT\x1b[2J".ljust(16)
+    parsed = dicom.parse_associate_rq(bytes(pdu))
+    assert (parsed.calling_ae_valid, parsed.called_ae_valid) == (False, True)
+    assert parsed.calling_ae == "CT?[2J"  # still safe to log
+    pdu[dicom.CALLED_AE] = b"PACS\\2".ljust(16)
+    assert dicom.parse_associate_rq(bytes(pdu)).called_ae_valid is False

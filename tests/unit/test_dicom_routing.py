@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pynetdicom.tests import encoded_pdu_items as vectors
 
 from medlb.config.models import DicomConfig
+from medlb.protocols.dicom import CALLED_AE, CALLING_AE, AssociateRequest, parse_associate_rq
 from medlb.runtime import CheckResult
 from medlb.runtime.dicom import MAX_AE_LABELS, DicomRouter, DicomStats
 
@@ -77,3 +79,24 @@ def test_echo_round_trips_feed_a_per_server_histogram():
     runtime.apply(CheckResult("svc", "a", True, "TCP", 0.02))
     histogram = server(runtime, "a").echo_latency
     assert histogram is not None and histogram.count == 1 and dict(histogram.cumulative())["0.005"] == 1
+
+
+def request(calling: bytes, called: bytes) -> AssociateRequest:
+    pdu = bytearray(vectors.a_associate_rq)
+    pdu[CALLING_AE], pdu[CALLED_AE] = calling.ljust(16), called.ljust(16)
+    return parse_associate_rq(bytes(pdu))
+
+
+@pytest.mark.parametrize("calling, called, reject, reason", [
+    (b"CT\x01", b"ARCHIVE", (1, 1, 3), "calling-ae-invalid"),   # though "CT?" would match CT*
+    (b"CT1", b"ARCH\\IVE", (1, 1, 7), "called-ae-invalid"),
+    (b"CT\\1", b"ARCH\nIVE", (1, 1, 3), "calling-ae-invalid"),  # both wrong: the calling one first
+])
+def test_invalid_ae_titles_are_refused_permanently_before_any_policy(calling, called, reject, reason):
+    route = DicomRouter(ISSUE).decide(request(calling, called))
+    assert (route.pool, route.reject, route.reason) == (None, reject, reason)
+
+
+def test_valid_titles_are_decided_by_the_policy():
+    assert DicomRouter(ISSUE).decide(request(b"CT1", b"ARCHIVE")).pool == "archive"
+    assert DicomRouter(ISSUE).decide(request(b"US1", b"ARCHIVE")).reason == "calling-ae-not-allowed"

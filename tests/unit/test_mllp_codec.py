@@ -115,3 +115,102 @@ def test_negative_ack_text_cannot_break_the_segment_structure():
     ack = build_ack(parse_header(MSG), "AR", "bad|text^with~separators\rand a new segment")
     assert ack.count(b"\r") == 3
     assert parse_ack(ack).code == b"AR"
+
+
+# --- a start byte inside a frame, and the budget for partial frames -------------------
+
+OTHER = MSG.replace(b"C123", b"C456").replace(b"555^", b"999^")
+
+
+def test_a_start_byte_inside_a_frame_cuts_it_there_and_the_next_message_is_whole():
+    # A sender that restarted mid-message: what came before the second 0x0B is refused
+    # with its head (to answer it), and the message after it decodes on its own.
+    stream = mllp.START_BYTE + MSG[:60] + mllp.encode(OTHER) + mllp.encode(MSG)
+    for cut in range(len(stream) + 1):
+        decoder = mllp.FrameDecoder(1024)
+        events = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+        assert [type(e) for e in events] == [mllp.Interrupted, mllp.Frame, mllp.Frame], cut
+        assert (events[0].head, events[0].size) == (MSG[:60], 60)
+        assert frames(events) == [OTHER, MSG]
+        assert all(mllp.START_BYTE not in payload for payload in frames(events))
+
+
+def test_a_start_byte_inside_an_oversized_frame_resynchronises_there_too():
+    big = MSG + b"x" * 5000
+    decoder = mllp.FrameDecoder(1000, head_size=100)
+    stream = mllp.START_BYTE + big + mllp.encode(OTHER)
+    events = []
+    for i in range(0, len(stream), 333):
+        events += decoder.feed(stream[i:i + 333])
+    assert isinstance(events[0], mllp.Oversized) and events[0].head == big[:100]
+    assert frames(events) == [OTHER]
+
+
+def test_a_doubled_start_byte_is_junk_not_an_empty_message():
+    decoder = mllp.FrameDecoder(1024)
+    events = decoder.feed(mllp.START_BYTE + mllp.encode(MSG))
+    assert frames(events) == [MSG] and len(events) == 1
+    assert decoder.junk_bytes == 1
+
+
+def test_partial_frames_share_one_budget_and_a_frame_past_it_is_refused_whole():
+    budget = mllp.Budget(limit=1000)
+    first, second, third = (mllp.FrameDecoder(950, head_size=100, budget=budget) for _ in range(3))
+    assert first.feed(mllp.START_BYTE + MSG + b"a" * 800) == []
+    assert budget.held == 906
+    # A second partial frame is held while it fits; when it would pass the limit it is
+    # refused, what it held is given back, and the rest of it is skipped to its end.
+    assert second.feed(mllp.START_BYTE + MSG[:50]) == []
+    assert budget.held == 956
+    assert second.feed(MSG[50:]) == []
+    assert budget.held == 906 and second.buffered <= 1
+    refused = second.feed(b"b" * 400 + mllp.END)
+    assert [type(e) for e in refused] == [mllp.OverBudget]
+    assert refused[0].head == MSG[:100] and refused[0].size == len(MSG) + 400
+    # A whole small frame that does not fit is refused too, with its head.
+    small = third.feed(mllp.encode(OTHER))
+    assert [type(e) for e in small] == [mllp.OverBudget] and small[0].head == OTHER[:100]
+    # Once the first frame completes, its bytes are free and frames pass again.
+    assert frames(first.feed(mllp.END)) == [MSG + b"a" * 800]
+    assert budget.held == 0
+    assert frames(third.feed(mllp.encode(OTHER))) == [OTHER]
+    assert frames(second.feed(mllp.encode(MSG))) == [MSG]
+
+
+def test_a_frame_that_fills_the_budget_exactly_is_held_and_one_byte_more_is_not():
+    budget = mllp.Budget(limit=len(MSG))
+    exact, over = mllp.FrameDecoder(1024, budget=budget), mllp.FrameDecoder(1024, budget=budget)
+    assert exact.feed(mllp.START_BYTE + MSG) == [] and budget.held == len(MSG)
+    assert [type(e) for e in over.feed(mllp.encode(b"M"))] == [mllp.OverBudget]
+    assert frames(exact.feed(mllp.END)) == [MSG]
+
+
+def test_a_closed_decoder_gives_its_partial_frame_back_to_the_budget():
+    budget = mllp.Budget(limit=10_000)
+    decoder = mllp.FrameDecoder(5000, budget=budget)
+    decoder.feed(mllp.START_BYTE + MSG)
+    assert budget.held == len(MSG)
+    decoder.close()
+    assert budget.held == 0
+
+
+def test_random_streams_with_stray_start_bytes_never_leak_budget_or_pass_a_start_byte():
+    rng = random.Random(11)
+    budget = mllp.Budget(limit=3000)
+    decoders = [mllp.FrameDecoder(1500, head_size=64, budget=budget) for _ in range(4)]
+    alphabet = b"AB|^\r\x1c\x0b"
+    for _ in range(400):
+        decoder = rng.choice(decoders)
+        chunk = bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 700)))
+        for event in decoder.feed(chunk):
+            if isinstance(event, mllp.Frame):
+                assert mllp.START_BYTE not in event.payload and len(event.payload) <= 1500
+            else:
+                assert isinstance(event, mllp.Refused) and len(event.head) <= 64
+        assert 0 <= budget.held <= budget.limit
+        # What the budget says is held is what the decoders hold (skipping keeps one byte).
+        assert budget.held == sum(d.charged for d in decoders)
+        assert all(d.buffered <= d.charged + 1 for d in decoders)
+    for decoder in decoders:
+        decoder.close()
+    assert budget.held == 0

@@ -177,6 +177,8 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
     in_flight = GaugeMetricFamily("medlb_mllp_in_flight", "Messages sent and waiting for their ACK",
                                   labels=["service"])
     queued = GaugeMetricFamily("medlb_mllp_queued", "Messages received and not yet sent", labels=["service"])
+    partial = GaugeMetricFamily("medlb_mllp_partial_frame_bytes",
+                                "Bytes of unfinished messages held (see mllp.partial_frames_budget)", labels=["service"])
     latency = HistogramMetricFamily("medlb_mllp_ack_latency_seconds", "From sending a message to its ACK",
                                     labels=["service"])
     found = False
@@ -199,11 +201,12 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         junk.add_metric([name], stats.junk_bytes)
         in_flight.add_metric([name], stats.in_flight)
         queued.add_metric([name], stats.queued - stats.in_flight)
+        partial.add_metric([name], stats.partial_frame_bytes)
         histogram = stats.ack_latency
         latency.add_metric([name], list(histogram.cumulative()), histogram.sum)
     if found:
         yield from (messages, acks, naks, retries, mismatched, oversized, unreadable, junk, in_flight, queued,
-                    latency)
+                    partial, latency)
 
 
 def _dicom_metrics(services: Iterable[Service]) -> Iterator[Metric]:

@@ -142,6 +142,7 @@ def mllp_view(service: Service) -> dict[str, Any]:
         "retries": stats.retries,
         "mismatched_acks": stats.mismatched_acks,
         "oversized": stats.oversized,
+        "partial_frame_bytes": stats.partial_frame_bytes,
         "in_flight": stats.in_flight,
         "queued": stats.queued - stats.in_flight,
     }

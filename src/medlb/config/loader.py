@@ -240,6 +240,10 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
             add(base + ("dicom", "unrouted"), "unrouted: reject without routes would reject every association")
         if service.mllp is not None and service.mode != "mllp":
             add(base + ("mllp",), "the mllp section needs mode: mllp")
+        if service.mllp is not None and service.mllp.partial_frames_budget < service.mllp.max_message_size:
+            add(base + ("mllp", "partial_frames_budget"),
+                f"smaller than max_message_size ({service.mllp.max_message_size} bytes): "
+                "a message of that size could never be received")
         if service.http is not None and service.mode != "http":
             add(base + ("http",), "the http section needs mode: http")
         if service.health.type != "none" and service.health.timeout > service.health.interval:

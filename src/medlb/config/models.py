@@ -294,6 +294,10 @@ class MllpConfig(Strict):
     max_queued: int = Field(256, ge=1, le=100_000)
     #: Bytes of one sender's messages medlb holds before it stops reading from it.
     max_queued_bytes: Size = Field(64 * 1024 * 1024, ge=1024)
+    #: Bytes of unfinished messages (frames whose end has not arrived) all the senders of
+    #: the service may make one medlb process hold; a frame past it is refused with AR.
+    #: (Ordered by a message field, a service is served by one process.)
+    partial_frames_budget: Size = Field(256 * 1024 * 1024, ge=1024)
 
     @field_validator("ordering_key")
     @classmethod

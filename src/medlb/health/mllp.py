@@ -55,6 +55,8 @@ async def check(target: CheckTarget, config: MllpCheck) -> Outcome:
             if not data:
                 return Outcome(False, "the connection closed without an ACK")
             for event in decoder.feed(data):
+                if isinstance(event, mllp.Interrupted):
+                    continue  # a frame cut short by a start byte: not our ACK, which may follow
                 if not isinstance(event, mllp.Frame):
                     return Outcome(False, "the answer is larger than 1 MiB")
                 try:

@@ -118,7 +118,8 @@ class PresentationContext:
 
 @dataclass(frozen=True)
 class AssociateRequest:
-    """What medlb reads from an A-ASSOCIATE-RQ; AE titles with padding removed."""
+    """What medlb reads from an A-ASSOCIATE-RQ; AE titles with padding removed (and
+    made printable, see decode_ae), and whether each was a valid AE title as sent."""
 
     protocol_version: int
     called_ae: str
@@ -128,6 +129,8 @@ class AssociateRequest:
     max_pdu_length: int | None = None
     implementation_class_uid: str | None = None
     implementation_version_name: str | None = None
+    called_ae_valid: bool = True
+    calling_ae_valid: bool = True
 
     @property
     def abstract_syntaxes(self) -> tuple[str, ...]:
@@ -205,6 +208,19 @@ def decode_ae(field: bytes | bytearray) -> str:
     outside printable ASCII shown as '?', so a title is always safe to log and label."""
     text = bytes(field).strip(b" \x00").decode("latin-1")
     return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+#: The bytes an AE title may hold (PS3.5 §6.2, VR AE): the default character repertoire
+#: (ISO 646 G0, 0x20-0x7E) without the backslash, which separates values; so no control
+#: characters and nothing above 0x7E.
+_AE_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x5C)
+
+
+def ae_title_valid(field: bytes | bytearray) -> bool:
+    """True if the 16-byte field holds a title PS3.5 allows, padding aside (spaces, and
+    NULs as decode_ae reads them). A blank title passes: the allow-list and routes
+    decide about it."""
+    return not bytes(field).strip(b" \x00").translate(None, _AE_BYTES)
 
 
 def encode_ae(title: str) -> bytes:
@@ -307,6 +323,8 @@ def parse_associate_rq(pdu: bytes) -> AssociateRequest:
         protocol_version=version,
         called_ae=decode_ae(pdu[CALLED_AE]),
         calling_ae=decode_ae(pdu[CALLING_AE]),
+        called_ae_valid=ae_title_valid(pdu[CALLED_AE]),
+        calling_ae_valid=ae_title_valid(pdu[CALLING_AE]),
         application_context=application_context,
         contexts=tuple(contexts),
         max_pdu_length=max_length,

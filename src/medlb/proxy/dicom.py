@@ -33,6 +33,7 @@ from medlb.protocols.dicom import AssociateRequest, ProtocolError, PduReader, Pd
 from medlb.proxy.tcp import ServiceHandle, TcpClient, _Upstream
 from medlb.runtime import Server
 from medlb.runtime.dicom import AeCount
+from medlb.tasks import spawn
 
 log = get_logger("medlb.proxy")
 
@@ -42,8 +43,8 @@ _ENDING = frozenset({pdu.A_RELEASE_RQ, pdu.A_RELEASE_RP, pdu.A_ABORT})
 _ANSWERS = frozenset({pdu.A_ASSOCIATE_AC, pdu.A_ASSOCIATE_RJ, pdu.A_ABORT})
 #: Rejections that are the operator's policy, logged at info; the rest (scanners,
 #: garbage, silence) at debug so a port scan cannot fill the log.
-_POLICY = frozenset({"calling-ae-not-allowed", "called-ae-not-routed", "protocol-version", "no-server",
-                     "max-connections", "server-rejected"})
+_POLICY = frozenset({"calling-ae-invalid", "called-ae-invalid", "calling-ae-not-allowed", "called-ae-not-routed",
+                     "protocol-version", "no-server", "max-connections", "server-rejected"})
 
 
 class _DicomUpstream(_Upstream):
@@ -240,13 +241,13 @@ class DicomClient(TcpClient):
         if not request.protocol_version & 1:
             self._end(pdu.associate_rj(*pdu.RJ_PROTOCOL_VERSION), "protocol-version")
             return
-        route = self.service.router.route(request.calling_ae, request.called_ae)  # type: ignore[union-attr]
+        route = self.service.router.decide(request)  # type: ignore[union-attr]
         if route.pool is None:
             assert route.reject is not None
             self._end(pdu.associate_rj(*route.reject), route.reason)
             return
         self.phase = NEGOTIATING
-        asyncio.get_running_loop().create_task(self._negotiate(request_pdu, request, route.pool))
+        spawn(self._negotiate(request_pdu, request, route.pool))
 
     # --- phase 2: choosing a server ---------------------------------------------------
 

@@ -203,6 +203,10 @@ class Listeners:
             pools = getattr(handle, "http_pools", None)
             if pools is not None:
                 pools.keep_only(set(handle.service.servers()))
+        for name in self.handles.keys() - new_handles.keys():
+            dispatcher = getattr(self.handles[name], "dispatcher", None)
+            if dispatcher is not None:
+                dispatcher.detach()  # the service is gone; senders still connected finish
         self.handles = new_handles
         for address in [a for a in self.listening if a not in plan.routes or a in plan.opened]:
             self._close(address)

@@ -24,6 +24,7 @@ from medlb.protocols import mllp
 from medlb.protocols.hl7 import Header, HL7Error, build_ack, field_value, parse_ack, parse_header
 from medlb.runtime import Change, Server, Service
 from medlb.runtime.stats import MllpStats
+from medlb.tasks import spawn
 
 from medlb.proxy.tcp import admit
 
@@ -35,6 +36,8 @@ log = get_logger("medlb.mllp")
 NAK_NO_SERVER = "no server available"
 NAK_NOT_ACKED = "no server acknowledged the message"
 NAK_OVERSIZED = "message exceeds max_message_size"
+NAK_INTERRUPTED = "frame interrupted by a start byte"
+NAK_OVER_BUDGET = "partial_frames_budget exhausted"
 NAK_UNREADABLE = "no readable MSH segment"
 NAK_STOPPING = "medlb is stopping"
 
@@ -93,7 +96,8 @@ class Link(asyncio.Protocol):
                 self.dispatcher.on_answer(self, event.payload)
             else:
                 self.dispatcher.stats.mismatched_acks += 1
-                log.warning("oversized_answer", service=self.dispatcher.name, server=self.server.name,
+                log.warning("unusable_answer", service=self.dispatcher.name, server=self.server.name,
+                            why="oversized" if isinstance(event, mllp.Oversized) else "interrupted by a start byte",
                             size=event.size)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -170,7 +174,15 @@ class Dispatcher:
         self._type_labels: dict[bytes, str] = {}
         self._reaper: asyncio.TimerHandle | None = None
         self.stopping = False
-        handle.registry.runtime.subscribe(self._on_changes)
+        #: Unfinished frames of all the service's senders in this process.
+        self.budget = mllp.Budget(self.config.partial_frames_budget)
+        self._runtime = handle.registry.runtime
+        self._runtime.subscribe(self._on_changes)
+
+    def detach(self) -> None:
+        """Stop following the runtime's changes: the service is gone (a reload removed
+        it) or medlb stops. Senders still connected are served to the end."""
+        self._runtime.unsubscribe(self._on_changes)
 
     @property
     def service(self) -> Service:
@@ -270,8 +282,8 @@ class Dispatcher:
 
         async def connect() -> None:
             try:
-                transport, _ = await asyncio.wait_for(loop.create_connection(lambda: link, host, port),
-                                                      limits.connect_timeout)
+                async with asyncio.timeout(limits.connect_timeout):  # no extra task, unlike wait_for
+                    transport, _ = await loop.create_connection(lambda: link, host, port)
             except (OSError, asyncio.TimeoutError):
                 server.connect_failures += 1
                 link.closed = True
@@ -280,7 +292,7 @@ class Dispatcher:
             if link.closed:  # closed while connecting
                 transport.abort()
 
-        loop.create_task(connect())
+        spawn(connect())
         self._arm_reaper()
         return link
 
@@ -399,6 +411,7 @@ class Dispatcher:
     def close_all(self) -> None:
         """medlb is stopping: close every link (messages still on one are answered AE)."""
         self.stopping = True
+        self.detach()
         for links in list(self.links.values()):
             for link in list(links):
                 link.close("medlb is stopping")
@@ -437,7 +450,11 @@ class MllpClient(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.pending: collections.deque[Delivery] = collections.deque()
         self.pending_bytes = 0
-        self.decoder = mllp.FrameDecoder(handle.service.config.mllp.max_message_size)  # type: ignore[union-attr]
+        config = handle.service.config.mllp
+        assert config is not None
+        budget = dispatcher.budget
+        budget.limit = config.partial_frames_budget  # after a reload, from its first new connection
+        self.decoder = mllp.FrameDecoder(config.max_message_size, budget=budget)
         self.counted = False
         self.paused = False
         self.closed = False
@@ -464,10 +481,8 @@ class MllpClient(asyncio.Protocol):
         assert config is not None
         junk_before = self.decoder.junk_bytes
         for event in self.decoder.feed(data):
-            if isinstance(event, mllp.Oversized):
-                stats.oversized += 1
-                self._refuse(event.head, "AR", f"{NAK_OVERSIZED}: {event.size} bytes, limit {config.max_message_size}",
-                             NAK_OVERSIZED)
+            if isinstance(event, mllp.Refused):
+                self._refuse_frame(event, config.max_message_size)
                 continue
             try:
                 header = parse_header(event.payload)
@@ -482,6 +497,7 @@ class MllpClient(asyncio.Protocol):
             self.pending_bytes += len(event.payload)
             self.dispatcher.submit(delivery)
         stats.junk_bytes += self.decoder.junk_bytes - junk_before
+        stats.partial_frame_bytes = self.dispatcher.budget.held
         if (len(self.pending) >= config.max_queued or self.pending_bytes >= config.max_queued_bytes) \
                 and not self.paused:
             self.paused = True
@@ -493,6 +509,20 @@ class MllpClient(asyncio.Protocol):
         value = field_value(payload, path, header)
         # A message without the key field is ordered with the sender's other keyless ones.
         return b"key:" + value if value else b"conn:%d" % id(self)
+
+    def _refuse_frame(self, event: mllp.Refused, max_message_size: int) -> None:
+        """AR for a frame the decoder did not pass on whole."""
+        if isinstance(event, mllp.Oversized):
+            self.service.mllp_stats.oversized += 1  # type: ignore[union-attr]
+            self._refuse(event.head, "AR", f"{NAK_OVERSIZED}: {event.size} bytes, limit {max_message_size}",
+                         NAK_OVERSIZED)
+        elif isinstance(event, mllp.Interrupted):
+            self._refuse(event.head, "AR", f"{NAK_INTERRUPTED} (0x0B) before its end; the message after it is read "
+                         "on its own", NAK_INTERRUPTED)
+        else:
+            self._refuse(event.head, "AR", f"{NAK_OVER_BUDGET}: this message does not fit in medlb's "
+                         f"{self.dispatcher.budget.limit} bytes for unfinished messages now; send it again later",
+                         NAK_OVER_BUDGET)
 
     def _refuse(self, head: bytes, code: str, text: str, reason: str) -> None:
         """Answer a message medlb will not forward; the connection stays usable."""
@@ -529,6 +559,8 @@ class MllpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.decoder.close()
+        self.dispatcher.stats.partial_frame_bytes = self.dispatcher.budget.held
         for delivery in list(self.pending):
             if not delivery.done:
                 self.dispatcher.cancel(delivery)

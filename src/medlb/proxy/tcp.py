@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from medlb.logs import get_logger
 from medlb.runtime import Server, Service
+from medlb.tasks import spawn
 
 if TYPE_CHECKING:
     from medlb.proxy.listeners import Listeners
@@ -75,9 +76,13 @@ class _Upstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The server may speak first (a greeting) before the connecting task resumes,
-        # so the client is linked here rather than after create_connection returns.
+        # so the client is linked here rather than after create_connection returns;
+        # unless the client was already released (it left while medlb was connecting):
+        # then the connecting task gives the server its count back.
         self.transport = transport  # type: ignore[assignment]
-        self.client.upstream, self.client.server = self, self.server
+        client = self.client
+        if client.counted:
+            client.upstream, client.server = self, self.server
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -153,7 +158,7 @@ class TcpClient(asyncio.Protocol):
     def begin(self) -> None:
         """A counted connection starts: nothing is read until a server is connected."""
         self.transport.pause_reading()
-        asyncio.get_running_loop().create_task(self._connect())
+        spawn(self._connect())
 
     async def _servers(self, pool: str = "default") -> AsyncIterator[tuple[Server, asyncio.Transport]]:
         """Connected servers to try, in the scheduler's order: the next one is picked
@@ -177,7 +182,10 @@ class TcpClient(asyncio.Protocol):
             server.total += 1
             if self.closed:  # the client left while we were connecting
                 transport.close()
-                self._release()
+                if self.server is server:
+                    self._release()  # counts the server down with the client (if not done yet)
+                else:
+                    server.active -= 1  # released before the connect completed, without the server
                 return
             self._relay(transport)
             return

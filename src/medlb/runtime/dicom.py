@@ -1,9 +1,13 @@
 """DICOM routing and association counters of a service. Pure logic, no I/O.
 
 Routing answers one question per association, from its AE titles alone: which pool,
-or which A-ASSOCIATE-RJ. The order is the operator's: `allowed_calling_aes` first
-(1,1,3), then `routes` (first match wins), then `unrouted` (the default pool, or
-1,1,7). Patterns are shell globs matched case-sensitively, as DICOM compares AE titles.
+or which A-ASSOCIATE-RJ. A title PS3.5 does not allow (a control character, a
+backslash, a byte outside the default repertoire) is refused first, permanently
+(1,1,3 or 1,1,7): forwarded, an archive aborts the association and the client would
+hear "temporary congestion" and retry what can never succeed. Then the operator's
+order: `allowed_calling_aes` (1,1,3), `routes` (first match wins), `unrouted` (the
+default pool, or 1,1,7). Patterns are shell globs matched case-sensitively, as DICOM
+compares AE titles.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import re
 from dataclasses import dataclass, field
 
 from medlb.config.models import DicomConfig
-from medlb.protocols.dicom import RJ_CALLED_AE_NOT_RECOGNISED, RJ_CALLING_AE_NOT_RECOGNISED
+from medlb.protocols.dicom import RJ_CALLED_AE_NOT_RECOGNISED, RJ_CALLING_AE_NOT_RECOGNISED, AssociateRequest
 from medlb.runtime.histogram import DURATION_BUCKETS, Histogram
 
 #: Reasons medlb refuses or ends an association before relaying it, as metric labels.
 REJECT_REASONS = (
+    "calling-ae-invalid",       # RJ 1,1,3: not a valid AE title (PS3.5)
+    "called-ae-invalid",        # RJ 1,1,7: not a valid AE title (PS3.5)
     "calling-ae-not-allowed",   # RJ 1,1,3
     "called-ae-not-routed",     # RJ 1,1,7 (unrouted: reject)
     "protocol-version",         # RJ 1,2,2
@@ -64,6 +70,14 @@ class DicomRouter:
              None if r.calling_ae is None else _compile([r.calling_ae]), r.pool)
             for r in config.routes
         ]
+
+    def decide(self, request: AssociateRequest) -> Route:
+        """The route of a parsed request: its titles checked, then route()."""
+        if not request.calling_ae_valid:
+            return Route(None, RJ_CALLING_AE_NOT_RECOGNISED, "calling-ae-invalid")
+        if not request.called_ae_valid:
+            return Route(None, RJ_CALLED_AE_NOT_RECOGNISED, "called-ae-invalid")
+        return self.route(request.calling_ae, request.called_ae)
 
     def route(self, calling_ae: str, called_ae: str) -> Route:
         if self._allowed is not None and not self._allowed.match(calling_ae):

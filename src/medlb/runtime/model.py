@@ -425,6 +425,10 @@ class Runtime:
     def subscribe(self, callback: Callable[[list[Change]], None]) -> None:
         self._listeners.append(callback)
 
+    def unsubscribe(self, callback: Callable[[list[Change]], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def publish(self, changes: list[Change]) -> list[Change]:
         """Tell the subscribers; used directly only by a worker copying decided state."""
         return self._publish(changes)

@@ -33,6 +33,8 @@ class MllpStats:
     oversized: int = 0
     unreadable: int = 0
     junk_bytes: int = 0
+    #: Bytes of unfinished frames held now (counted against mllp.partial_frames_budget).
+    partial_frame_bytes: int = 0
     in_flight: int = 0
     queued: int = 0
     ack_latency: Histogram = field(default_factory=_response_histogram)

@@ -20,7 +20,7 @@ from medlb.runtime.histogram import Histogram
 SERVER_COUNTERS = ("active", "total", "bytes_to_server", "bytes_to_client", "connect_failures", "messages",
                    "in_flight")
 #: Fields that say "now" rather than "so far": a worker that exited adds none of them.
-GAUGES = frozenset({"active", "in_flight", "queued"})
+GAUGES = frozenset({"active", "in_flight", "queued", "partial_frame_bytes"})
 
 
 def decided_state(runtime: Runtime) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from medlb.dataplane import Refused
 from medlb.proxy.listeners import BindError, TlsSetup, bound_socket, tls_setup
 from medlb.runtime import Change, Runtime, Service
 from medlb.runtime.model import ReloadPlan
+from medlb.tasks import spawn
 from medlb.workers import board
 from medlb.workers.channel import Channel, ChannelClosed
 from medlb.workers.replica import decided_state, fold_counters
@@ -462,7 +463,7 @@ class Workers:
 
     def _on_changes(self, changes: list[Change]) -> None:
         self.version += 1
-        asyncio.get_running_loop().create_task(self._publish(self.version))
+        spawn(self._publish(self.version))
 
     async def _publish(self, version: int) -> None:
         if version != self.version:
