@@ -594,7 +594,7 @@ class HttpClient(asyncio.StreamReaderProtocol):
         if cookie_name is not None:
             value = service.cookie_value(server)
             if value != cookie:
-                attributes = f"; Path=/; HttpOnly; SameSite=Lax"
+                attributes = "; Path=/; HttpOnly; SameSite=Lax"
                 persistence = service.config.persistence
                 max_age = getattr(persistence, "max_age", None)
                 if max_age:
