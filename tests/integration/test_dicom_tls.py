@@ -54,7 +54,8 @@ def test_dicom_tls_offload_to_a_plain_pacs(medlb, peers, tmp_path):
     vip = free_port()
     lb = medlb([dicom_service("pacs", vip, [server("pacs1", scp_port, ae_title="PACS1")],
                               tls={"cert": str(leaf.cert), "key": str(leaf.key)})])
-    wait_until(lambda: lb.server("pacs", "pacs1")["last_check"], 10, what="the first C-ECHO check")
+    wait_until(lambda: ((view := lb.server("pacs", "pacs1"))["last_check"] or {}).get("ok") and view["health"] == "up", 20,
+               what="a passing C-ECHO check")
 
     assert echo(vip, client_context(ca)) == 0x0000
     assert echo(vip, None) in ("aborted", "no association")  # plain DICOM on the TLS port goes nowhere
@@ -97,7 +98,8 @@ def test_mutual_tls_refuses_a_modality_without_a_client_certificate(medlb, peers
     lb = medlb([dicom_service("pacs", vip, [server("pacs1", scp_port, ae_title="PACS1")],
                               tls={"cert": str(leaf.cert), "key": str(leaf.key), "client_ca": str(ca.path),
                                    "verify_client": "required"})])
-    wait_until(lambda: lb.server("pacs", "pacs1")["last_check"], 10, what="the first C-ECHO check")
+    wait_until(lambda: ((view := lb.server("pacs", "pacs1"))["last_check"] or {}).get("ok") and view["health"] == "up", 20,
+               what="a passing C-ECHO check")
 
     assert echo(vip, client_context(ca, modality)) == 0x0000
     assert echo(vip, client_context(ca)) in ("aborted", "no association")
