@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Collection, Iterable, Mapping
 
 #: The paper's and Envoy's and Katran's default: prime, and > 100 x the servers a pool
 #: has, which keeps every server's share within 1% of its weight.
