@@ -114,3 +114,17 @@ def test_an_element_update_leaves_what_a_full_apply_of_the_new_state_leaves(lb):
     moved = len(old.table.moved_buckets(new.table))
     print(f"\nfull apply of a 65537-slot DR service: {full_seconds:.2f} s; update moving {moved} slots "
           f"and one MAC: {update_seconds:.2f} s")
+
+
+def test_a_json_batch_replaces_a_slot_with_delete_and_add(lb):
+    """The libnftables-json form of an element update, one transaction."""
+    nft = Nft(lb.netns)
+    nft.apply((FIXTURES / "dr_apply.nft").read_text())
+    slots = {"family": "netdev", "table": "medlb_dr", "name": "slots_pacs-retrieve"}
+    old = map_elements(nft.list_table(*DR_TABLE), "slots_pacs-retrieve")
+    other = next(mark for mark in set(old.values()) if mark != old[0])
+    nft.apply_json([{"delete": {"element": {**slots, "elem": [0]}}},
+                    {"add": {"element": {**slots, "elem": [[0, other]]}}}])
+    assert map_elements(nft.list_table(*DR_TABLE), "slots_pacs-retrieve") == {**old, 0: other}
+    with pytest.raises(NftError, match="exists"):
+        nft.apply_json([{"add": {"element": {**slots, "elem": [[1, other if old[1] != other else old[0]]]}}}])
