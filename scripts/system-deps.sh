@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages medlb's tests and demo need, when they are missing.
-# Run as root on Debian; elsewhere it only says what is missing. Later modes add their
-# interop peers here (nftables next).
+# Run as root on Debian; elsewhere it only says what is missing.
 #   dcmtk    echoscu, storescu, storescp: DICOM clients and an SCP for the dicom mode's tests
 #   orthanc  a real PACS that checks the called AE title (tests, C-FIND health check)
 #   haproxy, iperf3, wrk, nginx-light: the benchmark's peers (the tests run the harness once, briefly)
 #   chromium: the web page's browser tests
+#   nftables, conntrack: the kernel layer 4 modes (nft applies medlb's tables; conntrack
+#     cuts a NAT server's flows) and their tests in network namespaces
 set -euo pipefail
 
 packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git
-          dcmtk orthanc orthanc-dicomweb haproxy iperf3 wrk nginx-light chromium)
+          dcmtk orthanc orthanc-dicomweb haproxy iperf3 wrk nginx-light chromium
+          nftables conntrack)
 
 missing=()
 for package in "${packages[@]}"; do
