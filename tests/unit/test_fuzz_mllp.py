@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,10 +68,6 @@ def test_an_encoded_payload_decodes_to_itself(payload):
     assert mllp.FrameDecoder(len(payload) + 1).feed(mllp.encode(payload)) == [mllp.Frame(payload)]
 
 
-@pytest.mark.xfail(strict=True, reason="known defect, left to the MLLP framing change (issue 11 item 7): "
-                                       "with max_size below head_size (max_message_size 1024..4095 against the "
-                                       "fixed 4096), the head of an oversized frame is what the first chunk past "
-                                       "the limit held")
 def test_the_head_of_an_oversized_frame_does_not_depend_on_the_cuts_with_the_default_head_size():
     payload = b"MSH|^~\\&|" + b"x" * 3000
     stream = mllp.encode(payload)

@@ -9,7 +9,8 @@ MSH, and the stream stays in step for the next message:
 
 - `Oversized`: longer than `max_size`. It is not buffered: the rest is skipped up to
   the frame's end.
-- `Interrupted`: a start byte came before the end. MLLP forbids 0x0B inside a message,
+- `Interrupted`: a start byte came before the end (of a frame not yet over max_size;
+  one already over it is `Oversized`, whatever cut it). MLLP forbids 0x0B inside a message,
   and a receiver that restarts framing there would take the bytes after it for another
   message, so the frame is cut at the start byte, refused, and a new frame begins
   there. (A start byte right after another one is counted as junk: no message came
@@ -179,7 +180,10 @@ class FrameDecoder:
                 # A new frame begins before this one ended: refuse what came before.
                 self._release()
                 if start:
-                    events.append(Interrupted(bytes(buffer[:min(self.head_size, start)]), start))
+                    # Past max_size it was oversized before it was cut, however the
+                    # bytes arrived (in pieces, the skip began before the start byte came).
+                    kind = Oversized if start > self.max_size else Interrupted
+                    events.append(kind(bytes(buffer[:min(self.head_size, start)]), start))
                 else:
                     self.junk_bytes += 1  # the first of two start bytes
                 del buffer[:start]
