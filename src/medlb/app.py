@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from medlb import descriptors, logs
-from medlb.admin.auth import Principal
-from medlb.admin.history import History
-from medlb.admin.sessions import Sessions
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
-from medlb.config.loader import read_secret
+from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.proxy.listeners import Listeners
-from medlb.runtime import Change, Failback, Runtime, SetFailedOver, SetState
+from medlb.runtime import Change, Failback, Runtime, Service, SetFailedOver, SetState
 from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
 from medlb.tasks import spawn
@@ -38,33 +35,10 @@ class StartError(Exception):
     """medlb cannot start; the message says why, for the operator."""
 
 
-@dataclass
-class ReloadResult:
-    """What a reload did. With problems it was refused and nothing changed."""
-
-    problems: list[Problem] = field(default_factory=list)
-    #: Workers that did not answer in time. With problems: they could not prepare the
-    #: config, which refused it. Without: the config is live, and they have not yet
-    #: confirmed it (each takes it when it runs again).
-    not_answered: list[int] = field(default_factory=list)
-
-
-def build_tokens(loaded: LoadedConfig) -> dict[str, Principal]:
-    admin = loaded.config.admin
-    tokens: dict[str, Principal] = {}
-    if admin is None:
-        return tokens
-    if admin.token:
-        tokens[admin.token] = Principal("admin-token", "admin")
-    if admin.token_file:
-        tokens[read_secret(admin.token_file, loaded.base_dir)] = Principal("admin-token", "admin")
-    for entry in admin.tokens:
-        secret = entry.token or read_secret(entry.token_file or "", loaded.base_dir)
-        tokens[secret] = Principal(entry.name, entry.role)
-    return tokens
-
-
 class App:
+    """Implements medlb.control.Control for the admin side, which it starts but does
+    not look into: sessions, tokens, live streams and history are admin/'s."""
+
     def __init__(self, config_path: str | Path, log_format: str | None = None, log_level: str | None = None):
         self.config_path = Path(config_path)
         self.log_format = log_format
@@ -79,14 +53,13 @@ class App:
         self.started_at = time.time()
         self.loaded: LoadedConfig
         self.store: Store
-        self.tokens: dict[str, Principal] = {}
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._admin: Any = None
-        #: One queue per open live stream (the page's server-sent events).
-        self.streams: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self.sessions = Sessions()
-        self.history: History | None = None
+        #: Told every change and audit entry (the admin side's live streams).
+        self._listeners: list[Listener] = []
+        #: Take part in every reload (the admin side's tokens).
+        self._config_hooks: list[ConfigHook] = []
         self.runtime.subscribe(self._on_changes)
 
     # --- life cycle ------------------------------------------------------------------
@@ -106,10 +79,13 @@ class App:
         logs.setup(self.log_level or config.log.level, self.log_format or config.log.format)
         raise_open_files_limit()
         log_advisories(self.loaded)
-        try:
-            self.tokens = build_tokens(self.loaded)
-        except OSError as exc:
-            raise StartError(f"cannot read an admin token_file: {exc.strerror}") from None
+        if config.admin is not None:
+            from medlb.admin.server import AdminServer
+
+            try:
+                self._admin = AdminServer(self)  # reads the token files: refuse to start before anything runs
+            except OSError as exc:
+                raise StartError(f"cannot read an admin token_file: {exc.strerror}") from None
         self.store = Store(self.loaded.state_dir)
         if config.workers > 1:
             self.workers = Workers(self.runtime, config.workers)
@@ -126,17 +102,13 @@ class App:
         await prepared.commit()
         self.health.base_dir = self.loaded.base_dir
         self.health.sync()
-        if config.admin is not None:
-            from medlb.admin.server import AdminServer
-
-            self._admin = AdminServer(self)
+        if self._admin is not None:
+            assert config.admin is not None
             try:
                 await self._admin.start(config.admin.listen)
             except OSError as exc:
                 await self._data_plane_stop(0)
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
-            self.history = History(self)
-            self.history.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload("signal:SIGHUP")))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -211,20 +183,37 @@ class App:
         log.event("stopping", active_connections=active, stop_timeout=timeout)
         left = await self._data_plane_stop(timeout)
         await self.health.stop()
-        for queue in list(self.streams):
-            queue.put_nowait(None)  # end the pages' live streams, so the admin server can stop
-        if self.history is not None:
-            await self.history.stop()
         if self._admin is not None:
             await self._admin.stop()
         self.store.close()
         log.event("stopped", aborted_connections=left)
 
+    # --- medlb.control.Control: what the admin side reads and follows ---------------
+
+    @property
+    def services(self) -> Mapping[str, Service]:
+        return self.runtime.services
+
+    @property
+    def health_errors(self) -> Mapping[tuple[str, str, str], int]:
+        return self.health.errors
+
+    def worker_views(self) -> list[dict[str, Any]] | None:
+        return None if self.workers is None else [worker.view() for worker in self.workers.procs]
+
+    def audit_entries(self, limit: int, before_id: int | None, search: str) -> list[dict[str, Any]]:
+        return self.store.audit_entries(limit, before_id, search)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def on_config(self, hook: ConfigHook) -> None:
+        self._config_hooks.append(hook)
+
     def publish(self, message: dict[str, Any]) -> None:
-        """Tell every open live stream (the pages people have open) what happened."""
-        for queue in list(self.streams):
-            if queue.qsize() < 1000:  # a stuck reader loses messages, not memory
-                queue.put_nowait(message)
+        """Tell the subscribers (the admin side's live streams) what happened."""
+        for listener in self._listeners:
+            listener(message)
 
     def audit(self, who: str, action: str, target: str, detail: dict[str, Any] | None = None,
               source: str = "") -> int:
@@ -285,12 +274,9 @@ class App:
         async with self._reload_lock:
             try:
                 loaded = self._load()
-                tokens = build_tokens(loaded)
+                commits = [hook(loaded) for hook in self._config_hooks]
             except ConfigError as exc:
                 return self._reload_failed(who, source, exc.problems)
-            except OSError as exc:
-                return self._reload_failed(who, source, [Problem("admin", None,
-                                                                 f"cannot read an admin token_file: {exc.strerror}")])
             plan = self.runtime.plan(loaded.config)
             try:
                 prepared = await self._prepare_data_plane(plan, loaded)
@@ -303,7 +289,9 @@ class App:
             not_answered = await prepared.commit()
             self.health.base_dir = loaded.base_dir
             self.health.sync()
-            self.loaded, self.tokens = loaded, tokens
+            self.loaded = loaded
+            for commit in commits:
+                commit()
             self.reloads["ok"] += 1
             if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
                     and old_config.admin.listen != loaded.config.admin.listen:
@@ -322,6 +310,20 @@ class App:
             log.event("reloaded", who=who, services=len(self.runtime.services))
             log_advisories(loaded)
             return ReloadResult([], not_answered)
+
+    async def apply_config(self, text: str, who: str, source: str = "") -> ReloadResult:
+        """Write a file over the config file and reload; a refused reload puts the old
+        file back. The previous file is kept beside it as FILE.previous."""
+        path = self.config_path
+        old = path.read_text(encoding="utf-8")
+        path.with_name(path.name + ".previous").write_text(old, encoding="utf-8")
+        temporary = path.with_name(path.name + ".uploading")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+        result = await self.reload(who, source)
+        if result.problems:
+            path.write_text(old, encoding="utf-8")
+        return result
 
     def _reload_failed(self, who: str, source: str, problems: list[Problem],
                        not_answered: list[int] | None = None) -> ReloadResult:

@@ -175,7 +175,7 @@ def test_history_keeps_a_bounded_window_and_computes_rates_between_samples():
 
     runtime = make_runtime({"a": 1, "b": 1})
     clock = Clock(1000.0)
-    sampler = History(SimpleNamespace(runtime=runtime), interval=5, points=3, clock=clock)  # type: ignore[arg-type]
+    sampler = History(SimpleNamespace(services=runtime.services), interval=5, points=3, clock=clock)  # type: ignore[arg-type]
     sampler.sample()
     clock.advance(5)
     svc(runtime).total += 10

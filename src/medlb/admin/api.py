@@ -15,7 +15,6 @@ import csv
 import hmac
 import io
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -50,7 +49,8 @@ from medlb.admin.auth import Principal
 from medlb.admin.sessions import COOKIE, LoginRefused
 
 if TYPE_CHECKING:
-    from medlb.app import App, ReloadResult
+    from medlb.admin.console import Console
+    from medlb.control import Control, ReloadResult
 
 
 class ApiError(Exception):
@@ -100,14 +100,14 @@ def caller(request: Request) -> Principal:
     X-CSRF-Token header (a bearer token is not sent by browsers on their own, so it
     needs none), and an Origin header, when the browser sends one, must be this host.
     """
-    app = request.app.state.medlb
+    console: Console = request.app.state.console
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
         found = None
-        for secret, principal in app.tokens.items():
+        for secret, principal in console.tokens.items():
             # Compare with every token in constant time, so timing tells nothing about any.
             if hmac.compare_digest(secret.encode(), token.strip().encode()):
                 found = principal
@@ -115,11 +115,11 @@ def caller(request: Request) -> Principal:
             raise ApiError(401, "the token is not valid", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return found
     session_id = request.cookies.get(COOKIE, "")
-    admin = app.loaded.config.admin
+    admin = console.admin
     # The page marks its automatic refreshes, so that only a person's own requests
     # count against the idle timeout.
     touch = request.headers.get("x-medlb-background") != "1"
-    session = app.sessions.lookup(session_id, admin, touch) if session_id and admin is not None else None
+    session = console.sessions.lookup(session_id, admin, touch) if session_id and admin is not None else None
     if session is None:
         raise ApiError(401, "log in, or send a bearer token" if not session_id else "the session has ended; log in again",
                        {"WWW-Authenticate": "Bearer"})
@@ -179,13 +179,19 @@ def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) 
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def create_api(app: "App") -> FastAPI:
+def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
+    """The API over `control`; `console` holds the admin side's tokens, sessions,
+    live streams and history (a new one, reading the config's tokens, if not given)."""
+    if console is None:
+        from medlb.admin.console import Console
+
+        console = Console(control)
     api = FastAPI(title="medlb admin API", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None)
-    api.state.medlb = app
+    api.state.console = console
 
     def admin_config() -> AdminConfig:
-        return app.loaded.config.admin or AdminConfig()  # a reload that drops `admin:`: the defaults
+        return control.loaded.config.admin or AdminConfig()  # a reload that drops `admin:`: the defaults
 
     # Added first, so it runs inside the middleware below and its answers carry the
     # same security headers.
@@ -233,7 +239,7 @@ def create_api(app: "App") -> FastAPI:
         return request.client.host if request.client else ""
 
     def find_service(name: str) -> Any:
-        service = app.runtime.services.get(name)
+        service = control.services.get(name)
         if service is None:
             raise ApiError(404, f"no service named {name!r}")
         return service
@@ -244,8 +250,8 @@ def create_api(app: "App") -> FastAPI:
 
     @api.get("/metrics", include_in_schema=False)
     async def get_metrics(principal: Caller) -> Response:
-        await app.collect()
-        return Response(metrics.render(app), media_type="text/plain; version=0.0.4; charset=utf-8")
+        await control.collect()
+        return Response(metrics.render(control, console.sessions), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(principal: Caller) -> dict[str, Any]:
@@ -254,25 +260,26 @@ def create_api(app: "App") -> FastAPI:
     @api.get("/api/v1/services")
     async def list_services(principal: Caller) -> list[dict[str, Any]]:
         """Every virtual service with its pools and servers."""
-        await app.collect()
-        return [service_view(service) for service in app.runtime.services.values()]
+        await control.collect()
+        return [service_view(service) for service in control.services.values()]
 
     @api.get("/api/v1/workers")
     async def workers(principal: Caller) -> dict[str, Any]:
         """The data-plane processes: `workers: 1` runs the data plane in this process."""
-        await app.collect()
-        if app.workers is None:
+        await control.collect()
+        processes = control.worker_views()
+        if processes is None:
             return {"workers": 1, "processes": []}
-        return {"workers": app.workers.count, "processes": [w.view() for w in app.workers.procs]}
+        return {"workers": len(processes), "processes": processes}
 
     @api.get("/api/v1/services/{name}")
     async def get_service(name: str, principal: Caller) -> dict[str, Any]:
-        await app.collect()
+        await control.collect()
         return service_view(find_service(name))
 
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:
-        await app.collect()
+        await control.collect()
         found = find_service(name).server(server)
         if found is None:
             raise ApiError(404, f"service {name!r} has no server named {server!r}")
@@ -284,12 +291,12 @@ def create_api(app: "App") -> FastAPI:
         """Set a server's operator state; stored and audited before the answer."""
         require(principal, "operator")
         try:
-            changes = app.set_state(name, server, body.state, principal.name, source(request))
+            changes = control.set_state(name, server, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        not_answered = await app.settle()
-        await app.collect()
-        found = app.runtime.services[name].server(server)
+        not_answered = await control.settle()
+        await control.collect()
+        found = control.services[name].server(server)
         return confirmed({"server": server_view(found), "changes": [c.as_dict() for c in changes]},  # type: ignore[arg-type]
                          not_answered)
 
@@ -299,12 +306,12 @@ def create_api(app: "App") -> FastAPI:
         """Leave the backup cluster for the primaries (failback: manual)."""
         require(principal, "operator")
         try:
-            changes = app.failback(name, principal.name, body.pool if body else None, source(request))
+            changes = control.failback(name, principal.name, body.pool if body else None, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        not_answered = await app.settle()
-        await app.collect()
-        return confirmed({"service": service_view(app.runtime.services[name]),
+        not_answered = await control.settle()
+        await control.collect()
+        return confirmed({"service": service_view(control.services[name]),
                           "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/reload")
@@ -312,7 +319,7 @@ def create_api(app: "App") -> FastAPI:
         """Re-read the config file; a file medlb cannot run is refused (422; 503 when a
         worker did not answer) and nothing changes anywhere."""
         require(principal, "admin")
-        return reloaded(await app.reload(principal.name, source(request)),
+        return reloaded(await control.reload(principal.name, source(request)),
                         "the config file was refused; the running config stays")
 
     @api.post("/api/v1/services/{name}/pools/{pool}/state")
@@ -322,19 +329,19 @@ def create_api(app: "App") -> FastAPI:
         over to its backup cluster; online brings it back. Stored and audited first."""
         require(principal, "operator")
         try:
-            changes = app.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
+            changes = control.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
         except KeyError as exc:
             raise ApiError(404, exc.args[0]) from None
-        not_answered = await app.settle()
-        await app.collect()
-        return confirmed({"service": service_view(app.runtime.services[name]),
+        not_answered = await control.settle()
+        await control.collect()
+        return confirmed({"service": service_view(control.services[name]),
                           "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.get("/api/v1/audit", response_model=None)
     async def audit(principal: Caller, limit: int = 100, before_id: int | None = None, q: str = "",
                     format: str = "json") -> Any:
         """Operator actions, newest first; q filters (any field contains it); format=csv exports."""
-        entries = app.store.audit_entries(max(1, min(limit, 10000)), before_id, q)
+        entries = control.audit_entries(max(1, min(limit, 10000)), before_id, q)
         if format == "csv":
             return csv_response("medlb-audit.csv", ["id", "at", "who", "action", "target", "detail", "source"],
                                 [{**e, "at": iso(e["at"]), "detail": json.dumps(e["detail"], sort_keys=True)}
@@ -345,7 +352,7 @@ def create_api(app: "App") -> FastAPI:
     async def events(principal: Caller, limit: int = 100, service: str = "", q: str = "",
                      format: str = "json") -> Any:
         """Recent health, state and pool changes (kept in memory), newest first."""
-        found = [e for e in reversed(app.events) if (not service or e["service"] == service)
+        found = [e for e in reversed(control.events) if (not service or e["service"] == service)
                  and (not q or q.lower() in json.dumps(e).lower())][: max(1, min(limit, 2000))]
         if format == "csv":
             return csv_response("medlb-events.csv", ["at", "kind", "service", "subject", "old", "new", "reason", "who"],
@@ -355,8 +362,8 @@ def create_api(app: "App") -> FastAPI:
     @api.get("/api/v1/history")
     async def history(principal: Caller, service: str = "") -> dict[str, Any]:
         """The last hour of each service's numbers (sampled in memory), oldest first."""
-        sampler = app.history
-        names = [service] if service else list(app.runtime.services)
+        sampler = console.history
+        names = [service] if service else list(control.services)
         return {"interval": sampler.interval if sampler else 0,
                 "services": {n: sampler.of(n) if sampler else [] for n in names}}
 
@@ -364,7 +371,7 @@ def create_api(app: "App") -> FastAPI:
     async def stream(principal: Caller, request: Request) -> StreamingResponse:
         """Server-sent events: every change and audit entry, as it happens."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        app.streams.add(queue)
+        console.streams.add(queue)
 
         async def events() -> Any:
             try:
@@ -373,8 +380,8 @@ def create_api(app: "App") -> FastAPI:
                     try:
                         message = await asyncio.wait_for(queue.get(), 15)
                     except TimeoutError:
-                        admin = app.loaded.config.admin
-                        if principal.session and (admin is None or app.sessions.lookup(
+                        admin = control.loaded.config.admin
+                        if principal.session and (admin is None or console.sessions.lookup(
                                 principal.session, admin, touch=False) is None):
                             break  # logged out or timed out
                         yield ": keep-alive\n\n"
@@ -383,7 +390,7 @@ def create_api(app: "App") -> FastAPI:
                         break
                     yield f"data: {json.dumps(message)}\n\n"
             finally:
-                app.streams.discard(queue)
+                console.streams.discard(queue)
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -392,20 +399,20 @@ def create_api(app: "App") -> FastAPI:
 
     @api.post("/api/v1/login")
     async def login(body: LoginRequest, request: Request) -> JSONResponse:
-        admin = app.loaded.config.admin
+        admin = control.loaded.config.admin
         assert admin is not None
         origin = request.headers.get("origin")
         if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
             raise ApiError(403, "the request comes from another site")  # no logging in from another page
         try:
-            session = await app.sessions.login(body.name, body.password, source(request), admin)
+            session = await console.sessions.login(body.name, body.password, source(request), admin)
         except LoginRefused as exc:
             # A name that is no user is not written down: people type their password
             # into the name field, and the audit log must never hold a password.
             who = body.name if any(user.name == body.name for user in admin.users) else "(unknown user)"
-            app.audit(who, "login_locked" if exc.locked else "login_failed", "web", {}, source(request))
+            control.audit(who, "login_locked" if exc.locked else "login_failed", "web", {}, source(request))
             raise ApiError(exc.status, exc.message) from None
-        app.audit(session.user, "login", "web", {"role": session.role}, source(request))
+        control.audit(session.user, "login", "web", {"role": session.role}, source(request))
         response = JSONResponse({"name": session.user, "role": session.role, "csrf": session.csrf})
         response.set_cookie(COOKIE, session.id, httponly=True, secure=True, samesite="strict", path="/")
         return response
@@ -413,22 +420,22 @@ def create_api(app: "App") -> FastAPI:
     @api.post("/api/v1/logout")
     async def logout(principal: Caller, request: Request) -> JSONResponse:
         if principal.session:
-            app.sessions.logout(principal.session)
-            app.audit(principal.name, "logout", "web", {}, source(request))
+            console.sessions.logout(principal.session)
+            control.audit(principal.name, "logout", "web", {}, source(request))
         response = JSONResponse({"status": "logged out"})
         response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
 
     @api.get("/api/v1/session")
     async def whoami(principal: Caller) -> dict[str, Any]:
-        session = app.sessions.sessions.get(principal.session) if principal.session else None
+        session = console.sessions.sessions.get(principal.session) if principal.session else None
         return {"name": principal.name, "role": principal.role, "csrf": session.csrf if session else None,
                 "via": "session" if session else "token"}
 
     # --- config --------------------------------------------------------------------
 
     def check_text(text: str) -> tuple[Any, list[str]]:
-        base = app.config_path.resolve().parent
+        base = control.config_path.resolve().parent
         try:
             loaded = parse_config(text, "uploaded file", base)
         except ConfigError as exc:
@@ -441,8 +448,8 @@ def create_api(app: "App") -> FastAPI:
     async def get_config(principal: Caller) -> dict[str, Any]:
         """The running config, with tokens and password hashes masked."""
         require(principal, "admin")
-        return {"path": str(app.config_path), "config": masked_config(app.loaded.config),
-                "advisories": advisories(app.loaded)}
+        return {"path": str(control.config_path), "config": masked_config(control.loaded.config),
+                "advisories": advisories(control.loaded)}
 
     @api.post("/api/v1/config/validate")
     async def validate_config(body: ConfigText, principal: Caller) -> dict[str, Any]:
@@ -462,15 +469,7 @@ def create_api(app: "App") -> FastAPI:
         if problems:
             return JSONResponse({"error": "the file is not valid; nothing changed", "problems": problems},
                                 status_code=422)
-        path = app.config_path
-        old = path.read_text(encoding="utf-8")
-        path.with_name(path.name + ".previous").write_text(old, encoding="utf-8")
-        temporary = path.with_name(path.name + ".uploading")
-        temporary.write_text(body.text, encoding="utf-8")
-        os.replace(temporary, path)
-        result = await app.reload(principal.name, source(request))
-        if result.problems:
-            path.write_text(old, encoding="utf-8")
+        result = await control.apply_config(body.text, principal.name, source(request))
         return reloaded(result, "the reload was refused; the running config stays")
 
     def reloaded(result: "ReloadResult", refusal: str) -> JSONResponse:
@@ -482,8 +481,8 @@ def create_api(app: "App") -> FastAPI:
                 return JSONResponse({**body, "settled": False, "workers_not_answered": result.not_answered},
                                     status_code=503)
             return JSONResponse(body, status_code=422)
-        return confirmed({"status": "reloaded", "services": sorted(app.runtime.services),
-                          "advisories": advisories(app.loaded)}, result.not_answered)
+        return confirmed({"status": "reloaded", "services": sorted(control.services),
+                          "advisories": advisories(control.loaded)}, result.not_answered)
 
     # --- the page ------------------------------------------------------------------
 

@@ -14,16 +14,16 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from medlb.app import App
+    from medlb.control import Control
 
 INTERVAL = 5.0
 POINTS = 720
 
 
 class History:
-    def __init__(self, app: "App", interval: float = INTERVAL, points: int = POINTS,
+    def __init__(self, control: "Control", interval: float = INTERVAL, points: int = POINTS,
                  clock: Callable[[], float] = time.time):
-        self.app = app
+        self.control = control
         #: Wall-clock seconds: the page's charts show the time of day. Tests pass their own.
         self.clock = clock
         self.interval = interval
@@ -47,12 +47,12 @@ class History:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.app.collect()
+            await self.control.collect()
             self.sample()
 
     def sample(self) -> None:
         now = self.clock()
-        services = self.app.runtime.services
+        services = self.control.services
         for name in list(self.series):
             if name not in services:
                 del self.series[name]

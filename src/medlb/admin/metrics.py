@@ -10,7 +10,7 @@ contents.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily,
@@ -21,15 +21,17 @@ from medlb.runtime import Service
 from medlb.runtime.events import STATES
 
 if TYPE_CHECKING:
-    from medlb.app import App
+    from medlb.admin.sessions import Sessions
+    from medlb.control import Control
 
 
 class RuntimeCollector:
-    def __init__(self, app: "App"):
-        self.app = app
+    def __init__(self, control: "Control", sessions: "Sessions"):
+        self.control = control
+        self.sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
-        services = self.app.runtime.services.values()
+        services = self.control.services.values()
         server_labels = ["service", "pool", "server", "backup"]
 
         up = GaugeMetricFamily("medlb_server_up", "1 if the server's health is up", labels=server_labels)
@@ -102,12 +104,12 @@ class RuntimeCollector:
         yield from _tls_metrics(services)
         yield from _http_metrics(services)
 
-        yield from _worker_metrics(self.app)
-        yield from _login_metrics(self.app)
-        yield _check_error_metrics(self.app)
+        yield from _worker_metrics(self.control.worker_views())
+        yield from _login_metrics(self.sessions)
+        yield _check_error_metrics(self.control.health_errors)
 
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
-        for result, count in self.app.reloads.items():
+        for result, count in self.control.reloads.items():
             reloads.add_metric([result], count)
         info = InfoMetricFamily("medlb_build", "medlb version")
         info.add_metric([], {"version": __version__})
@@ -115,21 +117,20 @@ class RuntimeCollector:
                     svc_active, svc_total, svc_refused, svc_fd_refused, svc_no_server, pool_active, reloads, info)
 
 
-def _check_error_metrics(app: "App") -> Metric:
+def _check_error_metrics(found: Mapping[tuple[str, str, str], int]) -> Metric:
     """Checks medlb could not make (out of descriptors...): its own errors, which
     leave the server's health alone, so they need an alert of their own."""
     errors = CounterMetricFamily("medlb_check_errors", "Health checks medlb could not make for a reason of its "
                                  "own host, by errno name (the server's health is left as it was)",
                                  labels=["service", "server", "reason"])
-    for (service, server, reason), count in sorted(app.health.errors.items()):
+    for (service, server, reason), count in sorted(found.items()):
         errors.add_metric([service, server, reason], count)
     return errors
 
 
-def _login_metrics(app: "App") -> Iterator[Metric]:
+def _login_metrics(sessions: "Sessions") -> Iterator[Metric]:
     """Web page logins: a burst of guesses shows as busy and locked refusals, and the
     password checks it cost (bounded by admin.password_checks and the lock-out)."""
-    sessions = app.sessions
     checks = CounterMetricFamily("medlb_admin_password_checks", "Password checks (scrypt) run for logins")
     checks.add_metric([], sessions.password_checks)
     logins = CounterMetricFamily("medlb_admin_logins", "Web page logins by result: ok, wrong (password or "
@@ -140,20 +141,20 @@ def _login_metrics(app: "App") -> Iterator[Metric]:
     yield from (checks, logins)
 
 
-def _worker_metrics(app: "App") -> Iterator[Metric]:
-    """Data-plane processes (workers: N): alert on a worker down or restarting."""
-    workers = app.workers
+def _worker_metrics(workers: list[dict[str, Any]] | None) -> Iterator[Metric]:
+    """Data-plane processes (workers: N): alert on a worker down or restarting.
+    `workers` holds each process's view, None for the data plane in this process."""
     count = GaugeMetricFamily("medlb_workers", "Data-plane worker processes configured (1: in this process)")
-    count.add_metric([], workers.count if workers is not None else 1)
+    count.add_metric([], len(workers) if workers is not None else 1)
     yield count
     if workers is None:
         return
     up = GaugeMetricFamily("medlb_worker_up", "1 if the worker process is running", labels=["worker"])
     restarts = CounterMetricFamily("medlb_worker_restarts", "Times the worker was started again after it exited",
                                    labels=["worker"])
-    for worker in workers.procs:
-        up.add_metric([str(worker.index)], 1 if worker.alive else 0)
-        restarts.add_metric([str(worker.index)], worker.restarts)
+    for worker in workers:
+        up.add_metric([str(worker["index"])], 1 if worker["alive"] else 0)
+        restarts.add_metric([str(worker["index"])], worker["restarts"])
     yield from (up, restarts)
 
 
@@ -303,7 +304,7 @@ def _http_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         yield from (requests, errors, latency, in_flight)
 
 
-def render(app: "App") -> bytes:
+def render(control: "Control", sessions: "Sessions") -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(app))  # type: ignore[arg-type]
+    registry.register(RuntimeCollector(control, sessions))  # type: ignore[arg-type]
     return generate_latest(registry)

@@ -1,5 +1,8 @@
 """Runs the admin API with uvicorn on medlb's own event loop.
 
+It owns the admin side's state (`Console`: tokens, sessions, live streams, history)
+and sees the running medlb only through medlb/control.py's `Control`.
+
 medlb binds the socket itself (so a port in use is a clear start error rather than
 uvicorn's exit) and keeps its own signal handling; uvicorn only serves.
 """
@@ -12,17 +15,18 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Iterator
 
-import uvicorn
-
 from pathlib import Path
+
+import uvicorn
 
 from medlb import logs
 from medlb.admin.api import create_api
+from medlb.admin.console import Console
 from medlb.admin.tls import fingerprint, self_signed
 from medlb.config.units import HostPort
 
 if TYPE_CHECKING:
-    from medlb.app import App
+    from medlb.control import Control
 
 log = logs.get_logger("medlb")
 
@@ -36,8 +40,10 @@ class _Server(uvicorn.Server):
 
 
 class AdminServer:
-    def __init__(self, app: "App"):
-        self.app = app
+    def __init__(self, control: "Control"):
+        """Raises OSError if a token file of the running config cannot be read."""
+        self.control = control
+        self.console = Console(control)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
@@ -59,7 +65,7 @@ class AdminServer:
         except (OSError, ValueError) as exc:
             sock.close()
             raise OSError(getattr(exc, "errno", None) or 0, f"its TLS certificate: {exc}") from None
-        config = uvicorn.Config(create_api(self.app), log_config=None, access_log=False, lifespan="off",
+        config = uvicorn.Config(create_api(self.control, self.console), log_config=None, access_log=False, lifespan="off",
                                 server_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
                                 **({"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}))
         self._server = server = _Server(config)
@@ -67,20 +73,21 @@ class AdminServer:
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         while not server.started and not self._task.done():
             await asyncio.sleep(0.01)
+        self.console.start_history()
 
     def _tls_files(self, listen: HostPort) -> tuple[Path, Path] | None:
         """The certificate and key to serve, or None for plain HTTP (`admin.tls: off`)."""
-        admin = self.app.loaded.config.admin
+        admin = self.control.loaded.config.admin
         assert admin is not None
         setting = admin.tls
         if setting == "off":
             log.event("admin_tls", tls="off", url=f"http://{listen}/")
             return None
         if setting == "auto":
-            cert, key, made = self_signed(self.app.loaded.state_dir / "admin-tls", listen.host)
+            cert, key, made = self_signed(self.control.loaded.state_dir / "admin-tls", listen.host)
             source = "generated" if made else "self-signed"
         else:
-            base = self.app.loaded.base_dir
+            base = self.control.loaded.base_dir
             cert, key = (Path(p) if Path(p).is_absolute() else base / p for p in (setting.cert, setting.key))
             source = "configured"
         log.event("admin_tls", tls=source, cert=str(cert), sha256_fingerprint=fingerprint(cert.read_bytes()),
@@ -88,6 +95,7 @@ class AdminServer:
         return cert, key
 
     async def stop(self) -> None:
+        await self.console.stop()
         if self._server is None:
             return
         self._server.should_exit = True

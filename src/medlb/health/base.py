@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from medlb.config.models import BackendTlsConfig
+from medlb.tls import backend_server_name, client_context
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,12 @@ class CheckTarget:
         key = (self.backend_tls.model_dump_json(), str(self.base_dir))
         context = _contexts.get(key)
         if context is None:
-            from medlb.proxy.tls import client_context
-
             context = _contexts[key] = client_context(self.backend_tls, self.base_dir)
         return context
 
     @property
     def server_name(self) -> str:
-        if self.backend_tls is not None and self.backend_tls.server_name:
-            return self.backend_tls.server_name
-        return self.host
+        return self.host if self.backend_tls is None else backend_server_name(self.backend_tls, self.host)
 
 
 #: Client contexts for checks, by settings; cleared on every (re)load so files are re-read.

@@ -17,14 +17,7 @@ import h11
 
 from medlb.config.models import HttpCheck
 from medlb.health.base import CheckTarget, Outcome
-
-
-def _tls_context(config: HttpCheck) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=config.ca)
-    if not config.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+from medlb.tls import check_context
 
 
 @dataclass
@@ -90,7 +83,7 @@ async def request(target: CheckTarget, method: str, path: str, *, host: str | No
 async def check(target: CheckTarget, config: HttpCheck) -> Outcome:
     tls = None
     if target.backend_tls is None and config.type == "https":
-        tls = _tls_context(config)
+        tls = check_context(config.ca, config.verify)
     try:
         answer = await request(target, config.method, config.path, host=config.host, tls=tls,
                                max_body=config.max_body, read_body=config.expect_body is not None)

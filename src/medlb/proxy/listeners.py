@@ -33,14 +33,10 @@ from medlb.proxy.dicom import DicomClient
 from medlb.proxy.http import http_factory
 from medlb.proxy.mllp import mllp_factory
 from medlb.proxy.tcp import ServiceHandle, TcpClient
-from medlb.proxy.tls import (
-    TlsServerProtocol,
-    TlsSetupError,
-    TlsTerminator,
-    client_context,
-)
+from medlb.proxy.tls import TlsServerProtocol
 from medlb.runtime import Change, Runtime, Service
 from medlb.runtime.model import ReloadPlan
+from medlb.tls import TlsSetupError, TlsTerminator, client_context
 
 log = get_logger("medlb.proxy")
 

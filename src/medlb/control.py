@@ -1,0 +1,103 @@
+"""What the admin side may ask of the running medlb, and nothing more.
+
+`App` implements this; `admin/` (the API, the metrics, the history sampler) depends
+only on it, so the API is tested against a small fake and neither side imports the
+other's class. Every action keeps App's order (check the target exists, store it,
+audit it, then change the runtime); a target that does not exist raises KeyError
+with the operator's words, which the API answers with 404.
+
+Later capabilities (unlocking a server, the pair's status and takeover, the kernel
+ruleset's view) add their methods here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from medlb.config import LoadedConfig, Problem
+from medlb.runtime import Change, Service
+
+#: Called with each message for the live streams: a runtime change or an audit entry.
+Listener = Callable[[dict[str, Any]], None]
+#: Checks a config before a reload commits it and returns what makes it live; raises
+#: ConfigError, with the problems, to refuse the reload with nothing changed.
+ConfigHook = Callable[[LoadedConfig], Callable[[], None]]
+
+
+@dataclass
+class ReloadResult:
+    """What a reload did. With problems it was refused and nothing changed."""
+
+    problems: list[Problem] = field(default_factory=list)
+    #: Workers that did not answer in time. With problems: they could not prepare the
+    #: config, which refused it. Without: the config is live, and they have not yet
+    #: confirmed it (each takes it when it runs again).
+    not_answered: list[int] = field(default_factory=list)
+
+
+class Control(Protocol):
+    # --- what the API reads -----------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path: ...
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The running config (its admin section included)."""
+
+    @property
+    def services(self) -> Mapping[str, Service]:
+        """The runtime's services, by name: counters are current after `collect()`."""
+
+    @property
+    def events(self) -> Sequence[dict[str, Any]]:
+        """Recent runtime changes (health, state, pool), oldest first."""
+
+    @property
+    def reloads(self) -> Mapping[str, int]:
+        """Reloads by result: ok, failed."""
+
+    @property
+    def health_errors(self) -> Mapping[tuple[str, str, str], int]:
+        """Checks medlb could not make, by (service, server, errno name)."""
+
+    def worker_views(self) -> list[dict[str, Any]] | None:
+        """Each data-plane worker process's view; None when the data plane runs in
+        this process (`workers: 1`)."""
+
+    def audit_entries(self, limit: int, before_id: int | None, search: str) -> list[dict[str, Any]]:
+        """Stored audit entries, newest first."""
+
+    async def collect(self) -> None:
+        """Bring counters up to date before they are read."""
+
+    async def settle(self) -> list[int]:
+        """Wait until every worker routes by the latest states; the ones that did not."""
+
+    # --- what the API does --------------------------------------------------------------
+
+    def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]: ...
+
+    def set_pool_state(self, service: str, pool: str, tier: str, state: str, who: str,
+                       source: str = "") -> list[Change]: ...
+
+    def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]: ...
+
+    async def reload(self, who: str, source: str = "") -> ReloadResult: ...
+
+    async def apply_config(self, text: str, who: str, source: str = "") -> ReloadResult:
+        """Write a config file's text over the running one and reload; a refused
+        reload puts the old file back."""
+
+    def audit(self, who: str, action: str, target: str, detail: dict[str, Any] | None = None,
+              source: str = "") -> int: ...
+
+    # --- how the admin side follows ---------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Be told every runtime change and audit entry, as it happens."""
+
+    def on_config(self, hook: ConfigHook) -> None:
+        """Take part in every reload: check the new config, and commit with it."""

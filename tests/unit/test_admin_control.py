@@ -1,0 +1,129 @@
+"""The admin API against a fake `Control`: it needs nothing of App's but the interface.
+
+No medlb process and no socket: the routes run in-process (Starlette's TestClient),
+and the fake records what the API asked of it, so a route that acted without
+asking, or asked for the wrong thing, shows here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medlb.admin.api import create_api
+from medlb.config import LoadedConfig, parse_config
+from medlb.control import ConfigHook, Control, Listener, ReloadResult
+from medlb.runtime import Change, Runtime, SetState
+
+OPERATOR = "operator-token-0123456789"
+VIEWER = "viewer-token-0123456789"
+
+CONFIG = f"""
+admin:
+  tls: "off"
+  tokens:
+    - {{name: ops, role: operator, token: {OPERATOR}}}
+    - {{name: watcher, role: viewer, token: {VIEWER}}}
+services:
+  - name: pacs
+    listen: ["127.0.0.1:11112"]
+    servers:
+      - {{name: A, address: "127.0.0.1:4242"}}
+      - {{name: B, address: "127.0.0.1:4243"}}
+"""
+
+
+class FakeControl:
+    """A running medlb as the admin side sees it: a real runtime model, no I/O."""
+
+    def __init__(self) -> None:
+        self.config_path = Path("/nonexistent/medlb.yaml")
+        self.loaded: LoadedConfig = parse_config(CONFIG)
+        self.runtime = Runtime()
+        self.runtime.load(self.loaded.config)
+        self.events: list[dict[str, Any]] = []
+        self.reloads = {"ok": 0, "failed": 0}
+        self.health_errors: dict[tuple[str, str, str], int] = {}
+        self.calls: list[tuple[Any, ...]] = []
+        self.listeners: list[Listener] = []
+        self.hooks: list[ConfigHook] = []
+
+    @property
+    def services(self) -> Any:
+        return self.runtime.services
+
+    def worker_views(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def audit_entries(self, limit: int, before_id: int | None, search: str) -> list[dict[str, Any]]:
+        return []
+
+    async def collect(self) -> None:
+        pass
+
+    async def settle(self) -> list[int]:
+        return []
+
+    def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]:
+        found = self.runtime.services.get(service)
+        if found is None or found.server(server) is None:
+            raise KeyError(f"service {service!r} has no server named {server!r}")
+        self.calls.append(("set_state", service, server, state, who))
+        return self.runtime.apply(SetState(service, server, state, who))  # type: ignore[arg-type]
+
+    def set_pool_state(self, service: str, pool: str, tier: str, state: str, who: str,
+                       source: str = "") -> list[Change]:
+        raise KeyError(f"no service named {service!r}")
+
+    def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
+        raise KeyError(f"no service named {service!r}")
+
+    async def reload(self, who: str, source: str = "") -> ReloadResult:
+        return ReloadResult()
+
+    async def apply_config(self, text: str, who: str, source: str = "") -> ReloadResult:
+        return ReloadResult()
+
+    def audit(self, who: str, action: str, target: str, detail: dict[str, Any] | None = None,
+              source: str = "") -> int:
+        self.calls.append(("audit", who, action, target))
+        return len(self.calls)
+
+    def subscribe(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def on_config(self, hook: ConfigHook) -> None:
+        self.hooks.append(hook)
+
+
+@pytest.fixture
+def fake() -> FakeControl:
+    return FakeControl()
+
+
+def client(control: Control, token: str) -> TestClient:
+    return TestClient(create_api(control), headers={"Authorization": f"Bearer {token}"})
+
+
+def test_a_state_change_is_asked_of_the_control_and_answered_with_the_server(fake: FakeControl):
+    answer = client(fake, OPERATOR).post("/api/v1/services/pacs/servers/A/state", json={"state": "halt"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["server"]["state"] == "halt"
+    assert fake.calls == [("set_state", "pacs", "A", "halt", "ops")]
+
+
+def test_an_unknown_server_is_404_and_nothing_is_asked(fake: FakeControl):
+    answer = client(fake, OPERATOR).post("/api/v1/services/pacs/servers/Z/state", json={"state": "halt"})
+    assert answer.status_code == 404
+    assert "no server named 'Z'" in answer.json()["error"]
+    assert fake.calls == []
+    assert client(fake, OPERATOR).get("/api/v1/services/nope").status_code == 404
+
+
+def test_a_viewer_cannot_change_a_state_and_the_control_is_not_asked(fake: FakeControl):
+    answer = client(fake, VIEWER).post("/api/v1/services/pacs/servers/A/state", json={"state": "halt"})
+    assert answer.status_code == 403
+    assert fake.calls == []
