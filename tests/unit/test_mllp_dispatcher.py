@@ -23,14 +23,21 @@ def config(port: int, with_hl7: bool):
     return parse_config(yaml.safe_dump({"services": services})).config
 
 
+async def load(runtime: Runtime, listeners: Listeners, config) -> None:
+    """A (re)load as medlb does it: plan, the listeners prepare, commit both."""
+    plan = runtime.plan(config)
+    prepared = await listeners.prepare(plan, None)
+    runtime.commit(plan)
+    await prepared.commit()
+
+
 def test_a_service_removed_by_a_reload_leaves_no_dispatcher_behind():
     port = free_port()
 
     async def scenario() -> tuple[Runtime, weakref.ref]:
         runtime = Runtime()
         listeners = Listeners(runtime)
-        runtime.load(config(port, with_hl7=True))
-        await listeners.sync()
+        await load(runtime, listeners, config(port, with_hl7=True))
         loop = asyncio.get_running_loop()
         sender = socket.socket()
         sender.setblocking(False)
@@ -43,8 +50,7 @@ def test_a_service_removed_by_a_reload_leaves_no_dispatcher_behind():
         async with asyncio.timeout(10):
             while listeners.connections:
                 await asyncio.sleep(0.01)
-        runtime.load(config(port, with_hl7=False))  # the reload removes the service
-        await listeners.sync()
+        await load(runtime, listeners, config(port, with_hl7=False))  # the reload removes the service
         await listeners.stop(1)
         return runtime, dispatcher
 

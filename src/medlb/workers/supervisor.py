@@ -196,7 +196,7 @@ class Workers:
         #: The shared table of open connections per server (leastconn across workers).
         self.board_fd = board.create(count)
         self.slots: dict[tuple[str, str], int] = {}
-        runtime.subscribe(self._on_changes)
+        runtime.subscribe(self.on_changes)
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -461,7 +461,8 @@ class Workers:
 
     # --- state down, counters up -----------------------------------------------------
 
-    def _on_changes(self, changes: list[Change]) -> None:
+    def on_changes(self, changes: list[Change]) -> None:
+        """Every change of the model reaches the workers as the whole decided state."""
         self.version += 1
         spawn(self._publish(self.version))
 
