@@ -22,7 +22,7 @@ from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.proxy.listeners import Listeners
-from medlb.runtime import Change, Failback, Runtime, Service, SetFailedOver, SetState
+from medlb.runtime import Change, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
 from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
 from medlb.tasks import spawn
@@ -159,10 +159,12 @@ class App:
         """The store holds every operator state that is not online; a server that
         (re)appears in the config takes its stored state."""
         for (service, server), stored in self.store.server_states().items():
-            found = self.runtime.services.get(service)
-            target = found.server(server) if found is not None else None
-            if target is None or target.state == stored.state:
+            try:
+                target = self.runtime.server(service, server)
+            except NotFound:
                 continue  # a server no longer configured keeps its row in case it returns
+            if target.state == stored.state:
+                continue
             self.runtime.apply(SetState(service, server, stored.state, who=stored.changed_by))  # type: ignore[arg-type]
             target.state_changed_at = stored.changed_at
 
@@ -194,6 +196,12 @@ class App:
     def services(self) -> Mapping[str, Service]:
         return self.runtime.services
 
+    def service(self, name: str) -> Service:
+        return self.runtime.service(name)
+
+    def server(self, service: str, name: str) -> Server:
+        return self.runtime.server(service, name)
+
     @property
     def health_errors(self) -> Mapping[tuple[str, str, str], int]:
         return self.health.errors
@@ -224,12 +232,8 @@ class App:
     # --- operator actions ------------------------------------------------------------
 
     def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]:
-        found = self.runtime.services.get(service)
-        if found is None:
-            raise KeyError(f"no service named {service!r}")
-        target = found.server(server)
-        if target is None:
-            raise KeyError(f"service {service!r} has no server named {server!r}")
+        """Raises NotFound for a service or server the config does not have."""
+        target = self.runtime.server(service, server)
         self.store.save_server_state(service, server, state, who)
         self.audit(who, "set_state", f"{service}/{server}",
                          {"from": target.state, "to": state}, source)
@@ -240,15 +244,13 @@ class App:
         """Set every server of a pool's tier (primary or backup) at once: halting the
         primary tier is the manual failover to the secondary cluster. Stored server by
         server and audited as one action, before the runtime changes."""
-        found = self.runtime.services.get(service)
-        if found is None:
-            raise KeyError(f"no service named {service!r}")
+        found = self.runtime.service(service)
         target = found.pools.get(pool)
         if target is None:
-            raise KeyError(f"service {service!r} has no pool named {pool!r}")
+            raise NotFound(f"service {service!r} has no pool named {pool!r}")
         servers = target.tier_servers(tier)  # type: ignore[arg-type]
         if not servers:
-            raise KeyError(f"pool {pool!r} of service {service!r} has no {tier} servers")
+            raise NotFound(f"pool {pool!r} of service {service!r} has no {tier} servers")
         for server in servers:
             self.store.save_server_state(service, server.name, state, who)
         self.audit(who, "set_pool_state", f"{service}/{pool}/{tier}",
@@ -259,11 +261,9 @@ class App:
         return changes
 
     def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
-        found = self.runtime.services.get(service)
-        if found is None:
-            raise KeyError(f"no service named {service!r}")
+        found = self.runtime.service(service)
         if pool is not None and pool not in found.pools:
-            raise KeyError(f"service {service!r} has no pool named {pool!r}")
+            raise NotFound(f"service {service!r} has no pool named {pool!r}")
         self.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
         return self.runtime.apply(Failback(service, pool, who))
 

@@ -3,7 +3,7 @@
 `App` implements this; `admin/` (the API, the metrics, the history sampler) depends
 only on it, so the API is tested against a small fake and neither side imports the
 other's class. Every action keeps App's order (check the target exists, store it,
-audit it, then change the runtime); a target that does not exist raises KeyError
+audit it, then change the runtime); a target that does not exist raises runtime.NotFound
 with the operator's words, which the API answers with 404.
 
 Later capabilities (unlocking a server, the pair's status and takeover, the kernel
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from medlb.config import LoadedConfig, Problem
-from medlb.runtime import Change, Service
+from medlb.runtime import Change, Server, Service
 
 #: Called with each message for the live streams: a runtime change or an audit entry.
 Listener = Callable[[dict[str, Any]], None]
@@ -50,6 +50,12 @@ class Control(Protocol):
     @property
     def services(self) -> Mapping[str, Service]:
         """The runtime's services, by name: counters are current after `collect()`."""
+
+    def service(self, name: str) -> Service:
+        """A service by name; raises runtime.NotFound (the API's 404)."""
+
+    def server(self, service: str, name: str) -> Server:
+        """A real server of a service by name; raises runtime.NotFound (the API's 404)."""
 
     @property
     def events(self) -> Sequence[dict[str, Any]]:

@@ -15,14 +15,21 @@ cannot take changes nothing anywhere:
 
 The layer 7 listeners (one process), the worker processes and, later, the kernel rules
 and the peer of a clustered pair are data planes behind this one contract.
+
+Between reloads a data plane follows the runtime model: it subscribes `on_changes` to
+the runtime and reacts to each list of `Change`s (a halted server with `on_halt: close`
+loses its connections; the workers pass the decided state on to every worker). It
+keeps its established connections in one registry, a set of `Connection`s, which the
+idle sweep, on_halt and a stop go through without knowing the mode of any of them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
+    from medlb.runtime import Change, Server
     from medlb.runtime.model import ReloadPlan
 
 
@@ -47,7 +54,44 @@ class Prepared(Protocol):
         """Undo the preparation; the running data plane is as before."""
 
 
+@runtime_checkable
+class Connection(Protocol):
+    """One established client connection of any mode, as its data plane's registry
+    holds it (from admission until it has been released)."""
+
+    #: The real server it is relayed to; None before one is picked, and for modes
+    #: that spread one connection's messages over many servers (mllp).
+    server: "Server | None"
+
+    def close(self) -> None:
+        """End it now, letting what is already buffered go out."""
+
+    def abort(self) -> None:
+        """End it at once, both sides (on_halt: close, or the stop timeout passed)."""
+
+    def shutdown(self) -> None:
+        """medlb is stopping: take no new request or message, and close once what has
+        been taken is answered. A byte relay has no such boundary and runs on."""
+
+    def idle_check(self, now: float) -> None:
+        """The registry's periodic sweep at loop time `now`: close past idle_timeout
+        (or the mode's own deadlines) since the last sign of life."""
+
+
+#: The registry a data plane keeps of its established connections.
+Connections = set[Connection]
+
+
+@runtime_checkable
 class DataPlane(Protocol):
+    def on_changes(self, changes: "list[Change]") -> None:
+        """Follow the runtime model (subscribed with `Runtime.subscribe`): act on what
+        changed in the data plane's running connections and routing."""
+
+    async def stop(self, timeout: float) -> int:
+        """Stop accepting, let established connections finish for up to `timeout`
+        seconds, abort the rest; how many were aborted."""
+
     async def prepare(self, plan: "ReloadPlan", base_dir: Path | None) -> Prepared:
         """Do everything for `plan` that can fail, changing nothing that serves; raise
         `Refused` (having undone it) if something cannot be done."""

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from medlb.admin.api import create_api
 from medlb.config import LoadedConfig, parse_config
 from medlb.control import ConfigHook, Control, Listener, ReloadResult
-from medlb.runtime import Change, Runtime, SetState
+from medlb.runtime import Change, NotFound, Runtime, Server, Service, SetState
 
 OPERATOR = "operator-token-0123456789"
 VIEWER = "viewer-token-0123456789"
@@ -67,19 +67,23 @@ class FakeControl:
     async def settle(self) -> list[int]:
         return []
 
+    def service(self, name: str) -> Service:
+        return self.runtime.service(name)
+
+    def server(self, service: str, name: str) -> Server:
+        return self.runtime.server(service, name)
+
     def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]:
-        found = self.runtime.services.get(service)
-        if found is None or found.server(server) is None:
-            raise KeyError(f"service {service!r} has no server named {server!r}")
+        self.runtime.server(service, server)  # NotFound, as the App raises
         self.calls.append(("set_state", service, server, state, who))
         return self.runtime.apply(SetState(service, server, state, who))  # type: ignore[arg-type]
 
     def set_pool_state(self, service: str, pool: str, tier: str, state: str, who: str,
                        source: str = "") -> list[Change]:
-        raise KeyError(f"no service named {service!r}")
+        raise NotFound(f"no service named {service!r}")
 
     def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
-        raise KeyError(f"no service named {service!r}")
+        raise NotFound(f"no service named {service!r}")
 
     async def reload(self, who: str, source: str = "") -> ReloadResult:
         return ReloadResult()

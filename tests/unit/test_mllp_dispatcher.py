@@ -23,9 +23,9 @@ def config(port: int, with_hl7: bool):
     return parse_config(yaml.safe_dump({"services": services})).config
 
 
-async def load(runtime: Runtime, listeners: Listeners, new: object) -> None:
-    """A reload as medlb makes one: plan, prepare the listeners, commit both."""
-    plan = runtime.plan(new)
+async def load(runtime: Runtime, listeners: Listeners, config) -> None:
+    """A (re)load as medlb does it: plan, the listeners prepare, commit both."""
+    plan = runtime.plan(config)
     prepared = await listeners.prepare(plan, None)
     runtime.commit(plan)
     await prepared.commit()

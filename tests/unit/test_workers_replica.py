@@ -11,7 +11,7 @@ import pytest
 from medlb.config.models import Config
 from medlb.runtime import Runtime, SetState
 from medlb.workers.channel import Channel, ChannelClosed
-from medlb.workers.replica import apply_decided_state, counters, decided_state, fold_counters
+from medlb.workers.replica import counters, fold_counters
 
 
 def runtime(mode: str = "mllp") -> Runtime:
@@ -69,7 +69,7 @@ def test_a_replica_takes_the_decided_state_with_its_side_effects():
     control.services["adt"].server("e2").health = "down"  # type: ignore[union-attr]
     control.services["adt"].pools["default"].refresh()
 
-    apply_decided_state(worker, decided_state(control))
+    worker.adopt(control.snapshot())
 
     e1, e2 = worker.services["adt"].server("e1"), worker.services["adt"].server("e2")
     assert e1 is not None and e2 is not None

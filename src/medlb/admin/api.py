@@ -32,6 +32,7 @@ from medlb.admin.views import masked_config, server_view, service_view
 from medlb.config import ConfigError, LoadedConfig
 from medlb.config.loader import parse_config
 from medlb.config.models import AdminConfig
+from medlb.runtime import NotFound
 
 STATIC = Path(__file__).parent / "static"
 
@@ -215,6 +216,10 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
+    @api.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -237,12 +242,6 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
 
     def source(request: Request) -> str:
         return request.client.host if request.client else ""
-
-    def find_service(name: str) -> Any:
-        service = control.services.get(name)
-        if service is None:
-            raise ApiError(404, f"no service named {name!r}")
-        return service
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
@@ -275,43 +274,33 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.get("/api/v1/services/{name}")
     async def get_service(name: str, principal: Caller) -> dict[str, Any]:
         await control.collect()
-        return service_view(find_service(name))
+        return service_view(control.service(name))
 
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:
         await control.collect()
-        found = find_service(name).server(server)
-        if found is None:
-            raise ApiError(404, f"service {name!r} has no server named {server!r}")
-        return server_view(found)
+        return server_view(control.server(name, server))
 
     @api.post("/api/v1/services/{name}/servers/{server}/state")
     async def set_state(name: str, server: str, body: StateRequest, principal: Caller,
                         request: Request) -> JSONResponse:
         """Set a server's operator state; stored and audited before the answer."""
         require(principal, "operator")
-        try:
-            changes = control.set_state(name, server, body.state, principal.name, source(request))
-        except KeyError as exc:
-            raise ApiError(404, exc.args[0]) from None
+        changes = control.set_state(name, server, body.state, principal.name, source(request))
         not_answered = await control.settle()
         await control.collect()
-        found = control.services[name].server(server)
-        return confirmed({"server": server_view(found), "changes": [c.as_dict() for c in changes]},  # type: ignore[arg-type]
-                         not_answered)
+        return confirmed({"server": server_view(control.server(name, server)),
+                          "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/services/{name}/failback")
     async def failback(name: str, principal: Caller, request: Request,
                        body: FailbackRequest | None = None) -> JSONResponse:
         """Leave the backup cluster for the primaries (failback: manual)."""
         require(principal, "operator")
-        try:
-            changes = control.failback(name, principal.name, body.pool if body else None, source(request))
-        except KeyError as exc:
-            raise ApiError(404, exc.args[0]) from None
+        changes = control.failback(name, principal.name, body.pool if body else None, source(request))
         not_answered = await control.settle()
         await control.collect()
-        return confirmed({"service": service_view(control.services[name]),
+        return confirmed({"service": service_view(control.service(name)),
                           "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/reload")
@@ -328,13 +317,10 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         """Set every server of a pool's tier: halting the primary tier fails the pool
         over to its backup cluster; online brings it back. Stored and audited first."""
         require(principal, "operator")
-        try:
-            changes = control.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
-        except KeyError as exc:
-            raise ApiError(404, exc.args[0]) from None
+        changes = control.set_pool_state(name, pool, body.tier, body.state, principal.name, source(request))
         not_answered = await control.settle()
         await control.collect()
-        return confirmed({"service": service_view(control.services[name]),
+        return confirmed({"service": service_view(control.service(name)),
                           "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.get("/api/v1/audit", response_model=None)

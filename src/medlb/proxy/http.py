@@ -128,10 +128,9 @@ class ServerPools:
 
 
 def _pools(handle: "ServiceHandle") -> ServerPools:
-    pools = getattr(handle, "http_pools", None)
-    if pools is None:
-        pools = handle.http_pools = ServerPools()  # type: ignore[attr-defined]
-    return pools
+    if handle.http_pools is None:
+        handle.http_pools = ServerPools()
+    return handle.http_pools
 
 
 def route(service: Service, target: bytes) -> str:
@@ -208,7 +207,7 @@ class HttpClient(asyncio.StreamReaderProtocol):
         transport.set_write_buffer_limits(high=self.service.config.limits.buffer_size)  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         self.writer = asyncio.StreamWriter(transport, self, self.reader, loop)  # type: ignore[arg-type]
-        self.handle.registry.connections.add(self)  # type: ignore[arg-type]
+        self.handle.connections.add(self)
         config = self.service.config.http
         assert config is not None
         self.head_deadline = loop.time() + config.header_timeout
@@ -223,7 +222,12 @@ class HttpClient(asyncio.StreamReaderProtocol):
             return
         self.counted = False
         self.service.active -= 1
-        self.handle.registry.connections.discard(self)  # type: ignore[arg-type]
+        self.handle.connections.discard(self)
+
+    def close(self) -> None:
+        """Close now; a response being written is cut short where it is."""
+        if self.transport_ is not None:
+            self.transport_.close()
 
     def abort(self) -> None:
         if self.transport_ is not None:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from medlb import descriptors
 from medlb.config.units import HostPort
-from medlb.dataplane import Refused
+from medlb.dataplane import Connections, Refused
 from medlb.logs import Throttle, get_logger
 from medlb.proxy.dicom import DicomClient
 from medlb.proxy.http import http_factory
@@ -108,7 +108,7 @@ class Listeners:
         #: Each listen address, its listener, and the service it is routed to.
         self.listening: dict[HostPort, asyncio.AbstractServer] = {}
         self.routes: dict[HostPort, str] = {}
-        self.connections: set[TcpClient] = set()
+        self.connections: Connections = set()
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweep_every = 1.0
         #: False in a worker process: the health checks run in the control process, so
@@ -118,7 +118,7 @@ class Listeners:
         #: derived by each commit, no bound before the first.
         self.ceiling = sys.maxsize
         self._ceiling_lines = Throttle(CEILING_LOG_EVERY)
-        runtime.subscribe(self._on_changes)
+        runtime.subscribe(self.on_changes)
 
     async def prepare(self, plan: ReloadPlan, base_dir: Path | None, routes: dict[HostPort, str] | None = None,
                       provided: dict[HostPort, socket.socket] | None = None) -> ListenerPlan:
@@ -185,7 +185,7 @@ class Listeners:
     async def _commit(self, plan: ListenerPlan) -> None:
         """Route every address to its new service, accept on the new ones, close the
         unused ones. Nothing here can fail; the swap is done before the first await."""
-        new_handles = {name: self.handles.get(name) or ServiceHandle(service, self)
+        new_handles = {name: self.handles.get(name) or ServiceHandle(service, self.runtime, self.connections)
                        for name, service in plan.services.items()}
         for name, handle in new_handles.items():
             handle.service = plan.services[name]
@@ -196,13 +196,9 @@ class Listeners:
                 handle.tls = terminator
             handle.backend_ssl, handle.backend_server_name = backend, server_name
             handle.service.tls = handle.tls
-            pools = getattr(handle, "http_pools", None)
-            if pools is not None:
-                pools.keep_only(set(handle.service.servers()))
+            handle.reloaded()
         for name in self.handles.keys() - new_handles.keys():
-            dispatcher = getattr(self.handles[name], "dispatcher", None)
-            if dispatcher is not None:
-                dispatcher.detach()  # the service is gone; senders still connected finish
+            self.handles[name].removed()
         self.handles = new_handles
         for address in [a for a in self.listening if a not in plan.routes or a in plan.opened]:
             self._close(address)
@@ -256,9 +252,7 @@ class Listeners:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for connection in list(self.connections):
-            check = getattr(connection, "idle_check", None)
-            if check is not None:
-                check(now)
+            connection.idle_check(now)
         self._sweep_handle = loop.call_later(self._sweep_every, self._sweep)
 
     def _close(self, address: HostPort) -> None:
@@ -282,25 +276,21 @@ class Listeners:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for connection in list(self.connections):
-            shutdown = getattr(connection, "shutdown", None)
-            if shutdown is not None:
-                shutdown()  # message-level modes close once their answers are out
+            connection.shutdown()  # message-level modes close once their answers are out
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         left = len(self.connections)
         for connection in list(self.connections):
             connection.abort()
         for handle in self.handles.values():
-            dispatcher = getattr(handle, "dispatcher", None)
-            if dispatcher is not None:
-                dispatcher.close_all()
+            handle.stopped()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
         await asyncio.sleep(0)  # let the closes reach the kernel before the loop ends
         return left
 
-    def _on_changes(self, changes: list[Change]) -> None:
+    def on_changes(self, changes: list[Change]) -> None:
         """on_halt: close: a halted server loses its established connections at once."""
         for change in changes:
             if change.kind != "state" or change.new != "halt":

@@ -176,7 +176,7 @@ class Dispatcher:
         self.stopping = False
         #: Unfinished frames of all the service's senders in this process.
         self.budget = mllp.Budget(self.config.partial_frames_budget)
-        self._runtime = handle.registry.runtime
+        self._runtime = handle.runtime
         self._runtime.subscribe(self._on_changes)
 
     def detach(self) -> None:
@@ -443,10 +443,13 @@ class MllpClient(asyncio.Protocol):
         self.handle = handle
         self.service = handle.service
         self.local_port = local_port
-        dispatcher = getattr(handle, "dispatcher", None)
+        dispatcher = handle.dispatcher
         if dispatcher is None:
-            dispatcher = handle.dispatcher = Dispatcher(handle)  # type: ignore[attr-defined]
+            dispatcher = handle.dispatcher = Dispatcher(handle)
         self.dispatcher: Dispatcher = dispatcher
+        #: Always None: a sender's messages go to many servers over the dispatcher's
+        #: links, so a halted server's on_halt: close leaves the sender connected.
+        self.server: Server | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.pending: collections.deque[Delivery] = collections.deque()
         self.pending_bytes = 0
@@ -470,7 +473,7 @@ class MllpClient(asyncio.Protocol):
             transport.close()  # accepted and closed at once, no byte sent
             return
         self.counted = True
-        self.handle.registry.connections.add(self)  # type: ignore[arg-type]
+        self.handle.connections.add(self)
         self._idle_since = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
@@ -568,10 +571,7 @@ class MllpClient(asyncio.Protocol):
         if self.counted:
             self.counted = False
             self.service.active -= 1
-            self.handle.registry.connections.discard(self)  # type: ignore[arg-type]
-
-    # shared with TcpClient for stop and on_halt
-    server = None
+            self.handle.connections.discard(self)
 
     def abort(self) -> None:
         self.closed = True

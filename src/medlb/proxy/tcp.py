@@ -18,30 +18,57 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
+from medlb.dataplane import Connections
 from medlb.logs import get_logger
-from medlb.runtime import Server, Service
+from medlb.runtime import Runtime, Server, Service
 from medlb.tasks import spawn
 
 if TYPE_CHECKING:
-    from medlb.proxy.listeners import Listeners
+    from medlb.proxy.http import ServerPools
+    from medlb.proxy.mllp import Dispatcher
+    from medlb.tls import TlsTerminator
 
 log = get_logger("medlb.proxy")
 
 
-@dataclass
+@dataclass(eq=False)
 class ServiceHandle:
     """What a listener's connections need; `service` is swapped in place on reload so
-    new connections see the new config while established ones keep theirs."""
+    new connections see the new config while established ones keep theirs. The parts
+    of one mode are made by its first connection and kept across reloads."""
 
     service: Service
-    registry: "Listeners"
+    #: The model the mode's parts follow (the MLLP dispatcher subscribes to it).
+    runtime: Runtime
+    #: The registry of established connections, shared by every service of the data
+    #: plane: a connection adds itself once admitted and removes itself when released.
+    connections: Connections
     #: TLS termination (the service's `tls:`), swapped in place on reload.
-    tls: Any = None
+    tls: TlsTerminator | None = None
     #: Re-encryption to servers (the service's `backend_tls:`): a client SSLContext.
     backend_ssl: ssl.SSLContext | None = None
     backend_server_name: str | None = None
+    #: mode http: idle keep-alive connections to the servers.
+    http_pools: ServerPools | None = None
+    #: mode mllp (balance: message): the queues and links every sender shares.
+    dispatcher: Dispatcher | None = None
+
+    def reloaded(self) -> None:
+        """`service` is the new config's: let go of what only the old one used."""
+        if self.http_pools is not None:
+            self.http_pools.keep_only(set(self.service.servers()))
+
+    def removed(self) -> None:
+        """A reload removed the service; connections still open are served to the end."""
+        if self.dispatcher is not None:
+            self.dispatcher.detach()
+
+    def stopped(self) -> None:
+        """medlb stops and every connection has ended or been aborted."""
+        if self.dispatcher is not None:
+            self.dispatcher.close_all()
 
 
 def admit(service: Service) -> bool:
@@ -147,7 +174,7 @@ class TcpClient(asyncio.Protocol):
             return
         self.counted = True
         self.transport.set_write_buffer_limits(high=limits.buffer_size)
-        self.handle.registry.connections.add(self)
+        self.handle.connections.add(self)
         self.begin()
 
     def refuse(self) -> None:
@@ -302,6 +329,10 @@ class TcpClient(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def shutdown(self) -> None:
+        """medlb is stopping: a byte relay has no message boundary to stop at, so it
+        runs until its peers end it or the stop timeout aborts it."""
+
     def abort(self) -> None:
         """Close both sides at once (halt with on_halt: close, or stop timeout)."""
         self.closed = True
@@ -320,7 +351,7 @@ class TcpClient(asyncio.Protocol):
             if sticky is not None:
                 # Persistence runs from the end of the client's last connection.
                 sticky.put(self.service.persistence_key(self.client_ip), self.server.name, time.monotonic())
-        self.handle.registry.connections.discard(self)
+        self.handle.connections.discard(self)
 
     def idle_check(self, now: float) -> None:
         """Called by the listeners' sweep (Listeners._sweep): close after idle_timeout

@@ -28,6 +28,14 @@ Tier = Literal["primary", "backup", "none"]
 _uids = itertools.count(1)
 
 
+class NotFound(KeyError):
+    """A service, server or pool the live model does not have (the API answers 404).
+    A KeyError, so that callers that look names up in dicts can treat both alike."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class SharedCount:
     """One process's cell for a count every worker keeps (workers/board.py), and the
     cells of the other workers for the same thing. Each cell has one writer."""
@@ -415,8 +423,21 @@ class ReloadPlan:
     changes: list[Change]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The decided state of a model: what the control process decides (operator states,
+    health, each pool's tier and failover) and every worker copies, so all of them
+    route alike. Plain data: it crosses to the workers pickled."""
+
+    #: (service, server) -> (state, state_changed_by, health, checked, health_reason)
+    servers: dict[tuple[str, str], tuple[str, str, str, bool, str]]
+    #: (service, pool) -> (active tier, failed_over)
+    pools: dict[tuple[str, str], tuple[str, bool]]
+
+
 class Runtime:
-    """All services, by name. Reads are plain attribute access; changes go through apply."""
+    """All services, by name. Reads are plain attribute access; changes go through
+    `apply` (events), `commit` (a new config) or `adopt` (another model's decisions)."""
 
     def __init__(self) -> None:
         self.services: dict[str, Service] = {}
@@ -428,10 +449,6 @@ class Runtime:
     def unsubscribe(self, callback: Callable[[list[Change]], None]) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
-
-    def publish(self, changes: list[Change]) -> list[Change]:
-        """Tell the subscribers; used directly only by a worker copying decided state."""
-        return self._publish(changes)
 
     def _publish(self, changes: list[Change]) -> list[Change]:
         if changes:
@@ -500,6 +517,52 @@ class Runtime:
         self.services = plan.services
         return self._publish(changes)
 
+    # --- decided state ---------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """What this model has decided, for another model of the same config to adopt."""
+        servers = {}
+        pools = {}
+        for service in self.services.values():
+            for server in service.servers():
+                servers[(service.name, server.name)] = (server.state, server.state_changed_by, server.health,
+                                                        server.checked, server.health_reason)
+            for pool in service.pools.values():
+                pools[(service.name, pool.name)] = (pool.active, pool.failed_over)
+        return Snapshot(servers, pools)
+
+    def adopt(self, snapshot: Snapshot) -> list[Change]:
+        """Take another model's decisions (a worker's replica takes the control
+        process's); what changed. Operator states go through `apply`, so their side
+        effects (a halt forgets persistence, on_halt: close ends connections) happen
+        here too; health and tier changes are published as well, so caches keyed on
+        them (the HL7 owner of each ordering key) are dropped. Servers and pools this
+        model does not have are skipped."""
+        applied: list[Change] = []
+        changes: list[Change] = []
+        for (service_name, server_name), (state, who, health, checked, reason) in snapshot.servers.items():
+            try:
+                server = self.server(service_name, server_name)
+            except NotFound:
+                continue
+            if server.state != state:
+                applied += self.apply(SetState(service_name, server_name, state, who))  # type: ignore[arg-type]
+            if server.health != health:
+                changes.append(Change("health", service_name, server_name, server.health, health, reason))
+            server.health, server.checked, server.health_reason = health, checked, reason
+        for (service_name, pool_name), (active, failed_over) in snapshot.pools.items():
+            service = self.services.get(service_name)
+            pool = service.pools.get(pool_name) if service is not None else None
+            if pool is None:
+                continue
+            if pool.active != active:
+                changes.append(Change("pool", service_name, pool_name, pool.active, active))
+            if pool.failed_over != failed_over:
+                changes.append(Change("failed_over", service_name, pool_name, str(pool.failed_over).lower(),
+                                      str(failed_over).lower()))
+            pool.active, pool.failed_over = active, failed_over  # type: ignore[assignment]
+        return applied + self._publish(changes)
+
     # --- events --------------------------------------------------------------------
 
     def apply(self, event: Event) -> list[Change]:
@@ -510,7 +573,7 @@ class Runtime:
         if isinstance(event, Failback):
             return self._publish(self._failback(event))
         if isinstance(event, SetFailedOver):
-            service = self._service(event.service)
+            service = self.service(event.service)
             pool = service.pools.get(event.pool)
             if pool is None or pool.failback != "manual":
                 return []
@@ -518,23 +581,28 @@ class Runtime:
             return self._publish(pool.refresh())
         raise TypeError(f"unknown event {event!r}")
 
-    def _service(self, name: str) -> Service:
+    # --- lookups ---------------------------------------------------------------------
+
+    def service(self, name: str) -> Service:
+        """The live service `name`; NotFound if the config has none."""
         service = self.services.get(name)
         if service is None:
-            raise KeyError(f"no service named {name!r}")
+            raise NotFound(f"no service named {name!r}")
         return service
 
-    def _server(self, service_name: str, server_name: str) -> tuple[Service, Server]:
-        service = self._service(service_name)
-        server = service.server(server_name)
+    def server(self, service: str, name: str) -> Server:
+        """The live server `name` of `service` (the one object connections count
+        against); NotFound if either is not in the config."""
+        server = self.service(service).server(name)
         if server is None:
-            raise KeyError(f"service {service_name!r} has no server named {server_name!r}")
-        return service, server
+            raise NotFound(f"service {service!r} has no server named {name!r}")
+        return server
 
     def _set_state(self, event: SetState) -> list[Change]:
         if event.state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}")
-        service, server = self._server(event.service, event.server)
+        server = self.server(event.service, event.server)
+        service = self.services[event.service]
         if server.state == event.state:
             return []
         old = server.state
@@ -546,9 +614,10 @@ class Runtime:
 
     def _check_result(self, event: CheckResult) -> list[Change]:
         try:
-            service, server = self._server(event.service, event.server)
-        except KeyError:
+            server = self.server(event.service, event.server)
+        except NotFound:
             return []  # the server left with a reload while its check ran
+        service = self.services[event.service]
         check = service.config.health
         server.last_check = LastCheck(event.ok, event.reason, event.latency, event.at or time.time())
         if event.echo_seconds is not None:
@@ -582,9 +651,9 @@ class Runtime:
         return changes + service.pools[server.pool].refresh()
 
     def _failback(self, event: Failback) -> list[Change]:
-        service = self._service(event.service)
+        service = self.service(event.service)
         if event.pool is not None and event.pool not in service.pools:
-            raise KeyError(f"service {service.name!r} has no pool named {event.pool!r}")
+            raise NotFound(f"service {service.name!r} has no pool named {event.pool!r}")
         pools = [service.pools[event.pool]] if event.pool else list(service.pools.values())
         changes: list[Change] = []
         for pool in pools:

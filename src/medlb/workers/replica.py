@@ -1,8 +1,9 @@
 """What crosses between the control process's runtime and the workers' replicas.
 
-Down to the workers goes the *decided* state: each server's operator state and health,
-each pool's active tier and failover flag. Workers do not run health checks or decide
-failovers; they copy, so every worker routes exactly as the control process decided.
+Down to the workers goes the *decided* state (`Runtime.snapshot`): each server's operator
+state and health, each pool's active tier and failover flag. Workers do not run health
+checks or decide failovers; they copy it (`Runtime.adopt`), so every worker routes
+exactly as the control process decided.
 Up from the workers come counters, which the control process adds together: the API,
 the page and /metrics then read the same objects as with one process.
 """
@@ -13,7 +14,7 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from medlb.runtime import Change, Runtime, SetState
+from medlb.runtime import Runtime
 from medlb.runtime.histogram import Histogram
 
 #: Server fields the data plane bumps.
@@ -21,48 +22,6 @@ SERVER_COUNTERS = ("active", "total", "bytes_to_server", "bytes_to_client", "con
                    "in_flight")
 #: Fields that say "now" rather than "so far": a worker that exited adds none of them.
 GAUGES = frozenset({"active", "in_flight", "queued", "partial_frame_bytes"})
-
-
-def decided_state(runtime: Runtime) -> dict[str, Any]:
-    servers = {}
-    pools = {}
-    for service in runtime.services.values():
-        for server in service.servers():
-            servers[(service.name, server.name)] = (server.state, server.state_changed_by, server.health,
-                                                    server.checked, server.health_reason)
-        for pool in service.pools.values():
-            pools[(service.name, pool.name)] = (pool.active, pool.failed_over)
-    return {"servers": servers, "pools": pools}
-
-
-def apply_decided_state(runtime: Runtime, decided: dict[str, Any]) -> None:
-    """Make a worker's replica match. Operator state goes through `apply`, so its side
-    effects (a halt forgets persistence, on_halt: close ends connections) happen here
-    too; health and tier changes are published as well, so caches keyed on them (the
-    HL7 owner of each ordering key) are dropped."""
-    changes: list[Change] = []
-    for (service_name, server_name), (state, who, health, checked, reason) in decided["servers"].items():
-        service = runtime.services.get(service_name)
-        server = service.server(server_name) if service is not None else None
-        if server is None:
-            continue
-        if server.state != state:
-            runtime.apply(SetState(service_name, server_name, state, who))
-        if server.health != health:
-            changes.append(Change("health", service_name, server_name, server.health, health, reason))
-        server.health, server.checked, server.health_reason = health, checked, reason
-    for (service_name, pool_name), (active, failed_over) in decided["pools"].items():
-        service = runtime.services.get(service_name)
-        pool = service.pools.get(pool_name) if service is not None else None
-        if pool is None:
-            continue
-        if pool.active != active:
-            changes.append(Change("pool", service_name, pool_name, pool.active, active))
-        if pool.failed_over != failed_over:
-            changes.append(Change("failed_over", service_name, pool_name, str(pool.failed_over).lower(),
-                                  str(failed_over).lower()))
-        pool.active, pool.failed_over = active, failed_over
-    runtime.publish(changes)
 
 
 def counters(runtime: Runtime, tls_stats: dict[str, Any]) -> dict[str, Any]:

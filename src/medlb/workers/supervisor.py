@@ -42,7 +42,7 @@ from medlb.runtime.model import ReloadPlan
 from medlb.tasks import spawn
 from medlb.workers import board
 from medlb.workers.channel import Channel, ChannelClosed
-from medlb.workers.replica import decided_state, fold_counters
+from medlb.workers.replica import fold_counters
 from medlb.workers.steering import steer_by_source
 
 log = logs.get_logger("medlb.workers")
@@ -196,7 +196,7 @@ class Workers:
         #: The shared table of open connections per server (leastconn across workers).
         self.board_fd = board.create(count)
         self.slots: dict[tuple[str, str], int] = {}
-        runtime.subscribe(self._on_changes)
+        runtime.subscribe(self.on_changes)
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -380,7 +380,7 @@ class Workers:
 
     async def _send_commit(self, prepared: WorkersPlan) -> None:
         """Tell the workers that prepared to go live, with the state decided now."""
-        message = {"type": "commit", "id": prepared.ident, "decided": decided_state(self.runtime),
+        message = {"type": "commit", "id": prepared.ident, "decided": self.runtime.snapshot(),
                    "version": self.version, "slots": self.slots}
         for worker, holds in prepared.asked.items():
             if not worker.alive:
@@ -461,14 +461,15 @@ class Workers:
 
     # --- state down, counters up -----------------------------------------------------
 
-    def _on_changes(self, changes: list[Change]) -> None:
+    def on_changes(self, changes: list[Change]) -> None:
+        """Every change of the model reaches the workers as the whole decided state."""
         self.version += 1
         spawn(self._publish(self.version))
 
     async def _publish(self, version: int) -> None:
         if version != self.version:
             return  # a newer state is on its way
-        message = {"type": "state", "decided": decided_state(self.runtime), "version": version}
+        message = {"type": "state", "decided": self.runtime.snapshot(), "version": version}
         for worker in self.procs:
             if worker.alive:
                 try:

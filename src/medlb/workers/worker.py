@@ -23,11 +23,11 @@ from typing import Any
 from medlb import logs
 from medlb.dataplane import Refused
 from medlb.proxy.listeners import ListenerPlan, Listeners
-from medlb.runtime import Runtime
+from medlb.runtime import Runtime, Snapshot
 from medlb.runtime.model import ReloadPlan
 from medlb.workers.board import Board
 from medlb.workers.channel import Channel, ChannelClosed
-from medlb.workers.replica import apply_decided_state, counters
+from medlb.workers.replica import counters
 
 log = logs.get_logger("medlb.worker")
 
@@ -46,7 +46,7 @@ class Worker:
         self.version = 0
         #: The newest decided state received (a commit may carry an older one, sent
         #: before a state change overtook it).
-        self.decided: dict[str, Any] | None = None
+        self.decided: Snapshot | None = None
         self.board: Board | None = None
         self._logging = False
 
@@ -91,7 +91,7 @@ class Worker:
         elif kind == "state":
             if message["version"] >= self.version:  # never step back to an older state
                 self.version, self.decided = message["version"], message["decided"]
-                apply_decided_state(self.runtime, self.decided)
+                self.runtime.adopt(self.decided)
             await self._reply({"type": "state_ack", "version": message["version"]})
         elif kind == "stats":
             tls = {name: handle.tls.stats for name, handle in self.listeners.handles.items() if handle.tls is not None}
@@ -142,7 +142,7 @@ class Worker:
             self.board.attach(self.runtime.services.values(), message["slots"])
         if message["version"] >= self.version or self.decided is None:
             self.version, self.decided = message["version"], message["decided"]
-        apply_decided_state(self.runtime, self.decided)
+        self.runtime.adopt(self.decided)
         await prepared.commit()
 
     async def _abort(self) -> None:
