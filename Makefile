@@ -47,6 +47,7 @@ demo: $(STAMP)
 	$(BIN)/medlb demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps
+	$(BIN)/ruff check src tests bench fuzz
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 ifeq ($(PYTEST_ARGS),)
 	MEDLB_TEST_WORKERS=2 $(BIN)/python -m pytest -q $(WORKER_TESTS) $(EXACT_SPLIT_TESTS:%=--deselect %)

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from bench.common import (LOOPBACK, PYTHON, ROOT, Medlb, Process, Row, alternate, env_with_src, free_ports,
-                          haproxy, haproxy_available, percentile, rss_bytes, wait_port, workdir)
+                          haproxy, haproxy_available, rss_bytes, wait_port, workdir)
 
 
 def _tcp_service(port: int, backend: int, **extra: object) -> dict:

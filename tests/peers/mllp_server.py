@@ -16,7 +16,6 @@ import json
 import signal
 import time
 
-import hl7
 from hl7.mllp import start_hl7_server
 
 

@@ -5,9 +5,10 @@ silently ignored setting. Every field has a default except the ones a service ca
 exist without (name, listen, servers). `docs/configuration.md` documents each key; keep
 the two in step.
 
-Models for modes and checks that later releases implement (dicom, mllp, http, tls) are
-defined already so that a site can write its whole config today; `medlb check` says
-which parts are not yet available and `medlb run` refuses to start them.
+A few settings are in the schema before medlb runs them (the kernel layer 4 modes
+`l4-nat` and `l4-dr`, TLS in mode `mllp`), so that a site can write its whole config
+today: `medlb check` says which parts are not yet available (config/loader.py's
+warnings) and `medlb run` refuses to start them rather than ignore them.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ PersistenceConfig = Annotated[
 ]
 
 
-# --- TLS (shared by every mode; implemented by a later release) ----------------------
+# --- TLS (modes tcp, http and dicom; mllp refuses it for now) -------------------------
 
 
 class CertificateConfig(Strict):
