@@ -86,6 +86,16 @@ def process_tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def peak_rss_bytes(pid: int) -> int:
+    """The most resident memory the process has held since it started (VmHWM): catches
+    a burst that a sample taken afterwards would miss."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
 def tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants, in bytes.
 

@@ -8,18 +8,11 @@ import hashlib
 import httpx
 import pytest
 
-from helpers import LOOPBACK, free_ports, http_service, server
+from helpers import LOOPBACK, free_ports, http_service, peak_rss_bytes, server
 
 SIZE = 200 * 1024 * 1024
 PIECE = bytes(range(256)) * 4096  # 1 MB
 
-
-def _peak_rss(lb) -> int:
-    with open(f"/proc/{lb.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
 
 
 @pytest.mark.slow
@@ -50,7 +43,7 @@ def test_200mb_upload_and_download_stream_with_bounded_memory(medlb, backends):
             for chunk in response.iter_raw():
                 received += len(chunk)
         assert received == SIZE
-        peak = _peak_rss(lb)
+        peak = peak_rss_bytes(lb.proc.pid)
     growth = peak - before
     print(f"\nmedlb RSS before {before / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
           f"growth {growth / 2**20:.1f} MiB for 200 MiB up and 200 MiB down")

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from helpers import LOOPBACK, TOKEN, free_ports, server, service, wait_until
+from helpers import LOOPBACK, TOKEN, free_ports, peak_rss_bytes, server, service, wait_until
 from medlb.passwords import hash_password
 
 PASSWORDS = {"olga": "operator-pass-1", "vera": "viewer-pass-1", "adam": "admin-pass-1"}
@@ -351,13 +351,6 @@ def test_health_checks_run_on_while_many_addresses_guess_at_once(medlb, backends
     assert lb.server("pacs", "A")["health"] == "up"
 
 
-def peak_rss(lb) -> int:
-    with open(f"/proc/{lb.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
 
 def upload(lb, path: str, size: int, headers: dict[str, str] | None = None, chunked: bool = False) -> int:
     """POST `size` bytes to the admin listener as a client would: the whole body is sent
@@ -393,13 +386,13 @@ def upload(lb, path: str, size: int, headers: dict[str, str] | None = None, chun
 def test_huge_bodies_are_refused_before_they_are_read(medlb, backends):
     lb, _ = start(medlb, backends)
     assert login(browser(lb), "olga", "warm-up").status_code == 401  # the first request's code is loaded
-    before = peak_rss(lb)
+    before = peak_rss_bytes(lb.proc.pid)
     codes = [upload(lb, "/api/v1/login", 100 * MiB),
              upload(lb, "/api/v1/login", 100 * MiB, chunked=True),
              upload(lb, "/api/v1/services/pacs/servers/A/state", 100 * MiB),  # no credentials
              upload(lb, "/api/v1/config/apply", 100 * MiB, chunked=True),
              upload(lb, "/api/v1/config/apply", 100 * MiB, {"Authorization": f"Bearer {TOKEN}"})]
-    grown = peak_rss(lb) - before
+    grown = peak_rss_bytes(lb.proc.pid) - before
     assert codes == [413, 413, 401, 401, 413]
     assert grown < 8 * MiB, f"the control process grew by {grown / MiB:.0f} MiB"
     assert lb.server("pacs", "A")["state"] == "online"
