@@ -14,7 +14,6 @@ SIZE = 200 * 1024 * 1024
 PIECE = bytes(range(256)) * 4096  # 1 MB
 
 
-
 @pytest.mark.slow
 def test_200mb_upload_and_download_stream_with_bounded_memory(medlb, backends):
     vip, pa = free_ports(2)
