@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from medlb.protocols import mllp
@@ -81,75 +82,64 @@ class Link:
 # --- actions --------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
 class Connect:
     """Open a connection to `link.server`; report `link_connected` or `link_lost`."""
 
-    __slots__ = ("link",)
-
-    def __init__(self, link: Link):
-        self.link = link
+    link: Link
 
 
+@dataclass(slots=True)
 class Write:
     """Write `frame` (MLLP-framed) on a connected link."""
 
-    __slots__ = ("link", "frame")
-
-    def __init__(self, link: Link, frame: bytes):
-        self.link, self.frame = link, frame
+    link: Link
+    frame: bytes
 
 
+@dataclass(slots=True)
 class ArmAckTimer:
     """Call `ack_timeout(link)` after `delay` seconds unless cancelled first."""
 
-    __slots__ = ("link", "delay")
-
-    def __init__(self, link: Link, delay: float):
-        self.link, self.delay = link, delay
+    link: Link
+    delay: float
 
 
+@dataclass(slots=True)
 class CancelAckTimer:
-    __slots__ = ("link",)
-
-    def __init__(self, link: Link):
-        self.link = link
+    link: Link
 
 
+@dataclass(slots=True)
 class CloseLink:
     """Abort the link's connection (or the connection being opened); `link_lost` follows
     if it was connected."""
 
-    __slots__ = ("link", "why")
-
-    def __init__(self, link: Link, why: str):
-        self.link, self.why = link, why
+    link: Link
+    why: str
 
 
+@dataclass(slots=True)
 class Reply:
     """Answer the delivery's sender with `frame` (the server's ACK, or medlb's AE)."""
 
-    __slots__ = ("delivery", "frame")
-
-    def __init__(self, delivery: Delivery, frame: bytes):
-        self.delivery, self.frame = delivery, frame
+    delivery: Delivery
+    frame: bytes
 
 
+@dataclass(slots=True)
 class ReapLater:
     """Call `reap()` after `delay` seconds."""
 
-    __slots__ = ("delay",)
-
-    def __init__(self, delay: float):
-        self.delay = delay
+    delay: float
 
 
+@dataclass(slots=True)
 class Warn:
     """A warning to log: an event name and fields that never hold message content."""
 
-    __slots__ = ("event", "fields")
-
-    def __init__(self, event: str, **fields: Any):
-        self.event, self.fields = event, fields
+    event: str
+    fields: dict[str, Any]
 
 
 Action = Union[Connect, Write, ArmAckTimer, CancelAckTimer, CloseLink, Reply, ReapLater, Warn]
@@ -195,6 +185,9 @@ class Engine:
         stats = self.service.mllp_stats
         assert stats is not None
         return stats
+
+    def _warn(self, event: str, **fields: Any) -> None:
+        self._actions.append(Warn(event, fields))
 
     def _take(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -260,13 +253,13 @@ class Engine:
             ack = parse_ack(payload)
         except HL7Error:
             stats.mismatched_acks += 1
-            self._actions.append(Warn("unreadable_answer", service=self.name, server=link.server.name))
+            self._warn("unreadable_answer", service=self.name, server=link.server.name)
             return self._take()
         if delivery is None or not delivery.sent_at or ack.acked_control_id != delivery.header.control_id:
             # Never relay an answer as another message's ACK (a late or wrong MSA-2).
             stats.mismatched_acks += 1
-            self._actions.append(Warn("mismatched_ack", service=self.name, server=link.server.name,
-                                      expected="none" if delivery is None else "msa2_equal_to_msh10"))
+            self._warn("mismatched_ack", service=self.name, server=link.server.name,
+                       expected="none" if delivery is None else "msa2_equal_to_msh10")
             return self._take()
         self._free(link)
         code = ack.code.decode("ascii", "replace")[:2] or "??"
@@ -280,7 +273,7 @@ class Engine:
     def unusable_answer(self, link: Link, why: str, size: int) -> list[Action]:
         """The server sent a frame the decoder could not pass on whole."""
         self.stats.mismatched_acks += 1
-        self._actions.append(Warn("unusable_answer", service=self.name, server=link.server.name, why=why, size=size))
+        self._warn("unusable_answer", service=self.name, server=link.server.name, why=why, size=size)
         return self._take()
 
     def ack_timeout(self, link: Link) -> list[Action]:
@@ -435,8 +428,8 @@ class Engine:
             delivery.link = None
             delivery.tried.add(link.server)
             delivery.failures += 1
-            self._actions.append(Warn("message_not_acked", service=self.name, server=link.server.name, reason=why,
-                                      attempt=delivery.failures))
+            self._warn("message_not_acked", service=self.name, server=link.server.name, reason=why,
+                       attempt=delivery.failures)
             if self.stopping:
                 self._fail(delivery, NAK_STOPPING)
             elif delivery.failures > self.config.retries:
@@ -483,7 +476,7 @@ class Engine:
         """Answer AE from medlb itself: the only replies the engine ever writes."""
         self.stats.naks[reason] += 1
         text = reason if reason != NAK_NOT_ACKED else f"{reason} after {delivery.failures} attempt(s)"
-        self._actions.append(Warn("negative_ack_sent", service=self.name, code="AE", reason=reason))
+        self._warn("negative_ack_sent", service=self.name, code="AE", reason=reason)
         self._finish(delivery, mllp.encode(build_ack(delivery.header, "AE", text)))
 
     def _finish(self, delivery: Delivery, reply: bytes | None) -> None:
