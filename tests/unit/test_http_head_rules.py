@@ -7,8 +7,9 @@ from __future__ import annotations
 import h11
 import pytest
 
-from medlb.protocols.http import (BAD_CODING, BAD_LENGTH, BAD_LINE, BOTH_LENGTHS, CODING_ON_1_0, OBS_FOLD,
-                                  check_request_head, head_length, is_forwarding_header)
+from medlb.protocols.http import (BAD_CODING, BAD_LENGTH, BAD_LINE, BOTH_LENGTHS, CODING_ON_1_0, HOP_BY_HOP, OBS_FOLD,
+                                  check_request_head, head_length, is_forwarding_header, request_headers,
+                                  response_headers, set_cookie)
 
 
 def head(*lines: str, version: str = "1.1") -> bytes:
@@ -102,3 +103,53 @@ def test_forwarding_headers_and_their_lookalikes_are_never_forwarded(name):
                                   b"host", b"x-real-ip"])
 def test_other_names_pass(name):
     assert not is_forwarding_header(name)
+
+
+# --- what medlb changes in a forwarded head ---------------------------------------------
+
+
+def forwarded(headers, client_ip="192.0.2.7", tls=False, cookie_name=b"MEDLBSRV"):
+    return request_headers(headers, client_ip, tls, cookie_name)
+
+
+def test_forwarding_headers_are_medlbs_own_whatever_the_client_sent():
+    sent = [(b"host", b"api.example"), (b"x-forwarded-for", b"10.0.0.1"), (b"x_forwarded_for", b"10.0.0.2"),
+            (b"forwarded", b"for=10.0.0.3"), (b"x-forwarded-proto", b"https"), (b"accept", b"*/*")]
+    assert forwarded(sent) == [
+        (b"host", b"api.example"), (b"accept", b"*/*"),
+        (b"x-forwarded-for", b"192.0.2.7"), (b"x-forwarded-proto", b"http"), (b"x-forwarded-host", b"api.example"),
+        (b"forwarded", b'for=192.0.2.7;proto=http;host="api.example"'),
+    ]
+
+
+def test_an_ipv6_client_over_tls_is_quoted_in_forwarded_and_no_host_means_no_host_parameter():
+    headers = dict(forwarded([], client_ip="2001:db8::1", tls=True))
+    assert headers[b"forwarded"] == b'for="[2001:db8::1]";proto=https'
+    assert headers[b"x-forwarded-proto"] == b"https" and b"x-forwarded-host" not in headers
+
+
+def test_hop_by_hop_headers_and_those_connection_lists_are_not_forwarded():
+    sent = [(b"host", b"h"), (b"connection", b"keep-alive, X-Secret-Hop"), (b"keep-alive", b"timeout=5"),
+            (b"x-secret-hop", b"1"), (b"te", b"trailers"), (b"upgrade", b"h2c"), (b"proxy-connection", b"x"),
+            (b"trailer", b"x"), (b"transfer-encoding", b"chunked"), (b"content-length", b"3")]
+    names = [name for name, _ in forwarded(sent)]
+    assert names[:3] == [b"host", b"transfer-encoding", b"content-length"]  # h11 frames the body from these
+    assert not set(names) & (HOP_BY_HOP | {b"x-secret-hop"})
+
+
+def test_hop_by_hop_headers_of_a_response_are_not_relayed():
+    assert response_headers([(b"connection", b"close"), (b"content-type", b"text/plain"), (b"keep-alive", b"x"),
+                             (b"content-length", b"2")]) == [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+
+
+def test_medlbs_persistence_cookie_never_reaches_the_server_and_other_cookies_do():
+    assert forwarded([(b"cookie", b"a=1; MEDLBSRV=abc")])[0] == (b"cookie", b"a=1")
+    assert all(name != b"cookie" for name, _ in forwarded([(b"cookie", b"MEDLBSRV=abc")]))
+    assert forwarded([(b"cookie", b"MEDLBSRV=abc")], cookie_name=None)[0] == (b"cookie", b"MEDLBSRV=abc")
+
+
+def test_the_persistence_cookie_is_http_only_lax_and_secure_only_over_tls():
+    assert set_cookie(b"MEDLBSRV", "v1", None, secure=False) == (
+        b"set-cookie", b"MEDLBSRV=v1; Path=/; HttpOnly; SameSite=Lax")
+    assert set_cookie(b"MEDLBSRV", "v1", 3600.0, secure=True) == (
+        b"set-cookie", b"MEDLBSRV=v1; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600; Secure")

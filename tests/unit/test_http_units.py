@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from medlb.config import parse_config
-from medlb.proxy.http import _cookie, _strip_cookie, route
+from medlb.protocols.http import cookie_value, route, strip_cookie
 from medlb.runtime import CheckResult, Runtime, SetState
 
 
@@ -59,22 +59,22 @@ def test_routes_match_the_prefix_and_below_first_in_file_order():
                            http={"routes": [{"path_prefix": "/fhir", "pool": "fhir"},
                                             {"path_prefix": "/fhir/special", "pool": "dw"},
                                             {"path_prefix": "/dicom-web/", "pool": "dw"}]})
-    service = runtime.services["api"]
-    assert route(service, b"/fhir") == "fhir"
-    assert route(service, b"/fhir/Patient?name=x") == "fhir"
-    assert route(service, b"/fhir/special/x") == "fhir"  # the first match wins
-    assert route(service, b"/fhirx") == "default"
-    assert route(service, b"/dicom-web/studies") == "dw"
-    assert route(service, b"/dicom-web") == "default"  # the prefix ends with '/'
-    assert route(service, b"/") == "default"
+    routes = runtime.services["api"].config.http.routes
+    assert route(routes, b"/fhir") == "fhir"
+    assert route(routes, b"/fhir/Patient?name=x") == "fhir"
+    assert route(routes, b"/fhir/special/x") == "fhir"  # the first match wins
+    assert route(routes, b"/fhirx") == "default"
+    assert route(routes, b"/dicom-web/studies") == "dw"
+    assert route(routes, b"/dicom-web") == "default"  # the prefix ends with '/'
+    assert route(routes, b"/") == "default"
 
 
 def test_cookie_parsing_and_stripping():
     headers = [(b"host", b"x"), (b"cookie", b"a=1; MEDLBSRV=abc; b=2")]
-    assert _cookie(headers, b"MEDLBSRV") == "abc"
-    assert _cookie(headers, b"OTHER") is None
-    assert _strip_cookie(b"a=1; MEDLBSRV=abc; b=2", b"MEDLBSRV") == b"a=1; b=2"
-    assert _strip_cookie(b"MEDLBSRV=abc", b"MEDLBSRV") == b""
+    assert cookie_value(headers, b"MEDLBSRV") == "abc"
+    assert cookie_value(headers, b"OTHER") is None
+    assert strip_cookie(b"a=1; MEDLBSRV=abc; b=2", b"MEDLBSRV") == b"a=1; b=2"
+    assert strip_cookie(b"MEDLBSRV=abc", b"MEDLBSRV") == b""
 
 
 def test_a_cookie_name_that_would_break_the_header_is_refused():

@@ -21,6 +21,7 @@ medlb does not understand (user identity, extended negotiation) passes unchanged
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 # --- PDU types (PS3.8 table 9-1) --------------------------------------------------------
@@ -450,3 +451,78 @@ class PduStream:
                 header = b""
         self._remaining = remaining
         self._header = header
+
+
+# --- the association's phases through medlb -----------------------------------------------
+
+
+class Phase(enum.Enum):
+    """Where one client connection's association stands in medlb (proxy/dicom.py)."""
+
+    REQUEST = "request"  # reading the A-ASSOCIATE-RQ, under the ARTIM timer
+    NEGOTIATING = "negotiating"  # the request is with a server; the client hears nothing yet
+    RELAYING = "relaying"  # a server accepted: bytes relayed both ways, PDU boundaries followed
+    CLOSING = "closing"  # medlb answered with an RJ or A-ABORT and waits for the client to close
+
+
+#: Every legal move, and no other: a request is routed (NEGOTIATING) or refused
+#: (CLOSING); a negotiation ends accepted (RELAYING) or refused (CLOSING). RELAYING and
+#: CLOSING are final: a relayed association ends by its connections closing.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.REQUEST: frozenset({Phase.NEGOTIATING, Phase.CLOSING}),
+    Phase.NEGOTIATING: frozenset({Phase.RELAYING, Phase.CLOSING}),
+    Phase.RELAYING: frozenset(),
+    Phase.CLOSING: frozenset(),
+}
+
+#: PDUs after which either side may close: the association is being released or is over.
+ENDING_PDUS = frozenset({A_RELEASE_RQ, A_RELEASE_RP, A_ABORT})
+
+
+class IllegalTransition(RuntimeError):
+    """A move the table does not allow: a bug in medlb, not the peer's doing."""
+
+
+class Association:
+    """One association relayed by medlb: its phase and the PDU boundaries of both directions.
+
+    The I/O class asks it the protocol questions (is the association over; may an
+    A-ABORT go to this side now) and moves it through `TRANSITIONS`; it holds no
+    bytes of a PDU, so it costs the relay a subtraction per chunk.
+    """
+
+    __slots__ = ("phase", "up", "down", "eof_to_server", "eof_to_client")
+
+    def __init__(self) -> None:
+        self.phase = Phase.REQUEST
+        self.up = PduStream()  # client -> server
+        self.down = PduStream()  # server -> client
+        self.eof_to_server = False
+        self.eof_to_client = False
+
+    def move(self, to: Phase) -> None:
+        if to not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"association phase {self.phase.value} cannot become {to.value}")
+        self.phase = to
+
+    @property
+    def over(self) -> bool:
+        """Released, being released, or aborted: either side may now close."""
+        return self.up.last_type in ENDING_PDUS or self.down.last_type in ENDING_PDUS
+
+    @property
+    def open(self) -> bool:
+        """Relaying and neither released nor aborted: a side leaving now is an abort."""
+        return self.phase is Phase.RELAYING and not self.over
+
+    def abort_fits(self, towards_server: bool) -> bool:
+        """Whether an A-ABORT may be written to that side now: only between two PDUs
+        of the stream going to it (else it would land inside a PDU it is reading), and
+        not after medlb half-closed towards it."""
+        if towards_server:
+            return self.up.at_boundary and not self.eof_to_server
+        return self.down.at_boundary and not self.eof_to_client
+
+    def aborted(self) -> None:
+        """An A-ABORT was sent or the association is given up: it is over for both sides."""
+        self.up.last_type = self.down.last_type = A_ABORT

@@ -13,16 +13,32 @@ The rules read the head's raw bytes, not a parsed form: a parser that unfolds ob
 (h11 does) hides the very line that makes a head ambiguous. They never return or log a
 header value, which may hold credentials or patient identifiers.
 
+The head rules after that, what medlb changes in a head it forwards (RFC 9110 §7.6):
+hop-by-hop headers dropped both ways, X-Forwarded-* and Forwarded set by medlb alone,
+its persistence cookie taken out of the request and set on the response, and the pool
+a request's path routes to. proxy/http.py only moves the bytes.
+
 API, for the proxy and for fuzzing (no exception escapes any of these for any bytes):
   head_length(data)      -> length of the head at the start of data, or None if incomplete
   check_request_head(h)  -> Refusal or None, for a whole head (request line to blank line)
   is_forwarding_header(n) -> True for a header name the client may not send to a server
+  request_headers(...)   -> the headers of a request as forwarded to a server
+  response_headers(h)    -> a server's response headers without the hop-by-hop ones
+  cookie_value(h, name), strip_cookie(value, name), set_cookie(name, value, ...)
+  route(routes, target)  -> the pool a request target goes to
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+Headers = list[tuple[bytes, bytes]]
+
+#: Hop-by-hop headers (RFC 9110 7.6.1) that are never forwarded. Transfer-Encoding and
+#: Content-Length are kept: h11 frames each side's body from them.
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"})
 
 #: Headers medlb sets on every forwarded request, replacing any the client sent.
 FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
@@ -105,3 +121,97 @@ def is_forwarding_header(name: bytes) -> bool:
     if b"_" in name:
         name = name.replace(b"_", b"-")
     return name in FORWARDING_HEADERS
+
+
+# --- what medlb changes in the heads it forwards ------------------------------------------
+
+
+def request_headers(headers: Iterable[tuple[bytes, bytes]], client_ip: str, tls: bool,
+                    cookie_name: bytes | None) -> Headers:
+    """A request's headers (lower-case names, as h11 gives them) as medlb forwards them.
+
+    Dropped: hop-by-hop headers and those the client's Connection header lists, any
+    forwarding header the client sent (or a look-alike), and medlb's own persistence
+    cookie (the server never sees it). Added: X-Forwarded-For, -Proto, -Host and the
+    RFC 7239 Forwarded header, from what medlb saw itself.
+    """
+    headers = list(headers)
+    listed = set()
+    for key, value in headers:
+        if key == b"connection":
+            listed.update(token.strip().lower() for token in value.split(b","))
+    forwarded_headers: Headers = []
+    host = b""
+    for key, value in headers:
+        if key in HOP_BY_HOP or key in listed or is_forwarding_header(key):
+            continue
+        if key == b"host":
+            host = value
+        if key == b"cookie" and cookie_name is not None:
+            value = strip_cookie(value, cookie_name)
+            if not value:
+                continue
+        forwarded_headers.append((key, value))
+    proto = b"https" if tls else b"http"
+    ip = client_ip.encode()
+    forwarded_headers.append((b"x-forwarded-for", ip))
+    forwarded_headers.append((b"x-forwarded-proto", proto))
+    if host:
+        forwarded_headers.append((b"x-forwarded-host", host))
+    node = b'"[' + ip + b']"' if b":" in ip else ip
+    forwarded = b"for=" + node + b";proto=" + proto
+    if host:
+        forwarded += b';host="' + host.replace(b'"', b"") + b'"'
+    forwarded_headers.append((b"forwarded", forwarded))
+    return forwarded_headers
+
+
+def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """A server's response headers as medlb relays them: without the hop-by-hop ones."""
+    return [(key, value) for key, value in headers if key not in HOP_BY_HOP]
+
+
+def cookie_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of cookie `name` in the request's Cookie headers, or None."""
+    for key, value in headers:
+        if key == b"cookie":
+            for part in value.split(b";"):
+                k, _, v = part.strip().partition(b"=")
+                if k == name:
+                    return v.decode("latin-1")
+    return None
+
+
+def strip_cookie(value: bytes, name: bytes) -> bytes:
+    """A Cookie header's value without cookie `name` (empty if it was the only one)."""
+    parts = [p.strip() for p in value.split(b";")]
+    return b"; ".join(p for p in parts if p and p.partition(b"=")[0] != name)
+
+
+def set_cookie(name: bytes, value: str, max_age: float | None, secure: bool) -> tuple[bytes, bytes]:
+    """The Set-Cookie header of medlb's persistence cookie: HttpOnly and SameSite=Lax
+    (no script needs it), Secure when the client came over TLS."""
+    attributes = "; Path=/; HttpOnly; SameSite=Lax"
+    if max_age:
+        attributes += f"; Max-Age={int(max_age)}"
+    if secure:
+        attributes += "; Secure"
+    return b"set-cookie", name + b"=" + value.encode() + attributes.encode()
+
+
+class Route(Protocol):
+    path_prefix: str
+    pool: str
+
+
+def route(routes: Sequence[Route], target: bytes) -> str:
+    """The pool for a request target: the first route (in config order) whose
+    `path_prefix` is the path or a parent of it; else the default pool."""
+    if not routes:
+        return "default"
+    path = target.split(b"?", 1)[0].decode("latin-1")
+    for item in routes:
+        prefix = item.path_prefix
+        if path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/"):
+            return item.pool
+    return "default"

@@ -29,7 +29,7 @@ import asyncio
 
 from medlb.logs import get_logger
 from medlb.protocols import dicom as pdu
-from medlb.protocols.dicom import AssociateRequest, ProtocolError, PduReader, PduStream, PduTooLarge
+from medlb.protocols.dicom import Association, AssociateRequest, Phase, ProtocolError, PduReader, PduTooLarge
 from medlb.proxy.tcp import ServiceHandle, TcpClient, _Upstream
 from medlb.runtime import Server
 from medlb.runtime.dicom import AeCount
@@ -37,9 +37,6 @@ from medlb.tasks import spawn
 
 log = get_logger("medlb.proxy")
 
-REQUEST, NEGOTIATING, RELAYING, CLOSING = "request", "negotiating", "relaying", "closing"
-#: PDUs after which either side may close: the association is being released or is over.
-_ENDING = frozenset({pdu.A_RELEASE_RQ, pdu.A_RELEASE_RP, pdu.A_ABORT})
 _ANSWERS = frozenset({pdu.A_ASSOCIATE_AC, pdu.A_ASSOCIATE_RJ, pdu.A_ABORT})
 #: Rejections that are the operator's policy, logged at info; the rest (scanners,
 #: garbage, silence) at debug so a port scan cannot fill the log.
@@ -140,16 +137,15 @@ class DicomClient(TcpClient):
     def __init__(self, handle: ServiceHandle, local_port: int):
         super().__init__(handle, local_port)
         limits = self.service.config.limits
-        self.phase = REQUEST
+        #: The phase (protocols/dicom.py's transition table) and both PDU streams.
+        self.association = Association()
         self.reader = PduReader(limits.max_associate_size, frozenset({pdu.A_ASSOCIATE_RQ}))
-        self.up = PduStream()  # client -> server, once relaying
-        self.down = PduStream()  # server -> client
+        self.up = self.association.up  # client -> server, once relaying
+        self.down = self.association.down  # server -> client
         self.request: AssociateRequest | None = None
         self.refusing = False
         self.first_type: int | None = None
         self.received = 0
-        self.eof_to_client = False
-        self.eof_to_server = False
         self._pending: _DicomUpstream | None = None
         self._artim: asyncio.TimerHandle | None = None
         self._slots: tuple[AeCount, AeCount] | None = None
@@ -177,22 +173,23 @@ class DicomClient(TcpClient):
 
     def _artim_expired(self) -> None:
         self._artim = None
-        if self.phase == REQUEST:
+        if self.association.phase is Phase.REQUEST:
             self._count_reject("artim-timeout")
         self.closed = True
         if not self.transport.is_closing():
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is RELAYING:
+        phase = self.association.phase
+        if phase is Phase.RELAYING:
             upstream = self.upstream
             self.up.feed(data)
             upstream.transport.write(data)  # type: ignore[union-attr]
             self.bytes_up += len(data)
             self.server.bytes_to_server += len(data)  # type: ignore[union-attr]
-        elif self.phase is REQUEST:
+        elif phase is Phase.REQUEST:
             self._request_data(data)
-        elif self.phase is NEGOTIATING:
+        elif phase is Phase.NEGOTIATING:
             # Nothing is due before the answer; uvloop may deliver one read after
             # pause_reading(): hold it (one read at most) for the server.
             self.early += data
@@ -246,7 +243,7 @@ class DicomClient(TcpClient):
             assert route.reject is not None
             self._end(pdu.associate_rj(*route.reject), route.reason)
             return
-        self.phase = NEGOTIATING
+        self.association.move(Phase.NEGOTIATING)
         spawn(self._negotiate(request_pdu, request, route.pool))
 
     # --- phase 2: choosing a server ---------------------------------------------------
@@ -258,7 +255,7 @@ class DicomClient(TcpClient):
             raise
         except Exception:  # a bug must not leave a client waiting without an answer
             log.error("association_setup_failed", exc_info=True, service=self.service.name)
-            if self.phase is NEGOTIATING:
+            if self.association.phase is Phase.NEGOTIATING:
                 self._end(pdu.associate_rj(*pdu.RJ_CONGESTION), "no-server")
 
     async def _try_servers(self, request_pdu: bytes, request: AssociateRequest, pool: str) -> None:
@@ -328,7 +325,7 @@ class DicomClient(TcpClient):
         server.bytes_to_client += len(reply)
         self._slots = service.dicom.opened(request.calling_ae, request.called_ae)
         self._started = asyncio.get_running_loop().time()
-        self.phase = RELAYING
+        self.association.move(Phase.RELAYING)
         log.debug("association_accepted", service=service.name, server=server.name, pool=server.pool,
                   calling_ae=request.calling_ae, called_ae=request.called_ae)
         self._relay(transport)
@@ -356,7 +353,7 @@ class DicomClient(TcpClient):
         kind = "A-ASSOCIATE-RJ" if answer[0] == pdu.A_ASSOCIATE_RJ else "A-ABORT"
         codes = f"{answer[7]},{answer[8]},{answer[9]}" if kind == "A-ASSOCIATE-RJ" else f"{answer[8]},{answer[9]}"
         self._count_reject(reason, answer=f"{kind} {codes}", **extra)
-        self.phase = CLOSING
+        self.association.move(Phase.CLOSING)
         self._stop_artim()
         transport = self.transport
         if transport.is_closing():
@@ -365,7 +362,7 @@ class DicomClient(TcpClient):
         self.bytes_down += len(answer)
         if transport.can_write_eof():
             transport.write_eof()
-            self.eof_to_client = True
+            self.association.eof_to_client = True
         transport.resume_reading()
         self._start_artim()
 
@@ -374,17 +371,18 @@ class DicomClient(TcpClient):
     @property
     def over(self) -> bool:
         """Released, being released, or aborted: either side may now close."""
-        return self.up.last_type in _ENDING or self.down.last_type in _ENDING
+        return self.association.over
 
     def eof_received(self) -> bool:
         self.client_eof = True
-        if self.phase is REQUEST:
+        phase = self.association.phase
+        if phase is Phase.REQUEST:
             if self.received:
                 self._count_reject("malformed")  # a partial PDU, then silence
             self._stop_artim()
             self.closed = True
             return False
-        if self.phase is not RELAYING:
+        if phase is not Phase.RELAYING:
             self.closed = True
             if self._pending is not None and self._pending.transport is not None:
                 self._pending.transport.abort()
@@ -398,12 +396,12 @@ class DicomClient(TcpClient):
             self.close()
         elif upstream.transport.can_write_eof():
             upstream.transport.write_eof()
-            self.eof_to_server = True
+            self.association.eof_to_server = True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_artim()
-        if self.phase is RELAYING and not self.over and not self.closed:
+        if self.association.open and not self.closed:
             self._abort_association("client connection lost mid-association", towards_server=True)
         elif self._pending is not None and self._pending.transport is not None:
             self._pending.transport.abort()
@@ -418,7 +416,7 @@ class DicomClient(TcpClient):
             self.close()
         elif self.transport.can_write_eof():
             self.transport.write_eof()
-            self.eof_to_client = True
+            self.association.eof_to_client = True
         return True
 
     def upstream_lost(self, exc: Exception | None) -> None:
@@ -431,15 +429,10 @@ class DicomClient(TcpClient):
         provider), if it is between two PDUs and can still be written to, then both close."""
         self.closed = True
         upstream = self.upstream
-        if towards_server:
-            target = upstream.transport if upstream is not None else None
-            ok = target is not None and self.up.at_boundary and not self.eof_to_server
-        else:
-            target = self.transport
-            ok = self.down.at_boundary and not self.eof_to_client
-        if ok and target is not None and not target.is_closing():
+        target = (upstream.transport if upstream is not None else None) if towards_server else self.transport
+        if target is not None and self.association.abort_fits(towards_server) and not target.is_closing():
             target.write(pdu.a_abort())
-            self.up.last_type = self.down.last_type = pdu.A_ABORT  # the association is over now
+            self.association.aborted()  # the association is over now
         server = self.server
         request = self.request
         log.warning("association_aborted", service=self.service.name,
@@ -454,14 +447,14 @@ class DicomClient(TcpClient):
 
     def close(self) -> None:
         """Close both sides; an association still open is aborted towards both (idle timeout)."""
-        if self.phase is RELAYING and not self.over and not self.closed:
+        if self.association.open and not self.closed:
             self._abort_both()
         super().close()
 
     def abort(self) -> None:
         """At once (halt with on_halt: close, or the stop timeout): an A-ABORT where it fits
         without waiting (between PDUs, nothing queued), a reset elsewhere."""
-        if self.phase is RELAYING and not self.over and not self.closed:
+        if self.association.open and not self.closed:
             sent = self._abort_both(only_if_idle=True)
             self.closed = True
             upstream = self.upstream
@@ -477,10 +470,9 @@ class DicomClient(TcpClient):
     def _abort_both(self, only_if_idle: bool = False) -> tuple[bool, bool]:
         sent = [False, False]
         upstream = self.upstream
-        pairs = ((self.transport, self.down, self.eof_to_client),
-                 (upstream.transport if upstream is not None else None, self.up, self.eof_to_server))
-        for index, (transport, stream, eof_sent) in enumerate(pairs):
-            if transport is None or transport.is_closing() or eof_sent or not stream.at_boundary:
+        association = self.association
+        for index, transport in enumerate((self.transport, upstream.transport if upstream is not None else None)):
+            if transport is None or transport.is_closing() or not association.abort_fits(towards_server=index == 1):
                 continue
             if only_if_idle and transport.get_write_buffer_size():
                 continue
@@ -488,7 +480,7 @@ class DicomClient(TcpClient):
             sent[index] = True
         if self.service.dicom is not None:
             self.service.dicom.abort("medlb")
-        self.up.last_type = self.down.last_type = pdu.A_ABORT
+        association.aborted()
         return sent[0], sent[1]
 
     def _release(self) -> None:

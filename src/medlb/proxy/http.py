@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 import h11
 
 from medlb.logs import get_logger
-from medlb.protocols.http import Refusal, check_request_head, head_length, is_forwarding_header
+from medlb.protocols import http as rules
+from medlb.protocols.http import Refusal, check_request_head, head_length
 from medlb.proxy.tcp import admit
-from medlb.runtime import Server, Service
+from medlb.runtime import Server
 
 if TYPE_CHECKING:
     from medlb.proxy.tcp import ServiceHandle
@@ -42,10 +43,6 @@ if TYPE_CHECKING:
 log = get_logger("medlb.http")
 
 READ_SIZE = 65536
-
-#: Hop-by-hop headers (RFC 9110 7.6.1) that are never forwarded. Transfer-Encoding and
-#: Content-Length are kept: h11 frames each side's body from them.
-HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -131,35 +128,6 @@ def _pools(handle: "ServiceHandle") -> ServerPools:
     if handle.http_pools is None:
         handle.http_pools = ServerPools()
     return handle.http_pools
-
-
-def route(service: Service, target: bytes) -> str:
-    """The pool for a request target: the first route (in config order) whose
-    `path_prefix` is the path or a parent of it; else the default pool."""
-    config = service.config.http
-    if config is None or not config.routes:
-        return "default"
-    path = target.split(b"?", 1)[0].decode("latin-1")
-    for item in config.routes:
-        prefix = item.path_prefix
-        if path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/"):
-            return item.pool
-    return "default"
-
-
-def _cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == b"cookie":
-            for part in value.split(b";"):
-                k, _, v = part.strip().partition(b"=")
-                if k == name:
-                    return v.decode("latin-1")
-    return None
-
-
-def _strip_cookie(value: bytes, name: bytes) -> bytes:
-    parts = [p.strip() for p in value.split(b";")]
-    return b"; ".join(p for p in parts if p and p.partition(b"=")[0] != name)
 
 
 def _paused(writer: asyncio.StreamWriter) -> bool:
@@ -422,10 +390,10 @@ class HttpClient(asyncio.StreamReaderProtocol):
         if self.plain_on_tls:
             return self._refuse_plain(conn, request)
         started = time.monotonic()
-        pool_name = route(service, request.target)
+        pool_name = rules.route(service.config.http.routes if service.config.http else (), request.target)
         persistence = service.config.persistence
         cookie_name = persistence.name.encode() if persistence.type == "cookie" else None  # type: ignore[union-attr]
-        cookie = _cookie(request.headers, cookie_name) if cookie_name else None
+        cookie = rules.cookie_value(request.headers, cookie_name) if cookie_name else None
         has_body = conn.their_state is h11.SEND_BODY
         tried: set[Server] = set()
         limits = service.config.limits
@@ -516,34 +484,8 @@ class HttpClient(asyncio.StreamReaderProtocol):
         return Upstream(server, reader, writer)
 
     def _request_headers(self, request: h11.Request, cookie_name: bytes | None) -> list[tuple[bytes, bytes]]:
-        listed = set()
-        for key, value in request.headers:
-            if key == b"connection":
-                listed.update(token.strip().lower() for token in value.split(b","))
-        headers: list[tuple[bytes, bytes]] = []
-        host = b""
-        for key, value in request.headers:
-            if key in HOP_BY_HOP or key in listed or is_forwarding_header(key):
-                continue
-            if key == b"host":
-                host = value
-            if key == b"cookie" and cookie_name is not None:
-                value = _strip_cookie(value, cookie_name)
-                if not value:
-                    continue
-            headers.append((key, value))
-        proto = b"https" if self.transport_ is not None and self.transport_.get_extra_info("tls") else b"http"
-        ip = self.client_ip.encode()
-        headers.append((b"x-forwarded-for", ip))
-        headers.append((b"x-forwarded-proto", proto))
-        if host:
-            headers.append((b"x-forwarded-host", host))
-        node = b'"[' + ip + b']"' if b":" in ip else ip
-        forwarded = b"for=" + node + b";proto=" + proto
-        if host:
-            forwarded += b';host="' + host.replace(b'"', b"") + b'"'
-        headers.append((b"forwarded", forwarded))
-        return headers
+        tls = self.transport_ is not None and bool(self.transport_.get_extra_info("tls"))
+        return rules.request_headers(request.headers, self.client_ip, tls, cookie_name)
 
     async def _relay(self, conn: h11.Connection, request: h11.Request, upstream: Upstream, server: Server,
                      cookie: str | None, cookie_name: bytes | None, started: float) -> bool:
@@ -594,18 +536,13 @@ class HttpClient(asyncio.StreamReaderProtocol):
                 raise
 
         # The response has started: from here a failure closes the client connection.
-        headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
+        headers = rules.response_headers(response.headers)
         if cookie_name is not None:
             value = service.cookie_value(server)
             if value != cookie:
-                attributes = "; Path=/; HttpOnly; SameSite=Lax"
-                persistence = service.config.persistence
-                max_age = getattr(persistence, "max_age", None)
-                if max_age:
-                    attributes += f"; Max-Age={int(max_age)}"
-                if self.transport_ is not None and self.transport_.get_extra_info("tls"):
-                    attributes += "; Secure"
-                headers.append((b"set-cookie", cookie_name + b"=" + value.encode() + attributes.encode()))
+                secure = self.transport_ is not None and bool(self.transport_.get_extra_info("tls"))
+                headers.append(rules.set_cookie(cookie_name, value, getattr(service.config.persistence, "max_age", None),
+                                                secure))
         if self.closing:
             headers.append((b"connection", b"close"))
         try:

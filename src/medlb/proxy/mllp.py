@@ -1,13 +1,10 @@
-"""`mllp` mode: HL7 v2 balanced message by message, with a delivery guarantee.
+"""`mllp` mode's I/O: sender and server sockets, timers, fed to the delivery engine.
 
-Each message a sender sends is a Delivery. Deliveries with the same ordering key (a
-patient's PID-3, say) form a queue with at most one in flight, so a patient's A01, A02,
-A03 reach the server in order; other keys proceed in parallel over persistent server
-connections (links), each carrying one message at a time. A message is acknowledged to
-its sender only by the ACK whose MSA-2 equals its MSH-10, relayed unchanged. If the
-link dies or `ack_timeout` passes first, the message goes to another server, up to
-`retries` times, still at the head of its key's queue; after that the sender gets an
-AE from medlb. medlb never writes an AA itself.
+The delivery rules (order per ordering key, retry on another server, ACK correlation
+by MSA-2 = MSH-10, medlb's own AE, never an invented AA) live in the sans-I/O
+`medlb.runtime.mllp.Engine`. Here the senders' connections decode frames and answer
+in each sender's order, `Link` carries one server connection, and the `Dispatcher`
+feeds the engine its events and carries out the actions it returns.
 
 `balance: connection` skips all of this and relays whole connections like `tcp` mode.
 """
@@ -16,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from typing import TYPE_CHECKING
 
 from medlb.logs import get_logger
 from medlb.protocols import mllp
-from medlb.protocols.hl7 import Header, HL7Error, build_ack, field_value, parse_ack, parse_header
-from medlb.runtime import Change, Server, Service
+from medlb.protocols.hl7 import Header, HL7Error, build_ack, field_value, parse_header
+from medlb.runtime import Change, Service
+from medlb.runtime import mllp as engine
+from medlb.runtime.mllp import Delivery
 from medlb.runtime.stats import MllpStats
 from medlb.tasks import spawn
 
@@ -33,147 +31,53 @@ if TYPE_CHECKING:
 
 log = get_logger("medlb.mllp")
 
-NAK_NO_SERVER = "no server available"
-NAK_NOT_ACKED = "no server acknowledged the message"
 NAK_OVERSIZED = "message exceeds max_message_size"
 NAK_INTERRUPTED = "frame interrupted by a start byte"
 NAK_OVER_BUDGET = "partial_frames_budget exhausted"
 NAK_UNREADABLE = "no readable MSH segment"
-NAK_STOPPING = "medlb is stopping"
-
-
-class Delivery:
-    """One message from a sender, until its ACK (or medlb's AE) is on its way back."""
-
-    __slots__ = ("payload", "header", "key", "type_label", "client", "attempts", "failures", "tried",
-                 "received_at", "sent_at", "link", "server", "reply", "done")
-
-    def __init__(self, payload: bytes, header: Header, key: bytes, client: "MllpClient"):
-        self.payload = payload
-        self.header = header
-        self.key = key
-        self.client: MllpClient | None = client
-        self.type_label = "unknown"
-        self.attempts = 0  # times written to a server
-        self.failures = 0  # links lost (or never connected) before its ACK
-        self.tried: set[Server] = set()
-        self.received_at = time.monotonic()
-        self.sent_at = 0.0
-        self.link: Link | None = None
-        self.server: Server | None = None  # waiting for a free link to this server
-        self.reply: bytes | None = None
-        self.done = False
 
 
 class Link(asyncio.Protocol):
-    """One persistent connection to a server, carrying one message at a time."""
+    """One persistent connection to a server; the engine's `engine.Link` holds its state."""
 
-    def __init__(self, dispatcher: "Dispatcher", server: Server):
+    __slots__ = ("dispatcher", "state", "transport", "decoder", "timer")
+
+    def __init__(self, dispatcher: "Dispatcher", state: engine.Link):
         self.dispatcher = dispatcher
-        self.server = server
+        self.state = state
+        state.io = self
         self.transport: asyncio.Transport | None = None
         self.decoder = mllp.FrameDecoder(dispatcher.config.max_message_size)
-        self.delivery: Delivery | None = None
-        self.connected = False
-        self.closed = False
-        self._timer: asyncio.TimerHandle | None = None
-        self.last_used = time.monotonic()
-        self.close_reason = "the connection closed before the ACK"
-
-    # --- asyncio callbacks ------------------------------------------------------------
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.connected = True
-        self.server.active += 1
-        self.server.total += 1
-        if self.delivery is not None:
-            self._write(self.delivery)
+        self.dispatcher.run(self.dispatcher.engine.link_connected(self.state))
 
     def data_received(self, data: bytes) -> None:
+        dispatcher = self.dispatcher
         for event in self.decoder.feed(data):
             if isinstance(event, mllp.Frame):
-                self.dispatcher.on_answer(self, event.payload)
+                dispatcher.run(dispatcher.engine.answer(self.state, event.payload))
             else:
-                self.dispatcher.stats.mismatched_acks += 1
-                log.warning("unusable_answer", service=self.dispatcher.name, server=self.server.name,
-                            why="oversized" if isinstance(event, mllp.Oversized) else "interrupted by a start byte",
-                            size=event.size)
+                why = "oversized" if isinstance(event, mllp.Oversized) else "interrupted by a start byte"
+                dispatcher.run(dispatcher.engine.unusable_answer(self.state, why, event.size))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.connected:
-            self.server.active -= 1
-        self.connected = False
-        self.dispatcher.on_link_lost(self, self.close_reason)
+        self.dispatcher.run(self.dispatcher.engine.link_lost(self.state))
 
-    # --- used by the dispatcher -------------------------------------------------------
-
-    def send(self, delivery: Delivery) -> None:
-        assert self.delivery is None, "one message in flight per link"
-        self.delivery = delivery
-        delivery.server = None
-        delivery.link = self
-        if self.connected:
-            self._write(delivery)
-
-    def _write(self, delivery: Delivery) -> None:
-        assert self.transport is not None
-        frame = mllp.encode(delivery.payload)
-        self.transport.write(frame)
-        delivery.sent_at = time.monotonic()
-        delivery.attempts += 1
-        self.server.messages += 1
-        self.server.in_flight += 1
-        self.dispatcher.stats.messages[(delivery.type_label, self.server.name)] += 1
-        self.server.bytes_to_server += len(frame)
-        self.dispatcher.stats.in_flight += 1
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.dispatcher.config.ack_timeout, self._ack_timeout)
-
-    def finish(self) -> Delivery | None:
-        """The in-flight delivery is answered (or abandoned): the link is free again."""
-        delivery, self.delivery = self.delivery, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if delivery is not None and delivery.sent_at:
-            self.server.in_flight -= 1
-            self.dispatcher.stats.in_flight -= 1
-        self.last_used = time.monotonic()
-        return delivery
-
-    def _ack_timeout(self) -> None:
-        self._timer = None
-        # The answer may still come; a late ACK on a reused link would be taken for the
-        # next message's, so the link is dropped rather than reused.
-        self.close("no ACK within ack_timeout")
-
-    def close(self, why: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.close_reason = why
-        if self.transport is not None:
-            self.transport.abort()
-        else:
-            self.dispatcher.on_link_lost(self, why)
+    def ack_timeout(self) -> None:
+        self.timer = None
+        self.dispatcher.run(self.dispatcher.engine.ack_timeout(self.state))
 
 
 class Dispatcher:
-    """Per-service state shared by every sender: key queues, links, waiting messages."""
+    """Per-service I/O shared by every sender: the engine, its links and timers."""
 
     def __init__(self, handle: "ServiceHandle"):
         self.handle = handle
-        self.keys: dict[bytes, collections.deque[Delivery]] = {}
-        self.links: dict[Server, list[Link]] = {}
-        self.waiting: dict[Server, collections.deque[Delivery]] = {}
-        # Key -> owning server, valid until any server of the service changes state or
-        # health (or a reload): spares a hash per server for every message.
-        self._owners: dict[bytes, Server] = {}
-        self._owners_for: Service | None = None
-        self._type_labels: dict[bytes, str] = {}
+        self.engine = engine.Engine(lambda: handle.service)
         self._reaper: asyncio.TimerHandle | None = None
-        self.stopping = False
         #: Unfinished frames of all the service's senders in this process.
         self.budget = mllp.Budget(self.config.partial_frames_budget)
         self._runtime = handle.runtime
@@ -202,80 +106,61 @@ class Dispatcher:
         assert stats is not None
         return stats
 
-    # --- from senders -----------------------------------------------------------------
-
     def submit(self, delivery: Delivery) -> None:
-        queue = self.keys.get(delivery.key)
-        if queue is None:
-            queue = self.keys[delivery.key] = collections.deque()
-        queue.append(delivery)
-        self.stats.queued += 1
-        if len(queue) == 1:
-            self._dispatch(delivery)
+        self.run(self.engine.submit(delivery))
 
     def cancel(self, delivery: Delivery) -> None:
-        """The sender left: drop its messages not yet sent (it will resend them, having
-        no ACK); messages already on a link finish, their answers dropped."""
-        delivery.client = None
-        if delivery.done or delivery.link is not None:
-            return
-        if delivery.server is not None:
-            waiting = self.waiting.get(delivery.server)
-            if waiting is not None and delivery in waiting:
-                waiting.remove(delivery)
-        self._finish(delivery, None)
+        self.run(self.engine.cancel(delivery))
 
-    # --- routing ------------------------------------------------------------------------
+    def _on_changes(self, changes: list[Change]) -> None:
+        self.run(self.engine.changes(changes))
 
-    def _dispatch(self, delivery: Delivery) -> None:
-        """Send the head of a key's queue to the server that owns the key."""
-        service = self.service
-        if delivery.tried:
-            server = service.pick_for_key(delivery.key, delivery.tried)
-            if server is None:
-                server = service.pick_for_key(delivery.key)  # every server tried: any available one
-        else:
-            server = self._owner(delivery.key)
-        if server is None:
-            self._fail(delivery, NAK_NO_SERVER)
-            return
-        link = self._free_link(server)
-        if link is None:
-            delivery.server = server
-            self.waiting.setdefault(server, collections.deque()).append(delivery)
-            return
-        link.send(delivery)
+    def close_all(self) -> None:
+        """medlb is stopping: close every link (messages still on one are answered AE)."""
+        self.detach()
+        self.run(self.engine.stop())
 
-    def _owner(self, key: bytes) -> Server | None:
-        owners = self._owners
-        if self._owners_for is not self.service or len(owners) > 65536:
-            owners.clear()
-            self._owners_for = self.service
-        server = owners.get(key)
-        if server is None:
-            server = self.service.pick_for_key(key)
-            if server is not None:
-                owners[key] = server
-        return server
+    def _reap(self) -> None:
+        self._reaper = None
+        self.run(self.engine.reap())
 
-    def type_label(self, header: Header) -> str:
-        """MSH-9 as a bounded metric label, computed once per distinct type."""
-        label = self._type_labels.get(header.message_type)
-        if label is None:
-            label = self.stats.message_type(header.type_label())
-            if len(self._type_labels) < 1024:
-                self._type_labels[header.message_type] = label
-        return label
+    # --- carrying out the engine's actions -------------------------------------------------
 
-    def _free_link(self, server: Server) -> Link | None:
-        links = self.links.setdefault(server, [])
-        for link in links:
-            if link.delivery is None and not link.closed:
-                return link
-        if len(links) >= self.config.server_connections:
-            return None
-        link = Link(self, server)
-        links.append(link)
+    def run(self, actions: list[engine.Action]) -> None:
+        """Carry out the engine's actions in its order (the commonest first)."""
+        for action in actions:
+            if isinstance(action, engine.Write):
+                transport = action.link.io.transport
+                assert transport is not None
+                transport.write(action.frame)
+            elif isinstance(action, engine.ArmAckTimer):
+                link: Link = action.link.io
+                link.timer = asyncio.get_running_loop().call_later(action.delay, link.ack_timeout)
+            elif isinstance(action, engine.CancelAckTimer):
+                link = action.link.io
+                if link.timer is not None:
+                    link.timer.cancel()
+                    link.timer = None
+            elif isinstance(action, engine.Reply):
+                client = action.delivery.client
+                if client is not None:
+                    client.answer(action.delivery, action.frame)
+            elif isinstance(action, engine.Connect):
+                self._connect(action.link)
+            elif isinstance(action, engine.CloseLink):
+                link = action.link.io
+                if link.transport is not None:
+                    link.transport.abort()
+                # else still connecting: _connect aborts what it gets, the link being closed
+            elif isinstance(action, engine.ReapLater):
+                if self._reaper is None:
+                    self._reaper = asyncio.get_running_loop().call_later(action.delay, self._reap)
+            elif isinstance(action, engine.Warn):
+                log.warning(action.event, **action.fields)
+
+    def _connect(self, state: engine.Link) -> None:
+        link = Link(self, state)
+        server = state.server
         loop = asyncio.get_running_loop()
         host, port = server.address_for(self.service.config.addresses[0].port or 0)
         limits = self.service.config.limits
@@ -286,154 +171,12 @@ class Dispatcher:
                     transport, _ = await loop.create_connection(lambda: link, host, port)
             except (OSError, asyncio.TimeoutError):
                 server.connect_failures += 1
-                link.closed = True
-                self.on_link_lost(link, "connect failed")
+                self.run(self.engine.link_lost(state, "connect failed"))
                 return
-            if link.closed:  # closed while connecting
+            if state.closed:  # closed while connecting
                 transport.abort()
 
         spawn(connect())
-        self._arm_reaper()
-        return link
-
-    # --- from links ---------------------------------------------------------------------
-
-    def on_answer(self, link: Link, payload: bytes) -> None:
-        delivery = link.delivery
-        stats = self.stats
-        try:
-            ack = parse_ack(payload)
-        except HL7Error:
-            stats.mismatched_acks += 1
-            log.warning("unreadable_answer", service=self.name, server=link.server.name)
-            return
-        if delivery is None or not delivery.sent_at or ack.acked_control_id != delivery.header.control_id:
-            # Never relay an answer as another message's ACK (a late or wrong MSA-2).
-            stats.mismatched_acks += 1
-            log.warning("mismatched_ack", service=self.name, server=link.server.name,
-                        expected="none" if delivery is None else "msa2_equal_to_msh10")
-            return
-        link.finish()
-        code = ack.code.decode("ascii", "replace")[:2] or "??"
-        stats.acks[(link.server.name, code)] += 1
-        stats.ack_latency.observe(time.monotonic() - delivery.sent_at)
-        link.server.bytes_to_client += len(payload) + 3
-        self._finish(delivery, mllp.encode(payload))
-        self._next_on_link(link)
-
-    def on_link_lost(self, link: Link, why: str) -> None:
-        link.closed = True
-        links = self.links.get(link.server)
-        if links is not None and link in links:
-            links.remove(link)
-        delivery = link.finish()
-        if delivery is not None and not delivery.done:
-            delivery.link = None
-            delivery.tried.add(link.server)
-            delivery.failures += 1
-            log.warning("message_not_acked", service=self.name, server=link.server.name, reason=why,
-                        attempt=delivery.failures)
-            if self.stopping:
-                self._fail(delivery, NAK_STOPPING)
-            elif delivery.failures > self.config.retries:
-                self._fail(delivery, NAK_NOT_ACKED)
-            else:
-                self.stats.retries += 1
-                self._dispatch(delivery)
-        # Messages waiting for this server: if no link to it is left, send them elsewhere.
-        if not self.links.get(link.server):
-            waiting = self.waiting.pop(link.server, None)
-            for waiter in waiting or ():
-                waiter.server = None
-                waiter.tried.add(link.server)
-                self._dispatch(waiter)
-
-    def _next_on_link(self, link: Link) -> None:
-        """A link just came free: give it a waiting message, or close it if unwanted.
-        (Finishing a message may already have handed the link its key's next one.)"""
-        if link.delivery is not None or link.closed:
-            return
-        server = link.server
-        waiting = self.waiting.get(server)
-        if waiting:
-            if server.available:
-                link.send(waiting.popleft())
-                return
-            self._redispatch_waiting(server)
-        if not server.available or self.service.server(server.name) is not server:
-            link.close("the server no longer takes work")
-
-    def _redispatch_waiting(self, server: Server) -> None:
-        for waiter in self.waiting.pop(server, None) or ():
-            waiter.server = None
-            self._dispatch(waiter)
-
-    # --- completion ---------------------------------------------------------------------
-
-    def _fail(self, delivery: Delivery, reason: str) -> None:
-        self.stats.naks[reason] += 1
-        text = reason if reason != NAK_NOT_ACKED else f"{reason} after {delivery.failures} attempt(s)"
-        log.warning("negative_ack_sent", service=self.name, code="AE", reason=reason)
-        self._finish(delivery, mllp.encode(build_ack(delivery.header, "AE", text)))
-
-    def _finish(self, delivery: Delivery, reply: bytes | None) -> None:
-        """Take the delivery off its key's queue, answer its sender, start the next."""
-        delivery.done = True
-        self.stats.queued -= 1
-        queue = self.keys.get(delivery.key)
-        was_head = bool(queue) and queue[0] is delivery  # type: ignore[index]
-        if queue is not None:
-            try:
-                queue.remove(delivery)
-            except ValueError:
-                pass
-            if not queue:
-                del self.keys[delivery.key]
-        if delivery.client is not None and reply is not None:
-            delivery.client.answer(delivery, reply)
-        if was_head and queue:
-            self._dispatch(queue[0])
-
-    # --- upkeep ---------------------------------------------------------------------------
-
-    def _on_changes(self, changes: list[Change]) -> None:
-        """A server that stops taking work: its waiting messages go elsewhere now."""
-        for change in changes:
-            if change.service != self.name:
-                continue
-            self._owners.clear()  # any change (state, health, failover, failback) may move keys
-            if change.kind not in ("state", "health"):
-                continue
-            for server in list(self.waiting):
-                if server.name == change.subject and not server.available:
-                    self._redispatch_waiting(server)
-
-    def close_all(self) -> None:
-        """medlb is stopping: close every link (messages still on one are answered AE)."""
-        self.stopping = True
-        self.detach()
-        for links in list(self.links.values()):
-            for link in list(links):
-                link.close("medlb is stopping")
-
-    def _arm_reaper(self) -> None:
-        if self._reaper is None:
-            loop = asyncio.get_running_loop()
-            self._reaper = loop.call_later(1.0, self._reap)
-
-    def _reap(self) -> None:
-        """Close links idle past idle_timeout, or to servers that no longer take work."""
-        self._reaper = None
-        now = time.monotonic()
-        idle_timeout = self.service.config.limits.idle_timeout
-        current = set(self.service.servers())
-        for server, links in list(self.links.items()):
-            for link in list(links):
-                if link.delivery is None and (now - link.last_used > idle_timeout or not server.available
-                                              or server not in current):
-                    link.close("idle")
-        if any(self.links.values()):
-            self._arm_reaper()
 
 
 class MllpClient(asyncio.Protocol):
@@ -494,8 +237,7 @@ class MllpClient(asyncio.Protocol):
                 stats.unreadable += 1
                 self._refuse(event.payload[:4096], "AR", NAK_UNREADABLE, NAK_UNREADABLE)
                 continue
-            delivery = Delivery(event.payload, header, key, self)
-            delivery.type_label = self.dispatcher.type_label(header)
+            delivery = self.dispatcher.engine.delivery(event.payload, header, key, self)
             self.pending.append(delivery)
             self.pending_bytes += len(event.payload)
             self.dispatcher.submit(delivery)
