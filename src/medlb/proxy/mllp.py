@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from medlb.logs import get_logger
 from medlb.protocols import mllp
 from medlb.protocols.hl7 import Header, HL7Error, build_ack, field_value, parse_header
-from medlb.runtime import Change, Service
+from medlb.runtime import Change, Server, Service
 from medlb.runtime import mllp as engine
 from medlb.runtime.mllp import Delivery
 from medlb.runtime.stats import MllpStats
