@@ -2,9 +2,11 @@
 
 Everything that changes a service's live state (an operator's action, a health check's
 result, a failback, a new config) is one of these events, applied with
-`Runtime.apply`. Today one process applies them; when the data plane runs in several
-worker processes, the control process sends the same records to each worker's replica.
-`Change` records come back out: what actually changed, for logs, audit and the page.
+`Runtime.apply` in the control process, the one place decisions are made. Workers do
+not receive these records: they adopt the decided state as a whole
+(`Runtime.snapshot()` / `Runtime.adopt()`), so a worker that missed a message catches
+up from the next one. `Change` records come back out: what actually changed, for logs,
+audit, the page and the data planes.
 """
 
 from __future__ import annotations
