@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +22,7 @@ from medlb.config.models import MllpConfig
 from medlb.protocols.hl7 import HL7Error, build_ack, field_value, parse_ack, parse_header
 
 #: The paths `mllp.ordering_key` accepts (its validator is the contract).
-paths = st.from_regex(r"[A-Z][A-Z0-9]{2}-[0-9]{1,2}(\.[0-9]{1,2}){0,2}", fullmatch=True)
+paths = st.from_regex(r"[A-Z][A-Z0-9]{2}-[1-9][0-9]?(\.[1-9][0-9]?){0,2}", fullmatch=True)
 segment_names = st.from_regex(r"[A-Z][A-Z0-9]{2}", fullmatch=True).filter(lambda name: name != "MSH")
 #: Five distinct delimiter bytes: field, component, repetition, escape, subcomponent.
 delimiters = st.lists(st.sampled_from(b"|^~\\&#*!$%@+/:;=?_`{}"), min_size=5, max_size=5, unique=True).map(bytes)
@@ -113,6 +114,16 @@ def test_any_bytes_raise_only_hl7_error(message, path):
 def test_every_path_the_configuration_accepts_is_a_path_the_reader_reads(path):
     MllpConfig(ordering_key=path)
     field_value(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C1|P|2.5.1\rPID|1||X\r", path)
+
+
+@pytest.mark.parametrize("path", ["PID-0", "PID-3.0", "PID-3.1.0", "PID-03"])
+def test_an_index_0_is_refused_by_the_config_and_the_reader(path):
+    """PID-0 read the segment's name and PID-3.0 the last component: a feed keyed on
+    them would order every patient as one, or by the wrong identifier."""
+    with pytest.raises(ValueError, match="counts fields, components and subcomponents from 1"):
+        MllpConfig(ordering_key=path)
+    with pytest.raises(ValueError, match="not a field path"):
+        field_value(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C1|P|2.5.1\rPID|1||X^Y\r", path)
 
 
 @given(messages(), st.data())

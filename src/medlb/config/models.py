@@ -303,8 +303,9 @@ class MllpConfig(Strict):
     @field_validator("ordering_key")
     @classmethod
     def _field_path(cls, value: str) -> str:
-        if value != "connection" and not re.fullmatch(r"[A-Z][A-Z0-9]{2}-\d+(\.\d+){0,2}", value):
-            raise ValueError("expected a field path such as PID-3, PID-3.1, MSH-4, or 'connection'")
+        if value != "connection" and not re.fullmatch(r"[A-Z][A-Z0-9]{2}-[1-9]\d*(\.[1-9]\d*){0,2}", value):
+            raise ValueError("expected a field path such as PID-3, PID-3.1, MSH-4 (HL7 counts fields, components and "
+                             "subcomponents from 1), or 'connection'")
         return value
 
 

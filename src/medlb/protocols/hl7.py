@@ -91,7 +91,9 @@ def parse_header(message: bytes) -> Header:
                   fields[11])
 
 
-_PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
+#: HL7 counts fields, components and subcomponents from 1: an index 0 would read the
+#: segment's name or, through Python's -1, the last component.
+_PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-([1-9]\d*)(?:\.([1-9]\d*))?(?:\.([1-9]\d*))?$")
 
 
 def field_value(message: bytes, path: str, header: Header | None = None) -> bytes | None:
