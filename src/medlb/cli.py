@@ -119,7 +119,9 @@ def _run_loop(coro) -> None:  # type: ignore[no-untyped-def]
 
 def cmd_run(args: argparse.Namespace) -> int:
     from medlb.app import App, StartError
+    from medlb.proctitle import CONTROL, set_title
 
+    set_title(CONTROL)
     app = App(args.config, log_format=args.log_format, log_level=args.log_level)
     try:
         _run_loop(app.run())
@@ -136,8 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A data-plane worker; only the control process starts these (see medlb.workers)."""
+    from medlb.proctitle import set_title, worker_title
     from medlb.workers.worker import serve
 
+    set_title(worker_title(args.index))
     _run_loop(serve(args.index, args.channel_fd))
     return 0
 
