@@ -1,4 +1,4 @@
-"""`medlb run | check | demo | passwd | ctl`: the operator's entry points.
+"""`medlb run | check | demo | plan | passwd | ctl`: the operator's entry points.
 
 Exit codes: 0 fine, 1 could not start (a port in use, an unreadable file), 2 the
 config file is invalid (every problem is printed with its path and line).
@@ -152,6 +152,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Sizing for an imaging site: a table, or JSON with --json (docs/sizing.md)."""
+    import json
+    from pathlib import Path
+
+    from medlb.plan import PlanError, compute, load_site
+    from medlb.plan.rates import measured_rates
+    from medlb.plan.report import render
+
+    try:
+        site = load_site(args.file)
+        rates = measured_rates(Path(args.bench) if args.bench else None)
+    except PlanError as exc:
+        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"medlb plan: {exc}", file=sys.stderr)
+        return 2
+    plan = compute(site, rates)
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else render(plan, args.file), end="\n" if args.json else "")
+    return 0
+
+
 def cmd_passwd(args: argparse.Namespace) -> int:
     """Print a scrypt hash for `admin.users[].password_hash`; the password is never echoed."""
     import getpass
@@ -193,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", help="where the demo keeps its state (default: a temporary folder)")
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
     demo.set_defaults(func=cmd_demo)
+
+    plan = commands.add_parser("plan", help="size an imaging site: storage, ingest, retrieval, a recommendation")
+    plan.add_argument("file", help="the site's YAML (examples/plan-imaging.yaml)")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    plan.add_argument("--bench", help="a bench result (bench/results/latest.json) for medlb's measured rates")
+    plan.set_defaults(func=cmd_plan)
 
     passwd = commands.add_parser("passwd", help="print a password hash for admin.users")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
