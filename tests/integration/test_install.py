@@ -8,6 +8,7 @@ socket this test binds (tests/integration/test_sd_notify.py for the protocol).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -127,6 +128,16 @@ def test_the_installed_medlb_runs_the_installed_config(dest, tmp_path):
         notify.close()
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
+
+
+def test_the_installed_medlb_plans_with_the_rates_shipped_in_the_package(dest):
+    python = dest / PREFIX.lstrip("/") / "bin/python"
+
+    result = subprocess.run([python, "-m", "medlb", "plan", str(ROOT / "examples/plan-imaging.yaml"), "--json"],
+                            capture_output=True, text=True, env=installed_env(), timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert "figures shipped with medlb" in json.loads(result.stdout)["recommendation"]["measured"]["source"]
 
 
 def test_a_second_install_keeps_the_config_and_the_token(dest):
