@@ -152,31 +152,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    """Sizing for an imaging site: a table, or JSON with --json (docs/sizing.md)."""
-    import json
-    from pathlib import Path
-
-    from medlb.plan import PlanError, compute, load_site
-    from medlb.plan.rates import measured_rates
-    from medlb.plan.report import render
-
-    try:
-        site = load_site(args.file)
-        rates = measured_rates(Path(args.bench) if args.bench else None)
-    except PlanError as exc:
-        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"medlb plan: {exc}", file=sys.stderr)
-        return 2
-    plan = compute(site, rates)
-    print(json.dumps(plan.as_dict(), indent=2) if args.json else render(plan, args.file), end="\n" if args.json else "")
-    return 0
-
-
 def cmd_passwd(args: argparse.Namespace) -> int:
     """Print a scrypt hash for `admin.users[].password_hash`; the password is never echoed."""
     import getpass
@@ -219,12 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
     demo.set_defaults(func=cmd_demo)
 
-    plan = commands.add_parser("plan", help="size an imaging site: storage, ingest, retrieval, a recommendation")
-    plan.add_argument("file", help="the site's YAML (examples/plan-imaging.yaml)")
-    plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    plan.add_argument("--bench", help="a bench result (bench/results/latest.json) for medlb's measured rates")
-    plan.set_defaults(func=cmd_plan)
-
     passwd = commands.add_parser("passwd", help="print a password hash for admin.users")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(func=cmd_passwd)
@@ -235,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     from medlb import ctl, hl7send
+    from medlb.plan import command as plan
 
     hl7send.add_parser(commands)
+    plan.add_parser(commands)
     ctl.add_parser(commands)
     return parser
 
