@@ -31,7 +31,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= dicom mllp hl7 http
 FUZZ_DIR := test-artifacts/fuzz
 
-.PHONY: demo test fuzz run check bench soak clean system-deps
+.PHONY: demo test fuzz run check bench soak clean system-deps install uninstall
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	./scripts/system-deps.sh
@@ -75,6 +75,15 @@ bench: $(STAMP) system-deps
 # load; writes bench/results/soak.{md,json} and exits non-zero if a must was broken.
 soak: $(STAMP) system-deps
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# `make install` (root): medlb as a systemd service in its own environment under
+# /opt/medlb, /usr/local/bin/medlb, /etc/medlb, /var/lib/medlb (docs/install.md).
+# DESTDIR=DIR stages it under DIR; `make uninstall` keeps /etc/medlb and /var/lib/medlb.
+install:
+	DESTDIR="$(DESTDIR)" ./scripts/install.sh install
+
+uninstall:
+	DESTDIR="$(DESTDIR)" ./scripts/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache test-artifacts

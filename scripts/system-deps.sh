@@ -7,11 +7,13 @@
 #   chromium: the web page's browser tests
 #   nftables, conntrack: the kernel layer 4 modes (nft applies medlb's tables; conntrack
 #     cuts a NAT server's flows) and their tests in network namespaces
+#   systemd  systemd-analyze, which checks the unit `make install` writes
+#   prometheus  promtool, which checks docs/prometheus/medlb-alerts.yml (the daemon is not started)
 set -euo pipefail
 
 packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-openbsd ca-certificates git
           dcmtk orthanc orthanc-dicomweb haproxy iperf3 wrk nginx-light chromium
-          nftables conntrack)
+          nftables conntrack systemd prometheus)
 
 missing=()
 for package in "${packages[@]}"; do

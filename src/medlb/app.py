@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medlb import descriptors, logs
+from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import DataPlane, Prepared, Refused
@@ -115,6 +116,7 @@ class App:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         log.event("started", config=str(self.config_path), services=len(config.services),
                   admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
+        notifier.started(self)  # READY=1 for systemd once the first checks have run
 
     @property
     def data_plane(self) -> DataPlane:
@@ -309,6 +311,7 @@ class App:
             self.audit(who, "reload", str(self.config_path), detail, source)
             log.event("reloaded", who=who, services=len(self.runtime.services))
             log_advisories(loaded)
+            notifier.reloaded()
             return ReloadResult([], not_answered)
 
     async def apply_config(self, text: str, who: str, source: str = "") -> ReloadResult:
@@ -331,6 +334,7 @@ class App:
         self.audit(who, "reload", str(self.config_path),
                    {"result": "refused", "problems": [str(p) for p in problems]}, source)
         log.error("reload_refused", who=who, problems=len(problems), first=str(problems[0]) if problems else "")
+        notifier.reload_refused(problems)
         return ReloadResult(problems, not_answered or [])
 
     # --- changes from the runtime -------------------------------------------------------

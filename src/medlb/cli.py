@@ -1,4 +1,4 @@
-"""`medlb run | check | demo | passwd | ctl`: the operator's entry points.
+"""`medlb run | check | demo | plan | passwd | ctl`: the operator's entry points.
 
 Exit codes: 0 fine, 1 could not start (a port in use, an unreadable file), 2 the
 config file is invalid (every problem is printed with its path and line).
@@ -119,7 +119,9 @@ def _run_loop(coro) -> None:  # type: ignore[no-untyped-def]
 
 def cmd_run(args: argparse.Namespace) -> int:
     from medlb.app import App, StartError
+    from medlb.proctitle import CONTROL, set_title
 
+    set_title(CONTROL)
     app = App(args.config, log_format=args.log_format, log_level=args.log_level)
     try:
         _run_loop(app.run())
@@ -136,8 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A data-plane worker; only the control process starts these (see medlb.workers)."""
+    from medlb.proctitle import set_title, worker_title
     from medlb.workers.worker import serve
 
+    set_title(worker_title(args.index))
     _run_loop(serve(args.index, args.channel_fd))
     return 0
 
@@ -200,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     from medlb import ctl, hl7send
+    from medlb.plan import command as plan
 
     hl7send.add_parser(commands)
+    plan.add_parser(commands)
     ctl.add_parser(commands)
     return parser
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from conftest import need_tool
 from helpers import connect, free_port, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +70,64 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
     assert f"https://127.0.0.1:{admin}/api/v1/services" in "".join(lines)
     assert f"web page:   https://127.0.0.1:{admin}/      user: demo  password: " in "".join(lines)
     assert f"hl7-send 127.0.0.1:{base + 20}" in "".join(lines)
+
+
+def demo_ports() -> int:
+    base = free_ports(1)[0]
+    while not all(free_port_ok(base + offset) for offset in (0, 1, 10, 20, 30, 100, 101, 102, 110, 111, 120, 121,
+                                                             130, 131)):
+        base = free_ports(1)[0]
+    return base
+
+
+def printed(lines: list[str], marker: str) -> str:
+    """The banner's command line that contains `marker`, as an operator would paste it."""
+    return next(line.strip() for line in lines if marker in line)
+
+
+@pytest.mark.parametrize("activated", [True, False], ids=["venv-activated", "venv-not-on-path"])
+def test_the_demo_prints_commands_that_work_as_printed(tmp_path, activated):
+    """Pasted into a shell elsewhere, with the virtual environment activated (whose
+    pynetdicom installs an echoscu and a storescu of its own) or not on PATH at all."""
+    need_tool("echoscu")
+    venv_bin = str(Path(sys.executable).parent)
+    system_path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if d != venv_bin)
+    env = {**os.environ, "PATH": os.pathsep.join([venv_bin, system_path]) if activated else system_path}
+    base, admin = demo_ports(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "medlb", "demo", "--base-port", str(base), "--admin-port",
+                             str(admin)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "/failback" in line:
+                break
+        assert wait_until(lambda: dicom_echo(base + 30, "CT1") == "ok", 20, what="the demo's PACS up")
+
+        def run(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["bash", "-c", command], cwd=tmp_path.parent, env=env, capture_output=True,
+                                  text=True, timeout=60)
+
+        echo = printed(lines, "-aet CT1 -aec MEDLB")
+        store = printed(lines, "storescu")
+        assert shlex.split(echo)[0] == "/usr/bin/echoscu", "dcmtk's, never the venv's that shadows it"
+        assert shlex.split(store)[0] == "/usr/bin/storescu"
+        echoed = run(echo)
+        assert echoed.returncode == 0 and "Received Echo Response (Success)" in echoed.stdout + echoed.stderr, echoed
+        stored = run(store)
+        assert stored.returncode == 0 and "Received Store Response (Success)" in stored.stdout + stored.stderr, stored
+        rejected = run(printed(lines, "-aet XR1"))
+        assert "Association Rejected" in rejected.stdout + rejected.stderr, rejected
+        sent = run(printed(lines, "hl7-send"))
+        assert sent.returncode == 0 and sent.stdout.count("MSA|AA|") == 3, sent
+        status = run(printed(lines, "ctl status").split(":", 1)[1])
+        assert status.returncode == 0 and "pacs" in status.stdout, status
+        assert shlex.split(printed(lines, "hl7-send"))[0] == ("medlb" if activated else str(Path(venv_bin) / "medlb"))
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
 
 
 def dicom_echo(port: int, calling: str) -> str:

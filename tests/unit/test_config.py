@@ -181,6 +181,20 @@ def test_health_timeout_longer_than_interval_is_an_error():
     assert problem.path == "services[0].health.timeout"
 
 
+@pytest.mark.parametrize("interval,timeout", [("1s", 1.0), ("500ms", 0.5), ("2s", 2.0), ("10s", 2.0)])
+def test_an_unwritten_health_timeout_is_the_smaller_of_2s_and_the_interval(interval, timeout):
+    loaded = parse_config(yaml(services(service(f"health: {{type: tcp, interval: {interval}}}"))))
+
+    assert loaded.config.services[0].health.timeout == timeout
+    assert not loaded.warnings
+
+
+def test_a_written_health_timeout_is_kept_even_under_2s_and_the_interval():
+    loaded = parse_config(yaml(services(service("health: {type: tcp, interval: 1s, timeout: 300ms}"))))
+
+    assert loaded.config.services[0].health.timeout == 0.3
+
+
 # --- uniqueness and conflicts --------------------------------------------------------
 
 

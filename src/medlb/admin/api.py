@@ -250,7 +250,7 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.get("/metrics", include_in_schema=False)
     async def get_metrics(principal: Caller) -> Response:
         await control.collect()
-        return Response(metrics.render(control, console.sessions), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(control, console), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(principal: Caller) -> dict[str, Any]:

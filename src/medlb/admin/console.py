@@ -18,6 +18,7 @@ from medlb.admin.sessions import Sessions
 from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.models import AdminConfig
 from medlb.control import Control
+from medlb.tls import CertInfo
 
 #: Messages a live stream may hold before it loses new ones (a stuck reader loses
 #: messages, not memory).
@@ -33,6 +34,8 @@ class Console:
         #: One queue per open live stream (the page's server-sent events).
         self.streams: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.history: History | None = None
+        #: The certificate the admin listener serves (for its expiry metric); None over HTTP.
+        self.certificate: CertInfo | None = None
         control.subscribe(self.publish)
         control.on_config(self.prepare)
 

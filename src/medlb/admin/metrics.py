@@ -21,14 +21,20 @@ from medlb.runtime import Service
 from medlb.runtime.events import STATES
 
 if TYPE_CHECKING:
+    from medlb.admin.console import Console
     from medlb.admin.sessions import Sessions
     from medlb.control import Control
+    from medlb.tls import CertInfo
+
+
+#: MSA-1 codes by which a server refuses a message (original and enhanced mode).
+REFUSING_ACK_CODES = frozenset({"AE", "AR", "CE", "CR"})
 
 
 class RuntimeCollector:
-    def __init__(self, control: "Control", sessions: "Sessions"):
+    def __init__(self, control: "Control", console: "Console"):
         self.control = control
-        self.sessions = sessions
+        self.console = console
 
     def collect(self) -> Iterator[Metric]:
         services = self.control.services.values()
@@ -105,7 +111,8 @@ class RuntimeCollector:
         yield from _http_metrics(services)
 
         yield from _worker_metrics(self.control.worker_views())
-        yield from _login_metrics(self.sessions)
+        yield from _login_metrics(self.console.sessions)
+        yield from _admin_certificate_metrics(self.console.certificate)
         yield _check_error_metrics(self.control.health_errors)
 
         reloads = CounterMetricFamily("medlb_reloads", "Config reloads by result", labels=["result"])
@@ -139,6 +146,17 @@ def _login_metrics(sessions: "Sessions") -> Iterator[Metric]:
     for result in ("ok", "wrong", "locked", "busy"):
         logins.add_metric([result], sessions.logins[result])
     yield from (checks, logins)
+
+
+def _admin_certificate_metrics(certificate: "CertInfo | None") -> Iterator[Metric]:
+    """The certificate the admin listener serves (read when it started): when it
+    expires, the web page, `medlb ctl` and this very scrape stop working."""
+    if certificate is None:
+        return
+    days = GaugeMetricFamily("medlb_admin_certificate_days_left",
+                             "Days until the admin listener's certificate expires", labels=["cert"])
+    days.add_metric([certificate.cert], certificate.days_left())
+    yield days
 
 
 def _worker_metrics(workers: list[dict[str, Any]] | None) -> Iterator[Metric]:
@@ -182,6 +200,9 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
                                 "Bytes of unfinished messages held (see mllp.partial_frames_budget)", labels=["service"])
     latency = HistogramMetricFamily("medlb_mllp_ack_latency_seconds", "From sending a message to its ACK",
                                     labels=["service"])
+    refused = CounterMetricFamily("medlb_mllp_refused_messages", "HL7 messages refused: answered AE or AR by "
+                                  "medlb itself, or AE, AR, CE or CR by the receiving server (from 0, for alerts)",
+                                  labels=["service", "refused_by"])
     found = False
     for service in services:
         stats = service.mllp_stats
@@ -195,6 +216,9 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
             acks.add_metric([name, server, code], count)
         for reason, count in stats.naks.items():
             naks.add_metric([name, reason], count)
+        refused.add_metric([name, "medlb"], sum(stats.naks.values()))
+        refused.add_metric([name, "server"], sum(count for (_, code), count in stats.acks.items()
+                                                 if code in REFUSING_ACK_CODES))
         retries.add_metric([name], stats.retries)
         mismatched.add_metric([name], stats.mismatched_acks)
         oversized.add_metric([name], stats.oversized)
@@ -206,8 +230,8 @@ def _mllp_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         histogram = stats.ack_latency
         latency.add_metric([name], list(histogram.cumulative()), histogram.sum)
     if found:
-        yield from (messages, acks, naks, retries, mismatched, oversized, unreadable, junk, in_flight, queued,
-                    partial, latency)
+        yield from (messages, acks, naks, refused, retries, mismatched, oversized, unreadable, junk, in_flight,
+                    queued, partial, latency)
 
 
 def _dicom_metrics(services: Iterable[Service]) -> Iterator[Metric]:
@@ -304,7 +328,7 @@ def _http_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         yield from (requests, errors, latency, in_flight)
 
 
-def render(control: "Control", sessions: "Sessions") -> bytes:
+def render(control: "Control", console: "Console") -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(control, sessions))  # type: ignore[arg-type]
+    registry.register(RuntimeCollector(control, console))  # type: ignore[arg-type]
     return generate_latest(registry)

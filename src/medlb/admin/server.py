@@ -24,6 +24,7 @@ from medlb.admin.api import create_api
 from medlb.admin.console import Console
 from medlb.admin.tls import fingerprint, self_signed
 from medlb.config.units import HostPort
+from medlb.tls import CertInfo, certificate_not_after
 
 if TYPE_CHECKING:
     from medlb.control import Control
@@ -92,6 +93,7 @@ class AdminServer:
             source = "configured"
         log.event("admin_tls", tls=source, cert=str(cert), sha256_fingerprint=fingerprint(cert.read_bytes()),
                   url=f"https://{listen}/")
+        self.console.certificate = CertInfo(str(cert), [], certificate_not_after(str(cert)))
         return cert, key
 
     async def stop(self) -> None:

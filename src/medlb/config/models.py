@@ -92,12 +92,24 @@ class PoolConfig(Strict):
 # --- health checks -------------------------------------------------------------------
 
 
+#: A check's timeout when the file gives none, unless the interval is shorter.
+DEFAULT_CHECK_TIMEOUT = 2.0
+
+
 class CheckBase(Strict):
     interval: Positive = 5.0
-    timeout: Positive = 2.0
+    timeout: Positive = DEFAULT_CHECK_TIMEOUT
     rise: int = Field(2, ge=1, le=100)
     fall: int = Field(3, ge=1, le=100)
     port: int | None = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> "CheckBase":
+        """A default the user did not write must never be the error: `interval: 1s`
+        alone means checks time out after 1 s, not a refusal of a 2 s default."""
+        if "timeout" not in self.model_fields_set:
+            self.timeout = min(DEFAULT_CHECK_TIMEOUT, self.interval)
+        return self
 
 
 class TcpCheck(CheckBase):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
+import shlex
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -181,9 +184,35 @@ def _sample_file() -> str:
         return "IMAGE.dcm"
 
 
+def medlb_command() -> str:
+    """How to start this medlb from any folder: `medlb` when that name on PATH is this
+    installation, else the full path of its script, else this Python with `-m medlb`."""
+    script = Path(sys.executable).parent / "medlb"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m medlb"
+    on_path = shutil.which("medlb")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "medlb"
+    return shlex.quote(str(script))
+
+
+def dcmtk_command(name: str) -> str:
+    """dcmtk's tool by its full path: a virtual environment's bin folder is skipped,
+    since pynetdicom installs an `echoscu` and a `storescu` of its own there that take
+    other options and would shadow dcmtk's once the environment is activated."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if not folder or (Path(folder).parent / "pyvenv.cfg").exists():
+            continue
+        found = Path(folder) / name
+        if found.is_file() and os.access(found, os.X_OK):
+            return shlex.quote(str(found))
+    return f"/usr/bin/{name}"  # where Debian's dcmtk puts it (apt install dcmtk)
+
+
 def _banner(base: int, admin_port: int, token: str, config_path: Path, password: str = "",
             fingerprint: str = "") -> str:
     api = f"https://127.0.0.1:{admin_port}"
+    medlb, echoscu, storescu = medlb_command(), dcmtk_command("echoscu"), dcmtk_command("storescu")
     cert = config_path.parent / "admin-tls" / "cert.pem"
     auth = f'--cacert {cert} -H "Authorization: Bearer {token}"'
     return f"""
@@ -193,20 +222,20 @@ medlb demo is running (Ctrl-C stops it)
   web page:   {api}/      user: demo  password: {password}
               (self-signed certificate, SHA-256 {fingerprint})
   admin API:  {api}/api/v1/services      token: {token}
-  medlb ctl:  MEDLB_URL={api} MEDLB_CA={cert} MEDLB_TOKEN={token} medlb ctl status
+  medlb ctl:  MEDLB_URL={api} MEDLB_CA={cert} MEDLB_TOKEN={token} {medlb} ctl status
   metrics:    {api}/metrics
 
 Try:
   printf 'hello\\n' | nc -q1 127.0.0.1 {base}          # VNA port 1 -> vna1/vna2 (leastconn, weight 2:1)
   printf 'hello\\n' | nc -q1 127.0.0.1 {base + 1}          # VNA port 2, same servers
   curl http://127.0.0.1:{base + 10}/                    # viewer, source-IP persistence
-  medlb hl7-send 127.0.0.1:{base + 20} --count 3        # HL7 ADT over MLLP, ACKed by engine1/engine2
+  {medlb} hl7-send 127.0.0.1:{base + 20} --count 3        # HL7 ADT over MLLP, ACKed by engine1/engine2
 
   DICOM (dcmtk): the VIP answers as MEDLB; pacs1 and pacs2 answer only to PACS1 and PACS2,
   so every association that works shows medlb rewriting the called AE title.
-  echoscu -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30}            # C-ECHO to pacs1 or pacs2 (leastconn)
-  storescu -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30} {_sample_file()}
-  echoscu -v -aet XR1 -aec MEDLB 127.0.0.1 {base + 30}            # rejected: calling AE not allowed (1,1,3)
+  {echoscu} -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30}            # C-ECHO to pacs1 or pacs2 (leastconn)
+  {storescu} -v -aet CT1 -aec MEDLB 127.0.0.1 {base + 30} {_sample_file()}
+  {echoscu} -v -aet XR1 -aec MEDLB 127.0.0.1 {base + 30}            # rejected: calling AE not allowed (1,1,3)
   curl -s {auth} {api}/api/v1/services/pacs                        # associations by AE title, rejects
   curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/pacs/servers/pacs1/state
   curl -s {auth} -d '{{"state":"halt"}}' {api}/api/v1/services/pacs/servers/pacs2/state  # echoscu: Rejected Transient
