@@ -19,8 +19,9 @@ from typing import Any, Mapping
 from medlb import descriptors, logs
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.control import ConfigHook, Listener, ReloadResult
-from medlb.dataplane import DataPlane, Prepared, Refused
+from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
+from medlb.kernel.plane import KernelPlane
 from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
 from medlb.runtime.model import ReloadPlan
@@ -47,7 +48,10 @@ class App:
         self.listeners = Listeners(self.runtime)
         #: With `workers` > 1 the data plane runs in worker processes and `listeners` stays empty.
         self.workers: Workers | None = None
+        #: The layer 4 services (l4-dr, l4-nat), forwarded by the kernel's nftables.
+        self.kernel = KernelPlane(self.runtime)
         self.health = HealthManager(self.runtime)
+        self.health.verify = self.kernel.verify
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=2000)
         self.reloads = {"ok": 0, "failed": 0}
         self.started_at = time.time()
@@ -117,9 +121,14 @@ class App:
                   admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
 
     @property
-    def data_plane(self) -> DataPlane:
+    def relay(self) -> DataPlane:
         """Where connections are relayed: the worker processes, or this process's listeners."""
         return self.workers or self.listeners
+
+    @property
+    def data_plane(self) -> DataPlane:
+        """The relay and the kernel, which a (re)load prepares together."""
+        return AllOf(self.relay, self.kernel)
 
     async def _prepare_data_plane(self, plan: ReloadPlan, loaded: LoadedConfig) -> Prepared:
         """Have the data plane prepare for a planned config (see medlb/dataplane.py);
@@ -130,12 +139,13 @@ class App:
         return await self.data_plane.prepare(plan, loaded.base_dir)
 
     async def _data_plane_stop(self, timeout: float) -> int:
-        return await (self.workers or self.listeners).stop(timeout)
+        return await self.data_plane.stop(timeout)
 
     async def collect(self) -> None:
         """Bring counters up to date before they are read (workers count in their own processes)."""
         if self.workers is not None:
             await self.workers.collect()
+        await self.kernel.collect()
 
     async def settle(self) -> list[int]:
         """Return once every worker routes by the latest operator states and health, so an

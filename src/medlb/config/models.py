@@ -54,12 +54,12 @@ Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
 Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
-AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom", "http"})
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom", "http", "l4-dr", "l4-nat"})
 AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp", "dicom-echo",
                                               "dicom-find", "fhir", "dicomweb", "xds"})
 #: Modes whose routes use named pools.
 POOL_MODES: frozenset[str] = frozenset({"dicom", "http"})
-AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
+AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source", "maglev"})
 AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip", "cookie"})
 #: Modes that terminate TLS (`tls:`) and re-encrypt to servers (`backend_tls:`).
 TLS_MODES: frozenset[str] = frozenset({"tcp", "http", "dicom"})
@@ -343,6 +343,16 @@ class HttpConfig(Strict):
         return routes
 
 
+class L4Config(Strict):
+    """TEMPORARY (lead's plane branch; the config branch's model replaces it)."""
+
+    interface: str
+    source_nat: bool = False
+    manage_vip: bool = True
+    on_stop: Literal["remove", "keep"] = "remove"
+    pin_timeout: Duration = 7200.0
+
+
 class Limits(Strict):
     """Per-service limits. Each has a default so no service runs unbounded."""
 
@@ -374,6 +384,7 @@ class ServiceConfig(Strict):
     dicom: DicomConfig | None = None
     mllp: MllpConfig | None = None
     http: HttpConfig | None = None
+    l4: L4Config | None = None
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -384,6 +395,12 @@ class ServiceConfig(Strict):
     def addresses(self) -> list[HostPort]:
         """Every listen address, with port ranges expanded."""
         return [address for item in self.listen for address in item]
+
+    @property
+    def relayed_addresses(self) -> list[HostPort]:
+        """The addresses medlb's own sockets listen on: none for a layer 4 service,
+        whose VIPs the kernel forwards."""
+        return [] if self.mode in ("l4-dr", "l4-nat") else self.addresses
 
     @model_validator(mode="after")
     def _mode_defaults(self) -> "ServiceConfig":

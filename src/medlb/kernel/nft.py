@@ -137,6 +137,21 @@ class Nft:
         listing: Listing = json.loads(out)
         return listing
 
+    def list_map(self, family: str, table: str, name: str) -> Listing:
+        """`nft -j list map`: one map with its elements (a DR service's pins)."""
+        if not _owned(table):
+            raise ForeignTable(f"table {table!r} is not medlb's")
+        listing: Listing = json.loads(self.run(["-j", "list", "map", family, table, name]))
+        return listing
+
+    def list_counters(self, family: str, table: str) -> Listing:
+        """`nft -j list counters table`: the named counters alone, without the maps'
+        65,537 elements a whole-table listing would carry."""
+        if not _owned(table):
+            raise ForeignTable(f"table {table!r} is not medlb's")
+        listing: Listing = json.loads(self.run(["-j", "list", "counters", "table", family, table]))
+        return listing
+
     def present(self, family: str, table: str) -> TableObjects:
         """The objects a medlb table holds now (none when it is absent): the full
         apply's input for deleting what a reload removed."""
