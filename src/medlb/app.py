@@ -151,6 +151,7 @@ class App:
         """Return once every worker routes by the latest operator states and health, so an
         answered API action is in force everywhere; or, after the settle time, the
         workers that have not confirmed it yet."""
+        await self.kernel.settle()
         if self.workers is None:
             return []
         not_answered = await self.workers.settle()
@@ -215,6 +216,12 @@ class App:
     @property
     def health_errors(self) -> Mapping[tuple[str, str, str], int]:
         return self.health.errors
+
+    async def l4_view(self, service: str) -> dict[str, Any]:
+        found = self.runtime.service(service)
+        if not self.kernel.serves(service):
+            raise NotFound(f"service {service!r} is mode {found.mode}, not a kernel layer 4 service")
+        return await self.kernel.view(service)
 
     def worker_views(self) -> list[dict[str, Any]] | None:
         return None if self.workers is None else [worker.view() for worker in self.workers.procs]

@@ -108,6 +108,19 @@ class MedlbNode:
     def l4(self, service: str) -> dict[str, Any]:
         return self.api("GET", f"/api/v1/services/{service}/l4")[1]
 
+    def wait_kernel(self, service: str, taking: set[str], timeout: float = 20) -> float:
+        """Until exactly `taking` take new flows in the kernel; the seconds it took."""
+        started = time.monotonic()
+        while True:
+            view = self.l4(service)
+            now = {server["name"] for server in view["servers"] if server["takes_new_flows"]}
+            if now == taking:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"{service}: wanted {sorted(taking)} taking new flows, have {sorted(now)}\n"
+                                     f"{self.log()[-3000:]}")
+            time.sleep(0.05)
+
     def wait_health(self, service: str, health: dict[str, str], timeout: float = 20) -> None:
         """Until each named server has the health given (e.g. {"rs1": "up"})."""
         deadline = time.monotonic() + timeout

@@ -74,6 +74,8 @@ class KernelPlane:
         self.nft = nft or Nft()
         #: Per service, what the kernel holds (empty while no layer 4 service runs).
         self.applied: dict[str, Applied] = {}
+        #: (address, interface) -> MAC of every neighbour seen (see _neighbours).
+        self.known_macs: dict[tuple[str, str], str] = {}
         #: The balancer's MAC on each interface a DR service uses.
         self.interface_macs: dict[str, str] = {}
         #: VIPs this process put on an interface (and removes on stop), per service.
@@ -120,7 +122,7 @@ class KernelPlane:
 
     def _macs(self, services: Iterable[Service]) -> dict[str, dict[str, str]]:
         """Per service, its servers' MACs on its interface (DR), from the neighbour table."""
-        table = system.neighbours()
+        table = self._neighbours()
         found: dict[str, dict[str, str]] = {}
         for service in services:
             l4 = service.config.l4
@@ -129,6 +131,13 @@ class KernelPlane:
             found[service.name] = {server.host: table[(server.host, l4.interface)]
                                    for server in service.servers() if (server.host, l4.interface) in table}
         return found
+
+    def _neighbours(self) -> dict[tuple[str, str], str]:
+        """The neighbour table, remembering MACs the kernel has since forgotten: an
+        entry of an idle server may be garbage-collected, which must not cut its flows;
+        only a different MAC replaces one."""
+        self.known_macs.update(system.neighbours())
+        return dict(self.known_macs)
 
     def _describe(self, services: list[Service]) -> L4Ruleset:
         macs = self._macs(services)
@@ -209,6 +218,12 @@ class KernelPlane:
         self._dirty = True
         if self._syncing is None or self._syncing.done():
             self._syncing = spawn(self._sync(), name="kernel sync")
+
+    async def settle(self) -> None:
+        """Return once the kernel holds every change published so far (an answered
+        API action is in force in the kernel too)."""
+        while self._syncing is not None and not self._syncing.done():
+            await asyncio.shield(self._syncing)
 
     async def _sync(self) -> None:
         """Bring the kernel's elements to the runtime's states, as often as asked; a
@@ -306,9 +321,10 @@ class KernelPlane:
             self._poll = asyncio.get_running_loop().call_later(NEIGHBOUR_POLL, self._check_neighbours)
 
     def _check_neighbours(self) -> None:
+        """A MAC learnt (the first check resolved it), changed or forgotten."""
         self._poll = None
         try:
-            table = system.neighbours()
+            table = self._neighbours()
         except OSError:
             table = {}
         for applied in self.applied.values():
@@ -316,8 +332,7 @@ class KernelPlane:
             if service.mode != "dr":
                 continue
             for server in service.servers:
-                mac = table.get((str(server.address), service.interface))
-                if server.forwarding and mac != server.mac:
+                if table.get((str(server.address), service.interface)) != server.mac:
                     self._request_sync()
                     break
         self._schedule_poll()
@@ -342,12 +357,11 @@ class KernelPlane:
         """Read the kernel's counters into the servers' statistics (and `counts`)."""
         if not self.applied:
             return
-        async with self._lock:
-            try:
-                listings = await asyncio.to_thread(self._list_counters)
-            except NftError as exc:
-                log.error("kernel_counters_failed", error=str(exc))
-                return
+        try:  # no lock: reading never waits for, nor delays, an update
+            listings = await asyncio.to_thread(self._list_counters)
+        except NftError as exc:
+            log.error("kernel_counters_failed", error=str(exc))
+            return
         self._take_counters(listings)
 
     def _list_counters(self) -> dict[str, tuple[int, int]]:
