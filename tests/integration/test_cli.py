@@ -151,13 +151,13 @@ def test_every_example_passes_check(example):
     assert "valid" in result.stdout
 
 
-def test_run_refuses_a_mode_that_is_not_yet_available(tmp_path):
-    path = write(tmp_path, one_service(free_port(), mode="l4-nat"))
+def test_run_refuses_a_part_that_is_not_yet_available(tmp_path):
+    path = write(tmp_path, one_service(free_port(), mode="mllp").rstrip(" ") + "            tls: {cert: a.pem, key: a.key}\n")
 
     result = medlb("run", "-c", str(path), cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "l4-nat" in result.stderr and "not yet available" in result.stderr
+    assert "services[0].tls" in result.stderr and "TLS is not yet available in mode mllp" in result.stderr
 
 
 def test_run_exits_1_naming_a_listen_address_already_taken(tmp_path):
