@@ -82,11 +82,11 @@ class MedlbNode:
     # --- the API, through curl in the namespace ----------------------------------------
 
     def api(self, method: str, path: str, body: Any = None, check: bool = True) -> tuple[int, Any]:
-        argv = ["curl", "-sS", "--max-time", "10", "-X", method, "-H", f"Authorization: Bearer {TOKEN}",
+        argv = ["curl", "-sS", "--max-time", "30", "-X", method, "-H", f"Authorization: Bearer {TOKEN}",
                 "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{ADMIN_PORT}{path}"]
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-        done = self.node.run(*argv, check=False, timeout=20)
+        done = self.node.run(*argv, check=False, timeout=40)
         text, _, status_text = done.stdout.rpartition("\n")
         status = int(status_text) if status_text.strip().isdigit() else 0
         if check and not 200 <= status < 300:

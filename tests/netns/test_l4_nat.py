@@ -115,6 +115,11 @@ def test_a_refused_reload_changes_nothing_in_the_kernel(topology, tmp_path):
     assert topo["lb"].run("nft", "list", "table", "ip", "medlb_nat").stdout == before
     assert set(names_by_port(topo, range(44700, 44730)).values()) == ALL
 
+    # A reload that leaves the layer 4 services as they were sends nothing to the kernel.
+    medlb.write_config([nat_service(topo, source_nat=True)])
+    medlb.api("POST", "/api/v1/reload")
+    assert "how=unchanged" in medlb.log()
+
 
 def test_layer_7_and_layer_4_services_run_side_by_side(topology, tmp_path):
     topo = topology("flat", balancer_prepared=False)

@@ -157,25 +157,48 @@ class KernelPlane:
         return ruleset.render_apply(described, present), described
 
     async def _commit(self, names: frozenset[str]) -> None:
-        """Apply the committed config in full; it was checked, so a failure here is the
-        host changing under medlb (logged, shown, retried on the next change)."""
+        """Make the committed config live; it was checked, so a failure here is the host
+        changing under medlb (logged, shown, retried on the next change)."""
         async with self._lock:
             services = self._services(sorted(names))
             if not services and not self.applied:
                 return
             try:
-                text, described = await asyncio.to_thread(self._render, services)
-                await asyncio.to_thread(self.nft.apply, text)
+                text, described, how = await asyncio.to_thread(self._commit_text, services)
+                if text:
+                    await asyncio.to_thread(self.nft.apply, text)
             except (NftError, ruleset.RulesetError, OSError) as exc:
                 self.error = str(exc)
                 log.error("kernel_apply_failed", error=str(exc))
                 return
             self.error = None
             removed = set(self.applied) - names
-            self.applied = {service.name: Applied(service) for service in described.services}
-            log.event("kernel_applied", services=sorted(self.applied), removed=sorted(removed))
+            now = time.time()
+            self.applied = {service.name: self.applied[service.name]
+                            if service.name in self.applied and self.applied[service.name].service == service
+                            else Applied(service, now) for service in described.services}
+            log.event("kernel_applied", services=sorted(self.applied), removed=sorted(removed), how=how)
             await asyncio.to_thread(self._host_settings, services, removed)
         self._schedule_poll()
+
+    def _commit_text(self, services: list[Service]) -> tuple[str, L4Ruleset, str]:
+        """The batch that takes the kernel from what it holds to these services: at
+        start, or when a service comes, goes or changes its rules, the full apply (which
+        adopts what an earlier process left); otherwise only the elements that changed,
+        and nothing at all for a reload that leaves the layer 4 services as they were."""
+        if not self.applied or set(self.applied) != {service.name for service in services}:
+            text, described = self._render(services)
+            return text, described, "full"
+        described = self._describe(services)
+        batches = []
+        for service in described.services:
+            try:
+                batches.append(ruleset.render_update(self.applied[service.name].service, service))
+            except ruleset.StructureChanged:
+                text, described = self._render(services)
+                return text, described, "full"
+        text = "".join(batches)
+        return text, described, "elements" if text else "unchanged"
 
     def _host_settings(self, services: list[Service], removed: set[str]) -> None:
         """VIPs on their interfaces and IPv4 forwarding for NAT; VIPs of removed services off."""
