@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
+from conftest import need_tool
+from dicom_helpers import sample_files
 from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from traffic import CLOSING_PORT, DOWNLOAD, HTTP_PORT, LINE_PORT, Holder, curl, names_by_port, start_servers
 
+DICOM_SCP = Path(__file__).parents[1] / "peers" / "dicom_scp.py"
 #: Health checks fast enough for a test: a failed server is down within 0.6 s.
 HEALTH = {"type": "tcp", "port": LINE_PORT, "interval": "300ms", "timeout": "300ms", "fall": 2, "rise": 2}
 
@@ -178,3 +183,41 @@ def test_sigterm_removes_the_tables_and_the_vip_unless_on_stop_keep(topology, tm
     assert medlb.stop() == 0
     assert medlb_tables(topo) == ["netdev medlb_dr"], "on_stop: keep removed the table"
     assert set(names_by_port(topo, range(43100, 43130)).values()) <= {"rs1", "rs2", "rs3"}
+
+
+def test_dicom_behind_a_dr_vip_checked_by_c_echo_stores_on_the_servers(topology, tmp_path):
+    """The issue's PACS retrieval VIP: DICOM on 104 and 11112, dicom-echo checks to each
+    server's own address, storescu (dcmtk) through the VIP; each file lands on a server."""
+    storescu_path = need_tool("storescu")
+    topo = topology("dr", balancer_prepared=False)
+    stores = {}
+    for node in topo.servers:
+        stores[node.role] = tmp_path / f"store-{node.role}"
+        stores[node.role].mkdir()
+        for port in (104, 11112):
+            topo.start(node.role, [sys.executable, str(DICOM_SCP), "--ae", "PACS", "--host", "0.0.0.0",
+                                   "--port", str(port), "--store", str(stores[node.role])])
+    service = {"name": "pacs", "mode": "l4-dr", "listen": [f"{topo.vip}:104", f"{topo.vip}:11112"],
+               "l4": {"interface": "eth0"}, "on_halt": "close",
+               "health": {"type": "dicom-echo", "interval": "1s", "timeout": "1s", "fall": 2, "rise": 2},
+               "servers": [{"name": node.role, "address": node.address, "ae_title": "PACS"}
+                           for node in topo.servers]}
+    medlb = MedlbNode(topo["lb"], tmp_path, [service]).start()
+    deadline = time.monotonic() + 30
+    while True:  # every server answered a C-ECHO (a check's first answer sets its reason)
+        checks = {server["name"]: (server["last_check"] or {}).get("reason")
+                  for server in medlb.service("pacs")["servers"]}
+        if set(checks.values()) == {"C-ECHO status 0x0000"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert set(checks.values()) == {"C-ECHO status 0x0000"}, checks
+    medlb.wait_kernel("pacs", {"rs1", "rs2", "rs3"})
+
+    files = sample_files()
+    for index, path in enumerate(files):
+        port = 104 if index % 2 else 11112
+        done = topo["cli"].run(storescu_path, "-aet", "CT1", "-aec", "PACS", topo.vip, str(port), str(path),
+                               check=False)
+        assert done.returncode == 0, done.stderr or done.stdout
+    stored = sum(len(list(folder.iterdir())) for folder in stores.values())
+    assert stored == len(files), f"{stored} of {len(files)} files reached a server"
