@@ -33,7 +33,7 @@ from medlb.kernel import ruleset, system
 from medlb.kernel.describe import describe, is_kernel
 from medlb.kernel.description import L4Ruleset, L4Service
 from medlb.kernel.listing import counters as listed_counters
-from medlb.kernel.listing import map_elements
+from medlb.kernel.listing import map_elements, table_objects
 from medlb.kernel.nft import Nft, NftError
 from medlb.tasks import spawn
 
@@ -152,7 +152,8 @@ class KernelPlane:
         description it renders."""
         if not services:
             return ruleset.render_teardown(), L4Ruleset(())
-        present = [self.nft.present(family, table) for family, table in ruleset.TABLES]
+        listing = self.nft.terse()
+        present = [table_objects(listing, family, table) for family, table in ruleset.TABLES]
         described = self._describe(services)
         return ruleset.render_apply(described, present), described
 
@@ -388,11 +389,10 @@ class KernelPlane:
         self._take_counters(listings)
 
     def _list_counters(self) -> dict[str, tuple[int, int]]:
+        listing = self.nft.terse()
         found: dict[str, tuple[int, int]] = {}
-        modes = {applied.service.mode for applied in self.applied.values()}
-        for mode, (family, table) in (("dr", ruleset.DR_TABLE), ("nat", ruleset.NAT_TABLE)):
-            if mode in modes:
-                found.update(listed_counters(self.nft.list_counters(family, table)))
+        for family, table in ruleset.TABLES:
+            found.update(listed_counters(listing, family, table))
         return found
 
     def _take_counters(self, found: dict[str, tuple[int, int]]) -> None:
@@ -420,6 +420,7 @@ class KernelPlane:
         await self.collect()
         service = applied.service
         flows = await asyncio.to_thread(self._flows, service)
+        rules = await asyncio.to_thread(self.rules_text, name)
         shares = service.table.shares()
         family, table = ruleset.DR_TABLE if service.mode == "dr" else ruleset.NAT_TABLE
         servers = []
@@ -437,7 +438,7 @@ class KernelPlane:
                 "flows_counted_by": "conntrack" if service.mode == "nat" else "pins",
                 "servers": servers, "no_server": self.counts.get((name, ""), {}),
                 "applied_at": applied.at, "error": self.error,
-                "ruleset": self.rules_text(name)}
+                "ruleset": rules}
 
     def _flows(self, service: L4Service) -> dict[int, int]:
         """Established flows per server mark: conntrack entries (NAT) or pins (DR)."""
