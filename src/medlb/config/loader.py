@@ -304,7 +304,7 @@ def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey,
                                    f"by Maglev hashing (maglev, the default; or source, by client address alone); {why}")
     persistence = written.get("persistence")
     if service.persistence.type == "source-ip" and isinstance(persistence, dict):
-        for key in persistence.keys() - {"type"}:
+        for key in (key for key in persistence if key != "type"):
             add(base + ("persistence", key), f"persistence.{key} means nothing for a kernel layer 4 service: the "
                                              "kernel hashes the whole client address (and in l4-dr pins it for "
                                              "l4.pin_timeout)")
