@@ -145,7 +145,9 @@ def test_check_advises_when_max_connections_exceed_the_open_file_limit_and_exits
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_passes_check(example):
-    result = medlb("check", str(example))
+    """The examples describe other hosts (examples/l4.yaml names an interface lb0), so
+    the file alone is checked."""
+    result = medlb("check", "--no-host", str(example))
 
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout

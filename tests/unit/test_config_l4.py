@@ -240,6 +240,8 @@ def test_vips_the_kernel_cannot_forward_are_refused(listen, message):
 @pytest.mark.parametrize(("address", "message"), [
     ("pacs1.hospital.example", "a server of mode l4-dr is an IPv4 address, not a host name"),
     ("[2001:db8::11]", "2001:db8::11: IPv4 only in this release for l4 modes"),
+    ("127.0.0.1", "127.0.0.1 cannot be a server of mode l4-dr: the kernel forwards only to another host"),
+    ("0.0.0.0", "0.0.0.0 cannot be a server of mode l4-dr"),
 ])
 def test_server_addresses_are_ipv4_literals(address, message):
     servers = f'[{{name: s1, address: "198.18.0.11"}}, {{name: s2, address: "{address}"}}]'

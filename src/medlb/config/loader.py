@@ -304,7 +304,7 @@ def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey,
                                    f"by Maglev hashing (maglev, the default; or source, by client address alone); {why}")
     persistence = written.get("persistence")
     if service.persistence.type == "source-ip" and isinstance(persistence, dict):
-        for key in persistence.keys() - {"type"}:
+        for key in (key for key in persistence if key != "type"):
             add(base + ("persistence", key), f"persistence.{key} means nothing for a kernel layer 4 service: the "
                                              "kernel hashes the whole client address (and in l4-dr pins it for "
                                              "l4.pin_timeout)")
@@ -339,8 +339,12 @@ def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey,
         where = base + (group, index, "address")
         host, port = server.address.host, server.address.port
         try:
-            if ipaddress.ip_address(host).version != 4:
+            ip = ipaddress.ip_address(host)
+            if ip.version != 4:
                 add(where, f"{host}: IPv4 only in this release for l4 modes")
+                continue
+            if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+                add(where, f"{host} cannot be a server of mode {mode}: the kernel forwards only to another host")
                 continue
         except ValueError:
             add(where, f"{host!r}: a server of mode {mode} is an IPv4 address, not a host name (the kernel's "
