@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from medlb import logs
 from medlb.dataplane import Refused
 from medlb.kernel import ruleset, system
 from medlb.kernel.describe import describe, is_kernel
+from medlb.kernel.host import host_problems
 from medlb.kernel.description import L4Ruleset, L4Service
 from medlb.kernel.listing import counters as listed_counters
 from medlb.kernel.listing import map_elements, table_objects
@@ -108,9 +108,11 @@ class KernelPlane:
         if not services and not self.applied:
             return KernelPrepared(self, names)  # no layer 4 service: nft is never run
         if services:
-            problems = host_refusals(services)
+            problems = [problem for problem in await asyncio.to_thread(host_problems, plan.config)
+                        if problem.level == "error"]
             if problems:
-                raise Refused(*problems)
+                raise Refused(*(f"{problem.service}: {problem.message}" if problem.service else problem.message
+                                for problem in problems))
         async with self._lock:
             try:
                 text, _ = await asyncio.to_thread(self._render, services)
@@ -506,24 +508,3 @@ def _slot_counts(service: L4Service) -> dict[str, int]:
         if name is not None:
             counted[name] = counted.get(name, 0) + 1
     return counted
-
-
-def host_refusals(services: Iterable[Service]) -> list[str]:
-    """What stops this host from forwarding these services at all; empty when nothing."""
-    services = list(services)
-    names = ", ".join(repr(service.name) for service in services)
-    problems = []
-    if os.geteuid() != 0:
-        problems.append(f"layer 4 services ({names}) need root (CAP_NET_ADMIN) to program nftables; "
-                        "medlb runs as an unprivileged user")
-    if shutil.which("nft") is None:
-        problems.append(f"layer 4 services ({names}) need nft, which is not installed (Debian package nftables)")
-    for service in services:
-        l4 = service.config.l4
-        if l4 is not None and not system.interface_exists(l4.interface):
-            problems.append(f"service {service.name!r}: interface {l4.interface!r} does not exist on this host")
-        if l4 is not None and service.config.mode == "l4-nat" and service.config.on_halt == "close" \
-                and shutil.which("conntrack") is None:
-            problems.append(f"service {service.name!r}: on_halt: close needs conntrack to cut NAT connections, "
-                            "which is not installed (Debian package conntrack)")
-    return problems
