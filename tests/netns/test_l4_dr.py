@@ -36,9 +36,9 @@ def dr_service(topo, *, backup: list[str] = (), **extra) -> dict:
             **extra}
 
 
-def started(topo, tmp_path, service: dict) -> MedlbNode:
+def started(topo, tmp_path, service: dict, **top) -> MedlbNode:
     start_servers(topo)
-    medlb = MedlbNode(topo["lb"], tmp_path, [service]).start()
+    medlb = MedlbNode(topo["lb"], tmp_path, [service], **top).start()
     primaries = {server["name"] for server in service["servers"]}
     medlb.wait_kernel("pacs", primaries)  # checked, MACs resolved, in the Maglev table
     return medlb
@@ -54,9 +54,11 @@ def vips(topo) -> list[str]:
     return [line.split()[3] for line in done.stdout.splitlines()]
 
 
-def test_dr_spreads_flows_and_the_reply_bytes_do_not_cross_the_balancer(topology, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dr_spreads_flows_and_the_reply_bytes_do_not_cross_the_balancer(topology, tmp_path, workers):
+    """With worker processes too: they relay layer 7 only; the control process steers the kernel."""
     topo = topology("dr", balancer_prepared=False)
-    medlb = started(topo, tmp_path, dr_service(topo))
+    medlb = started(topo, tmp_path, dr_service(topo), workers=workers)
     assert f"{topo.vip}/32" in vips(topo), "medlb did not put the VIP on l4.interface"
 
     answers = names_by_port(topo, range(42000, 42060))

@@ -78,8 +78,8 @@ class KernelPlane:
         self.known_macs: dict[tuple[str, str], str] = {}
         #: The balancer's MAC on each interface a DR service uses.
         self.interface_macs: dict[str, str] = {}
-        #: VIPs this process put on an interface (and removes on stop), per service.
-        self.vips: dict[str, set[tuple[ipaddress.IPv4Address, str]]] = {}
+        #: VIPs this process manages on an interface (and removes on stop).
+        self.vips: set[tuple[ipaddress.IPv4Address, str]] = set()
         #: The last failure to program the kernel, for the API and the page; None when fine.
         self.error: str | None = None
         #: Counters per (service, server) from the last collect: packets, bytes, new flows.
@@ -181,7 +181,7 @@ class KernelPlane:
                             if service.name in self.applied and self.applied[service.name].service == service
                             else Applied(service, now) for service in described.services}
             log.event("kernel_applied", services=sorted(self.applied), removed=sorted(removed), how=how)
-            await asyncio.to_thread(self._host_settings, services, removed)
+            await asyncio.to_thread(self._host_settings, services)
         self._schedule_poll()
 
     def _commit_text(self, services: list[Service]) -> tuple[str, L4Ruleset, str]:
@@ -203,36 +203,41 @@ class KernelPlane:
         text = "".join(batches)
         return text, described, "elements" if text else "unchanged"
 
-    def _host_settings(self, services: list[Service], removed: set[str]) -> None:
-        """VIPs on their interfaces and IPv4 forwarding for NAT; VIPs of removed services off."""
-        for name in removed:
-            self._remove_vips(name)
-        for service in services:
-            l4 = service.config.l4
-            assert l4 is not None
-            if not l4.manage_vip:
-                continue
-            mine = self.vips.setdefault(service.name, set())
-            for listen in self.applied[service.name].service.listens:
-                try:
-                    added = system.add_vip(listen.address, l4.interface)
-                except system.HostError as exc:
-                    self.error = str(exc)
-                    log.error("vip_add_failed", service=service.name, vip=str(listen.address), error=str(exc))
-                    continue
-                mine.add((listen.address, l4.interface))
-                if added:
-                    log.event("vip_added", service=service.name, vip=str(listen.address), interface=l4.interface)
+    def _host_settings(self, services: list[Service]) -> None:
+        """The VIPs these services want on their interfaces, the ones medlb put there
+        for services that left (or moved) off, and IPv4 forwarding on for NAT."""
+        self._set_vips(services)
         if any(service.config.mode == "l4-nat" for service in services) and system.enable_ip_forward():
             log.warning("ip_forward_enabled", why="l4-nat services forward through this host")
 
-    def _remove_vips(self, name: str) -> None:
-        for address, interface in sorted(self.vips.pop(name, set())):
+    def _set_vips(self, services: list[Service]) -> None:
+        """Make the VIPs medlb manages exactly those of `services` with `manage_vip`. A
+        VIP two services share stays while either wants it; medlb removes only VIPs it
+        added itself (or found there when it started managing them)."""
+        wanted: dict[tuple[ipaddress.IPv4Address, str], str] = {}
+        for service in services:
+            l4 = service.config.l4
+            if l4 is None or not l4.manage_vip or service.name not in self.applied:
+                continue
+            for listen in self.applied[service.name].service.listens:
+                wanted.setdefault((listen.address, l4.interface), service.name)
+        for address, interface in sorted(self.vips - set(wanted)):
             try:
                 if system.remove_vip(address, interface):
-                    log.event("vip_removed", service=name, vip=str(address), interface=interface)
+                    log.event("vip_removed", vip=str(address), interface=interface)
             except system.HostError as exc:
-                log.error("vip_remove_failed", service=name, vip=str(address), error=str(exc))
+                log.error("vip_remove_failed", vip=str(address), interface=interface, error=str(exc))
+            self.vips.discard((address, interface))
+        for (address, interface), name in sorted(wanted.items()):
+            try:
+                added = system.add_vip(address, interface)
+            except system.HostError as exc:
+                self.error = str(exc)
+                log.error("vip_add_failed", service=name, vip=str(address), error=str(exc))
+                continue
+            self.vips.add((address, interface))
+            if added:
+                log.event("vip_added", service=name, vip=str(address), interface=interface)
 
     # --- following the runtime --------------------------------------------------------
 
@@ -495,8 +500,7 @@ class KernelPlane:
             except (NftError, ruleset.RulesetError, OSError) as exc:
                 log.error("kernel_stop_failed", error=str(exc))
             gone = set(self.applied) - {service.name for service in kept}
-            for name in sorted(gone):
-                await asyncio.to_thread(self._remove_vips, name)
+            await asyncio.to_thread(self._set_vips, kept)
             log.event("kernel_stopped", removed=sorted(gone), kept=sorted(s.name for s in kept))
             self.applied = {name: applied for name, applied in self.applied.items() if name not in gone}
         return 0
