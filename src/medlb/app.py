@@ -20,8 +20,9 @@ from medlb import descriptors, logs
 from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.control import ConfigHook, Listener, ReloadResult
-from medlb.dataplane import DataPlane, Prepared, Refused
+from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
+from medlb.kernel.plane import KernelPlane
 from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
 from medlb.runtime.model import ReloadPlan
@@ -48,7 +49,10 @@ class App:
         self.listeners = Listeners(self.runtime)
         #: With `workers` > 1 the data plane runs in worker processes and `listeners` stays empty.
         self.workers: Workers | None = None
+        #: The layer 4 services (l4-dr, l4-nat), forwarded by the kernel's nftables.
+        self.kernel = KernelPlane(self.runtime)
         self.health = HealthManager(self.runtime)
+        self.health.verify = self.kernel.verify
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=2000)
         self.reloads = {"ok": 0, "failed": 0}
         self.started_at = time.time()
@@ -119,9 +123,14 @@ class App:
         notifier.started(self)  # READY=1 for systemd once the first checks have run
 
     @property
-    def data_plane(self) -> DataPlane:
+    def relay(self) -> DataPlane:
         """Where connections are relayed: the worker processes, or this process's listeners."""
         return self.workers or self.listeners
+
+    @property
+    def data_plane(self) -> DataPlane:
+        """The relay and the kernel, which a (re)load prepares together."""
+        return AllOf(self.relay, self.kernel)
 
     async def _prepare_data_plane(self, plan: ReloadPlan, loaded: LoadedConfig) -> Prepared:
         """Have the data plane prepare for a planned config (see medlb/dataplane.py);
@@ -132,17 +141,19 @@ class App:
         return await self.data_plane.prepare(plan, loaded.base_dir)
 
     async def _data_plane_stop(self, timeout: float) -> int:
-        return await (self.workers or self.listeners).stop(timeout)
+        return await self.data_plane.stop(timeout)
 
     async def collect(self) -> None:
         """Bring counters up to date before they are read (workers count in their own processes)."""
         if self.workers is not None:
             await self.workers.collect()
+        await self.kernel.collect()
 
     async def settle(self) -> list[int]:
         """Return once every worker routes by the latest operator states and health, so an
         answered API action is in force everywhere; or, after the settle time, the
         workers that have not confirmed it yet."""
+        await self.kernel.settle()
         if self.workers is None:
             return []
         not_answered = await self.workers.settle()
@@ -207,6 +218,12 @@ class App:
     @property
     def health_errors(self) -> Mapping[tuple[str, str, str], int]:
         return self.health.errors
+
+    async def l4_view(self, service: str) -> dict[str, Any]:
+        found = self.runtime.service(service)
+        if not self.kernel.serves(service):
+            raise NotFound(f"service {service!r} is mode {found.mode}, not a kernel layer 4 service")
+        return await self.kernel.view(service)
 
     def worker_views(self) -> list[dict[str, Any]] | None:
         return None if self.workers is None else [worker.view() for worker in self.workers.procs]

@@ -1,4 +1,4 @@
-"""`medlb run | check | demo | plan | passwd | ctl`: the operator's entry points.
+"""`medlb run | check | rs-setup | demo | plan | passwd | ctl`: the operator's entry points.
 
 Exit codes: 0 fine, 1 could not start (a port in use, an unreadable file), 2 the
 config file is invalid (every problem is printed with its path and line).
@@ -12,7 +12,8 @@ import sys
 from typing import Sequence
 
 from medlb import __version__
-from medlb.config import ConfigError, LoadedConfig, load_config
+from medlb.config import ConfigError, LoadedConfig, Problem, load_config
+from medlb.config.models import L4_MODES
 from medlb.config.units import format_duration
 
 
@@ -52,12 +53,25 @@ def _dicom_summary(service) -> str:  # type: ignore[no-untyped-def]
             f"routes {', '.join(routes) or 'none'}; unrouted {dicom.unrouted}")
 
 
+def _l4_summary(service) -> str:  # type: ignore[no-untyped-def]
+    """`l4: interface lb0; source_nat off; VIP added by medlb; on_stop remove; pins 2h`."""
+    l4 = service.l4
+    parts = [f"interface {l4.interface}"]
+    if service.mode == "l4-nat":
+        parts.append(f"source_nat {'on' if l4.source_nat else 'off'}")
+    parts.append("VIP added by medlb" if l4.manage_vip else "VIP left to the operator")
+    parts.append(f"on_stop {l4.on_stop}")
+    if service.mode == "l4-dr":
+        parts.append(f"pins {format_duration(l4.pin_timeout)}")
+    return "      l4: " + "; ".join(parts)
+
+
 def _server_text(server) -> str:  # type: ignore[no-untyped-def]
     text = f"{server.name}={server.address}" + (f" w{server.weight}" if server.weight != 1 else "")
     return text + (f" AE {server.ae_title}" if server.ae_title else "")
 
 
-def summary(loaded: LoadedConfig) -> str:
+def summary(loaded: LoadedConfig, host_advisories: Sequence[Problem] = ()) -> str:
     config = loaded.config
     lines = [f"{loaded.source}: valid, {len(config.services)} service(s)"]
     admin = config.admin
@@ -82,6 +96,8 @@ def summary(loaded: LoadedConfig) -> str:
         lines.append(f"      {balance}, check {check}, failback {service.failback}")
         if service.mode == "dicom":
             lines.append(_dicom_summary(service))
+        if service.mode in L4_MODES:
+            lines.append(_l4_summary(service))
         for pool_name, pool in service.all_pools().items():
             prefix = "" if pool_name == "default" else f"pool {pool_name}: "
             lines.append(f"      {prefix}servers: " + ", ".join(map(_server_text, pool.servers)))
@@ -90,21 +106,68 @@ def summary(loaded: LoadedConfig) -> str:
     if loaded.warnings:
         lines.append("notes:")
         lines.extend(f"  {warning}" for warning in loaded.warnings)
-    if loaded.advisories:
+    advisories = [*loaded.advisories, *host_advisories]
+    if advisories:
         lines.append("advisories (medlb runs with these):")
-        lines.extend(f"  {advisory}" for advisory in loaded.advisories)
+        lines.extend(f"  {advisory}" for advisory in advisories)
     return "\n".join(lines)
+
+
+def _print_problems(heading: str, problems: Sequence[Problem]) -> None:
+    print(f"{heading}, {len(problems)} problem(s):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(args.file)
     except ConfigError as exc:
-        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
-    print(summary(loaded))
+    host_errors: list[Problem] = []
+    host_advisories: list[Problem] = []
+    if not args.no_host:
+        from medlb.kernel.host import host_problems
+
+        for found in host_problems(loaded.config):
+            problem = loaded.problem(found.path_key, found.message)
+            (host_errors if found.level == "error" else host_advisories).append(problem)
+    if host_errors:
+        _print_problems(f"{loaded.source}: valid, but medlb cannot run it on this host (medlb check --no-host "
+                        "checks the file alone)", host_errors)
+        return 2
+    print(summary(loaded, host_advisories))
+    return 0
+
+
+def cmd_rs_setup(args: argparse.Namespace) -> int:
+    """Print what the real servers of a layer 4 service need; runs nothing."""
+    from medlb.kernel import rs_setup
+    from medlb.kernel.host import read_host, route_back_via
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        _print_problems(f"{exc.source}: invalid", exc.problems)
+        return 2
+    services = {service.name: service for service in loaded.config.services}
+    service = services.get(args.service)
+    if service is None:
+        print(f"medlb rs-setup: {loaded.source} has no service named {args.service!r} "
+              f"(it has {', '.join(services) or 'none'})", file=sys.stderr)
+        return 2
+    if service.mode not in L4_MODES:
+        print(f"medlb rs-setup: service {service.name!r} is mode {service.mode}: rs-setup is for the kernel layer 4 "
+              "modes (l4-dr, l4-nat); in a layer 7 mode medlb connects to the servers itself and they need no "
+              "set-up", file=sys.stderr)
+        return 2
+    if service.mode == "l4-dr":
+        print(rs_setup.dr_setup(service, args.nic), end="")
+    else:
+        assert service.l4 is not None
+        via = [] if service.l4.source_nat else route_back_via(service, read_host())
+        print(rs_setup.nat_setup(service, via), end="")
     return 0
 
 
@@ -126,9 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _run_loop(app.run())
     except ConfigError as exc:
-        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
     except StartError as exc:
         print(f"medlb cannot start: {exc}", file=sys.stderr)
@@ -185,7 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a config file and print a summary")
     check.add_argument("file")
+    check.add_argument("--no-host", action="store_true",
+                       help="check the file alone, not whether this host can run its layer 4 services")
     check.set_defaults(func=cmd_check)
+
+    setup = commands.add_parser("rs-setup", help="print what the real servers of a layer 4 service need")
+    setup.add_argument("-c", "--config", required=True, help="the YAML config file")
+    setup.add_argument("service", help="the name of an l4-dr or l4-nat service")
+    setup.add_argument("--nic", default="eth0",
+                       help="l4-dr: the servers' interface on the balancer's segment (default eth0)")
+    setup.set_defaults(func=cmd_rs_setup)
 
     demo = commands.add_parser("demo", help="run medlb with simulated servers on loopback")
     demo.add_argument("--base-port", type=int, default=17000, help="first port of the demo's listeners")

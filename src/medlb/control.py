@@ -82,6 +82,10 @@ class Control(Protocol):
     async def settle(self) -> list[int]:
         """Wait until every worker routes by the latest states; the ones that did not."""
 
+    async def l4_view(self, service: str) -> dict[str, Any]:
+        """What the kernel does for a layer 4 service (rules, counters, flows); NotFound
+        for a service that is not one."""
+
     # --- what the API does --------------------------------------------------------------
 
     def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]: ...

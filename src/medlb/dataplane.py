@@ -95,3 +95,48 @@ class DataPlane(Protocol):
     async def prepare(self, plan: "ReloadPlan", base_dir: Path | None) -> Prepared:
         """Do everything for `plan` that can fail, changing nothing that serves; raise
         `Refused` (having undone it) if something cannot be done."""
+
+
+class _AllPrepared:
+    def __init__(self, prepared: Sequence[Prepared]):
+        self.prepared = list(prepared)
+
+    async def commit(self) -> list[int]:
+        not_answered: list[int] = []
+        for prepared in self.prepared:
+            not_answered += await prepared.commit()
+        return not_answered
+
+    async def discard(self) -> None:
+        for prepared in reversed(self.prepared):
+            await prepared.discard()
+
+
+class AllOf:
+    """Several data planes as one (the relay and the kernel): a plan is prepared by all
+    or by none, so one that refuses leaves the others as they were. Each plane
+    subscribes to the runtime itself; this only sequences prepare and stop."""
+
+    def __init__(self, *planes: DataPlane):
+        self.planes = planes
+
+    def on_changes(self, changes: "list[Change]") -> None:
+        return None
+
+    async def prepare(self, plan: "ReloadPlan", base_dir: Path | None) -> Prepared:
+        prepared: list[Prepared] = []
+        try:
+            for plane in self.planes:
+                prepared.append(await plane.prepare(plan, base_dir))
+        except BaseException:
+            for done in reversed(prepared):
+                await done.discard()
+            raise
+        return _AllPrepared(prepared)
+
+    async def stop(self, timeout: float) -> int:
+        """In order: the relays drain their connections first, then the kernel stops."""
+        aborted = 0
+        for plane in self.planes:
+            aborted += await plane.stop(timeout)
+        return aborted

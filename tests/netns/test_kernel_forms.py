@@ -9,13 +9,11 @@ computes selects the table's entry, not only that traffic spreads.
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 
 from l4_helpers import listen, ruleset, server, service, with_taking
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from topology import BALANCER, CLIENT, Topology
+from traffic import CLOSING_PORT, DOWNLOAD, HTTP_PORT, LINE_PORT, SIZE, Holder, curl, names_by_port, start_servers
 
 from medlb.kernel.jhash import bucket
 from medlb.kernel.listing import counters, map_elements
@@ -29,27 +27,6 @@ from medlb.kernel.ruleset import (
     traffic_counter,
 )
 
-PEERS = Path(__file__).parents[1] / "peers"
-HOLDER = Path(__file__).parent / "peers" / "holder.py"
-NAMES = Path(__file__).parent / "peers" / "names.py"
-HTTP_PORT = 80
-#: Says its name on connect, then echoes (connections held open).
-LINE_PORT = 7000
-#: Says its name and closes first (client ports reused at once).
-CLOSING_PORT = 7001
-SIZE = 65537
-DOWNLOAD = 50 * 2**20
-
-
-def start_servers(topo: Topology) -> None:
-    for node in topo.servers:
-        topo.start(node.role, [sys.executable, str(PEERS / "http_server.py"), "--name", node.role,
-                               "--host", "0.0.0.0", "--port", str(HTTP_PORT)])
-        topo.start(node.role, [sys.executable, str(PEERS / "tcp_server.py"), "--name", node.role,
-                               "--host", "0.0.0.0", "--port", str(LINE_PORT)])
-        topo.start(node.role, [sys.executable, str(PEERS / "tcp_server.py"), "--name", node.role,
-                               "--host", "0.0.0.0", "--port", str(CLOSING_PORT), "--bulk", "1"])
-
 
 def pool(topo: Topology, mode: str, taking: list[str] | None = None, **options):
     name = "pacs" if mode == "dr" else "vna"
@@ -62,40 +39,6 @@ def expected(service_, client_port: int) -> str | None:
     table = service_.table
     return table.server_for(bucket(CLIENT, client_port, seed=table.seed, size=table.size))
 
-
-def curl(topo: Topology, path: str, client_port: int, *extra: str) -> str:
-    """GET over a new connection from `client_port`; the server closes it first
-    (Connection: close), so the client port is free again at once."""
-    return topo["cli"].run("curl", "-sS", "--max-time", "20", "--local-port", str(client_port),
-                           "-H", "Connection: close", *extra, f"http://{topo.vip}:{HTTP_PORT}{path}").stdout
-
-
-def names_by_port(topo: Topology, ports: range) -> dict[int, str]:
-    """The server that answers a new connection from each client port (CLOSING_PORT)."""
-    out = topo["cli"].run(sys.executable, str(NAMES), "--to", f"{topo.vip}:{CLOSING_PORT}",
-                          "--ports", f"{ports.start}-{ports.stop - 1}").stdout
-    return {int(port): name for port, name in json.loads(out).items()}
-
-
-class Holder:
-    """Connections held open from the client namespace (tests/netns/peers/holder.py)."""
-
-    def __init__(self, topo: Topology, ports: range) -> None:
-        self.process = topo.start("cli", [sys.executable, str(HOLDER), "--to", f"{topo.vip}:{LINE_PORT}",
-                                          "--ports", f"{ports.start}-{ports.stop - 1}"], ready=None)
-        self.servers = {int(port): name for port, name in self._line().items()}
-
-    def _line(self) -> dict[str, str]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"the holder ended: {self.process.stderr.read() if self.process.stderr else ''}"
-        return json.loads(line)
-
-    def echo(self) -> dict[int, str]:
-        assert self.process.stdin is not None
-        self.process.stdin.write("echo\n")
-        self.process.stdin.flush()
-        return {int(port): result for port, result in self._line().items()}
 
 
 def test_dr_spreads_new_flows_as_the_table_says_and_replies_bypass_the_balancer(topology):

@@ -126,6 +126,9 @@ class Topology:
 
     variant: str = "flat"  # flat | dr | nat-behind | single
     vip: str = "198.18.0.100"
+    #: The topology puts the VIP on the balancer and turns on its IPv4 forwarding; off
+    #: when medlb runs there and must do both itself (`l4.manage_vip`).
+    balancer_prepared: bool = True
     #: This process and a number, so two topologies of one run never share a name.
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{next(_numbers)}")
 
@@ -192,7 +195,8 @@ class Topology:
         lb = self.nodes["lb"]
         # The balancer owns the VIP (it answers ARP for it); never sends ICMP redirects,
         # which NAT on one segment would otherwise provoke.
-        _ip("-n", lb.netns, "addr", "add", f"{self.vip}/32", "dev", "eth0")
+        if self.balancer_prepared:
+            _ip("-n", lb.netns, "addr", "add", f"{self.vip}/32", "dev", "eth0")
         lb.sysctl(net__ipv4__conf__all__send_redirects=0, net__ipv4__conf__eth0__send_redirects=0)
         if self.variant == "dr":
             for server in self.servers:
@@ -200,7 +204,7 @@ class Topology:
                 _ip("-n", server.netns, "addr", "add", f"{self.vip}/32", "dev", "lo")
                 server.sysctl(net__ipv4__conf__all__arp_ignore=1, net__ipv4__conf__all__arp_announce=2,
                               net__ipv4__conf__eth0__arp_ignore=1, net__ipv4__conf__eth0__arp_announce=2)
-        else:
+        elif self.balancer_prepared:
             lb.sysctl(net__ipv4__ip_forward=1)
         if self.variant == "nat-behind":
             for server in self.servers:

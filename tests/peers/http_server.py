@@ -4,7 +4,7 @@
 
   GET  /name              -> the name (text)
   GET  /health            -> status --health (POST /control/health/<status> changes it)
-  GET  /headers           -> the request headers as JSON, plus the name
+  GET  /headers           -> the request headers as JSON, plus the name and the peer address
   POST|PUT /upload        -> reads the body as it streams: {"bytes": N, "sha256": ..., "name": ...}
   GET  /download/<bytes>  -> that many bytes, streamed in 1 MB pieces (chunked)
   GET  /slow/<seconds>    -> answers after sleeping
@@ -80,7 +80,8 @@ def main() -> None:
             await answer(200, b"ok\n")
         elif path == "/headers":
             headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-            await answer(200, json.dumps({"name": args.name, "headers": headers}).encode(), b"application/json")
+            await answer(200, json.dumps({"name": args.name, "headers": headers,
+                                           "client": (scope.get("client") or ("", 0))[0]}).encode(), b"application/json")
         elif path.startswith("/slow/"):
             await asyncio.sleep(float(path.rsplit("/", 1)[1]))
             await answer(200, name)

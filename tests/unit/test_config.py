@@ -434,16 +434,6 @@ services:
     assert warning.path == "services[0].tls"
 
 
-@pytest.mark.parametrize("mode", ["l4-nat", "l4-dr"])
-def test_mode_not_yet_available_validates_with_a_warning(mode):
-    text = services(service(f"mode: {mode}")).replace('"10.0.0.1"', '"10.0.0.1:8443"')
-    loaded = parse_config(yaml(text))
-    [warning] = loaded.warnings
-    assert warning.path == "services[0].mode"
-    assert warning.line == 5
-    assert repr(mode) in warning.message
-
-
 def test_http_mode_needs_ports_on_servers():
     problem = only_problem(services(service("mode: http")))
     assert problem.path == "services[0].servers[0].address"

@@ -276,6 +276,12 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         await control.collect()
         return service_view(control.service(name))
 
+    @api.get("/api/v1/services/{name}/l4")
+    async def get_l4(name: str, principal: Caller) -> dict[str, Any]:
+        """A layer 4 service as the kernel runs it: the rules medlb rendered (compare
+        with `nft list table ...`), each server's mark, MAC, share and counters."""
+        return await control.l4_view(name)
+
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:
         await control.collect()

@@ -8,7 +8,9 @@ data that pydantic validates; checks that span several services run afterwards.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,12 @@ from medlb.config.models import (
     AVAILABLE_MODES,
     AVAILABLE_PERSISTENCE,
     AVAILABLE_SCHEDULERS,
+    L4_MODES,
+    L4_SCHEDULERS,
     POOL_MODES,
     TLS_MODES,
     Config,
+    ServiceConfig,
 )
 from medlb.config.units import listen_overlaps
 
@@ -64,6 +69,13 @@ class LoadedConfig:
     base_dir: Path
     warnings: list[Problem] = field(default_factory=list)
     advisories: list[Problem] = field(default_factory=list)
+    #: The 1-based line of every key and list item, for problems found later (the
+    #: host checks of the kernel layer 4 modes).
+    lines: dict[PathKey, int] = field(default_factory=dict, repr=False)
+
+    def problem(self, path: PathKey, message: str) -> Problem:
+        """A problem at `path` of this file, on its line."""
+        return _problem(path, self.lines, message)
 
     @property
     def state_dir(self) -> Path:
@@ -232,23 +244,129 @@ def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int
                 if route.pool not in known_pools:
                     add(base + (section, "routes", r_index, "pool"),
                         f"no pool named {route.pool!r}; known: {', '.join(sorted(known_pools))}")
+        if service.mode in L4_MODES:
+            _l4_checks(service, (data["services"][s_index] or {}), base, add)
+        else:
+            if service.l4 is not None:
+                add(base + ("l4",), "the l4 section needs mode: l4-dr or mode: l4-nat")
+            if service.scheduler == "maglev":
+                add(base + ("scheduler",), "scheduler maglev is for the kernel layer 4 modes (l4-dr, l4-nat); "
+                                           "a layer 7 mode uses roundrobin, leastconn or source")
         if service.persistence.type == "cookie" and service.mode != "http":
             add(base + ("persistence", "type"), "cookie persistence needs mode: http")
-        if service.dicom is not None and service.mode != "dicom":
+        if service.dicom is not None and service.mode != "dicom" and service.mode not in L4_MODES:
             add(base + ("dicom",), "the dicom section needs mode: dicom")
         if service.dicom is not None and service.dicom.unrouted == "reject" and not service.dicom.routes:
             add(base + ("dicom", "unrouted"), "unrouted: reject without routes would reject every association")
-        if service.mllp is not None and service.mode != "mllp":
+        if service.mllp is not None and service.mode != "mllp" and service.mode not in L4_MODES:
             add(base + ("mllp",), "the mllp section needs mode: mllp")
         if service.mllp is not None and service.mllp.partial_frames_budget < service.mllp.max_message_size:
             add(base + ("mllp", "partial_frames_budget"),
                 f"smaller than max_message_size ({service.mllp.max_message_size} bytes): "
                 "a message of that size could never be received")
-        if service.http is not None and service.mode != "http":
+        if service.http is not None and service.mode != "http" and service.mode not in L4_MODES:
             add(base + ("http",), "the http section needs mode: http")
         if service.health.type != "none" and service.health.timeout > service.health.interval:
             add(base + ("health", "timeout"), "the timeout is longer than the interval")
     return problems
+
+
+#: Why a section written on a kernel layer 4 service is refused.
+_L4_NO_SECTION = {
+    "dicom": "the kernel forwards packets and never reads DICOM; use mode dicom for AE title routing",
+    "mllp": "the kernel forwards packets and never reads HL7; use mode mllp to balance per message",
+    "http": "the kernel forwards packets and never reads HTTP; use mode http",
+    "tls": "the kernel forwards packets and cannot terminate TLS; clients' TLS passes through to the servers "
+           "untouched, so the servers hold the certificate",
+    "backend_tls": "the kernel forwards the client's own connection; there is no connection of medlb's "
+                   "to the servers to encrypt",
+    "pools": "named pools are used only by dicom and http routes",
+}
+
+
+def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey,
+               add: Callable[[PathKey, str], None]) -> None:
+    """What a kernel layer 4 service cannot mean: the kernel forwards packets to IPv4
+    addresses from nftables maps and holds no connection, so every key that needs medlb
+    to read the protocol, terminate a connection or resolve a name is refused here
+    rather than silently ignored."""
+    mode = service.mode
+    for section, why in _L4_NO_SECTION.items():
+        if section in written:
+            add(base + (section,), f"{section} means nothing for a kernel layer 4 service: {why}")
+    for key in written.get("limits") or {}:
+        add(base + ("limits", key), f"limits.{key} means nothing for a kernel layer 4 service "
+                                    "(the kernel forwards; medlb holds no connection)")
+    if service.scheduler not in L4_SCHEDULERS:
+        why = ("leastconn needs connection counts the kernel path does not keep" if service.scheduler == "leastconn"
+               else f"{service.scheduler} needs a turn per connection the kernel path does not keep")
+        add(base + ("scheduler",), f"scheduler {service.scheduler} is not available in mode {mode}: the kernel picks "
+                                   f"by Maglev hashing (maglev, the default; or source, by client address alone); {why}")
+    persistence = written.get("persistence")
+    if service.persistence.type == "source-ip" and isinstance(persistence, dict):
+        for key in (key for key in persistence if key != "type"):
+            add(base + ("persistence", key), f"persistence.{key} means nothing for a kernel layer 4 service: the "
+                                             "kernel hashes the whole client address (and in l4-dr pins it for "
+                                             "l4.pin_timeout)")
+    l4_written = written.get("l4") or {}
+    if mode == "l4-dr" and "source_nat" in l4_written:
+        add(base + ("l4", "source_nat"), "source_nat is for l4-nat: in l4-dr the servers answer the clients "
+                                         "directly, from the VIP")
+    if mode == "l4-nat" and "pin_timeout" in l4_written:
+        add(base + ("l4", "pin_timeout"), "pin_timeout is for l4-dr: in l4-nat conntrack keeps each connection "
+                                          "on its server for as long as it lives")
+
+    for l_index, item in enumerate(service.listen):
+        host = item[0].host
+        try:
+            vip = ipaddress.ip_address(host)
+        except ValueError:
+            add(base + ("listen", l_index), f"{host!r}: the VIP of mode {mode} is an IPv4 address, not a host name")
+            continue
+        if vip.version != 4:
+            add(base + ("listen", l_index), f"{host}: IPv4 only in this release for l4 modes")
+        elif vip.is_unspecified:
+            add(base + ("listen", l_index), "0.0.0.0 (every address) cannot be a VIP of mode "
+                                            f"{mode}: the kernel forwards packets for one address; write the VIP")
+        elif vip.is_loopback or vip.is_multicast or vip == ipaddress.IPv4Address("255.255.255.255"):
+            add(base + ("listen", l_index), f"{host} cannot be a VIP: clients' packets never reach it on an interface")
+
+    ports = sorted({address.port for address in service.addresses})
+    groups = [("servers", service.servers), ("backup", service.backup)]
+    servers = [((group, index), server) for group, members in groups for index, server in enumerate(members)]
+    first_where, first = servers[0]
+    for (group, index), server in servers:
+        where = base + (group, index, "address")
+        host, port = server.address.host, server.address.port
+        try:
+            ip = ipaddress.ip_address(host)
+            if ip.version != 4:
+                add(where, f"{host}: IPv4 only in this release for l4 modes")
+                continue
+            if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+                add(where, f"{host} cannot be a server of mode {mode}: the kernel forwards only to another host")
+                continue
+        except ValueError:
+            add(where, f"{host!r}: a server of mode {mode} is an IPv4 address, not a host name (the kernel's "
+                       "maps hold addresses; a name resolved once would go stale without a word)")
+            continue
+        if port is None:
+            if mode == "l4-nat" and first.address.port is not None:
+                add(where, f"either every server of an l4-nat service has a port or none has (the kernel keeps one "
+                           f"address map per service); {format_path(first_where)} has one, this one has none")
+            continue
+        if mode == "l4-dr" and len(ports) > 1:
+            add(where, f"DR does not rewrite the packet: the server must listen on every VIP port "
+                       f"({', '.join(map(str, ports))}); write {host} without a port")
+        elif mode == "l4-dr" and port != ports[0]:
+            add(where, f"DR does not rewrite the packet: the server must listen on the VIP port ({ports[0]}); "
+                       f"write {host} or {host}:{ports[0]}")
+        elif mode == "l4-nat" and len(ports) > 1:
+            add(where, "a server port on a multi-port VIP would send every VIP port to that one port; write "
+                       f"{host} without a port (each connection goes to the port the client called)")
+        elif mode == "l4-nat" and first.address.port is None:
+            add(where, f"either every server of an l4-nat service has a port or none has (the kernel keeps one "
+                       f"address map per service); {format_path(first_where)} has none, this one has one")
 
 
 def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
@@ -263,6 +381,8 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
         if service.mode not in AVAILABLE_MODES:
             add(base + ("mode",), f"mode {service.mode!r} is not yet available in this release; medlb run will not start service {service.name!r}")
             continue
+        if service.mode in L4_MODES:
+            continue  # what a kernel layer 4 service cannot run is an error (_l4_checks)
         if service.health.type not in AVAILABLE_CHECKS:
             add(base + ("health", "type"), f"health check {service.health.type!r} is not yet available in this release")
         if service.scheduler not in AVAILABLE_SCHEDULERS:
@@ -284,7 +404,7 @@ def _advisories(config: Config, lines: dict[PathKey, int], open_files: int | Non
     advisories: list[Problem] = []
     hard = open_files if open_files is not None else descriptors.open_files_limit()[1]
     room = descriptors.capacity(config, hard)
-    wanted = sum(service.limits.max_connections for service in config.services)
+    wanted = sum(service.limits.max_connections for service in config.services if service.mode not in L4_MODES)
     if wanted > room.connections:
         processes = "one process" if room.processes == 1 else f"{room.processes} workers"
         advisories.append(_problem(("services",), lines, (
@@ -341,7 +461,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     if problems:
         raise ConfigError(source, problems)
     return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines),
-                        _advisories(config, lines, open_files))
+                        _advisories(config, lines, open_files), lines)
 
 
 def valid_hash(encoded: str) -> bool:

@@ -5,10 +5,10 @@ silently ignored setting. Every field has a default except the ones a service ca
 exist without (name, listen, servers). `docs/configuration.md` documents each key; keep
 the two in step.
 
-A few settings are in the schema before medlb runs them (the kernel layer 4 modes
-`l4-nat` and `l4-dr`, TLS in mode `mllp`), so that a site can write its whole config
-today: `medlb check` says which parts are not yet available (config/loader.py's
-warnings) and `medlb run` refuses to start them rather than ignore them.
+A few settings are in the schema before medlb runs them (TLS in mode `mllp`), so that
+a site can write its whole config today: `medlb check` says which parts are not yet
+available (config/loader.py's warnings) and `medlb run` refuses to start them rather
+than ignore them.
 """
 
 from __future__ import annotations
@@ -54,12 +54,16 @@ Mode = Literal["tcp", "dicom", "mllp", "http", "l4-nat", "l4-dr"]
 Scheduler = Literal["roundrobin", "leastconn", "source", "maglev"]
 
 #: Modes and health check types this release can run; the rest validate but do not start.
-AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom", "http"})
+AVAILABLE_MODES: frozenset[str] = frozenset({"tcp", "mllp", "dicom", "http", "l4-nat", "l4-dr"})
+#: The kernel layer 4 modes: nftables forwards, medlb only steers (medlb.kernel).
+L4_MODES: frozenset[str] = frozenset({"l4-nat", "l4-dr"})
+#: The schedulers the kernel can run: Maglev over the flow, or over the client address.
+L4_SCHEDULERS: frozenset[str] = frozenset({"maglev", "source"})
 AVAILABLE_CHECKS: frozenset[str] = frozenset({"tcp", "http", "https", "script", "none", "mllp", "dicom-echo",
                                               "dicom-find", "fhir", "dicomweb", "xds"})
 #: Modes whose routes use named pools.
 POOL_MODES: frozenset[str] = frozenset({"dicom", "http"})
-AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source"})
+AVAILABLE_SCHEDULERS: frozenset[str] = frozenset({"roundrobin", "leastconn", "source", "maglev"})
 AVAILABLE_PERSISTENCE: frozenset[str] = frozenset({"none", "source-ip", "cookie"})
 #: Modes that terminate TLS (`tls:`) and re-encrypt to servers (`backend_tls:`).
 TLS_MODES: frozenset[str] = frozenset({"tcp", "http", "dicom"})
@@ -355,6 +359,41 @@ class HttpConfig(Strict):
         return routes
 
 
+#: Interface names that are also nft identifiers (Linux allows 15 bytes); the same
+#: pattern as kernel/ruleset.py's, which renders them (a unit test keeps the two equal).
+INTERFACE_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
+
+
+class L4Config(Strict):
+    """The kernel layer 4 modes' section (`l4-dr`, `l4-nat`): where the kernel forwards
+    and what medlb leaves behind. See docs/l4.md."""
+
+    #: DR: where client frames arrive and are sent out again to the servers. Both
+    #: modes: where medlb adds the VIP (`manage_vip`).
+    interface: str
+    #: NAT only: masquerade to the balancer's address, so servers need no route back
+    #: through the balancer (and see the balancer, not the client, as the peer).
+    source_nat: bool = False
+    #: Add each VIP to `interface` on start and remove it on stop. False in a clustered
+    #: pair, where the VRRP instance owns the VIPs, or where the operator adds them.
+    manage_vip: bool = True
+    #: On SIGTERM: `remove` the kernel tables (stop means stop) or `keep` them
+    #: forwarding for a restart or an upgrade, which adopts them.
+    on_stop: Literal["remove", "keep"] = "remove"
+    #: DR: how long a flow's pin outlives its last packet. Longer than an idle DICOM
+    #: association or MLLP link stays open, or a quiet flow loses its pin and, after
+    #: a change of the server table, would be sent to another server.
+    pin_timeout: Annotated[float, BeforeValidator(parse_duration), Field(ge=1, le=30 * 86400)] = 7200.0
+
+    @field_validator("interface")
+    @classmethod
+    def _interface_name(cls, value: str) -> str:
+        if not re.fullmatch(INTERFACE_PATTERN, value):
+            raise ValueError(f"{value!r} is not an interface name nftables accepts: 1 to 15 letters, digits, "
+                             "'_', '.' or '-', as `ip link` shows it")
+        return value
+
+
 class Limits(Strict):
     """Per-service limits. Each has a default so no service runs unbounded."""
 
@@ -386,6 +425,7 @@ class ServiceConfig(Strict):
     dicom: DicomConfig | None = None
     mllp: MllpConfig | None = None
     http: HttpConfig | None = None
+    l4: L4Config | None = None
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -397,13 +437,27 @@ class ServiceConfig(Strict):
         """Every listen address, with port ranges expanded."""
         return [address for item in self.listen for address in item]
 
+    @property
+    def relayed_addresses(self) -> list[HostPort]:
+        """The addresses medlb's own sockets listen on: none for a layer 4 service,
+        whose VIPs the kernel forwards."""
+        return [] if self.mode in L4_MODES else self.addresses
+
     @model_validator(mode="after")
     def _mode_defaults(self) -> "ServiceConfig":
-        """A mode's own section defaults to its defaults, so `mode: mllp` alone works."""
+        """A mode's own section defaults to its defaults, so `mode: mllp` alone works.
+        The L4 modes' section has a key without a default (`interface`), so it must be
+        written; their scheduler is `maglev` unless the file names one."""
         if self.mode == "mllp" and self.mllp is None:
             self.mllp = MllpConfig()
         if self.mode == "http" and self.http is None:
             self.http = HttpConfig()
+        if self.mode in L4_MODES:
+            if self.l4 is None:
+                raise ValueError(f"mode {self.mode} needs an l4: section with at least interface "
+                                 "(for example l4: {interface: eth0})")
+            if "scheduler" not in self.model_fields_set:
+                self.scheduler = "maglev"
         return self
 
     def all_pools(self) -> dict[str, PoolConfig]:

@@ -16,7 +16,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from medlb.health import dicom_echo, dicom_find, dicomweb, fhir, http, mllp, script, tcp, xds
 from medlb.health.base import Checker, CheckTarget, Outcome, describe_os_error, forget_contexts, local_error
@@ -67,6 +67,9 @@ class HealthManager:
         #: Checks medlb could not make, by (service, server, errno name).
         self.errors: Counter[tuple[str, str, str]] = Counter()
         self._error_lines: dict[tuple[str, str], Throttle] = {}
+        #: Asked after a check that passed: why the server cannot take work anyway (a
+        #: layer 4 DR server whose MAC is unknown), or None. Set by the kernel data plane.
+        self.verify: Callable[[str, str], str | None] | None = None
 
     def _target(self, server: Server, config: Any) -> CheckTarget:
         service = self.runtime.services[server.service]
@@ -108,6 +111,10 @@ class HealthManager:
         await asyncio.sleep(random.uniform(0, min(config.interval, 1.0) / 4))
         while True:
             outcome, latency = await run_check(checker, target, config)
+            if outcome.ok and self.verify is not None:
+                reason = self.verify(target.service, target.host)
+                if reason is not None:
+                    outcome = Outcome(False, reason)
             if outcome.local_error is not None:
                 self._local_error(target, outcome.local_error, outcome.reason)
             else:

@@ -42,10 +42,12 @@ def table_objects(listing: Listing, family: str, table: str) -> TableObjects:
                         counters=names("counter"))
 
 
-def counters(listing: Listing) -> dict[str, tuple[int, int]]:
-    """Named counter -> (packets, bytes)."""
+def counters(listing: Listing, family: str | None = None, table: str | None = None) -> dict[str, tuple[int, int]]:
+    """Named counter -> (packets, bytes), of one table when `family` and `table` say
+    which (a listing of the whole ruleset holds other programs' counters too)."""
     return {item["name"]: (int(item.get("packets", 0)), int(item.get("bytes", 0)))
-            for item in _items(listing, "counter")}
+            for item in _items(listing, "counter")
+            if table is None or (item.get("family") == family and item.get("table") == table)}
 
 
 def map_elements(listing: Listing, name: str) -> dict[Any, Any]:

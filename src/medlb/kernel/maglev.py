@@ -16,6 +16,7 @@ servers that stay exactly where they were (see there). Measured in the unit test
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from array import array
 from collections.abc import Collection, Iterable, Mapping
@@ -106,6 +107,13 @@ class MaglevTable:
         return hash((self.size, self.seed, self.servers))
 
 
+@functools.lru_cache(maxsize=32)
+def _filled(names: tuple[str, ...], weights: tuple[int, ...], seed: int, size: int) -> array:
+    """`_fill`, remembered: the base table of a pool changes only with its config, and
+    every health or state change rebuilds the table from it. Callers never modify it."""
+    return _fill(names, list(weights), seed, size)
+
+
 def _fill(names: tuple[str, ...], weights: list[int], seed: int, size: int) -> array:
     """Maglev's population: servers take turns claiming their next preferred free slot.
 
@@ -171,10 +179,10 @@ def build_table(weights: Mapping[str, int] | Iterable[tuple[str, int]], *, seed:
         raise ValueError(f"a Maglev table of {size} slots cannot hold {len(configured)} servers")
     if not taking:
         return MaglevTable(size, seed, (), array("i", [NO_SERVER]) * size)
-    base = _fill(configured, [pairs[name] for name in configured], seed, size)
+    base = _filled(configured, tuple(pairs[name] for name in configured), seed, size)
     if taking == configured:
         return MaglevTable(size, seed, configured, base)
-    fallback = _fill(taking, [pairs[name] for name in taking], seed, size)
+    fallback = _filled(taking, tuple(pairs[name] for name in taking), seed, size)
     index_of = {name: index for index, name in enumerate(taking)}
     base_to_taking = [index_of.get(name, NO_SERVER) for name in configured]
     slots = array("i", (base_to_taking[chosen] if base_to_taking[chosen] != NO_SERVER else fallback[slot]

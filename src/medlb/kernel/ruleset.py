@@ -461,6 +461,25 @@ def _diff(family: str, table: str, name: str, old: dict[str, str], new: dict[str
     return commands
 
 
+def _slot_diff(family: str, table: str, old: L4Service, new: L4Service) -> list[str]:
+    """`_diff` for the slot map, comparing the two tables bucket by bucket: a server
+    leaving 1 of 3 changes some 21,845 of 65,537 buckets, and building the two whole
+    element lists as text first took longer than nft takes to apply the change."""
+    marks = {server.name: _mark(server.mark) for server in new.servers}
+    gone: list[str] = []
+    came: list[tuple[str, str]] = []
+    for bucket, (before, after) in enumerate(zip(old.table.assignment(), new.table.assignment())):
+        if before == after:
+            continue
+        if before is not None:
+            gone.append(str(bucket))
+        if after is not None:
+            came.append((str(bucket), marks[after]))
+    name = slots_map(new.name)
+    commands = [f"delete element {family} {table} {name} {_elements(gone)}"] if gone else []
+    return commands + ([f"add element {family} {table} {name} {_elements(came)}"] if came else [])
+
+
 def render_update(old: L4Service, new: L4Service) -> str:
     """The elements a health or state change touches, as one batch ("" when none).
 
@@ -473,7 +492,7 @@ def render_update(old: L4Service, new: L4Service) -> str:
     if _structure(old) != _structure(new):
         raise StructureChanged(f"service {new.name!r}: more than the servers' states changed")
     family, table = DR_TABLE if new.mode == "dr" else NAT_TABLE
-    commands = _diff(family, table, slots_map(new.name), dict(_slot_elements(old)), dict(_slot_elements(new)))
+    commands = _slot_diff(family, table, old, new)
     if new.mode == "dr":
         commands += _diff(family, table, macs_map(new.name), dict(_mac_elements(old)), dict(_mac_elements(new)))
     return "\n".join(commands) + "\n" if commands else ""

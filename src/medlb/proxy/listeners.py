@@ -132,7 +132,8 @@ class Listeners:
         """
         provided = dict(provided or {})
         if routes is None:
-            routes = {address: name for name, service in plan.services.items() for address in service.config.addresses}
+            routes = {address: name for name, service in plan.services.items()
+                  for address in service.config.relayed_addresses}
         opened: dict[HostPort, asyncio.AbstractServer] = {}
         try:
             tls = tls_setup(plan.services, base_dir)

@@ -299,7 +299,8 @@ class Workers:
 
     async def _prepare(self, plan: ReloadPlan, base_dir: Path | None) -> WorkersPlan:
         tls = tls_setup(plan.services, base_dir)
-        routes = {address: name for name, service in plan.services.items() for address in service.config.addresses}
+        routes = {address: name for name, service in plan.services.items()
+                  for address in service.config.relayed_addresses}
         for address, name in routes.items():
             group = self.groups.get(address)
             if group is not None and len(group.sockets) != len(serving(plan.services[name].config, self.count)):
