@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from medlb import logs
 from medlb.dataplane import Refused
-from medlb.kernel import ruleset, system
+from medlb.kernel import netlink, ruleset, system
 from medlb.kernel.describe import describe, is_kernel
 from medlb.kernel.description import L4Ruleset, L4Service
 from medlb.kernel.listing import counters as listed_counters
@@ -365,10 +365,18 @@ class KernelPlane:
         self._take_counters(listings)
 
     def _list_counters(self) -> dict[str, tuple[int, int]]:
+        """Over netlink (about a millisecond); `nft list counters` reads the same but
+        fills nft's cache with every map element first (1.5 s of CPU with two services)."""
         found: dict[str, tuple[int, int]] = {}
         modes = {applied.service.mode for applied in self.applied.values()}
         for mode, (family, table) in (("dr", ruleset.DR_TABLE), ("nat", ruleset.NAT_TABLE)):
-            if mode in modes:
+            if mode not in modes:
+                continue
+            try:
+                if self.nft.netns is not None:
+                    raise OSError("nft runs in another namespace")
+                found.update(netlink.counters(family, table))
+            except OSError:
                 found.update(listed_counters(self.nft.list_counters(family, table)))
         return found
 
