@@ -219,11 +219,17 @@ class App:
     def health_errors(self) -> Mapping[tuple[str, str, str], int]:
         return self.health.errors
 
-    async def l4_view(self, service: str) -> dict[str, Any]:
+    async def l4_view(self, service: str, flows: bool = True) -> dict[str, Any]:
         found = self.runtime.service(service)
         if not self.kernel.serves(service):
+            if found.mode in ("l4-dr", "l4-nat"):
+                raise NotFound(f"service {service!r} ({found.mode}) is not in the kernel: "
+                               f"{self.kernel.error or 'it has not been programmed yet'}")
             raise NotFound(f"service {service!r} is mode {found.mode}, not a kernel layer 4 service")
-        return await self.kernel.view(service)
+        return await self.kernel.view(service, flows)
+
+    async def l4_counters(self) -> dict[str, Any]:
+        return await self.kernel.metric_counts()
 
     def worker_views(self) -> list[dict[str, Any]] | None:
         return None if self.workers is None else [worker.view() for worker in self.workers.procs]

@@ -82,9 +82,14 @@ class Control(Protocol):
     async def settle(self) -> list[int]:
         """Wait until every worker routes by the latest states; the ones that did not."""
 
-    async def l4_view(self, service: str) -> dict[str, Any]:
-        """What the kernel does for a layer 4 service (rules, counters, flows); NotFound
-        for a service that is not one."""
+    async def l4_view(self, service: str, flows: bool = True) -> dict[str, Any]:
+        """What the kernel does for a layer 4 service (rules, counters, and flows unless
+        `flows` is False); NotFound for a service that is not one, or not yet in the kernel."""
+
+    async def l4_counters(self) -> dict[str, Any]:
+        """The kernel's counters of every layer 4 service for /metrics, after
+        `collect()`: {"error": last programming failure or None, "services": {name:
+        {"mode", "servers": {name: {packets, bytes, new_flows, flows}}, "no_server"}}}."""
 
     # --- what the API does --------------------------------------------------------------
 

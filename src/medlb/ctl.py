@@ -131,6 +131,41 @@ def show_audit(client: Client, limit: int, search: str) -> str:
     return table(["id", "at (utc)", "who", "action", "target", "detail", "source"], rows)
 
 
+def _percent(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def show_l4(client: Client, service: str, as_json: bool = False) -> str:
+    """A layer 4 service as the kernel runs it, in the kernel's own terms (marks,
+    MACs, counter names), so each line can be found in `nft list table ...`."""
+    view = client.request("GET", f"/api/v1/services/{urllib.request.quote(service)}/l4")
+    if as_json:
+        return json.dumps(view, indent=2, sort_keys=True)
+    dr = view["mode"] == "l4-dr"
+    rows = []
+    for s in view["servers"]:
+        target = (s["mac"] or "unknown") if dr else s["address"] + (f":{s['port']}" if s["port"] else "")
+        rows.append([s["name"], s["mark"], *([s["address"]] if dr else []), target,
+                     "yes" if s["takes_new_flows"] else "no", "yes" if s["forwarding"] else "no",
+                     _percent(s["share"]), s["packets"], s["bytes"], s["new_flows"],
+                     "-" if s["flows"] is None else s["flows"]])
+    headers = ["server", "mark", *(["address", "mac"] if dr else ["target"]), "takes new flows", "forwarding",
+               "share", "packets", "bytes", "new flows", f"flows ({view['flows_counted_by']})"]
+    name = view["service"]
+    no_server = view["no_server"]
+    lines = [f"{name} [{view['mode']}]: table {view['table']}, chain {view['chain']}, interface {view['interface']}",
+             f"hash: jhash {view['hash']} mod {view['table_size']} seed {view['seed']}; "
+             f"programmed {_when(view['applied_at'])} (utc)",
+             f"kernel error: {view['error']}" if view["error"] else "kernel: programmed as shown",
+             f"no server for a new flow: {no_server.get('packets', 0)} packets dropped (counter no_server_{name})",
+             "", table(headers, rows), "",
+             f"counters: traffic_{name}/SERVER (packets, bytes), new_{name}/SERVER (new flows); compare with "
+             f"`nft list counters table {view['table']}`",
+             f"rules as medlb renders them (compare with `nft list table {view['table']}`):", "",
+             view["ruleset"].rstrip("\n")]
+    return "\n".join(lines)
+
+
 def _token(args: argparse.Namespace) -> str:
     path = args.token_file or os.environ.get("MEDLB_TOKEN_FILE")
     if path:
@@ -171,6 +206,8 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         return show_servers(client, args.service)
     if action == "workers":
         return show_workers(client)
+    if action == "l4":
+        return show_l4(client, args.service, args.json)
     if action in ("halt", "drain", "online"):
         client.request("POST", f"/api/v1/services/{args.service}/servers/{args.server}/state", {"state": action})
         return f"{args.service}/{args.server}: {action}\n" + show_servers(client, args.service)
@@ -208,6 +245,9 @@ def add_parser(commands: Any) -> None:
     actions.add_parser("workers", help="the data-plane processes: alive, restarts, connections")
     servers = actions.add_parser("servers", help="the servers of a service")
     servers.add_argument("service")
+    l4 = actions.add_parser("l4", help="a layer 4 service as the kernel runs it: rules, marks, MACs, counters")
+    l4.add_argument("service")
+    l4.add_argument("--json", action="store_true", help="the API's answer as JSON")
     for name, text in (("halt", "no work at all"), ("drain", "no new work; existing goes on"),
                        ("online", "takes work again")):
         parser = actions.add_parser(name, help=f"set a server {name}: {text}")

@@ -50,6 +50,8 @@ class FakeControl:
         self.calls: list[tuple[Any, ...]] = []
         self.listeners: list[Listener] = []
         self.hooks: list[ConfigHook] = []
+        #: What l4_counters answers: no layer 4 service, no kernel error.
+        self.kernel: dict[str, Any] = {"error": None, "services": {}}
 
     @property
     def services(self) -> Any:
@@ -66,6 +68,12 @@ class FakeControl:
 
     async def settle(self) -> list[int]:
         return []
+
+    async def l4_view(self, service: str, flows: bool = True) -> dict[str, Any]:
+        raise NotFound(f"service {self.runtime.service(service).name!r} is mode tcp, not a kernel layer 4 service")
+
+    async def l4_counters(self) -> dict[str, Any]:
+        return self.kernel
 
     def service(self, name: str) -> Service:
         return self.runtime.service(name)
@@ -131,3 +139,21 @@ def test_a_viewer_cannot_change_a_state_and_the_control_is_not_asked(fake: FakeC
     answer = client(fake, VIEWER).post("/api/v1/services/pacs/servers/A/state", json={"state": "halt"})
     assert answer.status_code == 403
     assert fake.calls == []
+
+
+def test_metrics_show_the_kernels_counters_and_a_programming_error(fake: FakeControl):
+    api = client(fake, VIEWER)
+    assert "medlb_l4_" not in api.get("/metrics").text  # no layer 4 service: nothing of the kernel
+    fake.kernel = {"error": "nft -f - failed: Error: Could not process rule", "services": {"pacs": {
+        "mode": "l4-nat", "no_server": {"packets": 4, "bytes": 240},
+        "servers": {"A": {"packets": 10, "bytes": 1500, "new_flows": 2, "flows": 1},
+                    "B": {"packets": 0, "bytes": 0, "new_flows": 0, "flows": None}}}}}
+    text = api.get("/metrics").text
+    a = 'backup="false",pool="default",server="A",service="pacs"'
+    for line in (f"medlb_l4_server_packets_total{{{a}}} 10.0", f"medlb_l4_server_bytes_total{{{a}}} 1500.0",
+                 f"medlb_l4_server_new_flows_total{{{a}}} 2.0", f"medlb_l4_server_flows{{{a}}} 1.0",
+                 'medlb_l4_no_server_packets_total{mode="l4-nat",service="pacs"} 4.0', "medlb_l4_kernel_error 1.0"):
+        assert line in text
+    assert 'medlb_l4_server_flows{backup="false",pool="default",server="B"' not in text  # not counted: absent
+    assert "Could not process rule" not in text
+    assert client(fake, VIEWER).get("/api/v1/services/pacs/l4").status_code == 404

@@ -250,7 +250,9 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.get("/metrics", include_in_schema=False)
     async def get_metrics(principal: Caller) -> Response:
         await control.collect()
-        return Response(metrics.render(control, console), media_type="text/plain; version=0.0.4; charset=utf-8")
+        kernel = await control.l4_counters()
+        return Response(metrics.render(control, console, kernel),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(principal: Caller) -> dict[str, Any]:
@@ -277,10 +279,11 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         return service_view(control.service(name))
 
     @api.get("/api/v1/services/{name}/l4")
-    async def get_l4(name: str, principal: Caller) -> dict[str, Any]:
+    async def get_l4(name: str, principal: Caller, flows: bool = True) -> dict[str, Any]:
         """A layer 4 service as the kernel runs it: the rules medlb rendered (compare
-        with `nft list table ...`), each server's mark, MAC, share and counters."""
-        return await control.l4_view(name)
+        with `nft list table ...`), each server's mark, MAC, share and counters, and its
+        flows (NAT: conntrack entries; DR: pins) unless `flows=false`."""
+        return await control.l4_view(name, flows)
 
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:

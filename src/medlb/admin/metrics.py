@@ -32,9 +32,11 @@ REFUSING_ACK_CODES = frozenset({"AE", "AR", "CE", "CR"})
 
 
 class RuntimeCollector:
-    def __init__(self, control: "Control", console: "Console"):
+    def __init__(self, control: "Control", console: "Console", kernel: Mapping[str, Any] | None = None):
         self.control = control
         self.console = console
+        #: The layer 4 services' kernel counters (Control.l4_counters), read before the scrape.
+        self.kernel = kernel
 
     def collect(self) -> Iterator[Metric]:
         services = self.control.services.values()
@@ -109,6 +111,7 @@ class RuntimeCollector:
         yield from _dicom_metrics(services)
         yield from _tls_metrics(services)
         yield from _http_metrics(services)
+        yield from _l4_metrics(self.kernel, self.control.services)
 
         yield from _worker_metrics(self.control.worker_views())
         yield from _login_metrics(self.console.sessions)
@@ -328,7 +331,46 @@ def _http_metrics(services: Iterable[Service]) -> Iterator[Metric]:
         yield from (requests, errors, latency, in_flight)
 
 
-def render(control: "Control", console: "Console") -> bytes:
+def _l4_metrics(kernel: Mapping[str, Any] | None, services: Mapping[str, Service]) -> Iterator[Metric]:
+    """What the kernel counts for l4-dr and l4-nat services, per server: packets and
+    bytes (DR: client to server only, the replies never cross the balancer; NAT: both
+    ways), new flows, and NAT's connections in conntrack. DR's pins are not counted per
+    scrape (listing 100,000 takes seconds; `medlb ctl l4` shows them). The layer 7
+    names carry the same numbers where they mean the same: medlb_server_connections
+    (new flows), medlb_server_bytes{direction="to_server"}, medlb_service_no_server
+    (packets dropped)."""
+    if kernel is None or (not kernel["services"] and kernel["error"] is None):
+        return
+    labels = ["service", "pool", "server", "backup"]
+    packets = CounterMetricFamily("medlb_l4_server_packets", "Packets the kernel forwarded on the server's flows "
+                                  "(l4-dr: client to server; l4-nat: both ways)", labels=labels)
+    traffic = CounterMetricFamily("medlb_l4_server_bytes", "Bytes the kernel forwarded on the server's flows "
+                                  "(l4-dr: client to server; l4-nat: both ways)", labels=labels)
+    new_flows = CounterMetricFamily("medlb_l4_server_new_flows", "New flows (TCP connections) the kernel sent "
+                                    "to the server", labels=labels)
+    flows = GaugeMetricFamily("medlb_l4_server_flows", "Connections conntrack holds for the server (l4-nat)",
+                              labels=labels)
+    no_server = CounterMetricFamily("medlb_l4_no_server_packets", "Packets of new flows the kernel dropped "
+                                    "because no server takes new flows", labels=["service", "mode"])
+    error = GaugeMetricFamily("medlb_l4_kernel_error", "1 while the last attempt to program the kernel failed "
+                              "(the log says why: kernel_apply_failed, kernel_update_failed)")
+    error.add_metric([], 0 if kernel["error"] is None else 1)
+    for name, counted in sorted(kernel["services"].items()):
+        service = services.get(name)
+        for server_name, numbers in counted["servers"].items():
+            server = service.server(server_name) if service is not None else None
+            server_labels = [name, server.pool if server else "", server_name,
+                             str(server.backup if server else False).lower()]
+            packets.add_metric(server_labels, numbers.get("packets", 0))
+            traffic.add_metric(server_labels, numbers.get("bytes", 0))
+            new_flows.add_metric(server_labels, numbers.get("new_flows", 0))
+            if numbers.get("flows") is not None:
+                flows.add_metric(server_labels, numbers["flows"])
+        no_server.add_metric([name, counted["mode"]], counted["no_server"].get("packets", 0))
+    yield from (packets, traffic, new_flows, flows, no_server, error)
+
+
+def render(control: "Control", console: "Console", kernel: Mapping[str, Any] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(control, console))  # type: ignore[arg-type]
+    registry.register(RuntimeCollector(control, console, kernel))  # type: ignore[arg-type]
     return generate_latest(registry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import re
 import shutil
 import socket
 import struct
@@ -24,6 +25,7 @@ _SIOCGIFHWADDR = 0x8927
 #: /proc/net/arp's flag for an entry whose MAC is known (ATF_COM).
 _ATF_COM = 0x2
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+_FLOW_ENTRIES = re.compile(r"\b(\d+) flow entries have been")
 
 
 class HostError(RuntimeError):
@@ -123,8 +125,7 @@ def conntrack_count(mark: int) -> int:
 
 
 def _flow_count(stderr: str) -> int:
-    for line in stderr.splitlines():
-        words = line.split()
-        if len(words) > 2 and words[1] == "flow" and words[0].isdigit():
-            return int(words[0])
-    return 0
+    """N from conntrack's summary line, which 1.4.7 prefixes with its name and version:
+    `conntrack v1.4.7 (conntrack-tools): N flow entries have been shown.`"""
+    found = _FLOW_ENTRIES.search(stderr)
+    return int(found.group(1)) if found else 0

@@ -2,7 +2,8 @@
 // Every value from the server goes into the page through textContent, never as HTML.
 "use strict";
 
-const state = { me: null, services: [], history: {}, timer: null, source: null, refreshSoon: null };
+const state = { me: null, services: [], history: {}, timer: null, source: null, refreshSoon: null,
+                kernelFlows: {}, rulesOpen: {} };
 
 // ---------------------------------------------------------------- helpers
 
@@ -94,8 +95,13 @@ function serverStatus(v) {
 
 function badge(cls, words) { return el("span", { class: "badge " + cls }, words); }
 
+// Layer 4 services are forwarded by the kernel: medlb sees flows start (counters), not
+// connections open, so "active" means nothing there.
+const isL4 = (s) => s.mode === "l4-dr" || s.mode === "l4-nat";
+
 function inFlight(s) {
   if (s.mllp) return s.mllp.in_flight + " msg in flight";
+  if (isL4(s)) return "–";
   return String(s.active_connections);
 }
 
@@ -175,12 +181,23 @@ function renderOverview() {
 
 function consequence(service, servers, action) {
   const names = servers.map((v) => v.name).join(" and ");
+  if (isL4(service)) return kernelConsequence(service, names, action);
   const active = servers.reduce((n, v) => n + v.active_connections, 0);
   const unit = service.mode === "mllp" ? "connections" : service.mode === "dicom" ? "associations" : "connections";
   if (action === "online") return `${names} will take new ${unit} again (when their health checks pass).`;
   if (action === "drain") return `${names} will take no new ${unit}; ${active} are active and go on until they end.`;
   const closing = service.on_halt === "close" ? `; the ${active} active will be closed now` : `; ${active} are active and go on (on_halt: keep)`;
   return `${names} will take no new ${unit} at all${closing}.`;
+}
+
+// What the kernel does with established flows: conntrack keeps NAT's, pins keep DR's.
+function kernelConsequence(service, names, action) {
+  const kept = service.mode === "l4-nat" ? "conntrack keeps them" : "their pins keep them";
+  if (action === "online") return `${names} will take new flows again (when their health checks pass).`;
+  if (action === "drain") return `${names} will take no new flows; established flows go on (${kept}).`;
+  const cut = service.mode === "l4-nat" ? "their conntrack entries are deleted" : "their pins are dropped";
+  return `${names} will take no new flows at all` + (service.on_halt === "close"
+    ? `; established flows are cut now (on_halt: close: ${cut}).` : `; established flows go on (on_halt: keep: ${kept}).`);
 }
 
 function poolConsequence(service, pool, tier, action) {
@@ -269,23 +286,99 @@ function poolButtons(service, poolName, pool) {
   return el("div", { class: "pool-actions" }, buttons);
 }
 
+// ---------------------------------------------------------------- the kernel (l4-dr, l4-nat)
+
+// The kernel's view of a layer 4 service. Flows (DR: pins; NAT: conntrack entries) are
+// counted when the page is opened and on request, not on every refresh: listing many
+// pins takes seconds. Refreshes show the last count and when it was made.
+async function loadKernel(name) {
+  const known = state.kernelFlows[name];
+  const count = !state.background || !known;
+  try {
+    const view = await api("GET", `/api/v1/services/${encodeURIComponent(name)}/l4` + (count ? "" : "?flows=false"));
+    if (count) state.kernelFlows[name] = { at: Date.now() / 1000, by: Object.fromEntries(view.servers.map((v) => [v.name, v.flows])) };
+    return { view };
+  } catch (e) {
+    if (e.status === 401) throw e;
+    return { error: e.message };
+  }
+}
+
+function kernelSection(service, loaded) {
+  const nodes = [el("h2", {}, "Kernel forwarding")];
+  if (loaded.error) {
+    nodes.push(el("p", { class: "error", role: "alert", id: "kernel-error" }, "No kernel view: " + loaded.error));
+    return nodes;
+  }
+  const view = loaded.view;
+  const dr = view.mode === "l4-dr";
+  const counted = state.kernelFlows[service.name];
+  if (view.error) nodes.push(el("p", { class: "error", role: "alert", id: "kernel-error" },
+    "Programming the kernel failed; it forwards as last programmed: " + view.error));
+  nodes.push(el("p", { class: "muted", id: "kernel-summary" },
+    `Table ${view.table}, chain ${view.chain}, interface ${view.interface}. A new flow goes to the server of its ` +
+    `slot: jhash ${view.hash} mod ${view.table_size} seed ${view.seed} (Maglev). Programmed ${fmtTime(view.applied_at)}.`));
+  const flowsWord = dr ? "pins: flows seen within l4.pin_timeout" : "conntrack entries";
+  nodes.push(el("div", { class: "table-wrap" }, el("table", { id: "kernel" },
+    el("thead", {}, el("tr", {}, ["Server", "Mark", dr ? "MAC" : "Target", "Takes new flows", "Forwarding",
+      "Share of table", "Packets", "Bytes", "New flows", `Flows (${view.flows_counted_by})`]
+      .map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, view.servers.map((v) => {
+      const flows = counted ? counted.by[v.name] : null;
+      return el("tr", { "data-kernel-server": v.name, class: v.forwarding ? "" : "bad" },
+        el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address)),
+        el("td", { "data-col": "mark" }, v.mark),
+        el("td", { "data-col": "target" }, dr ? (v.mac || "unknown") : v.address + (v.port ? ":" + v.port : "")),
+        el("td", { "data-col": "takes" }, v.takes_new_flows ? "yes" : "no"),
+        el("td", { "data-col": "forwarding" }, v.forwarding ? "yes" : "no"),
+        el("td", { "data-col": "share" }, (v.share * 100).toFixed(1) + "%"),
+        el("td", { "data-col": "packets" }, String(v.packets)),
+        el("td", { "data-col": "bytes", title: v.bytes + " bytes" }, fmtBytes(v.bytes)),
+        el("td", { "data-col": "new-flows" }, String(v.new_flows)),
+        el("td", { "data-col": "flows" }, flows === null || flows === undefined ? "–" : String(flows)));
+    })))));
+  nodes.push(el("p", { class: "toolbar" },
+    el("span", { class: "muted", id: "kernel-flows-at" },
+       `Flows (${flowsWord}) counted ${counted ? fmtTime(counted.at) : "not yet"}. ` +
+       `New flows with no server to take them: ${view.no_server.packets || 0} packets dropped.`),
+    el("button", { type: "button", class: "secondary", id: "kernel-recount",
+                   onclick: () => { delete state.kernelFlows[service.name]; route(true); } }, "Count flows again")));
+  const rules = el("details", { id: "kernel-rules", open: !!state.rulesOpen[service.name],
+                                ontoggle: () => { state.rulesOpen[service.name] = rules.open; } },
+    el("summary", {}, `Rules as medlb renders them (compare with nft list table ${view.table})`),
+    el("pre", { id: "kernel-ruleset" }, view.ruleset));
+  nodes.push(rules);
+  return nodes;
+}
+
+function summary(service, kernel) {
+  const items = isL4(service)
+    ? [["Mode", service.mode], ["Interface", kernel.view ? kernel.view.interface : "–"],
+       ["VIPs", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
+       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
+       ["Health check", service.health_check], ["Failback", service.failback], ["On halt", service.on_halt],
+       ["New flows", service.total_connections], ["Dropped (no server)", `${service.no_server} packets`]]
+    : [["Mode", service.mode], ["Listen", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
+       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
+       ["Health check", service.health_check], ["Failback", service.failback],
+       ["Active connections", service.active_connections], ["Total connections", service.total_connections],
+       ["Refused (no server)", service.no_server]].concat(service.mllp ? [["Messages", service.mllp.messages],
+       ["In flight", service.mllp.in_flight], ["Queued", service.mllp.queued], ["Retries", service.mllp.retries]] : []);
+  return el("dl", { class: "summary" }, items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, String(v)))));
+}
+
 async function renderService(name) {
   const [service, events] = await Promise.all([
     api("GET", "/api/v1/services/" + encodeURIComponent(name)),
     api("GET", "/api/v1/events?limit=50&service=" + encodeURIComponent(name))]);
   const history = (await api("GET", "/api/v1/history?service=" + encodeURIComponent(name))).services[name] || [];
+  const l4 = isL4(service);
+  const kernel = l4 ? await loadKernel(name) : null;
   const st = serviceStatus(service);
   const nodes = [
     el("p", {}, el("a", { href: "#/" }, "← All services")),
     el("h1", {}, service.name, " ", badge(st.cls, st.words)),
-    el("dl", { class: "summary" },
-      [["Mode", service.mode], ["Listen", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
-       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
-       ["Health check", service.health_check], ["Failback", service.failback],
-       ["Active connections", service.active_connections], ["Total connections", service.total_connections],
-       ["Refused (no server)", service.no_server]].concat(service.mllp ? [["Messages", service.mllp.messages],
-       ["In flight", service.mllp.in_flight], ["Queued", service.mllp.queued], ["Retries", service.mllp.retries]] : [])
-        .map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, String(v))))),
+    summary(service, kernel),
   ];
   for (const [poolName, pool] of Object.entries(service.pools)) {
     const servers = service.servers.filter((v) => v.pool === poolName);
@@ -295,7 +388,8 @@ async function renderService(name) {
     nodes.push(poolButtons(service, poolName, pool));
     nodes.push(el("div", { class: "table-wrap" }, el("table", { class: "servers", "data-pool": poolName },
       el("thead", {}, el("tr", {}, ["Server", "Status", ...(may("operator") ? ["Actions"] : []), "State", "Health",
-        "Tier", "Last check", "Latency", "Reason for last change", "Weight", "Active", "Total", "Traffic"]
+        "Tier", "Last check", "Latency", "Reason for last change", "Weight", ...(l4 ? ["New flows"] : ["Active", "Total"]),
+        "Traffic"]
         .map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, servers.map((v) => {
         const ss = serverStatus(v);
@@ -311,13 +405,18 @@ async function renderService(name) {
           el("td", {}, check ? (check.latency * 1000).toFixed(1) + " ms" : "–"),
           el("td", { class: "wrap" }, v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))),
           el("td", {}, String(v.weight)),
-          el("td", {}, String(v.active_connections)),
+          l4 ? null : el("td", {}, String(v.active_connections)),
           el("td", {}, String(v.total_connections)),
           el("td", {}, fmtBytes(v.bytes_to_server + v.bytes_to_client)));
       })))));
   }
-  const charts = [["active", "Active connections", String], ["conn_rate", "New connections per second", (n) => n.toFixed(1)],
-                  ["bytes_rate", "Throughput", fmtRate]];
+  if (l4) nodes.push(...kernelSection(service, kernel));
+  const charts = l4
+    ? [["conn_rate", "New flows per second", (n) => n.toFixed(1)],
+       ["bytes_rate", service.mode === "l4-dr" ? "Throughput, clients to servers (replies bypass medlb)" : "Throughput",
+        fmtRate]]
+    : [["active", "Active connections", String], ["conn_rate", "New connections per second", (n) => n.toFixed(1)],
+       ["bytes_rate", "Throughput", fmtRate]];
   if (service.mllp) charts.push(["msg_rate", "Messages per second", (n) => n.toFixed(1)],
                                 ["in_flight", "Messages in flight", String],
                                 ["ack_latency", "ACK latency", (n) => (n * 1000).toFixed(1) + " ms"]);
