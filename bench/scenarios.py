@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.common import (LOOPBACK, ONE_MB, PYTHON, ROOT, Medlb, Process, Row, alternate, env_with_src,
                           free_ports, haproxy, haproxy_available, nginx_config, rss_bytes, wait_port, workdir)
+from bench.l4 import l4_dr, l4_nat
 
 
 def _tcp_service(port: int, backend: int, **extra: object) -> dict:
@@ -364,4 +365,6 @@ SCENARIOS = {
     "http": http,
     "https": https,
     "dicom": dicom,
+    "l4-dr": l4_dr,
+    "l4-nat": l4_nat,
 }
