@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -28,7 +29,9 @@ def markdown(rows: list[Row], started: float, quick: bool) -> str:
         "# medlb benchmarks",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} on {platform.node()} "
-        f"({platform.machine()}, Python {platform.python_version()}){' — QUICK run, figures meaningless' if quick else ''}.",
+        f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})"
+        f"{' — QUICK run, figures meaningless' if quick else ''}; load average at the end "
+        f"{' '.join(f'{load:.2f}' for load in os.getloadavg())} (other work on the machine makes figures noisier).",
         "Each scenario alternates medlb and its peer (A B A B ...); values are medians, the ratio is the median "
         "of the per-pair ratios (medlb / peer).",
         "",
