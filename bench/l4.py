@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -228,15 +229,33 @@ def _service(topo: Any, name: str, mode: str, ports: str, l4: dict[str, Any], **
 
 
 def _bulk_service(topo: Any, mode: str, l4: dict[str, Any]) -> dict[str, Any]:
-    return _service(topo, "bulk", mode, f"{BULK_PORTS.start}-{BULK_PORTS.stop - 1}", l4,
-                    scheduler="maglev", persistence="source-ip")
+    """The bulk ports, and the check port through the VIP as well, where `_answering`
+    asks which server a client address reaches."""
+    service = _service(topo, "bulk", mode, f"{BULK_PORTS.start}-{BULK_PORTS.stop - 1}", l4,
+                       scheduler="maglev", persistence="source-ip")
+    service["listen"].append(f"{topo.vip}:{CHECK_PORT}")
+    return service
 
 
-def _bulk_targets(topo: Any, through_vip: bool) -> list[tuple[str, str, int]]:
-    """Client i from its own address to port i: the VIP, or server i mod 3 directly."""
-    servers = topo.servers
-    return [(source, topo.vip if through_vip else servers[index % len(servers)].address, port)
-            for index, (source, port) in enumerate(zip(CLIENT_ADDRESSES, BULK_PORTS))]
+#: Connects from an address to the VIP's check port; the server there says its name.
+_WHO_ANSWERS = ("import socket, sys\n"
+                "with socket.create_connection((sys.argv[2], int(sys.argv[3])), 5, (sys.argv[1], 0)) as sock:\n"
+                "    print(sock.makefile().readline().strip())")
+
+
+def _answering(topo: Any) -> dict[str, Any]:
+    """The server node that each client address reaches through the VIP."""
+    nodes = {node.role: node for node in topo.servers}
+    names = {source: topo["cli"].run(PYTHON, "-c", _WHO_ANSWERS, source, topo.vip, str(CHECK_PORT)).stdout.strip()
+             for source in CLIENT_ADDRESSES}
+    return {source: nodes[name] for source, name in names.items()}
+
+
+def _bulk_targets(topo: Any, servers: dict[str, Any] | None) -> list[tuple[str, str, int]]:
+    """Client i from its own address to port i: through the VIP, or (given the server each
+    address reaches through the VIP) straight to that same server."""
+    return [(source, topo.vip if servers is None else servers[source].address, port)
+            for source, port in zip(CLIENT_ADDRESSES, BULK_PORTS)]
 
 
 def _timing(quick: bool) -> tuple[int, int]:
@@ -258,16 +277,19 @@ NAT_ROWS = [(NAT_BULK, "Gbit/s", NAT_TARGET), (NAT_CONNECTIONS, "conn/s", CONNEC
             (NAT_CPU, "% of a core", CPU_TARGET)]
 
 
-def _bulk_row(topo: Any, medlb: Any, meter: ThroughMeter, name: str, target: str, quick: bool) -> Row:
+def _bulk_row(topo: Any, meter: ThroughMeter, name: str, target: str, quick: bool) -> Row:
     seconds, pairs = _timing(quick)
-    through = meter.around(lambda: iperf_reverse(topo, _bulk_targets(topo, True), seconds))
-    direct = lambda: iperf_reverse(topo, _bulk_targets(topo, False), seconds)  # noqa: E731
+    servers = _answering(topo)
+    through = meter.around(lambda: iperf_reverse(topo, _bulk_targets(topo, None), seconds))
+    direct = lambda: iperf_reverse(topo, _bulk_targets(topo, servers), seconds)  # noqa: E731
     if not quick:
-        iperf_reverse(topo, _bulk_targets(topo, True), 1)  # warm up: ARP, pins, the servers' first test
+        iperf_reverse(topo, _bulk_targets(topo, None), 1)  # warm up: ARP, pins, the servers' first test
     rate, peer, ratio, results = alternate(pairs, through, direct)
-    spread = ", ".join(f"{server['name']} {server['new_flows']}" for server in medlb.l4("bulk")["servers"])
-    return Row(name, "Gbit/s", round(rate, 2), round(peer, 2), "direct to the servers", round(ratio, 3), target,
-               note=f"{meter.crossing_note()}; new flows per server: {spread}", pairs=results)
+    spread = Counter(node.role for node in servers.values())
+    return Row(name, "Gbit/s", round(rate, 2), round(peer, 2), "direct to the same servers", round(ratio, 3),
+               target, note=f"{meter.crossing_note()}; clients per server: "
+                            f"{', '.join(f'{role} {count}' for role, count in sorted(spread.items()))}",
+               pairs=results)
 
 
 def l4_dr(quick: bool) -> list[Row]:
@@ -276,7 +298,7 @@ def l4_dr(quick: bool) -> list[Row]:
         return _skipped(DR_ROWS, reason)
     with balanced("dr", lambda topo: [_bulk_service(topo, "l4-dr", {"interface": "eth0"})], False) as (topo, medlb):
         meter = ThroughMeter(topo, medlb.proc.pid)
-        return [_bulk_row(topo, medlb, meter, DR_BULK, DR_TARGET, quick), meter.row(DR_CPU)]
+        return [_bulk_row(topo, meter, DR_BULK, DR_TARGET, quick), meter.row(DR_CPU)]
 
 
 def l4_nat(quick: bool) -> list[Row]:
@@ -290,7 +312,7 @@ def l4_nat(quick: bool) -> list[Row]:
 
     with balanced("flat", services, True) as (topo, medlb):
         meter = ThroughMeter(topo, medlb.proc.pid)
-        rows = [_bulk_row(topo, medlb, meter, NAT_BULK, NAT_TARGET, quick)]
+        rows = [_bulk_row(topo, meter, NAT_BULK, NAT_TARGET, quick)]
         seconds, pairs = _timing(quick)
         errors: list[str] = []
         vip_urls = [f"http://{topo.vip}:{HTTP_PORT}/"] * len(topo.servers)

@@ -56,9 +56,9 @@ def test_the_layer_4_rows_run_in_namespaces_and_give_ratios_to_the_direct_path(t
 
     assert bench.returncode == 0, output[-4000:]
     rows = json.loads((tmp_path / "latest.json").read_text())["rows"]
-    by_kind = {kind: [r for r in rows if kind in r["scenario"]]
-               for kind in ("DR (l4-dr) bulk", "NAT (l4-nat, source_nat) bulk", "NAT (l4-nat, source_nat) new connections",
-                            "control process CPU")}
+    kinds = ("DR (l4-dr) bulk", "NAT (l4-nat, source_nat) bulk", "NAT (l4-nat, source_nat) new connections",
+             "control process CPU")
+    by_kind = {kind: [r for r in rows if kind in r["scenario"]] for kind in kinds}
     assert [len(found) for found in by_kind.values()] == [1, 1, 1, 2], [r["scenario"] for r in rows]
     for row in rows:
         assert not row["note"].startswith(("skipped", "failed")), row
