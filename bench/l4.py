@@ -260,7 +260,7 @@ def _bulk_targets(topo: Any, servers: dict[str, Any] | None) -> list[tuple[str, 
 
 def _timing(quick: bool) -> tuple[int, int]:
     """(seconds per run, pairs)."""
-    return (1, 1) if quick else (3, 3)
+    return (1, 1) if quick else (3, 5)
 
 
 # --- the scenarios -------------------------------------------------------------------
