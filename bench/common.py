@@ -25,6 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 LOOPBACK = "127.0.0.1"
+ONE_MB = 1024 * 1024
 
 
 @dataclass
@@ -155,3 +156,30 @@ def workdir(name: str) -> Path:
 
 def env_with_src() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+
+
+def nginx_config(port: int, directory: Path, host: str = LOOPBACK) -> Path:
+    """An nginx.conf answering `/` with 3 bytes and `/1m.bin` with 1 MiB, keep-alive on;
+    one worker, so that it competes for the cores as one process."""
+    (directory / "www").mkdir(exist_ok=True)
+    (directory / "www" / "1m.bin").write_bytes(b"m" * ONE_MB)
+    # nginx's workers run as an unprivileged user; mkdtemp made the folder private.
+    for path in (directory, directory / "www", directory / "www" / "1m.bin"):
+        path.chmod(0o755)
+    conf = directory / "nginx.conf"
+    conf.write_text(f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen {host}:{port} backlog=4096;
+        root {directory}/www;
+        location = / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    return conf

@@ -1,6 +1,6 @@
 """`make bench`: run every scenario, write bench/results/latest.{md,json,png}.
 
-  python -m bench.run [--quick] [--only hl7,tcp-bulk] [--out DIR]
+  python -m bench.run [--quick] [--only hl7,tcp-bulk] [--skip l4-dr,l4-nat] [--out DIR]
 
 Each ratio is medlb / peer (for memory, lower is better; for the rest, higher).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -28,7 +29,9 @@ def markdown(rows: list[Row], started: float, quick: bool) -> str:
         "# medlb benchmarks",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} on {platform.node()} "
-        f"({platform.machine()}, Python {platform.python_version()}){' — QUICK run, figures meaningless' if quick else ''}.",
+        f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})"
+        f"{' — QUICK run, figures meaningless' if quick else ''}; load average at the end "
+        f"{' '.join(f'{load:.2f}' for load in os.getloadavg())} (other work on the machine makes figures noisier).",
         "Each scenario alternates medlb and its peer (A B A B ...); values are medians, the ratio is the median "
         "of the per-pair ratios (medlb / peer).",
         "",
@@ -74,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny runs: checks the harness, not the speed")
     parser.add_argument("--only", help="comma-separated scenario names: " + ", ".join(SCENARIOS))
+    parser.add_argument("--skip", default="", help="comma-separated scenario names to leave out")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
-    names = args.only.split(",") if args.only else list(SCENARIOS)
+    skipped = set(args.skip.split(","))
+    names = [name for name in (args.only.split(",") if args.only else SCENARIOS) if name not in skipped]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -9,9 +9,11 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
-from bench.common import (LOOPBACK, PYTHON, ROOT, Medlb, Process, Row, alternate, env_with_src, free_ports,
-                          haproxy, haproxy_available, rss_bytes, wait_port, workdir)
+from bench.common import (LOOPBACK, ONE_MB, PYTHON, ROOT, Medlb, Process, Row, alternate, env_with_src,
+                          free_ports, haproxy, haproxy_available, nginx_config, rss_bytes, wait_port, workdir)
+from bench.l4 import l4_dr, l4_nat
 
 
 def _tcp_service(port: int, backend: int, **extra: object) -> dict:
@@ -206,9 +208,6 @@ def idle_memory(quick: bool) -> list[Row]:
 
 # --- HTTP and HTTPS ---------------------------------------------------------------------
 
-ONE_MB = 1024 * 1024
-
-
 def _http_service(port: int, backend: int, **extra: object) -> dict:
     return {"name": "bench", "mode": "http", "listen": [f"{LOOPBACK}:{port}"],
             "health": {"type": "none"}, "limits": {"max_connections": 9000, "idle_timeout": "5m"},
@@ -237,30 +236,8 @@ backend b
 """
 
 
-def _nginx(port: int, directory) -> Process:  # type: ignore[no-untyped-def]
-    """nginx answering `/` with 3 bytes and `/1m.bin` with 1 MiB, keep-alive on."""
-    (directory / "www").mkdir(exist_ok=True)
-    (directory / "www" / "1m.bin").write_bytes(b"m" * ONE_MB)
-    # nginx's workers run as an unprivileged user; mkdtemp made the folder private.
-    for path in (directory, directory / "www", directory / "www" / "1m.bin"):
-        path.chmod(0o755)
-    conf = directory / "nginx.conf"
-    conf.write_text(f"""daemon off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/nginx-error.log;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    server {{
-        listen {LOOPBACK}:{port} backlog=4096;
-        root {directory}/www;
-        location = / {{ return 200 "ok\\n"; }}
-    }}
-}}
-""")
-    return Process(["nginx", "-c", str(conf), "-p", str(directory)], ready_port=port)
+def _nginx(port: int, directory: Path) -> Process:
+    return Process(["nginx", "-c", str(nginx_config(port, directory)), "-p", str(directory)], ready_port=port)
 
 
 def _self_signed(directory) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
@@ -388,4 +365,6 @@ SCENARIOS = {
     "http": http,
     "https": https,
     "dicom": dicom,
+    "l4-dr": l4_dr,
+    "l4-nat": l4_nat,
 }
