@@ -1,7 +1,7 @@
 """keepalived's configuration for each node of the pair, against kept fixtures.
 
 Each fixture is the exact text one `ha:` section renders to for one node, read by a
-person once and kept; tests/netns/test_ha_keepalived.py runs real keepalived on the
+person once and kept; tests/netns/test_ha_vrrp.py runs real keepalived on the
 same rendering. After a deliberate change of the rendering,
 MEDLB_REGENERATE_FIXTURES=1 rewrites them: read the diff before committing it.
 """
