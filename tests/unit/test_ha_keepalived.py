@@ -8,10 +8,10 @@ MEDLB_REGENERATE_FIXTURES=1 rewrites them: read the diff before committing it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from helpers import matches_fixture
 
 from medlb.config import parse_config
 from medlb.config.models import HaConfig
@@ -30,11 +30,7 @@ def example(**changes: object) -> HaConfig:
 
 
 def check_fixture(name: str, text: str) -> None:
-    path = FIXTURES / name
-    if os.environ.get("MEDLB_REGENERATE_FIXTURES"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"the rendering differs from {path}"
+    matches_fixture(FIXTURES / name, text)
 
 
 @pytest.mark.parametrize("node", ["lb-a", "lb-b"])
