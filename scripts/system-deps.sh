@@ -15,6 +15,8 @@ packages=(python3 python3-venv python3-dev gcc make curl procps iproute2 netcat-
           dcmtk orthanc orthanc-dicomweb haproxy iperf3 wrk nginx-light chromium
           nftables conntrack systemd prometheus)
 
+# keepalived: the clustered pair's VRRP (medlb renders its config; tests in namespaces run it)
+packages+=(keepalived)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -350,3 +350,12 @@ def http_service(name: str, listen: int, servers: list[dict[str, Any]], **extra:
                       "rise": 2, "fall": 2}
     base.update(extra)
     return base
+
+
+def matches_fixture(path: Path, text: str) -> None:
+    """Assert `text` is the kept fixture at `path` (a rendering read by a person once);
+    MEDLB_REGENERATE_FIXTURES=1 rewrites it instead, for a deliberate change."""
+    if os.environ.get("MEDLB_REGENERATE_FIXTURES"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"the rendering differs from {path}"

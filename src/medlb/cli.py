@@ -38,6 +38,14 @@ def _compact_listen(service) -> str:  # type: ignore[no-untyped-def]
     return " ".join(parts)
 
 
+def _ha_summary(ha) -> str:  # type: ignore[no-untyped-def]
+    """`pair: lb-a 198.18.0.4 (priority 150), lb-b ...; VIPs ... on lb0; VRRP id 51 every 500ms, preempt off`."""
+    nodes = ", ".join(f"{node.name} {node.address} (priority {node.priority})" for node in ha.nodes)
+    vips = ", ".join(map(str, ha.vips))
+    return (f"  pair: {nodes}; VIPs {vips} on {ha.interface}; VRRP id {ha.virtual_router_id} every "
+            f"{format_duration(ha.advert_interval)}, preempt {'on' if ha.preempt else 'off'}")
+
+
 def _dicom_summary(service) -> str:  # type: ignore[no-untyped-def]
     """`dicom: AE MEDLB; calling AEs CT1, WS*; routes called ARCHIVE -> archive; unrouted default`."""
     from medlb.config.models import DicomConfig
@@ -84,6 +92,8 @@ def summary(loaded: LoadedConfig, host_advisories: Sequence[Problem] = ()) -> st
         where = (f"{scheme}://{admin.listen}/ ({tls}); {len(admin.users)} user(s), "
                  f"{len(admin.tokens) + bool(admin.token) + bool(admin.token_file)} token(s)")
     lines.append(f"  admin: {where}; state_dir: {loaded.state_dir}; workers: {config.workers}")
+    if config.ha is not None:
+        lines.append(_ha_summary(config.ha))
     for service in config.services:
         health = service.health
         check = health.type if health.type == "none" else (

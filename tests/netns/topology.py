@@ -4,12 +4,14 @@ three real servers, wired with veth pairs, all of it removed afterwards.
     sw   (bridge br0; br1 for the NAT-behind variant)
     cli  eth0 198.18.0.2/24
     lb   eth0 198.18.0.10/24      (+ eth1 198.19.0.1/24 behind)
+    lb2  eth0 198.18.0.20/24      (variant `pair` only)
     rs1..rs3 eth0 198.18.0.11-13/24  (behind: 198.19.0.11-13/24, default route via the lb)
 
 Variants: `flat` (NAT with source_nat), `dr` (the servers hold the VIP on lo, with
 arp_ignore=1 and arp_announce=2), `nat-behind` (the servers on a second segment behind
 the balancer, which is their default route), and `single`: the balancer namespace
-alone with a veth pair lb0/lb0-peer, for checking rulesets against the kernel.
+alone with a veth pair lb0/lb0-peer, for checking rulesets against the kernel; `pair`:
+two balancers, lb and lb2, and no VIP on either (the VRRP pair adds and moves it).
 
 Addresses are in 198.18.0.0/15 (RFC 2544 benchmarking), so they mean nothing outside.
 Nothing touches the host's own namespace: every namespace is named
@@ -41,6 +43,7 @@ SEGMENT = ipaddress.IPv4Network("198.18.0.0/24")
 BEHIND = ipaddress.IPv4Network("198.19.0.0/24")
 CLIENT = "198.18.0.2"
 BALANCER = "198.18.0.10"
+BALANCER2 = "198.18.0.20"
 BALANCER_BEHIND = "198.19.0.1"
 SERVERS = {"rs1": 11, "rs2": 12, "rs3": 13}
 _numbers = itertools.count(1)
@@ -124,7 +127,7 @@ class Node:
 class Topology:
     """The namespaces of one test; use as a context manager (or the pytest fixture)."""
 
-    variant: str = "flat"  # flat | dr | nat-behind | single
+    variant: str = "flat"  # flat | dr | nat-behind | single | pair
     vip: str = "198.18.0.100"
     #: The topology puts the VIP on the balancer and turns on its IPv4 forwarding; off
     #: when medlb runs there and must do both itself (`l4.manage_vip`).
@@ -173,7 +176,8 @@ class Topology:
         for bridge in bridges:
             _ip("-n", switch.netns, "link", "add", bridge, "type", "bridge")
             _ip("-n", switch.netns, "link", "set", bridge, "up")
-        for role, address in (("cli", CLIENT), ("lb", BALANCER)):
+        balancers = [("lb", BALANCER)] + ([("lb2", BALANCER2)] if self.variant == "pair" else [])
+        for role, address in (("cli", CLIENT), *balancers):
             node = Node(role, self._netns(role), address)
             self.nodes[role] = node
             self._plug(node, "br0", f"p-{role}", address, SEGMENT.prefixlen, "eth0")
@@ -192,6 +196,8 @@ class Topology:
         return self
 
     def _configure(self) -> None:
+        if self.variant == "pair":
+            return
         lb = self.nodes["lb"]
         # The balancer owns the VIP (it answers ARP for it); never sends ICMP redirects,
         # which NAT on one segment would otherwise provoke.

@@ -10,12 +10,12 @@ read the diff before committing it.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import matches_fixture
 from l4_helpers import listen, ruleset, server, service, with_taking
 
 from medlb.kernel.description import L4Listen
@@ -56,11 +56,7 @@ def hl7_nat():
 
 
 def check_fixture(name: str, text: str) -> None:
-    path = FIXTURES / name
-    if os.environ.get("MEDLB_REGENERATE_FIXTURES"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"the rendering differs from {path}"
+    matches_fixture(FIXTURES / name, text)
 
 
 def table_names(text: str) -> set[str]:

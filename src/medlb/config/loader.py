@@ -396,6 +396,9 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
         if service.pools and service.mode not in POOL_MODES:
             add(base + ("pools",), "named pools are used only by dicom and http routes; "
                                    f"mode {service.mode} does not use them")
+    if config.ha is not None:
+        add(("ha",), "the clustered pair (ha:) is not yet available in this release; medlb check validates it, "
+                     "medlb run will not start with it")
     return notes
 
 
@@ -430,7 +433,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         for error in exc.errors():
             problems.append(_problem(_locate(error["loc"], data), lines, _message(error)))
         raise ConfigError(source, problems) from None
-    problems = _cross_checks(config, data, lines)
+    problems = _cross_checks(config, data, lines) + _ha_checks(config, lines)
     if config.admin is not None:
         admin = config.admin
         if not (admin.token or admin.token_file or admin.tokens or admin.users):
@@ -487,3 +490,50 @@ def read_secret(path: str, base_dir: Path) -> str:
     file = Path(path)
     file = file if file.is_absolute() else base_dir / file
     return file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _ha_checks(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
+    """What makes a pair's two nodes ambiguous to each other or unreachable: the same
+    name, address or priority twice, a VIP that is a node's own address, an admin API
+    the peer cannot reach (the nodes sync over it)."""
+    ha = config.ha
+    if ha is None:
+        return []
+    problems: list[Problem] = []
+
+    def add(path: PathKey, message: str) -> None:
+        problems.append(_problem(("ha",) + path, lines, message))
+
+    first, second = ha.nodes
+    for key, why in (("name", "each node must know which entry is itself"),
+                     ("address", "VRRP tells the nodes apart by address"),
+                     ("priority", "equal priorities leave the election to the addresses; give the node that "
+                                  "should be active the higher one")):
+        if getattr(first, key) == getattr(second, key):
+            add(("nodes", 1, key), f"nodes[0] has the same {key} ({getattr(first, key)}); {why}")
+    node_addresses = {node.address: index for index, node in enumerate(ha.nodes)}
+    seen: dict[Any, int] = {}
+    for index, vip in enumerate(ha.vips):
+        if vip.ip in node_addresses:
+            add(("vips", index), f"{vip.ip} is the address of nodes[{node_addresses[vip.ip]}]; a VIP moves between "
+                                 "the nodes, so it must be an address of neither")
+        if vip.ip in seen:
+            add(("vips", index), f"{vip.ip} is already vips[{seen[vip.ip]}]")
+        seen.setdefault(vip.ip, index)
+    if config.admin is None:
+        problems.append(_problem(("ha",), lines, "the pair needs an admin: section: the nodes sync their config and "
+                                                 "operator decisions over each other's admin API"))
+    elif _loopback(config.admin.listen.host):
+        problems.append(_problem(("admin", "listen"), lines, f"{config.admin.listen} is loopback only, but the peer "
+                                                             "node syncs over this admin API; listen on an address "
+                                                             "the other node reaches (0.0.0.0 on both nodes)"))
+    return problems

@@ -13,8 +13,8 @@ than ignore them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -553,6 +553,124 @@ def _workers(value: Any) -> Any:
     return value
 
 
+# --- the clustered pair (ha:) ---------------------------------------------------------
+
+#: Node and interface names are written into keepalived's config and into file names
+#: as they stand, so they are held to patterns that cannot carry a quote, a space, a
+#: brace, a '#' or a '/' (medlb.ha.keepalived renders them).
+HA_NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+HA_INTERFACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"
+#: VRRPv3 carries the advertisement interval in centiseconds in 12 bits (RFC 5798 5.2.7).
+ADVERT_INTERVAL_MIN = 0.01
+ADVERT_INTERVAL_MAX = 40.95
+#: keepalived puts at most 20 addresses in an advertisement; more go unannounced.
+HA_MAX_VIPS = 20
+
+
+def _usable_ipv4(address: ipaddress.IPv4Address, what: str) -> ipaddress.IPv4Address:
+    if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_link_local \
+            or address == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{address} cannot be {what}: VRRP runs between two hosts' addresses on a shared "
+                         "segment (not loopback, 0.0.0.0, multicast, link-local or broadcast)")
+    return address
+
+
+def _parse_vip(value: Any) -> Any:
+    """`198.18.0.100/24`: the prefix is required, it is the one the VIP gets on the interface."""
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"expected an IPv4 address with its prefix length, such as 198.18.0.100/24, got {value!r}")
+    try:
+        vip = ipaddress.IPv4Interface(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address with a prefix length, such as 198.18.0.100/24") from None
+    _usable_ipv4(vip.ip, "a VIP")
+    if vip.network.prefixlen <= 30 and vip.ip in (vip.network.network_address, vip.network.broadcast_address):
+        raise ValueError(f"{vip.ip} is the {'network' if vip.ip == vip.network.network_address else 'broadcast'} "
+                         f"address of {vip.network}; a VIP is a host address")
+    return vip
+
+
+class HaNode(Strict):
+    """One node of the pair: the name operators and pages call it, the address VRRP
+    advertisements come from, and its priority in the election."""
+
+    name: str
+    address: ipaddress.IPv4Address
+    #: 1 to 254: 255 means the owner of the VIPs in VRRP, which neither node is.
+    priority: int = Field(ge=1, le=254)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(HA_NODE_NAME_PATTERN, value):
+            raise ValueError(f"{value!r} is not a node name: 1 to 32 letters, digits, '-' or '_', "
+                             "starting with a letter or digit")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        return _usable_ipv4(value, "a node address")
+
+
+class HaConfig(Strict):
+    """The clustered pair: two nodes behind floating VIPs that keepalived (VRRPv3,
+    unicast between the two node addresses) moves. The file is the same on both
+    nodes; a node finds itself in `nodes`. See docs/ha.md."""
+
+    nodes: list[HaNode]
+    #: Where VRRP runs and the VIPs are added, on both nodes.
+    interface: str
+    #: 1 to 255, unique among the VRRP routers on the segment.
+    virtual_router_id: int = Field(ge=1, le=255)
+    #: How often the active node advertises; the passive one takes over about 3 of them
+    #: after the last it heard. A multiple of 10 ms from 10 ms to 40.95 s (VRRPv3).
+    advert_interval: Duration = 1.0
+    #: Whether the higher-priority node takes the VIPs back when it returns.
+    preempt: bool = False
+    vips: list[Annotated[ipaddress.IPv4Interface, BeforeValidator(_parse_vip)]] = Field(min_length=1)
+    #: The secret both nodes share to authenticate their sync requests (VRRPv3 has none).
+    sync_token_file: str = Field(min_length=1)
+
+    @field_validator("nodes")
+    @classmethod
+    def _two(cls, value: list[HaNode]) -> list[HaNode]:
+        if len(value) != 2:
+            raise ValueError(f"the pair has exactly two nodes in this release, not {len(value)}")
+        return value
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str) -> str:
+        if not re.fullmatch(HA_INTERFACE_PATTERN, value):
+            raise ValueError(f"{value!r} is not an interface name: 1 to 15 letters, digits, '_', '.' or '-', "
+                             "as `ip link` shows it")
+        return value
+
+    @field_validator("advert_interval")
+    @classmethod
+    def _centiseconds(cls, value: float) -> float:
+        if not ADVERT_INTERVAL_MIN <= value <= ADVERT_INTERVAL_MAX:
+            raise ValueError("advert_interval must be from 10ms to 40.95s (VRRPv3 carries it in 12 bits of "
+                             "centiseconds)")
+        if abs(value * 100 - round(value * 100)) > 1e-6:
+            raise ValueError(f"advert_interval must be a multiple of 10ms (VRRPv3 counts centiseconds); "
+                             f"{round(value * 1000, 3):g}ms is not")
+        return round(value * 100) / 100
+
+    @field_validator("vips")
+    @classmethod
+    def _few(cls, value: list[ipaddress.IPv4Interface]) -> list[ipaddress.IPv4Interface]:
+        if len(value) > HA_MAX_VIPS:
+            raise ValueError(f"at most {HA_MAX_VIPS} VIPs: a VRRP advertisement lists at most {HA_MAX_VIPS} "
+                             "addresses")
+        return value
+
+    @property
+    def advert_centiseconds(self) -> int:
+        return round(self.advert_interval * 100)
+
+
 class Config(Strict):
     admin: AdminConfig | None = None
     state_dir: str = "./var"
@@ -563,3 +681,5 @@ class Config(Strict):
     limits: ProcessLimits = ProcessLimits()
     stop_timeout: Duration = 30.0
     services: list[ServiceConfig] = []
+    #: The clustered pair; None: this node runs alone.
+    ha: HaConfig | None = None

@@ -1,0 +1,223 @@
+"""The `ha:` section of the clustered pair: the issue's example validates as written,
+every rule that keeps the two nodes unambiguous has its own message on its own line,
+and the section is a note (so `medlb run` refuses it) until the pair runs."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from medlb.config import ConfigError, Problem, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = (ROOT / "examples" / "ha.yaml").read_text()
+
+NODES = """\
+    - {name: lb-a, address: "198.18.0.4", priority: 150}
+    - {name: lb-b, address: "198.18.0.5", priority: 100}
+"""
+
+
+def pair(nodes: str = NODES, admin: str = '  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n',
+         **keys: str) -> str:
+    """A config with an `ha:` section; `keys` replace (or, as "", drop) the example's keys."""
+    values = {"interface": "lb0", "virtual_router_id": "51", "advert_interval": "500ms", "preempt": "false",
+              "vips": '["198.18.0.100/24"]', "sync_token_file": "/etc/medlb/ha-token"}
+    values.update(keys)
+    body = "".join(f"  {key}: {value}\n" for key, value in values.items() if value != "")
+    head = f"admin:\n{admin}" if admin else ""
+    return f"{head}ha:\n  nodes:\n{nodes}{body}"
+
+
+def problems(text: str) -> list[Problem]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    return caught.value.problems
+
+
+def only_problem(text: str) -> Problem:
+    found = problems(text)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_issue_example_validates_as_written():
+    loaded = parse_config(EXAMPLE)
+
+    ha = loaded.config.ha
+    assert ha is not None
+    assert [(n.name, str(n.address), n.priority) for n in ha.nodes] == [
+        ("lb-a", "198.18.0.4", 150), ("lb-b", "198.18.0.5", 100)]
+    assert (ha.interface, ha.virtual_router_id, ha.advert_interval, ha.preempt) == ("lb0", 51, 0.5, False)
+    assert ha.vips == [ipaddress.IPv4Interface("198.18.0.100/24")]
+    assert ha.sync_token_file == "/etc/medlb/ha-token"
+
+
+def test_the_pair_is_a_note_so_medlb_run_refuses_it():
+    loaded = parse_config(EXAMPLE)
+
+    [note] = loaded.warnings
+    assert note.path == "ha" and note.line == 6
+    assert "the clustered pair (ha:) is not yet available in this release" in note.message
+
+
+def test_defaults_advert_interval_one_second_and_no_preempt():
+    ha = parse_config(pair(advert_interval="", preempt="")).config.ha
+
+    assert ha is not None and ha.advert_interval == 1.0 and ha.preempt is False and ha.advert_centiseconds == 100
+
+
+def test_a_config_without_ha_has_no_pair_and_no_note():
+    loaded = parse_config("services: []\n")
+
+    assert loaded.config.ha is None and loaded.warnings == []
+
+
+@pytest.mark.parametrize("nodes, count", [
+    ('    - {name: lb-a, address: "198.18.0.4", priority: 150}\n', 1),
+    (NODES + '    - {name: lb-c, address: "198.18.0.6", priority: 50}\n', 3),
+])
+def test_exactly_two_nodes(nodes, count):
+    problem = only_problem(pair(nodes))
+
+    assert problem.path == "ha.nodes" and problem.line == 5
+    assert problem.message == f"the pair has exactly two nodes in this release, not {count}"
+
+
+@pytest.mark.parametrize("key, second, words", [
+    ("name", '{name: lb-a, address: "198.18.0.5", priority: 100}', "the same name (lb-a)"),
+    ("address", '{name: lb-b, address: "198.18.0.4", priority: 100}', "the same address (198.18.0.4)"),
+    ("priority", '{name: lb-b, address: "198.18.0.5", priority: 150}', "the same priority (150)"),
+])
+def test_the_two_nodes_differ_in_name_address_and_priority(key, second, words):
+    nodes = f'    - {{name: lb-a, address: "198.18.0.4", priority: 150}}\n    - {second}\n'
+
+    problem = only_problem(pair(nodes))
+
+    assert problem.path == f"ha.nodes[1].{key}" and problem.line == 7
+    assert words in problem.message
+
+
+@pytest.mark.parametrize("name", ["lb a", 'lb"a', "lb{a}", "../lb", "-lb", "lb#1", "a" * 33, "", "lb.a", "lb\na"])
+def test_a_node_name_that_could_inject_into_keepalived_config_is_refused(name):
+    nodes = NODES.replace("lb-a", name.replace("\n", "\\n").replace('"', '\\"'))
+    nodes = nodes.replace("{name: ", '{name: "', 1).replace(", address", '", address', 1)
+
+    problem = only_problem(pair(nodes))
+
+    assert problem.path == "ha.nodes[0].name"
+    assert "is not a node name: 1 to 32 letters, digits, '-' or '_'" in problem.message
+
+
+@pytest.mark.parametrize("interface", ['"lb 0"', '"lb0;x"', '"a234567890123456"', '"lb0}"', '"-lb0"', '"lb/0"'])
+def test_an_interface_that_is_not_a_plain_name_is_refused(interface):
+    problem = only_problem(pair(interface=interface))
+
+    assert problem.path == "ha.interface"
+    assert "is not an interface name: 1 to 15 letters" in problem.message
+
+
+def test_a_fifteen_character_interface_is_accepted():
+    ha = parse_config(pair(interface="a23456789012345")).config.ha
+
+    assert ha is not None and ha.interface == "a23456789012345"
+
+
+@pytest.mark.parametrize("value, ok", [("0", False), ("1", True), ("255", True), ("256", False)])
+def test_virtual_router_id_is_1_to_255(value, ok):
+    text = pair(virtual_router_id=value)
+    if ok:
+        assert parse_config(text).config.ha.virtual_router_id == int(value)  # type: ignore[union-attr]
+    else:
+        assert only_problem(text).path == "ha.virtual_router_id"
+
+
+@pytest.mark.parametrize("value, seconds", [("10ms", 0.01), ("70ms", 0.07), ("40950ms", 40.95), ("2s", 2.0),
+                                            ("0.25", 0.25)])
+def test_advert_interval_in_centiseconds_from_10ms_to_40_95s(value, seconds):
+    ha = parse_config(pair(advert_interval=value)).config.ha
+
+    assert ha is not None and ha.advert_interval == seconds and ha.advert_centiseconds == round(seconds * 100)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("15ms", "a multiple of 10ms (VRRPv3 counts centiseconds); 15ms is not"),
+    ("1005ms", "a multiple of 10ms (VRRPv3 counts centiseconds); 1005ms is not"),
+    ("5ms", "from 10ms to 40.95s"),
+    ("0s", "from 10ms to 40.95s"),
+    ("40960ms", "from 10ms to 40.95s"),
+    ("soon", "expected a duration"),
+])
+def test_advert_interval_refused_off_the_centisecond_grid_or_out_of_range(value, words):
+    problem = only_problem(pair(advert_interval=value))
+
+    assert problem.path == "ha.advert_interval" and problem.line == 10
+    assert words in problem.message
+
+
+@pytest.mark.parametrize("vips, path, words", [
+    ('["198.18.0.100"]', "ha.vips[0]", "with its prefix length, such as 198.18.0.100/24"),
+    ('["198.18.0.300/24"]', "ha.vips[0]", "is not an IPv4 address with a prefix length"),
+    ('["2001:db8::1/64"]', "ha.vips[0]", "is not an IPv4 address with a prefix length"),
+    ('["198.18.0.4/24"]', "ha.vips[0]", "198.18.0.4 is the address of nodes[0]; a VIP moves between the nodes"),
+    ('["198.18.0.100/24", "198.18.0.100/32"]', "ha.vips[1]", "198.18.0.100 is already vips[0]"),
+    ('["198.18.0.0/24"]', "ha.vips[0]", "the network address of 198.18.0.0/24"),
+    ('["198.18.0.255/24"]', "ha.vips[0]", "the broadcast address of 198.18.0.0/24"),
+    ('["127.0.0.10/8"]', "ha.vips[0]", "cannot be a VIP"),
+    ('["224.0.0.18/32"]', "ha.vips[0]", "cannot be a VIP"),
+    ("[]", "ha.vips", "at least 1 item"),
+])
+def test_vips_are_ipv4_host_addresses_with_a_prefix_and_no_node_address(vips, path, words):
+    problem = only_problem(pair(vips=vips))
+
+    assert problem.path == path
+    assert words in problem.message
+
+
+def test_at_most_twenty_vips():
+    vips = "[" + ", ".join(f'"198.18.1.{i}/24"' for i in range(1, 22)) + "]"
+    twenty = "[" + ", ".join(f'"198.18.1.{i}/24"' for i in range(1, 21)) + "]"
+
+    assert len(parse_config(pair(vips=twenty)).config.ha.vips) == 20  # type: ignore[union-attr]
+    problem = only_problem(pair(vips=vips))
+    assert problem.path == "ha.vips" and "at most 20 VIPs" in problem.message
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "169.254.1.1", "not-an-ip"])
+def test_a_node_address_is_an_ipv4_address_on_a_segment(address):
+    problem = only_problem(pair(NODES.replace("198.18.0.5", address)))
+
+    assert problem.path == "ha.nodes[1].address"
+
+
+@pytest.mark.parametrize("priority, ok", [("0", False), ("1", True), ("254", True), ("255", False)])
+def test_priority_is_1_to_254(priority, ok):
+    text = pair(NODES.replace("priority: 100", f"priority: {priority}"))
+    if ok:
+        parse_config(text)
+    else:
+        assert only_problem(text).path == "ha.nodes[1].priority"
+
+
+@pytest.mark.parametrize("key", ["interface", "virtual_router_id", "vips", "sync_token_file"])
+def test_required_keys(key):
+    problem = only_problem(pair(**{key: ""}))
+
+    assert problem.path == f"ha.{key}" and problem.message == "this key is required"
+
+
+def test_an_unknown_key_is_refused():
+    problem = only_problem(pair(preemt="true"))
+
+    assert problem.path == "ha.preemt"
+
+
+def test_the_pair_needs_an_admin_api_the_peer_can_reach():
+    missing = only_problem(pair(admin=""))
+    loopback = only_problem(pair(admin='  listen: "127.0.0.1:9443"\n  token_file: /etc/medlb/token\n'))
+
+    assert missing.path == "ha" and "the pair needs an admin: section" in missing.message
+    assert loopback.path == "admin.listen" and loopback.line == 2
+    assert "loopback only, but the peer node syncs over this admin API" in loopback.message
