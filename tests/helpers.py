@@ -203,6 +203,18 @@ class Backends:
             self.kill(name)
 
 
+def stop_process(proc: subprocess.Popen[bytes], signum: int, timeout: float) -> int:
+    """Signal a process and wait for it; kill it if it outlives `timeout`. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class Medlb:
     """One medlb process started from a config dict."""
 
@@ -265,14 +277,7 @@ class Medlb:
     def stop(self, timeout: float = 20) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = stop_process(self.proc, signal.SIGTERM, timeout)
         self.proc = None
         return code
 

@@ -15,6 +15,31 @@ from medlb.kernel.description import (
 )
 from medlb.kernel.maglev import build_table, service_seed
 
+#: The example of issue 13's "Done when", as written there.
+ISSUE_EXAMPLE = """\
+services:
+  - name: pacs-retrieve
+    mode: l4-dr
+    listen: ["198.18.0.100:104", "198.18.0.100:11112"]
+    l4: {interface: lb0}
+    health: {type: dicom-echo, interval: 1s, timeout: 1s, fall: 2, rise: 2}
+    on_halt: close
+    servers:
+      - {name: pacs1, address: "198.18.0.11"}
+      - {name: pacs2, address: "198.18.0.12"}
+    backup:
+      - {name: dr1, address: "198.18.0.21"}
+    failback: manual
+  - name: vna-nat
+    mode: l4-nat
+    listen: ["198.18.0.101:12000-12001"]
+    l4: {interface: lb0, source_nat: true}
+    health: {type: tcp, interval: 500ms, timeout: 500ms, fall: 2, rise: 2}
+    servers:
+      - {name: vna1, address: "198.18.0.11"}
+      - {name: vna2, address: "198.18.0.12"}
+"""
+
 
 def listen(address: str, *ports: int | tuple[int, int]) -> L4Listen:
     return L4Listen(ipaddress.IPv4Address(address),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from helpers import stop_process
 from topology import Node
 
 TOKEN = "netns-test-token-0123456789"
@@ -68,14 +69,7 @@ class MedlbNode:
         """Signal medlb and wait for it (SIGKILL: it leaves the kernel as it was)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = stop_process(self.proc, signum, timeout)
         self.proc = None
         return code
 

@@ -14,35 +14,13 @@ from pathlib import Path
 import yaml
 from conftest import need_tool
 from dicom_helpers import sample_files
+from l4_helpers import ISSUE_EXAMPLE
 from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from topology import CLIENT
 
 PEERS = Path(__file__).parents[1] / "peers"
 
-EXAMPLE = """
-services:
-  - name: pacs-retrieve
-    mode: l4-dr
-    listen: ["198.18.0.100:104", "198.18.0.100:11112"]
-    l4: {interface: lb0}
-    health: {type: dicom-echo, interval: 1s, timeout: 1s, fall: 2, rise: 2}
-    on_halt: close
-    servers:
-      - {name: pacs1, address: "198.18.0.11"}
-      - {name: pacs2, address: "198.18.0.12"}
-    backup:
-      - {name: dr1, address: "198.18.0.21"}
-    failback: manual
-  - name: vna-nat
-    mode: l4-nat
-    listen: ["198.18.0.101:12000-12001"]
-    l4: {interface: lb0, source_nat: true}
-    health: {type: tcp, interval: 500ms, timeout: 500ms, fall: 2, rise: 2}
-    servers:
-      - {name: vna1, address: "198.18.0.11"}
-      - {name: vna2, address: "198.18.0.12"}
-"""
 
 
 def names(topo, port: int, count: int, first_client_port: int) -> set[str]:
@@ -77,7 +55,7 @@ def test_the_issue_example_runs_as_written(topology, tmp_path):
         for port in (12000, 12001):
             topo.start(node.role, [sys.executable, str(PEERS / "tcp_server.py"), "--name", node.role,
                                    "--host", "0.0.0.0", "--port", str(port)])
-    config = yaml.safe_load(EXAMPLE.replace("lb0", "eth0").replace("198.18.0.21", topo["rs3"].address))
+    config = yaml.safe_load(ISSUE_EXAMPLE.replace("lb0", "eth0").replace("198.18.0.21", topo["rs3"].address))
     medlb = MedlbNode(topo["lb"], tmp_path, config["services"]).start()
     medlb.wait_kernel("pacs-retrieve", {"pacs1", "pacs2"}, timeout=30)
     medlb.wait_kernel("vna-nat", {"vna1", "vna2"}, timeout=30)
