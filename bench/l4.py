@@ -55,8 +55,9 @@ WRK_CONNECTIONS = 12
 
 def _netns_helpers() -> tuple[ModuleType, ModuleType]:
     """tests/netns's topology and medlb_node modules, as the tests import them."""
-    if str(NETNS_HELPERS) not in sys.path:
-        sys.path.insert(0, str(NETNS_HELPERS))
+    for folder in (NETNS_HELPERS.parent, NETNS_HELPERS):  # tests/ (helpers) and tests/netns
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     import medlb_node
     import topology
 
