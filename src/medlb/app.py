@@ -22,7 +22,7 @@ from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.proxy.listeners import Listeners
-from medlb.runtime import Change, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
+from medlb.runtime import Change, Conflict, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
 from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
 from medlb.tasks import spawn
@@ -261,10 +261,17 @@ class App:
         return changes
 
     def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
+        """Raises NotFound for a service or pool the config does not have, and Conflict,
+        with the reason, auditing nothing, when no pool asked would leave its backup."""
         found = self.runtime.service(service)
         if pool is not None and pool not in found.pools:
             raise NotFound(f"service {service!r} has no pool named {pool!r}")
-        self.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
+        refusals = found.failback_refusals(pool)
+        if len(refusals) == (1 if pool else len(found.pools)):
+            raise Conflict("; ".join(refusals.values()) if len(refusals) == 1 else
+                           "; ".join(f"pool {name}: {reason}" for name, reason in refusals.items()))
+        detail = {"not_failed_back": refusals} if refusals else {}
+        self.audit(who, "failback", service if pool is None else f"{service}/{pool}", detail, source)
         return self.runtime.apply(Failback(service, pool, who))
 
     async def reload(self, who: str, source: str = "") -> ReloadResult:

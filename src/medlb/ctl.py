@@ -93,6 +93,18 @@ def _pool_words(service: dict[str, Any]) -> str:
     return words.get(active, active)
 
 
+def _no_backup(service: dict[str, Any], pool: str) -> str:
+    """Why halting `pool`'s primary servers would leave it no server, or ''."""
+    found = service["pools"].get(pool)
+    if found is None:
+        return ""  # the API names the unknown pool
+    label = "" if pool == "default" else f"pool {pool} of "
+    if not found["backup"]:
+        return f"{label}{service['name']} has no backup cluster"
+    ready = [s["name"] for s in service["servers"] if s["pool"] == pool and s["backup"] and s["available"]]
+    return "" if ready else f"no backup server of {label}{service['name']} is online and up"
+
+
 def show_status(client: Client) -> str:
     services = client.request("GET", "/api/v1/services")
     services.sort(key=lambda s: (s["servers_up"] > 0, s["active_pool"] == "primary", s["name"]))
@@ -178,15 +190,25 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         state = "halt" if action == "failover" else "online"
         service = client.request("GET", f"/api/v1/services/{args.service}")
         pools = [args.pool] if args.pool else list(service["pools"])
+        unserved = [] if action == "restore" else [why for pool in pools if (why := _no_backup(service, pool))]
+        if unserved and not args.force:
+            raise CtlError("; ".join(unserved) + ": halting its primary servers leaves the service with NO server "
+                           "and clients are refused; nothing was changed (add --force to do it anyway)")
         for pool in pools:
             client.request("POST", f"/api/v1/services/{args.service}/pools/{pool}/state",
                            {"state": state, "tier": "primary"})
-        done = "primary servers halted: traffic goes to the backup" if action == "failover" else \
-            "primary servers online again (with failback: manual, run `medlb ctl failback` too)"
+        if action == "restore":
+            done = "primary servers online again (with failback: manual, run `medlb ctl failback` too)"
+        elif unserved:
+            done = "primary servers halted: " + "; ".join(unserved) + ": the service has NO server for it"
+        else:
+            done = "primary servers halted: traffic goes to the backup"
         return f"{args.service}: {done}\n" + show_servers(client, args.service)
     if action == "failback":
-        client.request("POST", f"/api/v1/services/{args.service}/failback", {"pool": args.pool} if args.pool else {})
-        return f"{args.service}: failed back\n" + show_servers(client, args.service)
+        answer = client.request("POST", f"/api/v1/services/{args.service}/failback",
+                                {"pool": args.pool} if args.pool else {})
+        kept = "".join(f"; pool {pool} stays: {why}" for pool, why in answer.get("not_failed_back", {}).items())
+        return f"{args.service}: failed back to the primary servers{kept}\n" + show_servers(client, args.service)
     if action == "reload":
         answer = client.request("POST", "/api/v1/reload")
         return f"reloaded: {', '.join(answer['services'])}"
@@ -220,6 +242,9 @@ def add_parser(commands: Any) -> None:
         parser.add_argument("service")
         parser.add_argument("--pool", help="one pool only (default: every pool of the service)" if name != "failback"
                             else "one pool only")
+        if name == "failover":
+            parser.add_argument("--force", action="store_true",
+                                help="halt the primaries even when no backup server can take the work")
     actions.add_parser("reload", help="re-read the config file (admin role)")
     audit = actions.add_parser("audit", help="operator actions, newest first")
     audit.add_argument("--limit", type=int, default=50)

@@ -94,3 +94,57 @@ def test_ctl_says_what_is_wrong(medlb, backends, tmp_path):
     assert bad.returncode == 1 and "not valid" in bad.stderr
     lb.base_url = f"http://{LOOPBACK}:{free_port()}"
     assert "cannot reach" in ctl(lb, "status").stderr
+
+
+def admin_lb(medlb, services):
+    """A medlb over HTTPS with the admin and the operator token, as `ctl` talks to it."""
+    admin_port = free_port()
+    lb = medlb(services, start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "tokens": [
+        {"name": "ops", "token": OPERATOR, "role": "operator"}]})
+    lb.admin_port, lb.base_url = admin_port, f"https://{LOOPBACK}:{admin_port}"
+    lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"})
+    lb.start()
+    return lb
+
+
+def test_ctl_failback_that_changes_nothing_says_why_and_is_not_audited(medlb, backends):
+    vip, a, c = free_ports(3)
+    backends.start("A", a)
+    backends.start("C", c)
+    lb = admin_lb(medlb, [service("pacs", vip, [server("A", a)], backup=[server("C", c)], failback="manual")])
+    lb.wait_health("pacs", "A", "up", 15)
+
+    nothing = ctl(lb, "failback", "pacs", token=OPERATOR)
+    assert nothing.returncode == 1 and "not failed over: nothing to fail back" in nothing.stderr, nothing
+    assert "failed back" not in nothing.stdout
+
+    assert ctl(lb, "failover", "pacs", token=OPERATOR).returncode == 0
+    wait_until(lambda: lb.service("pacs")["active_pool"] == "backup", 10, what="failover")
+    halted = ctl(lb, "failback", "pacs", token=OPERATOR)
+    assert halted.returncode == 1, halted
+    assert "no primary server is online: staying on the backup cluster" in halted.stderr
+    response = lb.api("POST", "/api/v1/services/pacs/failback", json={})
+    assert response.status_code == 409
+    assert response.json()["error"] == "no primary server is online: staying on the backup cluster"
+    assert lb.service("pacs")["active_pool"] == "backup" and lb.service("pacs")["failed_over"] is True
+    actions = [entry["action"] for entry in lb.api("GET", "/api/v1/audit").json()]
+    assert "failback" not in actions and actions[0] == "set_pool_state"
+
+
+def test_ctl_failover_without_a_backup_is_refused_unless_forced(medlb, backends):
+    vip, a = free_ports(2)
+    backends.start("A", a)
+    lb = admin_lb(medlb, [service("ris", vip, [server("A", a)])])
+    lb.wait_health("ris", "A", "up", 15)
+
+    refused = ctl(lb, "failover", "ris", token=OPERATOR)
+    assert refused.returncode == 1, refused
+    assert "NO server" in refused.stderr and "--force" in refused.stderr
+    assert "traffic goes to the backup" not in refused.stdout + refused.stderr
+    assert lb.server("ris", "A")["state"] == "online"
+    assert who_answers(vip) == "A"
+
+    forced = ctl(lb, "failover", "ris", "--force", token=OPERATOR)
+    assert forced.returncode == 0, forced
+    assert "NO server" in forced.stdout and "traffic goes to the backup" not in forced.stdout
+    assert lb.service("ris")["active_pool"] == "none"

@@ -32,7 +32,7 @@ from medlb.admin.views import masked_config, server_view, service_view
 from medlb.config import ConfigError, LoadedConfig
 from medlb.config.loader import parse_config
 from medlb.config.models import AdminConfig
-from medlb.runtime import NotFound
+from medlb.runtime import Conflict, NotFound
 
 STATIC = Path(__file__).parent / "static"
 
@@ -220,6 +220,10 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
 
+    @api.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=409)
+
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -295,13 +299,17 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.post("/api/v1/services/{name}/failback")
     async def failback(name: str, principal: Caller, request: Request,
                        body: FailbackRequest | None = None) -> JSONResponse:
-        """Leave the backup cluster for the primaries (failback: manual)."""
+        """Leave the backup cluster for the primaries (failback: manual); 409 with the
+        reason when nothing would leave it (not failed over, no primary online)."""
         require(principal, "operator")
-        changes = control.failback(name, principal.name, body.pool if body else None, source(request))
+        pool = body.pool if body else None
+        service = control.service(name)
+        kept = service.failback_refusals(pool) if pool is None or pool in service.pools else {}
+        changes = control.failback(name, principal.name, pool, source(request))
         not_answered = await control.settle()
         await control.collect()
-        return confirmed({"service": service_view(control.service(name)),
-                          "changes": [c.as_dict() for c in changes]}, not_answered)
+        return confirmed({"service": service_view(control.service(name)), "changes": [c.as_dict() for c in changes],
+                          **({"not_failed_back": kept} if kept else {})}, not_answered)
 
     @api.post("/api/v1/reload")
     async def reload(principal: Caller, request: Request) -> JSONResponse:

@@ -36,6 +36,11 @@ class NotFound(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class Conflict(Exception):
+    """An action the live model cannot carry out as asked, with the reason in the
+    operator's words; nothing changed (the API answers 409)."""
+
+
 class SharedCount:
     """One process's cell for a count every worker keeps (workers/board.py), and the
     cells of the other workers for the same thing. Each cell has one writer."""
@@ -210,9 +215,18 @@ class Pool:
             return "no server is online and up"
         return "a primary server is online and up"
 
-    def fail_back(self) -> list[Change]:
-        """Leave the backup for the primaries (if any can serve); nothing if not failed over."""
+    def failback_refusal(self) -> str | None:
+        """Why a failback would change nothing, or None when it would leave the backup."""
         if not self.failed_over:
+            return "not failed over: nothing to fail back"
+        if not any(_takes_work(s) for s in self.primary):
+            return "no primary server is online: staying on the backup cluster"
+        return None
+
+    def fail_back(self) -> list[Change]:
+        """Leave the backup for the primaries; nothing (no flag flipped off and on again)
+        while it is not failed over or no primary can serve."""
+        if self.failback_refusal() is not None:
             return []
         self.failed_over = False
         return [Change("failed_over", self.service, self.name, "true", "false")] + self.refresh()
@@ -299,6 +313,11 @@ class Service:
 
     def server(self, name: str) -> Server | None:
         return next((s for s in self.servers() if s.name == name), None)
+
+    def failback_refusals(self, pool: str | None = None) -> dict[str, str]:
+        """The pools a failback of `pool` (None: every pool) would leave as they are, and why."""
+        pools = [self.pools[pool]] if pool else list(self.pools.values())
+        return {p.name: reason for p in pools if (reason := p.failback_refusal()) is not None}
 
     @property
     def active_pool(self) -> Tier:
