@@ -108,9 +108,15 @@ def _no_backup(service: dict[str, Any], pool: str) -> str:
 def show_status(client: Client) -> str:
     services = client.request("GET", "/api/v1/services")
     services.sort(key=lambda s: (s["servers_up"] > 0, s["active_pool"] == "primary", s["name"]))
-    rows = [[s["name"], s["mode"], ",".join(s["listen"]), _pool_words(s), f"{s['servers_up']}/{s['servers_total']}",
+    rows = [[s["name"], s["mode"], ",".join(s["listen"]), _pool_words(s), _taking_work(s),
              s["active_connections"], s["total_connections"]] for s in services]
-    return table(["service", "mode", "listen", "active pool", "up", "active", "total"], rows)
+    return table(["service", "mode", "listen", "active pool", "taking work", "active", "total"], rows)
+
+
+def _taking_work(service: dict[str, Any]) -> str:
+    """Servers taking work / all, with the ready but idle ones (backup, waiting for failback) apart."""
+    standby = service["servers_standby"]
+    return f"{service['servers_taking_work']}/{service['servers_total']}" + (f" +{standby} standby" if standby else "")
 
 
 def show_workers(client: Client) -> str:
@@ -128,10 +134,12 @@ def show_servers(client: Client, service: str) -> str:
     for s in data["servers"]:
         last = s.get("last_check") or {}
         rows.append([s["name"], s["pool"] + (" backup" if s["backup"] else ""), s["address"], s["state"], s["health"],
-                     "yes" if s["available"] else "no", s["weight"], s["active_connections"], s["total_connections"],
+                     s["status_text"], s["weight"], s["active_connections"], s["total_connections"],
                      f"{last['latency'] * 1000:.1f}ms" if last else "-", s["health_reason"]])
-    header = f"{data['name']} [{data['mode']}]: active pool {_pool_words(data)}, {data['servers_up']}/{data['servers_total']} up"
-    return header + "\n" + table(["server", "pool", "address", "state", "health", "takes work", "weight", "active",
+    standby = f", {data['servers_standby']} standby" if data["servers_standby"] else ""
+    header = (f"{data['name']} [{data['mode']}]: active pool {_pool_words(data)}, "
+              f"{data['servers_taking_work']}/{data['servers_total']} taking work{standby}")
+    return header + "\n" + table(["server", "pool", "address", "state", "health", "status", "weight", "active",
                                   "total", "check", "reason"], rows)
 
 

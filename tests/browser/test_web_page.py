@@ -367,3 +367,33 @@ def test_keyboard_only_on_a_tablet_sized_screen(chromium, site):
         assert visit.foreign_requests() == []
     finally:
         visit.close()
+
+
+def status_cell(page, server_name: str):
+    return page.locator(f"tr[data-server='{server_name}'] td[data-col='status']")
+
+
+def test_each_server_says_what_the_scheduler_does_with_it(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    pool = "/api/v1/services/pacs/pools/default/state"
+    try:
+        visit.login("vera")
+        page = visit.page
+        row = page.locator("#services tbody tr[data-service='pacs']")
+        expect(row.locator("td[data-col='up']")).to_have_text("2/3, 1 standby")
+        expect(row).to_contain_text("OK")  # an idle backup is no problem
+        page.goto(lb.base_url + "/#/service/pacs")
+        expect(status_cell(page, "A")).to_have_text("takes work")
+        expect(status_cell(page, "C")).to_have_text("standby (backup cluster)")
+
+        # Failed over, then the primaries back: with failback manual they wait for it.
+        assert lb.api("POST", pool, json={"state": "halt"}).status_code == 200
+        assert lb.api("POST", pool, json={"state": "online"}).status_code == 200
+        expect(status_cell(page, "A")).to_have_text("ready: waiting for failback")
+        expect(status_cell(page, "C")).to_have_text("takes work")
+        expect(page.locator("dl.summary")).to_contain_text("1/3, 2 standby")
+        screenshot(page, "service-pacs-waiting-for-failback.png")
+    finally:
+        lb.api("POST", "/api/v1/services/pacs/failback", json={})
+        visit.close()

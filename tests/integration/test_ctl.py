@@ -45,11 +45,12 @@ def test_ctl_status_servers_actions_failover_and_audit(medlb, backends, tmp_path
     assert status.returncode == 0, status.stderr
     header, row = status.stdout.splitlines()[:2]
     assert header.split()[:3] == ["SERVICE", "MODE", "LISTEN"]
-    assert row.split()[0] == "pacs" and "primary" in row and "3/3" in row
+    assert row.split()[0] == "pacs" and "primary" in row and "2/3 +1 standby" in row
 
     servers = ctl(lb, "servers", "pacs")
     assert servers.returncode == 0
-    assert {line.split()[0] for line in servers.stdout.splitlines()[2:]} == {"A", "B", "C"}
+    assert "2/3 taking work, 1 standby" in servers.stdout.splitlines()[0]
+    assert status_words(servers.stdout) == {"A": "takes work", "B": "takes work", "C": "standby (backup cluster)"}
 
     token_file = tmp_path / "token"
     token_file.write_text(OPERATOR + "\n")
@@ -68,6 +69,10 @@ def test_ctl_status_servers_actions_failover_and_audit(medlb, backends, tmp_path
     assert {who_answers(vip) for _ in range(4)} == {"C"}
     assert ctl(lb, "restore", "pacs", token=OPERATOR).returncode == 0
     assert lb.service("pacs")["active_pool"] == "backup"  # failback: manual keeps it there
+    waiting = ctl(lb, "servers", "pacs")
+    assert status_words(waiting.stdout) == {"A": "ready: waiting for failback", "B": "ready: waiting for failback",
+                                            "C": "takes work"}
+    assert [s["status"] for s in lb.service("pacs")["servers"]] == ["waiting_for_failback"] * 2 + ["takes_work"]
     assert ctl(lb, "failback", "pacs", token=OPERATOR).returncode == 0
     wait_until(lambda: lb.service("pacs")["active_pool"] == "primary", 10, what="failback")
 
@@ -82,6 +87,13 @@ def test_ctl_status_servers_actions_failover_and_audit(medlb, backends, tmp_path
     actions = [line.split()[4] for line in lines[1:]]
     assert actions[:4] == ["reload", "failback", "set_pool_state", "set_pool_state"]
     assert "ops" in audit.stdout
+
+
+def status_words(out: str) -> dict[str, str]:
+    """Each server's STATUS cell of `ctl servers`."""
+    lines = out.splitlines()[1:]
+    start, end = lines[0].index("STATUS"), lines[0].index("WEIGHT")
+    return {line.split()[0]: line[start:end].strip() for line in lines[1:]}
 
 
 def test_ctl_says_what_is_wrong(medlb, backends, tmp_path):

@@ -283,7 +283,7 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:
         await control.collect()
-        return server_view(control.server(name, server))
+        return server_view(control.server(name, server), control.service(name))
 
     @api.post("/api/v1/services/{name}/servers/{server}/state")
     async def set_state(name: str, server: str, body: StateRequest, principal: Caller,
@@ -293,7 +293,7 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         changes = control.set_state(name, server, body.state, principal.name, source(request))
         not_answered = await control.settle()
         await control.collect()
-        return confirmed({"server": server_view(control.server(name, server)),
+        return confirmed({"server": server_view(control.server(name, server), control.service(name)),
                           "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/services/{name}/failback")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from medlb.runtime import Server, Service
+from medlb.runtime.status import service_counts, server_status
 
 
-def server_view(server: Server) -> dict[str, Any]:
+def server_view(server: Server, service: Service) -> dict[str, Any]:
     last = server.last_check
+    status, status_text = server_status(service, server)
     return {
         "name": server.name,
         "address": server.display_address(),
@@ -17,6 +19,8 @@ def server_view(server: Server) -> dict[str, Any]:
         "state": server.state,
         "health": server.health,
         "available": server.available,
+        "status": status,
+        "status_text": status_text,
         "weight": server.weight,
         "active_connections": server.active,
         "total_connections": server.total,
@@ -94,13 +98,14 @@ def service_view(service: Service) -> dict[str, Any]:
         "no_server": service.no_server,
         "servers_up": sum(1 for s in servers if s.available),
         "servers_total": len(servers),
+        **{f"servers_{count}": value for count, value in service_counts(service).items()},
         "bytes_total": sum(s.bytes_to_server + s.bytes_to_client for s in servers),
         "pools": {
             name: {"active": pool.active, "failed_over": pool.failed_over,
                    "servers": [s.name for s in pool.primary], "backup": [s.name for s in pool.backup]}
             for name, pool in service.pools.items()
         },
-        "servers": [server_view(server) for server in service.servers()],
+        "servers": [server_view(server, service) for server in service.servers()],
         **({"mllp": mllp_view(service)} if service.mllp_stats is not None else {}),
         **({"dicom": dicom_view(service)} if service.dicom is not None else {}),
         **({"tls": tls_view(service)} if service.tls is not None else {}),

@@ -75,8 +75,8 @@ function serviceStatus(s) {
     return { rank: 0, cls: "bad", words: "DOWN: no server up" };
   if (s.active_pool === "backup")
     return { rank: 1, cls: "warn", words: "FAILED OVER: on backup" };
-  if (s.servers_up < s.servers_total)
-    return { rank: 2, cls: "warn", words: "DEGRADED: " + (s.servers_total - s.servers_up) + " not taking work" };
+  if (s.servers_out > 0)  // halted, down or draining; an idle backup is not a problem
+    return { rank: 2, cls: "warn", words: "DEGRADED: " + s.servers_out + " out of service" };
   return { rank: 3, cls: "ok", words: "OK" };
 }
 
@@ -84,12 +84,15 @@ function poolWords(active) {
   return { primary: "primary", backup: "backup (secondary cluster)", none: "none: no server" }[active] || active;
 }
 
+// What the scheduler does with the server now, in the API's words.
 function serverStatus(v) {
-  if (v.available) return { cls: "ok", words: "takes work" };
-  if (v.state !== "online" && v.health !== "up") return { cls: "bad", words: v.state + ", down" };
-  if (v.state === "halt") return { cls: "bad", words: "halted" };
-  if (v.state === "drain") return { cls: "warn", words: "draining" };
-  return { cls: "bad", words: "down" };
+  const cls = { takes_work: "ok", standby: "idle", waiting_for_failback: "warn", draining: "warn" }[v.status] || "bad";
+  return { cls, words: v.status_text };
+}
+
+// Servers taking work / all, with the ready but idle ones (backup, waiting for failback) apart.
+function takingWork(s) {
+  return `${s.servers_taking_work}/${s.servers_total}` + (s.servers_standby ? `, ${s.servers_standby} standby` : "");
 }
 
 function badge(cls, words) { return el("span", { class: "badge " + cls }, words); }
@@ -146,7 +149,7 @@ function renderOverview() {
     .sort((a, b) => a.st.rank - b.st.rank || a.s.name.localeCompare(b.s.name));
   const table = el("table", { id: "services" },
     el("caption", { class: "muted", text: "Services with a problem come first." }),
-    el("thead", {}, el("tr", {}, ["Status", "Service", "Mode", "Listen", "Active pool", "Servers up",
+    el("thead", {}, el("tr", {}, ["Status", "Service", "Mode", "Listen", "Active pool", "Servers taking work",
                                   "Active", "Throughput", "Last hour"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, rows.map(({ s, st }) => {
       const points = state.history[s.name] || [];
@@ -158,7 +161,7 @@ function renderOverview() {
         el("td", { class: "wrap" }, s.listen.join(", ")),
         el("td", { "data-col": "pool" }, badge(s.active_pool === "primary" ? "ok" : s.active_pool === "backup" ? "warn" : "bad",
                                                poolWords(s.active_pool))),
-        el("td", { "data-col": "up" }, `${s.servers_up}/${s.servers_total}`),
+        el("td", { "data-col": "up" }, takingWork(s)),
         el("td", {}, inFlight(s)),
         el("td", {}, s.mllp ? (last.msg_rate || 0).toFixed(1) + " msg/s" : fmtRate(last.bytes_rate)),
         el("td", {}, chart(points, s.mllp ? "msg_rate" : "active",
@@ -280,7 +283,7 @@ async function renderService(name) {
     el("h1", {}, service.name, " ", badge(st.cls, st.words)),
     el("dl", { class: "summary" },
       [["Mode", service.mode], ["Listen", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
-       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
+       ["Servers taking work", takingWork(service)], ["Scheduler", service.scheduler],
        ["Health check", service.health_check], ["Failback", service.failback],
        ["Active connections", service.active_connections], ["Total connections", service.total_connections],
        ["Refused (no server)", service.no_server]].concat(service.mllp ? [["Messages", service.mllp.messages],
@@ -300,9 +303,9 @@ async function renderService(name) {
       el("tbody", {}, servers.map((v) => {
         const ss = serverStatus(v);
         const check = v.last_check;
-        return el("tr", { class: ss.cls === "ok" ? "" : ss.cls, "data-server": v.name },
+        return el("tr", { class: ss.cls === "ok" || ss.cls === "idle" ? "" : ss.cls, "data-server": v.name },
           el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address)),
-          el("td", {}, badge(ss.cls, ss.words)),
+          el("td", { "data-col": "status" }, badge(ss.cls, ss.words)),
           may("operator") ? el("td", {}, serverButtons(service, v)) : null,
           el("td", { "data-col": "state" }, v.state, v.state !== "online" ? el("div", { class: "muted" }, "by " + v.state_changed_by) : null),
           el("td", { "data-col": "health" }, v.health),
