@@ -23,6 +23,7 @@ from medlb.dataplane import DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Conflict, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
+from medlb.runtime.describe import describe_change
 from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
 from medlb.tasks import spawn
@@ -344,7 +345,9 @@ class App:
 
     def _on_changes(self, changes: list[Change]) -> None:
         for change in changes:
-            record = {"at": time.time(), **change.as_dict()}
+            service = self.runtime.services.get(change.service)
+            record = {"at": time.time(), **change.as_dict(),
+                      "text": describe_change(change, service is not None and len(service.pools) > 1)}
             self.events.append(record)
             fields = {"service": change.service, change_subject(change): change.subject,
                       "old": change.old, "new": change.new}

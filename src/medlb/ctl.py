@@ -146,8 +146,7 @@ def show_servers(client: Client, service: str) -> str:
 def show_audit(client: Client, limit: int, search: str) -> str:
     query = f"/api/v1/audit?limit={limit}" + (f"&q={urllib.request.quote(search)}" if search else "")
     entries = client.request("GET", query)
-    rows = [[e["id"], _when(e["at"]), e["who"], e["action"], e["target"],
-             json.dumps(e["detail"], sort_keys=True) if e["detail"] else "", e["source"]] for e in entries]
+    rows = [[e["id"], _when(e["at"]), e["who"], e["action"], e["target"], e["text"], e["source"]] for e in entries]
     return table(["id", "at (utc)", "who", "action", "target", "detail", "source"], rows)
 
 

@@ -397,3 +397,24 @@ def test_each_server_says_what_the_scheduler_does_with_it(chromium, site):
     finally:
         lb.api("POST", "/api/v1/services/pacs/failback", json={})
         visit.close()
+
+
+def test_events_audit_and_the_last_change_read_as_sentences(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        assert lb.set_state("pacs", "B", "drain").status_code == 200
+        visit.login("vera")
+        page = visit.page
+        page.goto(lb.base_url + "/#/service/pacs")
+        last = page.locator("tr[data-server='B'] td[data-col='last-change']")
+        expect(last).to_contain_text("Server B set to drain by admin-token (was online)")
+        expect(page.locator("#events")).to_contain_text("Server B set to drain by admin-token")
+
+        page.get_by_role("link", name="Audit").click()
+        detail = page.locator("#audit tbody tr", has_text="pacs/B").first.locator("td[data-col='detail']")
+        expect(detail).to_have_text("Set server B of pacs to drain (was online)")
+        screenshot(page, "audit-sentences.png")
+    finally:
+        lb.set_state("pacs", "B", "online")
+        visit.close()

@@ -87,6 +87,8 @@ def test_ctl_status_servers_actions_failover_and_audit(medlb, backends, tmp_path
     actions = [line.split()[4] for line in lines[1:]]
     assert actions[:4] == ["reload", "failback", "set_pool_state", "set_pool_state"]
     assert "ops" in audit.stdout
+    assert "Failed pacs back to the primary servers" in lines[2]  # a sentence, not JSON
+    assert "Halted the primary servers of pacs (A, B)" in audit.stdout and "{" not in audit.stdout
 
 
 def status_words(out: str) -> dict[str, str]:

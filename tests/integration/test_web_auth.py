@@ -191,6 +191,31 @@ def test_audit_and_events_are_searchable_and_export_as_csv(medlb, backends):
     assert rows and all(r["service"] == "pacs" for r in rows) and rows[0]["new"] == "halt"
 
 
+def test_events_and_audit_say_what_happened_in_words(medlb, backends):
+    vip, a, closed = free_ports(3)
+    backends.start("A", a)
+    lb = medlb([service("pacs", vip, [server("A", a), server("D", closed)])])
+    lb.wait_health("pacs", "D", "down", 15)
+    assert lb.set_state("pacs", "D", "drain").status_code == 200
+
+    # The last change of any kind: the operator's drain, not the health check before it.
+    last = lb.server("pacs", "D")["last_change"]
+    assert (last["kind"], last["who"]) == ("state", "admin-token")
+    assert last["text"] == "Server D set to drain by admin-token (was online): no new work, open connections go on"
+    events = lb.api("GET", "/api/v1/events?service=pacs").json()
+    assert [e["text"] for e in events[:2]] == [last["text"], "Server D is down: " + events[1]["reason"]]
+    assert events[0]["kind"] == "state" and events[0]["new"] == "drain"  # the structured fields stay
+
+    entry = lb.api("GET", "/api/v1/audit").json()[0]
+    assert entry["text"] == "Set server D of pacs to drain (was online)"
+    assert entry["detail"] == {"from": "online", "to": "drain"}  # the JSON stays in the API
+    audit_rows = list(csv.DictReader(io.StringIO(lb.api("GET", "/api/v1/audit?format=csv").text)))
+    assert audit_rows[0]["text"] == entry["text"]
+    event_rows = list(csv.DictReader(io.StringIO(lb.api("GET", "/api/v1/events?format=csv").text)))
+    assert event_rows[0]["new"] == "drain" and event_rows[0]["reason"] == ""  # not "'"
+    assert event_rows[0]["text"] == last["text"]
+
+
 def test_config_api_masks_secrets_validates_like_check_and_applies(medlb, backends):
     lb, _ = start(medlb, backends)
     shown = lb.api("GET", "/api/v1/config").json()["config"]

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medlb import __version__
 from medlb.admin import metrics
+from medlb.admin.audit_text import describe_entry
 from medlb.admin.bodies import BodyGate
 from medlb.admin.views import masked_config, server_view, service_view
 from medlb.config import ConfigError, LoadedConfig
@@ -175,7 +176,8 @@ def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) 
     writer.writeheader()
     for row in rows:
         # A cell starting with = + - @ is a formula to a spreadsheet: neutralise it.
-        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+        # ("" in "=+-@" is true: an empty cell stays empty.)
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@" else v) for k, v in row.items()})
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -335,9 +337,10 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     async def audit(principal: Caller, limit: int = 100, before_id: int | None = None, q: str = "",
                     format: str = "json") -> Any:
         """Operator actions, newest first; q filters (any field contains it); format=csv exports."""
-        entries = control.audit_entries(max(1, min(limit, 10000)), before_id, q)
+        entries = [{**e, "text": describe_entry(e)}
+                   for e in control.audit_entries(max(1, min(limit, 10000)), before_id, q)]
         if format == "csv":
-            return csv_response("medlb-audit.csv", ["id", "at", "who", "action", "target", "detail", "source"],
+            return csv_response("medlb-audit.csv", ["id", "at", "who", "action", "target", "text", "detail", "source"],
                                 [{**e, "at": iso(e["at"]), "detail": json.dumps(e["detail"], sort_keys=True)}
                                  for e in entries])
         return entries
@@ -349,7 +352,8 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         found = [e for e in reversed(control.events) if (not service or e["service"] == service)
                  and (not q or q.lower() in json.dumps(e).lower())][: max(1, min(limit, 2000))]
         if format == "csv":
-            return csv_response("medlb-events.csv", ["at", "kind", "service", "subject", "old", "new", "reason", "who"],
+            return csv_response("medlb-events.csv", ["at", "kind", "service", "subject", "old", "new", "reason", "who",
+                                                     "text"],
                                 [{**e, "at": iso(e["at"])} for e in found])
         return found
 

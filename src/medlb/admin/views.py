@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from medlb.runtime import Server, Service
+from medlb.runtime.describe import describe_change
 from medlb.runtime.status import service_counts, server_status
 
 
@@ -32,6 +33,9 @@ def server_view(server: Server, service: Service) -> dict[str, Any]:
         "health_changes": server.health_changes,
         "state_changed_at": server.state_changed_at,
         "state_changed_by": server.state_changed_by,
+        "last_change": None if server.last_change is None else {
+            "kind": server.last_change.kind, "text": describe_change(server.last_change, len(service.pools) > 1),
+            "who": server.last_change.who, "at": server.last_change_at},
         "last_check": None if last is None else {
             "ok": last.ok, "reason": last.reason, "latency": round(last.latency, 6), "at": last.at},
         **({"ae_title": server.ae_title} if server.ae_title else {}),

@@ -94,6 +94,9 @@ class Server:
     checks_ok: int = 0
     checks_failed: int = 0
     health_changes: int = 0
+    #: The last change of any kind (state or health) and when: "reason for last change".
+    last_change: Change | None = None
+    last_change_at: float = 0.0
     # counters, bumped by the proxies
     _active: int = 0
     total: int = 0
@@ -629,6 +632,7 @@ class Runtime:
         if event.state == "halt" and service.sticky is not None:
             service.sticky.forget_server(server.name)
         changes = [Change("state", service.name, server.name, old, event.state, who=event.who)]
+        server.last_change, server.last_change_at = changes[0], server.state_changed_at
         return changes + service.pools[server.pool].refresh()
 
     def _check_result(self, event: CheckResult) -> list[Change]:
@@ -667,6 +671,7 @@ class Runtime:
         server.health_changes += 1
         changes = [Change("health", service.name, server.name, old, new, reason=event.reason,
                           detail={"latency": round(event.latency, 6)})]
+        server.last_change, server.last_change_at = changes[0], server.health_changed_at
         return changes + service.pools[server.pool].refresh()
 
     def _failback(self, event: Failback) -> list[Change]:
@@ -686,6 +691,7 @@ def _take_operator_state(server: Server, replaced: Server) -> None:
     server.state, server.state_changed_at, server.state_changed_by = (
         replaced.state, replaced.state_changed_at, replaced.state_changed_by)
     server.health_changes = replaced.health_changes
+    server.last_change, server.last_change_at = replaced.last_change, replaced.last_change_at
 
 
 def _share_counters(old: Service, new: Service) -> None:

@@ -312,7 +312,7 @@ async function renderService(name) {
           el("td", {}, v.backup ? "backup" : "primary"),
           el("td", { class: "wrap" }, check ? (check.ok ? "passed" : "failed: " + check.reason) : "not yet"),
           el("td", {}, check ? (check.latency * 1000).toFixed(1) + " ms" : "–"),
-          el("td", { class: "wrap" }, v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))),
+          el("td", { class: "wrap", "data-col": "last-change" }, ...lastChange(v)),
           el("td", {}, String(v.weight)),
           el("td", {}, String(v.active_connections)),
           el("td", {}, String(v.total_connections)),
@@ -335,13 +335,21 @@ async function renderService(name) {
   return nodes;
 }
 
+// The last change of any kind (an operator's drain, a health check), in words; the
+// check's reason before the first change.
+function lastChange(v) {
+  const last = v.last_change;
+  return last ? [last.text, el("div", { class: "muted" }, fmtTime(last.at))]
+              : [v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))];
+}
+
 function eventsTable(events) {
   if (!events.length) return el("p", { class: "muted" }, "No events yet.");
   return el("div", { class: "table-wrap" }, el("table", { id: "events" },
-    el("thead", {}, el("tr", {}, ["When", "Service", "What", "Change", "Reason", "Who"].map((h) => el("th", { scope: "col" }, h)))),
+    el("thead", {}, el("tr", {}, ["When", "Service", "What happened", "Change", "Who"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, events.map((e) => el("tr", {},
-      el("td", {}, fmtTime(e.at)), el("td", {}, e.service), el("td", {}, `${e.kind} of ${e.subject}`),
-      el("td", {}, `${e.old} → ${e.new}`), el("td", { class: "wrap" }, e.reason || ""), el("td", {}, e.who))))));
+      el("td", {}, fmtTime(e.at)), el("td", {}, e.service), el("td", { class: "wrap" }, e.text),
+      el("td", { class: "muted" }, `${e.kind} of ${e.subject}: ${e.old} → ${e.new}`), el("td", {}, e.who))))));
 }
 
 function searchPage(title, kind, query) {
@@ -362,7 +370,7 @@ async function renderAudit(query) {
     el("thead", {}, el("tr", {}, ["When", "Who", "Action", "Target", "Detail", "From"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, entries.map((e) => el("tr", {},
       el("td", {}, fmtTime(e.at)), el("td", {}, e.who), el("td", {}, e.action), el("td", {}, e.target),
-      el("td", { class: "wrap" }, Object.keys(e.detail).length ? JSON.stringify(e.detail) : ""), el("td", {}, e.source))))))
+      el("td", { class: "wrap", "data-col": "detail" }, e.text), el("td", {}, e.source))))))
     : el("p", { class: "muted" }, "No entries.");
   return [...searchPage("Audit log: who did what", "audit", query), table];
 }
