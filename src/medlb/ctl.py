@@ -221,6 +221,11 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         return f"reloaded: {', '.join(answer['services'])}"
     if action == "audit":
         return show_audit(client, args.limit, args.search)
+    if action == "unlock":
+        if not args.user and not args.address:
+            raise CtlError("name the user (--user) or the address (--address) to unlock")
+        answer = client.request("POST", "/api/v1/unlock", {"user": args.user, "address": args.address})
+        return "lifted the login lock-out of " + ", ".join(answer["unlocked"])
     raise CtlError(f"unknown action {action}")
 
 
@@ -253,6 +258,9 @@ def add_parser(commands: Any) -> None:
             parser.add_argument("--force", action="store_true",
                                 help="halt the primaries even when no backup server can take the work")
     actions.add_parser("reload", help="re-read the config file (admin role)")
+    unlock = actions.add_parser("unlock", help="lift a web login lock-out (admin role)")
+    unlock.add_argument("--user", help="the user name (from every address, or only --address)")
+    unlock.add_argument("--address", help="the source address (and every user's lock from it)")
     audit = actions.add_parser("audit", help="operator actions, newest first")
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--search", default="", help="only entries containing this")

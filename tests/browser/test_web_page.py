@@ -80,6 +80,8 @@ class Visit:
         self.context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
         self.requests: list[str] = []
         self.context.on("request", lambda request: self.requests.append(request.url))
+        self.unauthorized: list[str] = []
+        self.context.on("response", lambda response: response.status == 401 and self.unauthorized.append(response.url))
         self.page = self.context.new_page()
         self.page.set_default_timeout(20000)
         expect.set_options(timeout=20000)
@@ -255,7 +257,8 @@ def test_csrf_token_and_cookie_flags(chromium, site):
         assert answer[0] == 403 and "CSRF" in json.loads(answer[1])["error"]
         assert lb.server("pacs", "B")["state"] == "online"
         visit.page.get_by_role("button", name="Log out").click()
-        expect(visit.page.locator("#login-error")).to_have_text("You have logged out.")
+        expect(visit.page.locator("#login-note")).to_have_text("You have logged out.")  # a note, not an error
+        expect(visit.page.locator("#login-error")).to_have_text("")
         assert visit.page.evaluate("fetch('/api/v1/services').then(r => r.status)") == 401
     finally:
         visit.close()
@@ -418,3 +421,23 @@ def test_events_audit_and_the_last_change_read_as_sentences(chromium, site):
     finally:
         lb.set_state("pacs", "B", "online")
         visit.close()
+
+
+def test_the_first_load_fails_no_request_and_a_lock_out_says_how_long(chromium, tmp_path):
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    try:
+        lb, _ = start_medlb(factory, group, lockout={"attempts": 2, "window": "10m", "duration": "10m"})
+        visit = Visit(chromium, lb)
+        visit.page.goto(lb.base_url + "/")
+        expect(visit.page.get_by_label("User name")).to_be_visible()
+        expect(visit.page.locator("#login-error")).to_have_text("")
+        visit.page.wait_for_load_state("networkidle")
+        assert visit.unauthorized == []  # no 401 in the browser's console on the first load
+        visit.login("olga", "wrong-1")
+        visit.page.get_by_label("Password").fill("wrong-2")
+        visit.page.get_by_role("button", name="Log in").click()
+        expect(visit.page.locator("#login-error")).to_contain_text("locked out for 10 min")
+        visit.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()

@@ -162,3 +162,20 @@ def test_ctl_failover_without_a_backup_is_refused_unless_forced(medlb, backends)
     assert forced.returncode == 0, forced
     assert "NO server" in forced.stdout and "traffic goes to the backup" not in forced.stdout
     assert lb.service("ris")["active_pool"] == "none"
+
+
+def test_ctl_unlock_lifts_an_address_lock_out_and_says_when_there_is_none(medlb):
+    admin_port = free_port()
+    lb = medlb([service("pacs", free_port(), [server("A", free_port())])], start=False, admin={
+        "listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "lockout": {"source_attempts": 1}})
+    lb.admin_port, lb.base_url = admin_port, f"https://{LOOPBACK}:{admin_port}"
+    lb.start()
+    web = httpx.Client(base_url=lb.base_url, verify=False, timeout=10)
+    assert web.post("/api/v1/login", json={"name": "nobody", "password": "x"}).status_code == 429
+
+    lifted = ctl(lb, "unlock", "--address", "127.0.0.1")
+    assert lifted.returncode == 0, lifted
+    assert lifted.stdout.strip() == "lifted the login lock-out of address 127.0.0.1"
+    nothing = ctl(lb, "unlock", "--address", "127.0.0.1")
+    assert nothing.returncode == 1 and "address 127.0.0.1 is not locked out: nothing to lift" in nothing.stderr
+    assert web.post("/api/v1/login", json={"name": "nobody", "password": "x"}).status_code == 429  # locked again

@@ -117,17 +117,42 @@ def test_a_viewer_reads_but_changes_nothing(medlb, backends):
     assert lb.server("pacs", "A")["state"] == "online"
 
 
-def test_wrong_passwords_lock_out_the_user_and_the_source(medlb, backends):
+def test_wrong_passwords_lock_the_user_out_from_that_address_only_until_an_admin_unlocks(medlb, backends):
     lb, _ = start(medlb, backends, lockout={"attempts": 3, "window": "10m", "duration": "10m"})
     web = browser(lb)
     codes = [login(web, "olga", "wrong").status_code for _ in range(3)]
     assert codes == [401, 401, 429]
     right = login(web, "olga")
-    assert right.status_code == 429 and "locked" in right.json()["error"]
-    # The source is locked too: another user from the same address is refused.
-    assert login(web, "adam").status_code == 429
+    assert right.status_code == 429
+    assert "for this user from this address: locked out for 10 min" in right.json()["error"]
+    # Another user from that address, and olga from another address, are not locked out.
+    assert login(web, "adam").status_code == 200
+    elsewhere = httpx.Client(base_url=lb.base_url, verify=False, timeout=10,
+                             transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    assert login(elsewhere, "olga").status_code == 200
     actions = [e["action"] for e in lb.api("GET", "/api/v1/audit?limit=10").json()]
     assert actions.count("login_failed") == 2 and actions.count("login_locked") >= 2
+
+    lifted = lb.api("POST", "/api/v1/unlock", json={"user": "olga"})
+    assert lifted.status_code == 200 and lifted.json() == {"unlocked": ["olga from 127.0.0.1"]}
+    assert login(web, "olga").status_code == 200
+    again = lb.api("POST", "/api/v1/unlock", json={"user": "olga"})
+    assert again.status_code == 409 and again.json()["error"] == "user olga is not locked out: nothing to lift"
+    entries = [e for e in lb.api("GET", "/api/v1/audit?q=unlock").json() if e["action"] == "unlock"]
+    assert [e["text"] for e in entries] == ["Lifted the login lock-out of olga from 127.0.0.1"]
+
+
+def test_the_first_page_load_asks_who_is_calling_without_a_401(medlb, backends):
+    lb, _ = start(medlb, backends)
+    answer = browser(lb).get("/api/v1/session")
+    assert answer.status_code == 200 and answer.json()["name"] is None and answer.json()["ended"] is False
+    stale = browser(lb)
+    stale.cookies.set("medlb_session", "a-session-from-before-a-restart")
+    assert stale.get("/api/v1/session").json() == {"name": None, "role": None, "csrf": None, "via": None,
+                                                    "ended": True}
+    assert stale.get("/api/v1/services").status_code == 401  # everything else still needs a login
+    assert browser(lb).get("/api/v1/session", headers={"Authorization": "Bearer wrong-token-0123456789"}
+                           ).status_code == 401
 
 
 def test_a_password_typed_into_the_name_field_never_reaches_the_audit_log(medlb, backends):

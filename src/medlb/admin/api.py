@@ -85,6 +85,12 @@ class LoginRequest(BaseModel):
     password: str
 
 
+class UnlockRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = None
+    address: str | None = None
+
+
 class ConfigText(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str
@@ -92,7 +98,7 @@ class ConfigText(BaseModel):
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: What anyone may call; every other path needs a token or a session.
-PUBLIC_PATHS = ("/", "/healthz", "/api/v1/login")
+PUBLIC_PATHS = ("/", "/healthz", "/api/v1/login", "/api/v1/session")
 
 
 def caller(request: Request) -> Principal:
@@ -415,6 +421,22 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         response.set_cookie(COOKIE, session.id, httponly=True, secure=True, samesite="strict", path="/")
         return response
 
+    @api.post("/api/v1/unlock")
+    async def unlock(body: UnlockRequest, principal: Caller, request: Request) -> dict[str, Any]:
+        """Lift the login lock-out of a user (every address, or `address`) or of an
+        address (admin); 409, changing nothing, when no such lock-out is in force."""
+        require(principal, "admin")
+        if not body.user and not body.address:
+            raise ApiError(422, "name a user, an address or both")
+        lifted = console.sessions.unlock(body.user or None, body.address or None)
+        target = " from ".join(part for part in (f"user {body.user}" if body.user else "",
+                                                  f"address {body.address}" if body.address else "") if part)
+        if not lifted:
+            raise ApiError(409, f"{target} is not locked out: nothing to lift")
+        control.audit(principal.name, "unlock", target, {"user": body.user, "address": body.address,
+                                                         "lifted": lifted}, source(request))
+        return {"unlocked": lifted}
+
     @api.post("/api/v1/logout")
     async def logout(principal: Caller, request: Request) -> JSONResponse:
         if principal.session:
@@ -425,7 +447,16 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         return response
 
     @api.get("/api/v1/session")
-    async def whoami(principal: Caller) -> dict[str, Any]:
+    async def whoami(request: Request) -> dict[str, Any]:
+        """Who is calling. Without a token or a live session (the page's first load) the
+        answer is 200 with no name, not a 401 that the browser reports as an error;
+        `ended` says a session cookie came with it that no longer logs in."""
+        cookie = request.cookies.get(COOKIE, "")
+        admin = console.admin
+        if not request.headers.get("authorization") and (
+                not cookie or admin is None or console.sessions.lookup(cookie, admin, touch=False) is None):
+            return {"name": None, "role": None, "csrf": None, "via": None, "ended": bool(cookie)}
+        principal = caller(request)
         session = console.sessions.sessions.get(principal.session) if principal.session else None
         return {"name": principal.name, "role": principal.role, "csrf": session.csrf if session else None,
                 "via": "session" if session else "token"}

@@ -44,7 +44,7 @@ async function api(method, path, body) {
   let data = null;
   try { data = await response.json(); } catch (e) { data = null; }
   if (!response.ok) {
-    if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.");
+    if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.", true);
     throw new ApiError(response.status, (data && data.error) || ("HTTP " + response.status), data && data.problems);
   }
   if (data && data.settled === false) {  // 202: stored and in force, but not every worker confirmed yet
@@ -501,14 +501,16 @@ function connectLive() {
   source.onmessage = () => refresh();
 }
 
-function showLogin(message) {
+// `message` is an error (a refused login) unless `note`: "You have logged out." is not one.
+function showLogin(message, note) {
   state.me = null;
   if (state.source) { state.source.close(); state.source = null; }
   clearInterval(state.timer);
   $("top").hidden = true;
   $("view").replaceChildren();
   $("login-view").hidden = false;
-  $("login-error").textContent = message || "";
+  $("login-error").textContent = note ? "" : message || "";
+  $("login-note").textContent = note ? message : "";
   $("login-name").focus();
 }
 
@@ -528,6 +530,7 @@ async function start() {
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     $("login-submit").disabled = true;
+    $("login-note").textContent = "";
     try {
       const me = await api("POST", "/api/v1/login", { name: $("login-name").value, password: $("login-password").value });
       $("login-password").value = "";
@@ -540,13 +543,14 @@ async function start() {
   });
   $("logout").addEventListener("click", async () => {
     try { await api("POST", "/api/v1/logout"); } catch (e) { /* the session may be gone already */ }
-    showLogin("You have logged out.");
+    showLogin("You have logged out.", true);
   });
   window.addEventListener("hashchange", () => { route(); $("main").focus(); });
   try {
+    // 200 with no name when nobody is logged in: the first load makes no failing request.
     const me = await api("GET", "/api/v1/session");
-    if (!me.csrf) throw new ApiError(401, "");
-    loggedIn(me);
+    if (me.csrf) loggedIn(me);
+    else showLogin(me.ended ? "Your session has ended; log in again." : "", true);
   } catch (e) {
     showLogin("");
   }
