@@ -131,3 +131,11 @@ def test_a_viewer_cannot_change_a_state_and_the_control_is_not_asked(fake: FakeC
     answer = client(fake, VIEWER).post("/api/v1/services/pacs/servers/A/state", json={"state": "halt"})
     assert answer.status_code == 403
     assert fake.calls == []
+
+
+def test_a_body_that_is_not_json_is_422_saying_so_and_nothing_is_asked(fake: FakeControl):
+    answer = client(fake, OPERATOR).post("/api/v1/services/pacs/servers/A/state", content=b"{state: halt",
+                                         headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "the body is not JSON"}
+    assert fake.calls == []

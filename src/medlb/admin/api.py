@@ -237,7 +237,9 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         problems = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"] if part != "body")
-            if error["type"] == "literal_error":
+            if error["type"] == "json_invalid":
+                problems.append("the body is not JSON")
+            elif error["type"] == "literal_error":
                 problems.append(f"{where} must be one of {error['ctx']['expected']}")
             else:
                 problems.append(f"{where}: {error['msg']}" if where else error["msg"])
