@@ -310,3 +310,21 @@ def test_an_action_a_stopped_worker_cannot_confirm_is_answered_202_with_that_wor
     wait_until(lambda: lb.set_state("pacs", "B", "online").status_code == 200, 10, what="worker 1 to confirm again")
     assert lb.api("POST", "/api/v1/reload").json()["settled"] is True
     assert Counter(who_answers(vip) for _ in range(20)).keys() == {"A", "B"}
+
+
+def test_round_robin_rotates_over_every_worker_together(medlb, backends):
+    """Each worker used to keep its own rotation, so nine clients over three equal
+    servers landed 4/3/2; the picks are now numbered over both workers."""
+    vip, *ports = free_ports(4)
+    for name, port in zip("ABC", ports):
+        backends.start(name, port)
+    lb = medlb([service("pacs", vip, [server(n, p) for n, p in zip("ABC", ports)], scheduler="roundrobin")],
+               workers=2)
+    wait_until(lambda: all(s["available"] for s in lb.service("pacs")["servers"]), 10, what="every server up")
+
+    answers = [who_answers(vip) for _ in range(30)]
+
+    assert Counter(answers) == {"A": 10, "B": 10, "C": 10}
+    assert all(set(answers[i:i + 3]) == {"A", "B", "C"} for i in range(0, 30, 3)), answers
+    served = [p["total_connections"] for p in lb.api("GET", "/api/v1/workers").json()["processes"]]
+    assert sum(served) == 30

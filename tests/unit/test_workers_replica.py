@@ -103,3 +103,18 @@ def test_channel_carries_messages_and_descriptors_in_order():
         b.close()
 
     asyncio.run(scenario())
+
+
+def test_the_shared_cursor_numbers_the_picks_of_every_worker_once_with_or_without_libatomic():
+    from medlb.workers import board
+
+    fd = board.create(2)
+    try:
+        views = [board.Board(os.dup(fd), 2, index) for index in range(2)]
+        cell = 2 * board.MAX_SLOTS + 5  # the cursors' row
+        drawers = [board.SharedCursor(views[0], cell), board.SharedCursor(views[1], cell, fetch_add=None),
+                   board.SharedCursor(views[1], cell)]
+        numbers = [drawers[i % 3]() for i in range(30)]
+        assert numbers == list(range(30))
+    finally:
+        os.close(fd)

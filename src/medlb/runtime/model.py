@@ -282,6 +282,9 @@ class Service:
         if isinstance(persistence, SourceIpPersistence):
             self.sticky = StickTable(persistence.timeout, persistence.max_entries)
         self._schedulers: dict[tuple[str, str], Scheduler] = {}
+        #: With workers: round robin's numbering of picks shared by all of them, per
+        #: (pool, tier), so the rotation is over every worker together.
+        self.cursors: dict[tuple[str, str], Callable[[], int]] = {}
         #: Mode dicom only: routing by AE title, and association counters.
         self.router: DicomRouter | None = None
         self.dicom: DicomStats | None = None
@@ -360,7 +363,8 @@ class Service:
             return None
         scheduler = self._schedulers.get((pool_name, tier))
         if scheduler is None:
-            scheduler = self._schedulers[(pool_name, tier)] = make_scheduler(self.config.scheduler)
+            scheduler = self._schedulers[(pool_name, tier)] = make_scheduler(
+                self.config.scheduler, self.cursors.get((pool_name, tier)))
         if key is None and self.config.scheduler == "source":
             key = client_key(client_ip)
         server = scheduler.pick(candidates, key)
