@@ -109,7 +109,8 @@ def test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler(me
     arrived = {"pacs1": peers.stored("pacs1"), "dcm": peers.stored("dcm"), "orthanc": orthanc.sop_uids()}
     assert set().union(*arrived.values()) == sent
     assert sum(len(uids) for uids in arrived.values()) == len(sent)  # each file once
-    assert {name: len(uids) for name, uids in arrived.items()} == {"pacs1": 4, "dcm": 2, "orthanc": 2}, lb.service("pacs")["servers"]
+    assert {name: len(uids) for name, uids in arrived.items()} == {"pacs1": 4, "dcm": 2, "orthanc": 2}, \
+        lb.service("pacs")["servers"]  # with connect_failures, if a retry moved one
     view = lb.service("pacs")
     assert {s["name"]: s["total_connections"] for s in view["servers"]} == {"pacs1": 4, "dcm": 2, "orthanc": 2}
     assert view["dicom"]["by_calling_ae"]["CT1"] == {"active": 0, "total": len(files)}
