@@ -174,6 +174,12 @@ def test_an_unknown_calling_ae_is_rejected_1_1_3_and_an_unrouted_called_ae_1_1_7
     rejects = lb.service("pacs")["dicom"]["rejects"]
     assert (rejects["calling-ae-not-allowed"], rejects["called-ae-not-routed"]) == (1, 1)
     assert lb.server("pacs", "pacs1")["total_connections"] == 1  # rejects never reached it
+    # The last rejected associations, newest first: when, AE titles and reason, no data.
+    last = lb.service("pacs")["dicom"]["last_rejects"]
+    assert [{k: v for k, v in r.items() if k != "at"} for r in last] == [
+        {"calling_ae": "CT1", "called_ae": "NOSUCHAE", "reason": "called-ae-not-routed"},
+        {"calling_ae": "US1", "called_ae": "MEDLB", "reason": "calling-ae-not-allowed"}]
+    assert last[0]["at"] >= last[1]["at"] > 0
     log = lb.log()
     assert "reason=calling-ae-not-allowed" in log and "calling_ae=US1" in log
 

@@ -78,6 +78,7 @@ def dicom_view(service: Service) -> dict[str, Any]:
         "by_calling_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_calling_ae.items()},
         "by_called_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_called_ae.items()},
         "rejects": dict(stats.rejects),
+        "last_rejects": stats.last_rejects.newest_first(),
         "aborts": dict(stats.aborts),
     }
 
@@ -135,7 +136,8 @@ def http_view(service: Service) -> dict[str, Any]:
     by_class: dict[str, int] = {}
     for (_, status_class), count in stats.requests.items():
         by_class[status_class] = by_class.get(status_class, 0) + count
-    return {"requests": by_class, "errors": dict(stats.errors), "in_flight": stats.in_flight}
+    return {"requests": by_class, "errors": dict(stats.errors), "last_errors": stats.last_errors.newest_first(),
+            "in_flight": stats.in_flight}
 
 
 def mllp_view(service: Service) -> dict[str, Any]:
@@ -148,6 +150,8 @@ def mllp_view(service: Service) -> dict[str, Any]:
         "messages": sum(stats.messages.values()),
         "acks": acks,
         "negative_acks_sent": dict(stats.naks),
+        "negative_acks_by_code": by_code(stats.nak_codes),
+        "last_failures": stats.last_failures.newest_first(),
         "retries": stats.retries,
         "mismatched_acks": stats.mismatched_acks,
         "oversized": stats.oversized,
@@ -155,3 +159,11 @@ def mllp_view(service: Service) -> dict[str, Any]:
         "in_flight": stats.in_flight,
         "queued": stats.queued - stats.in_flight,
     }
+
+
+def by_code(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """{(code, reason): n} as {code: {reason: n}}."""
+    grouped: dict[str, dict[str, int]] = {}
+    for (code, reason), count in sorted(counts.items()):
+        grouped.setdefault(code, {})[reason] = count
+    return grouped
