@@ -441,3 +441,63 @@ def test_the_first_load_fails_no_request_and_a_lock_out_says_how_long(chromium, 
     finally:
         factory.stop_all()
         group.stop_all()
+
+
+def test_each_protocol_page_shows_its_facts_and_last_failures(chromium, tmp_path):
+    """A dicom, an http and an mllp service whose only server is down: a refused
+    association, a 503 and an AE from medlb show on their pages, without any data."""
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from helpers import http_service
+
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    pacs, web, adt, closed = free_ports(4)
+    tcp_check = {"type": "tcp", "interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 1}
+    admin_port = free_port()
+    lb = factory([
+        service("pacs", pacs, [server("pacs1", closed, ae_title="PACS1")], mode="dicom", health=tcp_check,
+                dicom={"ae_title": "MEDLB", "allowed_calling_aes": ["CT*"]}),
+        http_service("api", web, [server("api1", closed)], health=tcp_check),
+        service("adt", adt, [server("engine1", closed)], mode="mllp", health=tcp_check),
+    ], start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "users": USERS})
+    lb.admin_port, lb.base_url = admin_port, f"https://{LOOPBACK}:{admin_port}"
+    lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=10)
+    try:
+        lb.start()
+        for name, member in (("pacs", "pacs1"), ("api", "api1"), ("adt", "engine1")):
+            lb.wait_health(name, member, "down", 15)
+        stranger = AE(ae_title="US1")
+        stranger.add_requested_context(Verification)
+        assert not stranger.associate(LOOPBACK, pacs, ae_title="MEDLB").is_established
+        assert httpx.get(f"http://{LOOPBACK}:{web}/", timeout=10).status_code == 503
+        with socket.create_connection((LOOPBACK, adt), timeout=10) as sock:
+            sock.sendall(b"\x0bMSH|^~\\&|ADT|HOSP|ENG|HOSP|20261130||ADT^A08^ADT_A01|C1|T|2.5.1\rPID|1||M1\r\x1c\r")
+            assert b"|AE|" in sock.recv(65536)
+
+        visit = Visit(chromium, lb)
+        visit.login("vera")
+        page = visit.page
+        page.goto(lb.base_url + "/#/service/pacs")
+        expect(page.locator("#dicom-facts")).to_contain_text("Allowed calling AEs")
+        expect(page.locator("#dicom-facts")).to_contain_text("CT*")
+        expect(page.locator("tr[data-server='pacs1'] [data-col='ae-title']")).to_have_text("AE PACS1")
+        expect(page.locator("#dicom-rejects")).to_contain_text("calling-ae-not-allowed")
+        expect(page.locator("#dicom-last-rejects tbody tr").first).to_contain_text("US1")
+        expect(page.locator("#dicom-last-rejects tbody tr").first).to_contain_text("MEDLB")
+        screenshot(page, "service-dicom-facts.png")
+        page.goto(lb.base_url + "/#/service/api")
+        expect(page.locator("#http-classes")).to_contain_text("5xx")
+        expect(page.locator("#http-last-errors tbody tr").first).to_contain_text("503")
+        expect(page.locator("#http-last-errors tbody tr").first).to_contain_text("no_server")
+        page.goto(lb.base_url + "/#/service/adt")
+        expect(page.locator("#mllp-naks")).to_contain_text("AE: no server available")
+        expect(page.locator("#mllp-last-failures tbody tr").first).to_contain_text("no server available")
+        assert "M1" not in page.locator("#view").inner_text()  # no field of the message
+        visit.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()

@@ -304,7 +304,8 @@ async function renderService(name) {
         const ss = serverStatus(v);
         const check = v.last_check;
         return el("tr", { class: ss.cls === "ok" || ss.cls === "idle" ? "" : ss.cls, "data-server": v.name },
-          el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address)),
+          el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address),
+             v.ae_title ? el("div", { class: "muted", "data-col": "ae-title" }, "AE " + v.ae_title) : null),
           el("td", { "data-col": "status" }, badge(ss.cls, ss.words)),
           may("operator") ? el("td", {}, serverButtons(service, v)) : null,
           el("td", { "data-col": "state" }, v.state, v.state !== "online" ? el("div", { class: "muted" }, "by " + v.state_changed_by) : null),
@@ -319,6 +320,7 @@ async function renderService(name) {
           el("td", {}, fmtBytes(v.bytes_to_server + v.bytes_to_client)));
       })))));
   }
+  nodes.push(...protocolFacts(service));
   const charts = [["active", "Active connections", String], ["conn_rate", "New connections per second", (n) => n.toFixed(1)],
                   ["bytes_rate", "Throughput", fmtRate]];
   if (service.mllp) charts.push(["msg_rate", "Messages per second", (n) => n.toFixed(1)],
@@ -341,6 +343,58 @@ function lastChange(v) {
   const last = v.last_change;
   return last ? [last.text, el("div", { class: "muted" }, fmtTime(last.at))]
               : [v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))];
+}
+
+// ---------------------------------------------------------------- protocol facts
+
+function factsList(id, pairs) {
+  return el("dl", { class: "summary", id }, pairs.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, String(v)))));
+}
+
+// Counts by reason (or code), the non-zero ones, largest first.
+function countsTable(id, title, counts, what) {
+  const rows = Object.entries(counts || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  return [el("h3", {}, title), rows.length
+    ? el("div", { class: "table-wrap" }, el("table", { id, class: "counts" },
+        el("thead", {}, el("tr", {}, [what, "Count"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows.map(([k, n]) => el("tr", {}, el("td", {}, k), el("td", {}, String(n)))))))
+    : el("p", { class: "muted", id }, "None.")];
+}
+
+// The last failures the API keeps (newest first): codes, reasons and AE titles, no data.
+function recentTable(id, title, headers, rows) {
+  return [el("h3", {}, title), rows.length
+    ? el("div", { class: "table-wrap" }, el("table", { id },
+        el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", { class: "wrap" }, c)))))))
+    : el("p", { class: "muted", id }, "None since medlb started.")];
+}
+
+function protocolFacts(service) {
+  const nodes = [];
+  const d = service.dicom, m = service.mllp, h = service.http;
+  if (d) nodes.push(el("h2", {}, "DICOM"),
+    factsList("dicom-facts", [["Service AE title", d.ae_title],
+      ["Allowed calling AEs", d.allowed_calling_aes && d.allowed_calling_aes.length ? d.allowed_calling_aes.join(", ") : "any"],
+      ["Associations", `${d.active_associations} active, ${d.total_associations} total`]]),
+    ...countsTable("dicom-rejects", "Association rejects by reason", d.rejects, "Reason"),
+    ...recentTable("dicom-last-rejects", "Last rejected associations", ["When", "Calling AE", "Called AE", "Reason"],
+                   d.last_rejects.map((r) => [fmtTime(r.at), r.calling_ae || "–", r.called_ae || "–", r.reason])));
+  if (m) {
+    const naks = {};
+    for (const [code, reasons] of Object.entries(m.negative_acks_by_code || {}))
+      for (const [reason, n] of Object.entries(reasons)) naks[`${code}: ${reason}`] = n;
+    nodes.push(el("h2", {}, "HL7"),
+      ...countsTable("mllp-naks", "Negative ACKs medlb sent, by code and reason", naks, "Code: reason"),
+      ...recentTable("mllp-last-failures", "Last negative ACKs", ["When", "Code", "Reason", "Server"],
+                     m.last_failures.map((f) => [fmtTime(f.at), f.code, f.reason, f.server || "medlb"])));
+  }
+  if (h) nodes.push(el("h2", {}, "HTTP"),
+    ...countsTable("http-classes", "Responses by status class", h.requests, "Status"),
+    ...countsTable("http-errors", "medlb's own answers by reason", h.errors, "Reason"),
+    ...recentTable("http-last-errors", "Last 502, 503 and 504 answers", ["When", "Status", "Reason", "Server"],
+                   h.last_errors.map((e) => [fmtTime(e.at), String(e.status), e.reason, e.server || "–"])));
+  return nodes;
 }
 
 function eventsTable(events) {
