@@ -24,7 +24,8 @@ from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.kernel.plane import KernelPlane
 from medlb.proxy.listeners import Listeners
-from medlb.runtime import Change, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
+from medlb.runtime import Change, Conflict, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
+from medlb.runtime.describe import describe_change
 from medlb.runtime.model import ReloadPlan
 from medlb.store import Store
 from medlb.tasks import spawn
@@ -286,10 +287,17 @@ class App:
         return changes
 
     def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
+        """Raises NotFound for a service or pool the config does not have, and Conflict,
+        with the reason, auditing nothing, when no pool asked would leave its backup."""
         found = self.runtime.service(service)
         if pool is not None and pool not in found.pools:
             raise NotFound(f"service {service!r} has no pool named {pool!r}")
-        self.audit(who, "failback", service if pool is None else f"{service}/{pool}", {}, source)
+        refusals = found.failback_refusals(pool)
+        if len(refusals) == (1 if pool else len(found.pools)):
+            raise Conflict("; ".join(refusals.values()) if len(refusals) == 1 else
+                           "; ".join(f"pool {name}: {reason}" for name, reason in refusals.items()))
+        detail = {"not_failed_back": refusals} if refusals else {}
+        self.audit(who, "failback", service if pool is None else f"{service}/{pool}", detail, source)
         return self.runtime.apply(Failback(service, pool, who))
 
     async def reload(self, who: str, source: str = "") -> ReloadResult:
@@ -364,7 +372,9 @@ class App:
 
     def _on_changes(self, changes: list[Change]) -> None:
         for change in changes:
-            record = {"at": time.time(), **change.as_dict()}
+            service = self.runtime.services.get(change.service)
+            record = {"at": time.time(), **change.as_dict(),
+                      "text": describe_change(change, service is not None and len(service.pools) > 1)}
             self.events.append(record)
             fields = {"service": change.service, change_subject(change): change.subject,
                       "old": change.old, "new": change.new}

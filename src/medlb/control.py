@@ -98,7 +98,9 @@ class Control(Protocol):
     def set_pool_state(self, service: str, pool: str, tier: str, state: str, who: str,
                        source: str = "") -> list[Change]: ...
 
-    def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]: ...
+    def failback(self, service: str, who: str, pool: str | None = None, source: str = "") -> list[Change]:
+        """Leave the backup for the primaries; raises runtime.Conflict (the API's 409),
+        auditing nothing, when no pool asked would leave it."""
 
     async def reload(self, who: str, source: str = "") -> ReloadResult: ...
 

@@ -93,12 +93,30 @@ def _pool_words(service: dict[str, Any]) -> str:
     return words.get(active, active)
 
 
+def _no_backup(service: dict[str, Any], pool: str) -> str:
+    """Why halting `pool`'s primary servers would leave it no server, or ''."""
+    found = service["pools"].get(pool)
+    if found is None:
+        return ""  # the API names the unknown pool
+    label = "" if pool == "default" else f"pool {pool} of "
+    if not found["backup"]:
+        return f"{label}{service['name']} has no backup cluster"
+    ready = [s["name"] for s in service["servers"] if s["pool"] == pool and s["backup"] and s["available"]]
+    return "" if ready else f"no backup server of {label}{service['name']} is online and up"
+
+
 def show_status(client: Client) -> str:
     services = client.request("GET", "/api/v1/services")
     services.sort(key=lambda s: (s["servers_up"] > 0, s["active_pool"] == "primary", s["name"]))
-    rows = [[s["name"], s["mode"], ",".join(s["listen"]), _pool_words(s), f"{s['servers_up']}/{s['servers_total']}",
+    rows = [[s["name"], s["mode"], ",".join(s["listen"]), _pool_words(s), _taking_work(s),
              s["active_connections"], s["total_connections"]] for s in services]
-    return table(["service", "mode", "listen", "active pool", "up", "active", "total"], rows)
+    return table(["service", "mode", "listen", "active pool", "taking work", "active", "total"], rows)
+
+
+def _taking_work(service: dict[str, Any]) -> str:
+    """Servers taking work / all, with the ready but idle ones (backup, waiting for failback) apart."""
+    standby = service["servers_standby"]
+    return f"{service['servers_taking_work']}/{service['servers_total']}" + (f" +{standby} standby" if standby else "")
 
 
 def show_workers(client: Client) -> str:
@@ -116,18 +134,19 @@ def show_servers(client: Client, service: str) -> str:
     for s in data["servers"]:
         last = s.get("last_check") or {}
         rows.append([s["name"], s["pool"] + (" backup" if s["backup"] else ""), s["address"], s["state"], s["health"],
-                     "yes" if s["available"] else "no", s["weight"], s["active_connections"], s["total_connections"],
+                     s["status_text"], s["weight"], s["active_connections"], s["total_connections"],
                      f"{last['latency'] * 1000:.1f}ms" if last else "-", s["health_reason"]])
-    header = f"{data['name']} [{data['mode']}]: active pool {_pool_words(data)}, {data['servers_up']}/{data['servers_total']} up"
-    return header + "\n" + table(["server", "pool", "address", "state", "health", "takes work", "weight", "active",
+    standby = f", {data['servers_standby']} standby" if data["servers_standby"] else ""
+    header = (f"{data['name']} [{data['mode']}]: active pool {_pool_words(data)}, "
+              f"{data['servers_taking_work']}/{data['servers_total']} taking work{standby}")
+    return header + "\n" + table(["server", "pool", "address", "state", "health", "status", "weight", "active",
                                   "total", "check", "reason"], rows)
 
 
 def show_audit(client: Client, limit: int, search: str) -> str:
     query = f"/api/v1/audit?limit={limit}" + (f"&q={urllib.request.quote(search)}" if search else "")
     entries = client.request("GET", query)
-    rows = [[e["id"], _when(e["at"]), e["who"], e["action"], e["target"],
-             json.dumps(e["detail"], sort_keys=True) if e["detail"] else "", e["source"]] for e in entries]
+    rows = [[e["id"], _when(e["at"]), e["who"], e["action"], e["target"], e["text"], e["source"]] for e in entries]
     return table(["id", "at (utc)", "who", "action", "target", "detail", "source"], rows)
 
 
@@ -215,20 +234,35 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         state = "halt" if action == "failover" else "online"
         service = client.request("GET", f"/api/v1/services/{args.service}")
         pools = [args.pool] if args.pool else list(service["pools"])
+        unserved = [] if action == "restore" else [why for pool in pools if (why := _no_backup(service, pool))]
+        if unserved and not args.force:
+            raise CtlError("; ".join(unserved) + ": halting its primary servers leaves the service with NO server "
+                           "and clients are refused; nothing was changed (add --force to do it anyway)")
         for pool in pools:
             client.request("POST", f"/api/v1/services/{args.service}/pools/{pool}/state",
                            {"state": state, "tier": "primary"})
-        done = "primary servers halted: traffic goes to the backup" if action == "failover" else \
-            "primary servers online again (with failback: manual, run `medlb ctl failback` too)"
+        if action == "restore":
+            done = "primary servers online again (with failback: manual, run `medlb ctl failback` too)"
+        elif unserved:
+            done = "primary servers halted: " + "; ".join(unserved) + ": the service has NO server for it"
+        else:
+            done = "primary servers halted: traffic goes to the backup"
         return f"{args.service}: {done}\n" + show_servers(client, args.service)
     if action == "failback":
-        client.request("POST", f"/api/v1/services/{args.service}/failback", {"pool": args.pool} if args.pool else {})
-        return f"{args.service}: failed back\n" + show_servers(client, args.service)
+        answer = client.request("POST", f"/api/v1/services/{args.service}/failback",
+                                {"pool": args.pool} if args.pool else {})
+        kept = "".join(f"; pool {pool} stays: {why}" for pool, why in answer.get("not_failed_back", {}).items())
+        return f"{args.service}: failed back to the primary servers{kept}\n" + show_servers(client, args.service)
     if action == "reload":
         answer = client.request("POST", "/api/v1/reload")
         return f"reloaded: {', '.join(answer['services'])}"
     if action == "audit":
         return show_audit(client, args.limit, args.search)
+    if action == "unlock":
+        if not args.user and not args.address:
+            raise CtlError("name the user (--user) or the address (--address) to unlock")
+        answer = client.request("POST", "/api/v1/unlock", {"user": args.user, "address": args.address})
+        return "lifted the login lock-out of " + ", ".join(answer["unlocked"])
     raise CtlError(f"unknown action {action}")
 
 
@@ -260,7 +294,13 @@ def add_parser(commands: Any) -> None:
         parser.add_argument("service")
         parser.add_argument("--pool", help="one pool only (default: every pool of the service)" if name != "failback"
                             else "one pool only")
+        if name == "failover":
+            parser.add_argument("--force", action="store_true",
+                                help="halt the primaries even when no backup server can take the work")
     actions.add_parser("reload", help="re-read the config file (admin role)")
+    unlock = actions.add_parser("unlock", help="lift a web login lock-out (admin role)")
+    unlock.add_argument("--user", help="the user name (from every address, or only --address)")
+    unlock.add_argument("--address", help="the source address (and every user's lock from it)")
     audit = actions.add_parser("audit", help="operator actions, newest first")
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--search", default="", help="only entries containing this")

@@ -8,6 +8,7 @@ no patient data; the test message uses MSH-11 = T unless --production is given.
 from __future__ import annotations
 
 import argparse
+import secrets
 import socket
 import time
 
@@ -22,14 +23,22 @@ def test_message(control_id: str, patient: str, processing_id: str) -> bytes:
             f"EVN|A08|{now}\rPID|1||{patient}^^^TEST^MR||TEST^PATIENT\r").encode()
 
 
+def control_id_for(run_id: str, n: int) -> str:
+    """MSH-10 of the run's n-th message: a random run id, so that runs never repeat one
+    (an engine that drops duplicates would drop a repeat as already seen), within the
+    20 characters HL7 2.5 allows up to a million messages a run."""
+    return f"MEDLB{run_id}{n + 1:04d}"
+
+
 def run(args: argparse.Namespace) -> int:
     address = parse_server_address(args.address)
     port = address.port or 2575
     decoder = mllp.FrameDecoder(16 * 1024 * 1024)
     failures = 0
+    run_id = secrets.token_hex(4).upper()
     with socket.create_connection((address.host, port), timeout=args.timeout) as sock:
         for n in range(args.count):
-            control_id = f"MEDLBTEST{int(time.time())}{n}"
+            control_id = control_id_for(run_id, n)
             sock.sendall(mllp.encode(test_message(control_id, args.patient, "P" if args.production else "T")))
             answer = None
             while answer is None:

@@ -80,6 +80,8 @@ class Visit:
         self.context = chromium.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
         self.requests: list[str] = []
         self.context.on("request", lambda request: self.requests.append(request.url))
+        self.unauthorized: list[str] = []
+        self.context.on("response", lambda response: response.status == 401 and self.unauthorized.append(response.url))
         self.page = self.context.new_page()
         self.page.set_default_timeout(20000)
         expect.set_options(timeout=20000)
@@ -255,7 +257,8 @@ def test_csrf_token_and_cookie_flags(chromium, site):
         assert answer[0] == 403 and "CSRF" in json.loads(answer[1])["error"]
         assert lb.server("pacs", "B")["state"] == "online"
         visit.page.get_by_role("button", name="Log out").click()
-        expect(visit.page.locator("#login-error")).to_have_text("You have logged out.")
+        expect(visit.page.locator("#login-note")).to_have_text("You have logged out.")  # a note, not an error
+        expect(visit.page.locator("#login-error")).to_have_text("")
         assert visit.page.evaluate("fetch('/api/v1/services').then(r => r.status)") == 401
     finally:
         visit.close()
@@ -367,3 +370,134 @@ def test_keyboard_only_on_a_tablet_sized_screen(chromium, site):
         assert visit.foreign_requests() == []
     finally:
         visit.close()
+
+
+def status_cell(page, server_name: str):
+    return page.locator(f"tr[data-server='{server_name}'] td[data-col='status']")
+
+
+def test_each_server_says_what_the_scheduler_does_with_it(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    pool = "/api/v1/services/pacs/pools/default/state"
+    try:
+        visit.login("vera")
+        page = visit.page
+        row = page.locator("#services tbody tr[data-service='pacs']")
+        expect(row.locator("td[data-col='up']")).to_have_text("2/3, 1 standby")
+        expect(row).to_contain_text("OK")  # an idle backup is no problem
+        page.goto(lb.base_url + "/#/service/pacs")
+        expect(status_cell(page, "A")).to_have_text("takes work")
+        expect(status_cell(page, "C")).to_have_text("standby (backup cluster)")
+
+        # Failed over, then the primaries back: with failback manual they wait for it.
+        assert lb.api("POST", pool, json={"state": "halt"}).status_code == 200
+        assert lb.api("POST", pool, json={"state": "online"}).status_code == 200
+        expect(status_cell(page, "A")).to_have_text("ready: waiting for failback")
+        expect(status_cell(page, "C")).to_have_text("takes work")
+        expect(page.locator("dl.summary")).to_contain_text("1/3, 2 standby")
+        screenshot(page, "service-pacs-waiting-for-failback.png")
+    finally:
+        lb.api("POST", "/api/v1/services/pacs/failback", json={})
+        visit.close()
+
+
+def test_events_audit_and_the_last_change_read_as_sentences(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        assert lb.set_state("pacs", "B", "drain").status_code == 200
+        visit.login("vera")
+        page = visit.page
+        page.goto(lb.base_url + "/#/service/pacs")
+        last = page.locator("tr[data-server='B'] td[data-col='last-change']")
+        expect(last).to_contain_text("Server B set to drain by admin-token (was online)")
+        expect(page.locator("#events")).to_contain_text("Server B set to drain by admin-token")
+
+        page.get_by_role("link", name="Audit").click()
+        detail = page.locator("#audit tbody tr", has_text="pacs/B").first.locator("td[data-col='detail']")
+        expect(detail).to_have_text("Set server B of pacs to drain (was online)")
+        screenshot(page, "audit-sentences.png")
+    finally:
+        lb.set_state("pacs", "B", "online")
+        visit.close()
+
+
+def test_the_first_load_fails_no_request_and_a_lock_out_says_how_long(chromium, tmp_path):
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    try:
+        lb, _ = start_medlb(factory, group, lockout={"attempts": 2, "window": "10m", "duration": "10m"})
+        visit = Visit(chromium, lb)
+        visit.page.goto(lb.base_url + "/")
+        expect(visit.page.get_by_label("User name")).to_be_visible()
+        expect(visit.page.locator("#login-error")).to_have_text("")
+        visit.page.wait_for_load_state("networkidle")
+        assert visit.unauthorized == []  # no 401 in the browser's console on the first load
+        visit.login("olga", "wrong-1")
+        visit.page.get_by_label("Password").fill("wrong-2")
+        visit.page.get_by_role("button", name="Log in").click()
+        expect(visit.page.locator("#login-error")).to_contain_text("locked out for 10 min")
+        visit.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()
+
+
+def test_each_protocol_page_shows_its_facts_and_last_failures(chromium, tmp_path):
+    """A dicom, an http and an mllp service whose only server is down: a refused
+    association, a 503 and an AE from medlb show on their pages, without any data."""
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from helpers import http_service
+
+    group, factory = Backends(), MedlbFactory(tmp_path)
+    pacs, web, adt, closed = free_ports(4)
+    tcp_check = {"type": "tcp", "interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 1}
+    admin_port = free_port()
+    lb = factory([
+        service("pacs", pacs, [server("pacs1", closed, ae_title="PACS1")], mode="dicom", health=tcp_check,
+                dicom={"ae_title": "MEDLB", "allowed_calling_aes": ["CT*"]}),
+        http_service("api", web, [server("api1", closed)], health=tcp_check),
+        service("adt", adt, [server("engine1", closed)], mode="mllp", health=tcp_check),
+    ], start=False, admin={"listen": f"{LOOPBACK}:{admin_port}", "token": TOKEN, "users": USERS})
+    lb.admin_port, lb.base_url = admin_port, f"https://{LOOPBACK}:{admin_port}"
+    lb.client = httpx.Client(base_url=lb.base_url, verify=False, headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=10)
+    try:
+        lb.start()
+        for name, member in (("pacs", "pacs1"), ("api", "api1"), ("adt", "engine1")):
+            lb.wait_health(name, member, "down", 15)
+        stranger = AE(ae_title="US1")
+        stranger.add_requested_context(Verification)
+        assert not stranger.associate(LOOPBACK, pacs, ae_title="MEDLB").is_established
+        assert httpx.get(f"http://{LOOPBACK}:{web}/", timeout=10).status_code == 503
+        with socket.create_connection((LOOPBACK, adt), timeout=10) as sock:
+            sock.sendall(b"\x0bMSH|^~\\&|ADT|HOSP|ENG|HOSP|20261130||ADT^A08^ADT_A01|C1|T|2.5.1\rPID|1||M1\r\x1c\r")
+            assert b"|AE|" in sock.recv(65536)
+
+        visit = Visit(chromium, lb)
+        visit.login("vera")
+        page = visit.page
+        page.goto(lb.base_url + "/#/service/pacs")
+        expect(page.locator("#dicom-facts")).to_contain_text("Allowed calling AEs")
+        expect(page.locator("#dicom-facts")).to_contain_text("CT*")
+        expect(page.locator("tr[data-server='pacs1'] [data-col='ae-title']")).to_have_text("AE PACS1")
+        expect(page.locator("#dicom-rejects")).to_contain_text("calling-ae-not-allowed")
+        expect(page.locator("#dicom-last-rejects tbody tr").first).to_contain_text("US1")
+        expect(page.locator("#dicom-last-rejects tbody tr").first).to_contain_text("MEDLB")
+        screenshot(page, "service-dicom-facts.png")
+        page.goto(lb.base_url + "/#/service/api")
+        expect(page.locator("#http-classes")).to_contain_text("5xx")
+        expect(page.locator("#http-last-errors tbody tr").first).to_contain_text("503")
+        expect(page.locator("#http-last-errors tbody tr").first).to_contain_text("no_server")
+        page.goto(lb.base_url + "/#/service/adt")
+        expect(page.locator("#mllp-naks")).to_contain_text("AE: no server available")
+        expect(page.locator("#mllp-last-failures tbody tr").first).to_contain_text("no server available")
+        assert "M1" not in page.locator("#view").inner_text()  # no field of the message
+        visit.close()
+    finally:
+        factory.stop_all()
+        group.stop_all()

@@ -260,3 +260,23 @@ def test_json_log_stays_json_after_a_malformed_request_to_the_admin_port(tmp_pat
         proc.kill()
 
     assert all("event" in record for record in records)
+
+
+def test_hl7_send_gives_every_message_its_own_control_id_across_runs_in_one_second(backends, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """Two runs in the same second sent the same MSH-10 (MEDLBTEST<second>0): an engine
+    that drops duplicates would drop the second run's message as already seen."""
+    import argparse
+
+    from medlb import hl7send
+
+    port, log = free_port(), tmp_path / "engine.jsonl"
+    backends.start_mllp("E1", port, log)
+    monkeypatch.setattr(hl7send.time, "time", lambda: 1764500000.0)  # both runs within one second
+    for _ in range(2):
+        assert hl7send.run(argparse.Namespace(address=f"{LOOPBACK}:{port}", count=2, patient="TEST0001",
+                                              timeout=10.0, production=False)) == 0
+    ids = [json.loads(line)["id"] for line in log.read_text().splitlines()]
+    assert len(ids) == 4 and len(set(ids)) == 4, ids
+    assert all(len(control_id) <= 20 for control_id in ids)  # MSH-10 is 20 characters in HL7 2.5
+    assert capsys.readouterr().out.count("|AA|") == 4

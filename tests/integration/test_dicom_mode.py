@@ -50,6 +50,14 @@ def wait_all_up(lb, service_name: str, names: list[str]) -> None:
         checked_up(lb, service_name, name)
 
 
+def wait_workers_route_by_it(lb, service_name: str, server_name: str) -> None:
+    """The API shows the control process's view; with workers, an action's answer comes
+    once every worker routes by it (settle), so a state set to what it is already is a
+    barrier: no worker still routes by a health the checks have since changed."""
+    answer = lb.set_state(service_name, server_name, "online")
+    assert answer.status_code == 200 and answer.json()["settled"], answer.text
+
+
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(text)
             for s in family.samples if s.name == name}
@@ -90,6 +98,7 @@ def test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler(me
         server("orthanc", orthanc.dicom_port, ae_title="ORTHANC_A"),
     ], scheduler="roundrobin")])
     wait_all_up(lb, "pacs", ["pacs1", "dcm", "orthanc"])
+    wait_workers_route_by_it(lb, "pacs", "pacs1")
     files = sample_files()
 
     for path in files:
@@ -100,7 +109,8 @@ def test_storescu_files_reach_real_scps_through_medlb_spread_by_the_scheduler(me
     arrived = {"pacs1": peers.stored("pacs1"), "dcm": peers.stored("dcm"), "orthanc": orthanc.sop_uids()}
     assert set().union(*arrived.values()) == sent
     assert sum(len(uids) for uids in arrived.values()) == len(sent)  # each file once
-    assert {name: len(uids) for name, uids in arrived.items()} == {"pacs1": 4, "dcm": 2, "orthanc": 2}
+    assert {name: len(uids) for name, uids in arrived.items()} == {"pacs1": 4, "dcm": 2, "orthanc": 2}, \
+        lb.service("pacs")["servers"]  # with connect_failures, if a retry moved one
     view = lb.service("pacs")
     assert {s["name"]: s["total_connections"] for s in view["servers"]} == {"pacs1": 4, "dcm": 2, "orthanc": 2}
     assert view["dicom"]["by_calling_ae"]["CT1"] == {"active": 0, "total": len(files)}
@@ -164,6 +174,12 @@ def test_an_unknown_calling_ae_is_rejected_1_1_3_and_an_unrouted_called_ae_1_1_7
     rejects = lb.service("pacs")["dicom"]["rejects"]
     assert (rejects["calling-ae-not-allowed"], rejects["called-ae-not-routed"]) == (1, 1)
     assert lb.server("pacs", "pacs1")["total_connections"] == 1  # rejects never reached it
+    # The last rejected associations, newest first: when, AE titles and reason, no data.
+    last = lb.service("pacs")["dicom"]["last_rejects"]
+    assert [{k: v for k, v in r.items() if k != "at"} for r in last] == [
+        {"calling_ae": "CT1", "called_ae": "NOSUCHAE", "reason": "called-ae-not-routed"},
+        {"calling_ae": "US1", "called_ae": "MEDLB", "reason": "calling-ae-not-allowed"}]
+    assert last[0]["at"] >= last[1]["at"] > 0
     log = lb.log()
     assert "reason=calling-ae-not-allowed" in log and "calling_ae=US1" in log
 

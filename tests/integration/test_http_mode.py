@@ -127,6 +127,10 @@ def test_server_failures_give_502_and_504(medlb, backends):
     assert response.status_code == 502
     errors = lb.service("api")["http"]["errors"]
     assert errors["gateway_timeout"] == 1 and errors["bad_gateway"] >= 1
+    last = lb.service("api")["http"]["last_errors"]  # medlb's own 5xx answers, newest first
+    assert (last[0]["status"], last[0]["reason"]) == (502, "bad_gateway")
+    assert {k: v for k, v in last[-1].items() if k != "at"} == {"status": 504, "reason": "gateway_timeout",
+                                                                 "server": "a"}
 
 
 def _raw_exchange(port: int, data: bytes, context: ssl.SSLContext | None = None) -> bytes:

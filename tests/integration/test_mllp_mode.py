@@ -376,7 +376,11 @@ def test_a_start_byte_inside_a_frame_gets_ar_and_the_message_after_it_reaches_an
     receipts = received(log)
     assert [r["id"] for r in receipts] == ["NEXT1", "AFTER1"]
     assert [r["start_bytes"] for r in receipts] == [0, 0]  # no engine ever sees a 0x0B
-    assert lb.service("adt")["mllp"]["negative_acks_sent"] == {"frame interrupted by a start byte": 1}
+    view = lb.service("adt")["mllp"]
+    assert view["negative_acks_sent"] == {"frame interrupted by a start byte": 1}
+    assert view["negative_acks_by_code"] == {"AR": {"frame interrupted by a start byte": 1}}
+    assert [{k: v for k, v in f.items() if k != "at"} for f in view["last_failures"]] == [
+        {"code": "AR", "reason": "frame interrupted by a start byte", "server": ""}]
 
 
 def test_partial_frames_up_to_the_budget_are_held_a_frame_past_it_gets_ar_and_flows_once_they_end(medlb, backends,

@@ -117,17 +117,42 @@ def test_a_viewer_reads_but_changes_nothing(medlb, backends):
     assert lb.server("pacs", "A")["state"] == "online"
 
 
-def test_wrong_passwords_lock_out_the_user_and_the_source(medlb, backends):
+def test_wrong_passwords_lock_the_user_out_from_that_address_only_until_an_admin_unlocks(medlb, backends):
     lb, _ = start(medlb, backends, lockout={"attempts": 3, "window": "10m", "duration": "10m"})
     web = browser(lb)
     codes = [login(web, "olga", "wrong").status_code for _ in range(3)]
     assert codes == [401, 401, 429]
     right = login(web, "olga")
-    assert right.status_code == 429 and "locked" in right.json()["error"]
-    # The source is locked too: another user from the same address is refused.
-    assert login(web, "adam").status_code == 429
+    assert right.status_code == 429
+    assert "for this user from this address: locked out for 10 min" in right.json()["error"]
+    # Another user from that address, and olga from another address, are not locked out.
+    assert login(web, "adam").status_code == 200
+    elsewhere = httpx.Client(base_url=lb.base_url, verify=False, timeout=10,
+                             transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    assert login(elsewhere, "olga").status_code == 200
     actions = [e["action"] for e in lb.api("GET", "/api/v1/audit?limit=10").json()]
     assert actions.count("login_failed") == 2 and actions.count("login_locked") >= 2
+
+    lifted = lb.api("POST", "/api/v1/unlock", json={"user": "olga"})
+    assert lifted.status_code == 200 and lifted.json() == {"unlocked": ["olga from 127.0.0.1"]}
+    assert login(web, "olga").status_code == 200
+    again = lb.api("POST", "/api/v1/unlock", json={"user": "olga"})
+    assert again.status_code == 409 and again.json()["error"] == "user olga is not locked out: nothing to lift"
+    entries = [e for e in lb.api("GET", "/api/v1/audit?q=unlock").json() if e["action"] == "unlock"]
+    assert [e["text"] for e in entries] == ["Lifted the login lock-out of olga from 127.0.0.1"]
+
+
+def test_the_first_page_load_asks_who_is_calling_without_a_401(medlb, backends):
+    lb, _ = start(medlb, backends)
+    answer = browser(lb).get("/api/v1/session")
+    assert answer.status_code == 200 and answer.json()["name"] is None and answer.json()["ended"] is False
+    stale = browser(lb)
+    stale.cookies.set("medlb_session", "a-session-from-before-a-restart")
+    assert stale.get("/api/v1/session").json() == {"name": None, "role": None, "csrf": None, "via": None,
+                                                    "ended": True}
+    assert stale.get("/api/v1/services").status_code == 401  # everything else still needs a login
+    assert browser(lb).get("/api/v1/session", headers={"Authorization": "Bearer wrong-token-0123456789"}
+                           ).status_code == 401
 
 
 def test_a_password_typed_into_the_name_field_never_reaches_the_audit_log(medlb, backends):
@@ -189,6 +214,31 @@ def test_audit_and_events_are_searchable_and_export_as_csv(medlb, backends):
     events = lb.api("GET", "/api/v1/events?service=pacs&q=halt&format=csv")
     rows = list(csv.DictReader(io.StringIO(events.text)))
     assert rows and all(r["service"] == "pacs" for r in rows) and rows[0]["new"] == "halt"
+
+
+def test_events_and_audit_say_what_happened_in_words(medlb, backends):
+    vip, a, closed = free_ports(3)
+    backends.start("A", a)
+    lb = medlb([service("pacs", vip, [server("A", a), server("D", closed)])])
+    lb.wait_health("pacs", "D", "down", 15)
+    assert lb.set_state("pacs", "D", "drain").status_code == 200
+
+    # The last change of any kind: the operator's drain, not the health check before it.
+    last = lb.server("pacs", "D")["last_change"]
+    assert (last["kind"], last["who"]) == ("state", "admin-token")
+    assert last["text"] == "Server D set to drain by admin-token (was online): no new work, open connections go on"
+    events = lb.api("GET", "/api/v1/events?service=pacs").json()
+    assert [e["text"] for e in events[:2]] == [last["text"], "Server D is down: " + events[1]["reason"]]
+    assert events[0]["kind"] == "state" and events[0]["new"] == "drain"  # the structured fields stay
+
+    entry = lb.api("GET", "/api/v1/audit").json()[0]
+    assert entry["text"] == "Set server D of pacs to drain (was online)"
+    assert entry["detail"] == {"from": "online", "to": "drain"}  # the JSON stays in the API
+    audit_rows = list(csv.DictReader(io.StringIO(lb.api("GET", "/api/v1/audit?format=csv").text)))
+    assert audit_rows[0]["text"] == entry["text"]
+    event_rows = list(csv.DictReader(io.StringIO(lb.api("GET", "/api/v1/events?format=csv").text)))
+    assert event_rows[0]["new"] == "drain" and event_rows[0]["reason"] == ""  # not "'"
+    assert event_rows[0]["text"] == last["text"]
 
 
 def test_config_api_masks_secrets_validates_like_check_and_applies(medlb, backends):

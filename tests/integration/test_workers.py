@@ -36,7 +36,7 @@ def two_worker_tcp(medlb, backends, **extra):  # type: ignore[no-untyped-def]
     backends.start("A", a)
     backends.start("B", b)
     lb = medlb([service("pacs", vip, [server("A", a), server("B", b)], **extra)], workers=2)
-    wait_until(lambda: lb.service("pacs")["servers_up"] == 2, 10, what="both servers up")
+    wait_until(lambda: all(s["available"] for s in lb.service("pacs")["servers"]), 10, what="every server up")
     return lb, vip
 
 
@@ -124,7 +124,7 @@ def test_stopping_medlb_stops_its_workers_and_a_lost_control_process_takes_them_
     wait_until(lambda: not any(alive(pid) for pid in pids), 10, what="the workers to exit with medlb")
 
     lb.start()
-    wait_until(lambda: lb.service("pacs")["servers_up"] == 2, 10, what="both servers up")
+    wait_until(lambda: all(s["available"] for s in lb.service("pacs")["servers"]), 10, what="every server up")
     pids = worker_pids(lb)
     assert lb.proc is not None
     lb.proc.kill()  # SIGKILL: no goodbye to the workers
@@ -273,7 +273,9 @@ def test_a_reload_one_worker_cannot_apply_is_refused_in_every_worker(medlb, back
 
 
 def test_an_action_a_stopped_worker_cannot_confirm_is_answered_202_with_that_worker(medlb, backends):
-    lb, vip = two_worker_tcp(medlb, backends)
+    dr = free_ports(1)[0]
+    backends.start("DR", dr)
+    lb, vip = two_worker_tcp(medlb, backends, backup=[server("DR", dr)], failback="manual")
     stopped = worker_pids(lb)[1]
     text = lb.config_path.read_text()
 
@@ -285,6 +287,9 @@ def test_an_action_a_stopped_worker_cannot_confirm_is_answered_202_with_that_wor
         assert response.json()["server"]["state"] == "drain"
         response = lb.api("POST", "/api/v1/services/pacs/pools/default/state", json={"state": "drain"})
         assert (response.status_code, response.json()["workers_not_answered"]) == (202, [1])
+        assert response.json()["service"]["active_pool"] == "backup"
+        response = lb.api("POST", "/api/v1/services/pacs/pools/default/state", json={"state": "online"})
+        assert response.status_code == 202 and response.json()["service"]["active_pool"] == "backup"
         response = lb.api("POST", "/api/v1/services/pacs/failback", json={})
         assert (response.status_code, response.json()["workers_not_answered"]) == (202, [1])
         shown = ctl(lb, "online", "pacs", "A")
@@ -305,3 +310,21 @@ def test_an_action_a_stopped_worker_cannot_confirm_is_answered_202_with_that_wor
     wait_until(lambda: lb.set_state("pacs", "B", "online").status_code == 200, 10, what="worker 1 to confirm again")
     assert lb.api("POST", "/api/v1/reload").json()["settled"] is True
     assert Counter(who_answers(vip) for _ in range(20)).keys() == {"A", "B"}
+
+
+def test_round_robin_rotates_over_every_worker_together(medlb, backends):
+    """Each worker used to keep its own rotation, so nine clients over three equal
+    servers landed 4/3/2; the picks are now numbered over both workers."""
+    vip, *ports = free_ports(4)
+    for name, port in zip("ABC", ports):
+        backends.start(name, port)
+    lb = medlb([service("pacs", vip, [server(n, p) for n, p in zip("ABC", ports)], scheduler="roundrobin")],
+               workers=2)
+    wait_until(lambda: all(s["available"] for s in lb.service("pacs")["servers"]), 10, what="every server up")
+
+    answers = [who_answers(vip) for _ in range(30)]
+
+    assert Counter(answers) == {"A": 10, "B": 10, "C": 10}
+    assert all(set(answers[i:i + 3]) == {"A", "B", "C"} for i in range(0, 30, 3)), answers
+    served = [p["total_connections"] for p in lb.api("GET", "/api/v1/workers").json()["processes"]]
+    assert sum(served) == 30

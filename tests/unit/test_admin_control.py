@@ -157,3 +157,11 @@ def test_metrics_show_the_kernels_counters_and_a_programming_error(fake: FakeCon
     assert 'medlb_l4_server_flows{backup="false",pool="default",server="B"' not in text  # not counted: absent
     assert "Could not process rule" not in text
     assert client(fake, VIEWER).get("/api/v1/services/pacs/l4").status_code == 404
+
+
+def test_a_body_that_is_not_json_is_422_saying_so_and_nothing_is_asked(fake: FakeControl):
+    answer = client(fake, OPERATOR).post("/api/v1/services/pacs/servers/A/state", content=b"{state: halt",
+                                         headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "the body is not JSON"}
+    assert fake.calls == []

@@ -166,3 +166,18 @@ def test_exclude_overrides_persistence():
     stuck = svc(runtime).pick("192.0.2.7")
     other = svc(runtime).pick("192.0.2.7", exclude={stuck})
     assert other is not None and other is not stuck
+
+
+def test_failback_while_no_primary_can_serve_changes_nothing_and_says_why():
+    runtime = runtime_with_backup("manual")
+    down(runtime, "p1", "p2")
+    pool = svc(runtime).pools["default"]
+
+    assert runtime.apply(Failback(SERVICE, who="alice")) == []  # no flag flipped off and on again
+    assert pool.failback_refusal() == "no primary server is online: staying on the backup cluster"
+    assert pool.failed_over and active_pool(runtime) == "backup"
+
+
+def test_failback_without_a_failover_says_there_is_nothing_to_fail_back():
+    pool = svc(runtime_with_backup("manual")).pools["default"]
+    assert pool.failback_refusal() == "not failed over: nothing to fail back"

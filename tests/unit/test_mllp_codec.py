@@ -117,6 +117,30 @@ def test_negative_ack_text_cannot_break_the_segment_structure():
     assert parse_ack(ack).code == b"AR"
 
 
+def test_the_demo_engines_ack_of_an_accepted_message_has_no_error_segment():
+    """AA with `ERR|||0^...|E` (severity error) told a reader the message had failed."""
+    import asyncio
+
+    from medlb.demo import _hl7_engine
+
+    async def exchange() -> bytes:
+        server = await _hl7_engine("engine1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(mllp.encode(MSG))
+        answer = await reader.readuntil(mllp.END)
+        writer.close()
+        server.close()
+        return answer
+
+    ack = next(event.payload for event in mllp.FrameDecoder(65536).feed(asyncio.run(exchange()))
+               if isinstance(event, mllp.Frame))
+    parsed = hl7.parse(ack.decode())
+    assert str(parsed.segment("MSA")(1)) == "AA" and str(parsed.segment("MSA")(2)) == "C123"
+    assert [str(segment(0)) for segment in parsed] == ["MSH", "MSA"]
+    assert b"ERR" not in build_ack(parse_header(MSG), "CA", "accepted")
+
+
 # --- a start byte inside a frame, and the budget for partial frames -------------------
 
 OTHER = MSG.replace(b"C123", b"C456").replace(b"555^", b"999^")

@@ -2,7 +2,7 @@
 
 from itertools import groupby
 
-from runtime_helpers import clients, make_runtime, pick, pick_many, server, set_state, tally
+from runtime_helpers import clients, make_runtime, pick, pick_many, server, set_state, svc, tally
 
 
 def longest_run(names) -> int:
@@ -127,3 +127,41 @@ def test_source_hash_clients_return_when_the_server_comes_back():
     set_state(runtime, "b", "halt")
     set_state(runtime, "b", "online")
     assert {client: pick(runtime, client) for client in clients(300)} == before
+
+
+# --- roundrobin over several workers --------------------------------------------------
+
+
+def test_roundrobin_schedulers_sharing_a_cursor_rotate_as_one():
+    """Two workers' schedulers drawing numbers from one counter, in any interleaving,
+    pick exactly what one scheduler would: the rotation is over both together."""
+    import itertools
+    import random
+
+    from medlb.runtime.schedulers import RoundRobin
+
+    runtime = make_runtime({"a": 2, "b": 1, "c": 1})
+    candidates = list(svc(runtime).servers())
+    alone = RoundRobin()
+    expected = [alone.pick(candidates).name for _ in range(400)]
+    numbers = itertools.count()
+    workers = [RoundRobin(lambda: next(numbers)) for _ in range(2)]
+    turns = random.Random(7).choices([0, 1], weights=[3, 1], k=400)
+    together = [workers[turn].pick(candidates).name for turn in turns]
+    assert together == expected
+    assert tally(together) == {"a": 200, "b": 100, "c": 100}
+
+
+def test_roundrobin_across_workers_finds_its_place_again_after_the_candidates_change():
+    import itertools
+
+    from medlb.runtime.schedulers import RoundRobin
+
+    runtime = make_runtime({"a": 1, "b": 1, "c": 1})
+    everyone = list(svc(runtime).servers())
+    numbers = itertools.count()
+    first, second = RoundRobin(lambda: next(numbers)), RoundRobin(lambda: next(numbers))
+    [first.pick(everyone) for _ in range(5)]
+    [first.pick(everyone[:2]) for _ in range(3)]  # c halted for a while, seen by the first only
+    picks = [(first if i % 2 else second).pick(everyone).name for i in range(9)]
+    assert tally(picks) == {"a": 3, "b": 3, "c": 3}

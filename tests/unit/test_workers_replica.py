@@ -103,3 +103,35 @@ def test_channel_carries_messages_and_descriptors_in_order():
         b.close()
 
     asyncio.run(scenario())
+
+
+def test_the_shared_cursor_numbers_the_picks_of_every_worker_once_with_or_without_libatomic():
+    from medlb.workers import board
+
+    fd = board.create(2)
+    try:
+        views = [board.Board(os.dup(fd), 2, index) for index in range(2)]
+        cell = 2 * board.MAX_SLOTS + 5  # the cursors' row
+        drawers = [board.SharedCursor(views[0], cell), board.SharedCursor(views[1], cell, fetch_add=None),
+                   board.SharedCursor(views[1], cell)]
+        numbers = [drawers[i % 3]() for i in range(30)]
+        assert numbers == list(range(30))
+    finally:
+        os.close(fd)
+
+
+def test_the_last_failures_of_every_worker_are_merged_by_time_and_bounded():
+    workers = [runtime("dicom") for _ in range(2)]
+    for index, worker in enumerate(workers):
+        stats = worker.services["adt"].dicom
+        for n in range(15):
+            stats.reject("calling-ae-not-allowed", f"CT{index}", "MEDLB")
+            stats.last_rejects.entries[-1]["at"] = n + index / 2  # interleaved in time
+    control = runtime("dicom")
+
+    fold_counters(control, [counters(worker, {}) for worker in workers], [])
+
+    merged = control.services["adt"].dicom
+    assert merged.rejects["calling-ae-not-allowed"] == 30
+    assert [entry["at"] for entry in merged.last_rejects.entries] == [n / 2 for n in range(10, 30)]
+    assert {entry["calling_ae"] for entry in merged.last_rejects.entries} == {"CT0", "CT1"}

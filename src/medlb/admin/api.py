@@ -27,12 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medlb import __version__
 from medlb.admin import metrics
+from medlb.admin.audit_text import describe_entry
 from medlb.admin.bodies import BodyGate
 from medlb.admin.views import masked_config, server_view, service_view
 from medlb.config import ConfigError, LoadedConfig
 from medlb.config.loader import parse_config
 from medlb.config.models import AdminConfig
-from medlb.runtime import NotFound
+from medlb.runtime import Conflict, NotFound
 
 STATIC = Path(__file__).parent / "static"
 
@@ -84,6 +85,12 @@ class LoginRequest(BaseModel):
     password: str
 
 
+class UnlockRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = None
+    address: str | None = None
+
+
 class ConfigText(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str
@@ -91,7 +98,7 @@ class ConfigText(BaseModel):
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: What anyone may call; every other path needs a token or a session.
-PUBLIC_PATHS = ("/", "/healthz", "/api/v1/login")
+PUBLIC_PATHS = ("/", "/healthz", "/api/v1/login", "/api/v1/session")
 
 
 def caller(request: Request) -> Principal:
@@ -175,7 +182,8 @@ def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) 
     writer.writeheader()
     for row in rows:
         # A cell starting with = + - @ is a formula to a spreadsheet: neutralise it.
-        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+        # ("" in "=+-@" is true: an empty cell stays empty.)
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@" else v) for k, v in row.items()})
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -220,12 +228,18 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
 
+    @api.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=409)
+
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"] if part != "body")
-            if error["type"] == "literal_error":
+            if error["type"] == "json_invalid":
+                problems.append("the body is not JSON")
+            elif error["type"] == "literal_error":
                 problems.append(f"{where} must be one of {error['ctx']['expected']}")
             else:
                 problems.append(f"{where}: {error['msg']}" if where else error["msg"])
@@ -288,7 +302,7 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.get("/api/v1/services/{name}/servers/{server}")
     async def get_server(name: str, server: str, principal: Caller) -> dict[str, Any]:
         await control.collect()
-        return server_view(control.server(name, server))
+        return server_view(control.server(name, server), control.service(name))
 
     @api.post("/api/v1/services/{name}/servers/{server}/state")
     async def set_state(name: str, server: str, body: StateRequest, principal: Caller,
@@ -298,19 +312,23 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         changes = control.set_state(name, server, body.state, principal.name, source(request))
         not_answered = await control.settle()
         await control.collect()
-        return confirmed({"server": server_view(control.server(name, server)),
+        return confirmed({"server": server_view(control.server(name, server), control.service(name)),
                           "changes": [c.as_dict() for c in changes]}, not_answered)
 
     @api.post("/api/v1/services/{name}/failback")
     async def failback(name: str, principal: Caller, request: Request,
                        body: FailbackRequest | None = None) -> JSONResponse:
-        """Leave the backup cluster for the primaries (failback: manual)."""
+        """Leave the backup cluster for the primaries (failback: manual); 409 with the
+        reason when nothing would leave it (not failed over, no primary online)."""
         require(principal, "operator")
-        changes = control.failback(name, principal.name, body.pool if body else None, source(request))
+        pool = body.pool if body else None
+        service = control.service(name)
+        kept = service.failback_refusals(pool) if pool is None or pool in service.pools else {}
+        changes = control.failback(name, principal.name, pool, source(request))
         not_answered = await control.settle()
         await control.collect()
-        return confirmed({"service": service_view(control.service(name)),
-                          "changes": [c.as_dict() for c in changes]}, not_answered)
+        return confirmed({"service": service_view(control.service(name)), "changes": [c.as_dict() for c in changes],
+                          **({"not_failed_back": kept} if kept else {})}, not_answered)
 
     @api.post("/api/v1/reload")
     async def reload(principal: Caller, request: Request) -> JSONResponse:
@@ -336,9 +354,10 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     async def audit(principal: Caller, limit: int = 100, before_id: int | None = None, q: str = "",
                     format: str = "json") -> Any:
         """Operator actions, newest first; q filters (any field contains it); format=csv exports."""
-        entries = control.audit_entries(max(1, min(limit, 10000)), before_id, q)
+        entries = [{**e, "text": describe_entry(e)}
+                   for e in control.audit_entries(max(1, min(limit, 10000)), before_id, q)]
         if format == "csv":
-            return csv_response("medlb-audit.csv", ["id", "at", "who", "action", "target", "detail", "source"],
+            return csv_response("medlb-audit.csv", ["id", "at", "who", "action", "target", "text", "detail", "source"],
                                 [{**e, "at": iso(e["at"]), "detail": json.dumps(e["detail"], sort_keys=True)}
                                  for e in entries])
         return entries
@@ -350,7 +369,8 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         found = [e for e in reversed(control.events) if (not service or e["service"] == service)
                  and (not q or q.lower() in json.dumps(e).lower())][: max(1, min(limit, 2000))]
         if format == "csv":
-            return csv_response("medlb-events.csv", ["at", "kind", "service", "subject", "old", "new", "reason", "who"],
+            return csv_response("medlb-events.csv", ["at", "kind", "service", "subject", "old", "new", "reason", "who",
+                                                     "text"],
                                 [{**e, "at": iso(e["at"])} for e in found])
         return found
 
@@ -412,6 +432,22 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         response.set_cookie(COOKIE, session.id, httponly=True, secure=True, samesite="strict", path="/")
         return response
 
+    @api.post("/api/v1/unlock")
+    async def unlock(body: UnlockRequest, principal: Caller, request: Request) -> dict[str, Any]:
+        """Lift the login lock-out of a user (every address, or `address`) or of an
+        address (admin); 409, changing nothing, when no such lock-out is in force."""
+        require(principal, "admin")
+        if not body.user and not body.address:
+            raise ApiError(422, "name a user, an address or both")
+        lifted = console.sessions.unlock(body.user or None, body.address or None)
+        target = " from ".join(part for part in (f"user {body.user}" if body.user else "",
+                                                  f"address {body.address}" if body.address else "") if part)
+        if not lifted:
+            raise ApiError(409, f"{target} is not locked out: nothing to lift")
+        control.audit(principal.name, "unlock", target, {"user": body.user, "address": body.address,
+                                                         "lifted": lifted}, source(request))
+        return {"unlocked": lifted}
+
     @api.post("/api/v1/logout")
     async def logout(principal: Caller, request: Request) -> JSONResponse:
         if principal.session:
@@ -422,7 +458,16 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         return response
 
     @api.get("/api/v1/session")
-    async def whoami(principal: Caller) -> dict[str, Any]:
+    async def whoami(request: Request) -> dict[str, Any]:
+        """Who is calling. Without a token or a live session (the page's first load) the
+        answer is 200 with no name, not a 401 that the browser reports as an error;
+        `ended` says a session cookie came with it that no longer logs in."""
+        cookie = request.cookies.get(COOKIE, "")
+        admin = console.admin
+        if not request.headers.get("authorization") and (
+                not cookie or admin is None or console.sessions.lookup(cookie, admin, touch=False) is None):
+            return {"name": None, "role": None, "csrf": None, "via": None, "ended": bool(cookie)}
+        principal = caller(request)
         session = console.sessions.sessions.get(principal.session) if principal.session else None
         return {"name": principal.name, "role": principal.role, "csrf": session.csrf if session else None,
                 "via": "session" if session else "token"}

@@ -5,9 +5,14 @@ Sessions live in the control process's memory: a restart of medlb logs everyone 
 request, or at logout. Each session has its own CSRF token, which every change made
 with the session cookie must carry in the X-CSRF-Token header.
 
-Lock-out: `admin.lockout.attempts` failed logins within `window` for one user name, or
-from one source address, lock that name (or address) out for `duration`; while
-locked, even the right password is refused. Passwords never reach a log or the audit.
+Lock-out: `admin.lockout.attempts` failed logins within `window` for one user from one
+source address lock that user out from that address for `duration`, and
+`source_attempts` failed logins from one address, whatever the name, lock the address;
+while locked, even the right password is refused. A user's lock is per address, so
+guesses from one address never lock the real operator out at another; a name that is
+no user counts against its address only (a flood of made-up names cannot push a real
+user's failures out of the bounded table). An admin lifts a lock with `unlock`.
+Passwords never reach a log or the audit.
 
 Concurrent logins cannot outrun the lock-out. Every decision below is taken on the
 event loop between awaits, and a login counts against its name and address from the
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -34,10 +40,11 @@ from medlb.config.models import AdminConfig
 from medlb.passwords import dummy_hash, verify_password
 
 COOKIE = "medlb_session"
-#: Failure counters kept at most (user names and source addresses together).
+#: Failure counters kept at most (users per address, and addresses, together).
 MAX_TRACKED = 10000
 
-LOCKED = "too many failed logins: locked out for now; try again later"
+#: A failure counter's key: ("user", name, address) or ("source", address).
+Key = tuple[str, ...]
 SELF_BUSY = "other logins for this name or from this address are being checked; this one counts as failed"
 ALL_BUSY = "too many logins are being checked at once; try again in a moment"
 
@@ -69,39 +76,44 @@ class Sessions:
         #: Monotonic seconds; tests pass their own to move time without waiting.
         self.clock = clock
         self.sessions: dict[str, Session] = {}
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._locked_until: dict[str, float] = {}
-        #: Password checks running now, per name or address key, and in all.
-        self._checking: collections.Counter[str] = collections.Counter()
+        self._failures: dict[Key, collections.deque[float]] = {}
+        self._locked_until: dict[Key, float] = {}
+        #: Password checks running now, per key, and in all.
+        self._checking: collections.Counter[Key] = collections.Counter()
         self._running = 0
         #: For /metrics: password checks run, and logins by result (ok, wrong, locked, busy).
         self.password_checks = 0
         self.logins: collections.Counter[str] = collections.Counter()
 
-    def _locked(self, key: str, now: float) -> bool:
+    def _locked(self, key: Key, now: float) -> float:
+        """Seconds the key stays locked out; 0 if it is not."""
         until = self._locked_until.get(key)
         if until is None:
-            return False
+            return 0.0
         if now >= until:
             del self._locked_until[key]
             self._failures.pop(key, None)
-            return False
-        return True
+            return 0.0
+        return until - now
 
-    def _attempts(self, key: str, now: float, config: AdminConfig) -> int:
+    def _attempts(self, key: Key, now: float, config: AdminConfig) -> int:
         """Failures within the window, and checks running now (each may yet fail)."""
         window = self._failures.get(key)
         while window and window[0] < now - config.lockout.window:
             window.popleft()
         return len(window or ()) + self._checking[key]
 
-    def _fail(self, key: str, now: float, config: AdminConfig) -> bool:
+    @staticmethod
+    def _limit(key: Key, config: AdminConfig) -> int:
+        return config.lockout.attempts if key[0] == "user" else config.lockout.source_attempts
+
+    def _fail(self, key: Key, now: float, config: AdminConfig) -> bool:
         """Count a failure; True if it locks the key out."""
         if key not in self._failures and len(self._failures) >= MAX_TRACKED:
-            # Bounded memory against a flood of made-up names: forget the oldest.
+            # Bounded memory against a flood of addresses: forget the oldest.
             self._failures.pop(next(iter(self._failures)))
         self._failures.setdefault(key, collections.deque()).append(now)
-        if self._attempts(key, now, config) >= config.lockout.attempts:
+        if self._attempts(key, now, config) >= self._limit(key, config):
             self._locked_until[key] = now + config.lockout.duration
             return True
         return False
@@ -110,29 +122,36 @@ class Sessions:
         self.logins[result] += 1
         raise LoginRefused(status, message, locked)
 
-    def _failed(self, keys: tuple[str, ...], result: str, config: AdminConfig) -> NoReturn:
+    def _refuse_locked(self, result: str, keys: tuple[Key, ...], now: float) -> NoReturn:
+        """Refused while locked, saying what is locked and for how long."""
+        locked = [(key, left) for key in keys if (left := self._locked(key, now))]
+        key, left = max(locked, key=lambda pair: pair[1])
+        what = "for this user from this address" if key[0] == "user" else "from this address"
+        self._refuse(result, 429, f"too many failed logins {what}: locked out for {_duration(left)} "
+                                  "(an admin can lift it: medlb ctl unlock)", locked=True)
+
+    def _failed(self, keys: tuple[Key, ...], result: str, config: AdminConfig) -> NoReturn:
         now = self.clock()
         if any([self._fail(key, now, config) for key in keys]):  # a list: count every key
-            self._refuse(result, 429, LOCKED, locked=True)
+            self._refuse_locked(result, keys, now)
         if result == "busy":
             self._refuse(result, 429, SELF_BUSY)
         self._refuse(result, 401, "wrong user name or password")
 
     async def login(self, name: str, password: str, source: str, config: AdminConfig) -> Session:
-        # A user name has at most 63 characters, so a longer name is no user's: the
-        # failure table keeps 64 of them, not a 64 KiB body's worth each.
-        keys = (f"user:{name[:64]}", f"source:{source}")
+        user = next((u for u in config.users if u.name == name), None)
+        # A name that is no user counts against its address alone.
+        keys: tuple[Key, ...] = ((("user", name, source),) if user is not None else ()) + (("source", source),)
         now = self.clock()
         if any(self._locked(key, now) for key in keys):
-            self._refuse("locked", 429, LOCKED, locked=True)
+            self._refuse_locked("locked", keys, now)
         limits = config.password_checks
-        if self._checking[keys[1]] >= limits.per_source or any(
-                self._attempts(key, now, config) >= config.lockout.attempts for key in keys):
+        if self._checking[keys[-1]] >= limits.per_source or any(
+                self._attempts(key, now, config) >= self._limit(key, config) for key in keys):
             self._failed(keys, "busy", config)
         if self._running >= limits.at_once:
             # Busy with others' logins: nothing this caller did, so nothing counts.
             self._refuse("busy", 429, ALL_BUSY)
-        user = next((u for u in config.users if u.name == name), None)
         self._checking.update(keys)
         self._running += 1
         self.password_checks += 1
@@ -150,9 +169,8 @@ class Sessions:
         now = self.clock()
         if any(self._locked(key, now) for key in keys):
             # Locked by guesses that failed while this password was being checked.
-            self._refuse("locked", 429, LOCKED, locked=True)
-        for key in keys:
-            self._failures.pop(key, None)
+            self._refuse_locked("locked", keys, now)
+        self._failures.pop(keys[0], None)  # the user's own failures from here; not the address's
         self.logins["ok"] += 1
         idle = now - config.session_timeout
         for stale in [k for k, v in self.sessions.items() if v.last_seen < idle]:
@@ -180,3 +198,27 @@ class Sessions:
 
     def logout(self, session_id: str) -> Session | None:
         return self.sessions.pop(session_id, None)
+
+    def unlock(self, user: str | None = None, address: str | None = None) -> list[str]:
+        """Lift the lock-outs in force of a user (from every address, or from `address`)
+        or of an address (and of every user from it), with their failures; what was
+        lifted, in words. Nothing in force: nothing is touched."""
+        now = self.clock()
+
+        def matches(key: Key) -> bool:
+            if user is not None:
+                return key[0] == "user" and key[1] == user and (address is None or key[2] == address)
+            return key[-1] == address
+
+        lifted = [key for key in list(self._locked_until) if matches(key) and self._locked(key, now)]
+        for key in lifted:
+            del self._locked_until[key]
+            self._failures.pop(key, None)
+        return [f"{key[1]} from {key[2]}" if key[0] == "user" else f"address {key[1]}" for key in lifted]
+
+
+def _duration(seconds: float) -> str:
+    """'14 min', '40 s': how long a lock-out lasts, rounded up."""
+    if seconds > 90:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds)} s"

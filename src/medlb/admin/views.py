@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from medlb.runtime import Server, Service
+from medlb.runtime.describe import describe_change
+from medlb.runtime.status import service_counts, server_status
 
 
-def server_view(server: Server) -> dict[str, Any]:
+def server_view(server: Server, service: Service) -> dict[str, Any]:
     last = server.last_check
+    status, status_text = server_status(service, server)
     return {
         "name": server.name,
         "address": server.display_address(),
@@ -17,6 +20,8 @@ def server_view(server: Server) -> dict[str, Any]:
         "state": server.state,
         "health": server.health,
         "available": server.available,
+        "status": status,
+        "status_text": status_text,
         "weight": server.weight,
         "active_connections": server.active,
         "total_connections": server.total,
@@ -28,6 +33,9 @@ def server_view(server: Server) -> dict[str, Any]:
         "health_changes": server.health_changes,
         "state_changed_at": server.state_changed_at,
         "state_changed_by": server.state_changed_by,
+        "last_change": None if server.last_change is None else {
+            "kind": server.last_change.kind, "text": describe_change(server.last_change, len(service.pools) > 1),
+            "who": server.last_change.who, "at": server.last_change_at},
         "last_check": None if last is None else {
             "ok": last.ok, "reason": last.reason, "latency": round(last.latency, 6), "at": last.at},
         **({"ae_title": server.ae_title} if server.ae_title else {}),
@@ -70,6 +78,7 @@ def dicom_view(service: Service) -> dict[str, Any]:
         "by_calling_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_calling_ae.items()},
         "by_called_ae": {ae: {"active": c.active, "total": c.total} for ae, c in stats.by_called_ae.items()},
         "rejects": dict(stats.rejects),
+        "last_rejects": stats.last_rejects.newest_first(),
         "aborts": dict(stats.aborts),
     }
 
@@ -94,13 +103,14 @@ def service_view(service: Service) -> dict[str, Any]:
         "no_server": service.no_server,
         "servers_up": sum(1 for s in servers if s.available),
         "servers_total": len(servers),
+        **{f"servers_{count}": value for count, value in service_counts(service).items()},
         "bytes_total": sum(s.bytes_to_server + s.bytes_to_client for s in servers),
         "pools": {
             name: {"active": pool.active, "failed_over": pool.failed_over,
                    "servers": [s.name for s in pool.primary], "backup": [s.name for s in pool.backup]}
             for name, pool in service.pools.items()
         },
-        "servers": [server_view(server) for server in service.servers()],
+        "servers": [server_view(server, service) for server in service.servers()],
         **({"mllp": mllp_view(service)} if service.mllp_stats is not None else {}),
         **({"dicom": dicom_view(service)} if service.dicom is not None else {}),
         **({"tls": tls_view(service)} if service.tls is not None else {}),
@@ -126,7 +136,8 @@ def http_view(service: Service) -> dict[str, Any]:
     by_class: dict[str, int] = {}
     for (_, status_class), count in stats.requests.items():
         by_class[status_class] = by_class.get(status_class, 0) + count
-    return {"requests": by_class, "errors": dict(stats.errors), "in_flight": stats.in_flight}
+    return {"requests": by_class, "errors": dict(stats.errors), "last_errors": stats.last_errors.newest_first(),
+            "in_flight": stats.in_flight}
 
 
 def mllp_view(service: Service) -> dict[str, Any]:
@@ -139,6 +150,8 @@ def mllp_view(service: Service) -> dict[str, Any]:
         "messages": sum(stats.messages.values()),
         "acks": acks,
         "negative_acks_sent": dict(stats.naks),
+        "negative_acks_by_code": by_code(stats.nak_codes),
+        "last_failures": stats.last_failures.newest_first(),
         "retries": stats.retries,
         "mismatched_acks": stats.mismatched_acks,
         "oversized": stats.oversized,
@@ -146,3 +159,11 @@ def mllp_view(service: Service) -> dict[str, Any]:
         "in_flight": stats.in_flight,
         "queued": stats.queued - stats.in_flight,
     }
+
+
+def by_code(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """{(code, reason): n} as {code: {reason: n}}."""
+    grouped: dict[str, dict[str, int]] = {}
+    for (code, reason), count in sorted(counts.items()):
+        grouped.setdefault(code, {})[reason] = count
+    return grouped

@@ -497,10 +497,13 @@ class AdminTlsConfig(Strict):
 
 
 class LockoutConfig(Strict):
-    """After `attempts` failed logins within `window`, by one user name or from one
-    address, logins for it are refused for `duration`."""
+    """After `attempts` failed logins within `window` for one user from one address, that
+    user's logins from that address are refused for `duration`; after `source_attempts`
+    from one address, whatever the name (a name that is no user counts only here),
+    every login from it is."""
 
     attempts: int = Field(5, ge=1, le=1000)
+    source_attempts: int = Field(20, ge=1, le=10000)
     window: Positive = 900.0
     duration: Positive = 900.0
 

@@ -79,8 +79,8 @@ async def _hl7_engine(name: str, port: int) -> asyncio.AbstractServer:
                             header = parse_header(event.payload)
                         except HL7Error:
                             continue
-                        writer.write(mllp.encode(build_ack(header, "AA", f"accepted by {name}", "0",
-                                                           "Message accepted", sender=name.encode())))
+                        writer.write(mllp.encode(build_ack(header, "AA", f"accepted by {name}",
+                                                           sender=name.encode())))
                 await writer.drain()
         except (ConnectionError, OSError):
             pass

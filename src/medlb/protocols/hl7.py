@@ -160,9 +160,11 @@ def build_ack(header: Header | None, code: str, text: str, error_code: str = "20
               error_name: str = "Application internal error", sender: bytes = b"MEDLB") -> bytes:
     """A negative (or any) ACK from medlb itself, answering `header`'s message.
 
-    Application and facility are swapped, MSA-2 carries the original control ID, and an
-    ERR segment (HL7 table 0357 code) says why. With no readable header the ACK uses
-    default separators and an empty MSA-2: the sender still learns of the refusal.
+    Application and facility are swapped, MSA-2 carries the original control ID, and for
+    a negative ACK an ERR segment (HL7 table 0357 code, severity E) says why; an AA or
+    CA has none, since an error segment would tell its reader the message failed. With
+    no readable header the ACK uses default separators and an empty MSA-2: the sender
+    still learns of the refusal.
     """
     sep = header.field_sep if header else b"|"
     encoding = header.encoding if header and header.encoding else b"^~\\&"
@@ -185,6 +187,8 @@ def build_ack(header: Header | None, code: str, text: str, error_code: str = "20
     ])
     msa = sep.join([b"MSA", code.encode(), header.control_id if header else b"", _clean(text, header)])
     err_code = comp.join([error_code.encode(), _clean(error_name, header), b"HL70357"])
+    if code in ("AA", "CA"):
+        return SEGMENT_END.join([msh, msa]) + SEGMENT_END
     err = sep.join([b"ERR", b"", b"", err_code, b"E", b"", b"", b"", _clean(text, header)])
     return SEGMENT_END.join([msh, msa, err]) + SEGMENT_END
 

@@ -340,8 +340,9 @@ class DicomClient(TcpClient):
 
     def _count_reject(self, reason: str, **extra: str) -> None:
         """Count and log a refused association: AE titles, codes and the client's address."""
-        self.service.dicom.reject(reason)  # type: ignore[union-attr]
         request = self.request
+        self.service.dicom.reject(reason, request.calling_ae if request else "",  # type: ignore[union-attr]
+                                  request.called_ae if request else "")
         fields = {"service": self.service.name, "reason": reason, "client": self.client_ip}
         if request is not None:
             fields.update(calling_ae=request.calling_ae, called_ae=request.called_ae)

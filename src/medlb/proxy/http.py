@@ -406,11 +406,11 @@ class HttpClient(asyncio.StreamReaderProtocol):
                     server = service.pick(self.client_ip, tried, pool_name)
                 if server is None:
                     if tried:
-                        stats.errors["bad_gateway"] += 1
+                        stats.gateway_error(502, "bad_gateway")
                         self._error(conn, 502, "The server failed to answer.\n")
                     else:
                         service.no_server += 1
-                        stats.errors["no_server"] += 1
+                        stats.gateway_error(503, "no_server")
                         self._error(conn, 503, "No server is available to take this request.\n")
                     return False
                 try:
@@ -428,7 +428,8 @@ class HttpClient(asyncio.StreamReaderProtocol):
                     if failure.retry and not has_body:
                         fresh_only = True  # a pooled connection the server had closed: try a new one
                         continue
-                    stats.errors["gateway_timeout" if failure.status == 504 else "bad_gateway"] += 1
+                    stats.gateway_error(failure.status, "gateway_timeout" if failure.status == 504 else "bad_gateway",
+                                        server.name)
                     log.debug("upstream_failed", service=service.name, server=server.name, reason=failure.reason)
                     self._error(conn, failure.status, "The server did not answer in time.\n"
                                 if failure.status == 504 else "The server failed to answer.\n", server=server.name)
@@ -436,7 +437,7 @@ class HttpClient(asyncio.StreamReaderProtocol):
                 finally:
                     server.active -= 1
                     self.server = None
-            stats.errors["bad_gateway"] += 1
+            stats.gateway_error(502, "bad_gateway")
             self._error(conn, 502, "No server accepted the connection.\n")
             return False
         finally:

@@ -275,7 +275,7 @@ class MllpClient(asyncio.Protocol):
             header: Header | None = parse_header(head)
         except HL7Error:
             header = None
-        self.service.mllp_stats.naks[reason] += 1  # type: ignore[union-attr]
+        self.service.mllp_stats.nak(code, reason)  # type: ignore[union-attr]
         log.warning("negative_ack_sent", service=self.service.name, code=code, reason=reason)
         reply = mllp.encode(build_ack(header, code, text, error_code="207"))
         placeholder = Delivery(b"", header, b"", self)  # type: ignore[arg-type]

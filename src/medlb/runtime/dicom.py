@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from medlb.config.models import DicomConfig
 from medlb.protocols.dicom import RJ_CALLED_AE_NOT_RECOGNISED, RJ_CALLING_AE_NOT_RECOGNISED, AssociateRequest
 from medlb.runtime.histogram import DURATION_BUCKETS, Histogram
+from medlb.runtime.stats import Recent
 
 #: Reasons medlb refuses or ends an association before relaying it, as metric labels.
 REJECT_REASONS = (
@@ -108,9 +109,12 @@ class DicomStats:
     active: int = 0
     total: int = 0
     duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
+    #: The last rejected associations: AE titles and reason, no data.
+    last_rejects: Recent = field(default_factory=Recent)
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, calling_ae: str = "", called_ae: str = "") -> None:
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        self.last_rejects.add(calling_ae=calling_ae, called_ae=called_ae, reason=reason)
 
     def abort(self, cause: str) -> None:
         self.aborts[cause] = self.aborts.get(cause, 0) + 1

@@ -264,6 +264,8 @@ class Engine:
         self._free(link)
         code = ack.code.decode("ascii", "replace")[:2] or "??"
         stats.acks[(link.server.name, code)] += 1
+        if code not in ("AA", "CA"):  # the engine's own refusal, relayed as it is
+            stats.last_failures.add(code=code, reason="answered by the engine", server=link.server.name)
         stats.ack_latency.observe(self.clock() - delivery.sent_at)
         link.server.bytes_to_client += len(payload) + 3
         self._finish(delivery, mllp.encode(payload))
@@ -474,7 +476,7 @@ class Engine:
 
     def _fail(self, delivery: Delivery, reason: str) -> None:
         """Answer AE from medlb itself: the only replies the engine ever writes."""
-        self.stats.naks[reason] += 1
+        self.stats.nak("AE", reason)
         text = reason if reason != NAK_NOT_ACKED else f"{reason} after {delivery.failures} attempt(s)"
         self._warn("negative_ack_sent", service=self.name, code="AE", reason=reason)
         self._finish(delivery, mllp.encode(build_ack(delivery.header, "AE", text)))

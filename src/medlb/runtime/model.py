@@ -36,6 +36,11 @@ class NotFound(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class Conflict(Exception):
+    """An action the live model cannot carry out as asked, with the reason in the
+    operator's words; nothing changed (the API answers 409)."""
+
+
 class SharedCount:
     """One process's cell for a count every worker keeps (workers/board.py), and the
     cells of the other workers for the same thing. Each cell has one writer."""
@@ -89,6 +94,9 @@ class Server:
     checks_ok: int = 0
     checks_failed: int = 0
     health_changes: int = 0
+    #: The last change of any kind (state or health) and when: "reason for last change".
+    last_change: Change | None = None
+    last_change_at: float = 0.0
     # counters, bumped by the proxies
     _active: int = 0
     total: int = 0
@@ -210,9 +218,18 @@ class Pool:
             return "no server is online and up"
         return "a primary server is online and up"
 
-    def fail_back(self) -> list[Change]:
-        """Leave the backup for the primaries (if any can serve); nothing if not failed over."""
+    def failback_refusal(self) -> str | None:
+        """Why a failback would change nothing, or None when it would leave the backup."""
         if not self.failed_over:
+            return "not failed over: nothing to fail back"
+        if not any(_takes_work(s) for s in self.primary):
+            return "no primary server is online: staying on the backup cluster"
+        return None
+
+    def fail_back(self) -> list[Change]:
+        """Leave the backup for the primaries; nothing (no flag flipped off and on again)
+        while it is not failed over or no primary can serve."""
+        if self.failback_refusal() is not None:
             return []
         self.failed_over = False
         return [Change("failed_over", self.service, self.name, "true", "false")] + self.refresh()
@@ -265,6 +282,9 @@ class Service:
         if isinstance(persistence, SourceIpPersistence):
             self.sticky = StickTable(persistence.timeout, persistence.max_entries)
         self._schedulers: dict[tuple[str, str], Scheduler] = {}
+        #: With workers: round robin's numbering of picks shared by all of them, per
+        #: (pool, tier), so the rotation is over every worker together.
+        self.cursors: dict[tuple[str, str], Callable[[], int]] = {}
         #: Mode dicom only: routing by AE title, and association counters.
         self.router: DicomRouter | None = None
         self.dicom: DicomStats | None = None
@@ -299,6 +319,11 @@ class Service:
 
     def server(self, name: str) -> Server | None:
         return next((s for s in self.servers() if s.name == name), None)
+
+    def failback_refusals(self, pool: str | None = None) -> dict[str, str]:
+        """The pools a failback of `pool` (None: every pool) would leave as they are, and why."""
+        pools = [self.pools[pool]] if pool else list(self.pools.values())
+        return {p.name: reason for p in pools if (reason := p.failback_refusal()) is not None}
 
     @property
     def active_pool(self) -> Tier:
@@ -338,7 +363,8 @@ class Service:
             return None
         scheduler = self._schedulers.get((pool_name, tier))
         if scheduler is None:
-            scheduler = self._schedulers[(pool_name, tier)] = make_scheduler(self.config.scheduler)
+            scheduler = self._schedulers[(pool_name, tier)] = make_scheduler(
+                self.config.scheduler, self.cursors.get((pool_name, tier)))
         if key is None and self.config.scheduler == "source":
             key = client_key(client_ip)
         server = scheduler.pick(candidates, key)
@@ -610,6 +636,7 @@ class Runtime:
         if event.state == "halt" and service.sticky is not None:
             service.sticky.forget_server(server.name)
         changes = [Change("state", service.name, server.name, old, event.state, who=event.who)]
+        server.last_change, server.last_change_at = changes[0], server.state_changed_at
         return changes + service.pools[server.pool].refresh()
 
     def _check_result(self, event: CheckResult) -> list[Change]:
@@ -648,6 +675,7 @@ class Runtime:
         server.health_changes += 1
         changes = [Change("health", service.name, server.name, old, new, reason=event.reason,
                           detail={"latency": round(event.latency, 6)})]
+        server.last_change, server.last_change_at = changes[0], server.health_changed_at
         return changes + service.pools[server.pool].refresh()
 
     def _failback(self, event: Failback) -> list[Change]:
@@ -667,6 +695,7 @@ def _take_operator_state(server: Server, replaced: Server) -> None:
     server.state, server.state_changed_at, server.state_changed_by = (
         replaced.state, replaced.state_changed_at, replaced.state_changed_by)
     server.health_changes = replaced.health_changes
+    server.last_change, server.last_change_at = replaced.last_change, replaced.last_change_at
 
 
 def _share_counters(old: Service, new: Service) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
     from medlb.runtime.model import Server
@@ -20,26 +20,74 @@ class Scheduler(Protocol):
 
 class RoundRobin:
     """Smooth weighted round robin (as in nginx): weights 1,2,3 give a,b,c,b,c,c spread
-    evenly rather than in bursts, and exactly 1:2:3 over every six picks."""
+    evenly rather than in bursts, and exactly 1:2:3 over every six picks.
 
-    def __init__(self) -> None:
-        self._current: dict[int, int] = {}
+    The picks are numbered, and pick number n is the n-th of one sequence that depends
+    only on the candidates. With workers, `cursor` hands out the numbers from a counter
+    all of them share (workers/board.py), so the rotation is exact over all workers
+    together, as HAProxy's is over its threads: each worker walks the sequence from its
+    last pick to the number it drew, skipping the picks the others made. Without a
+    cursor the numbers are this process's own.
+    """
+
+    #: The longest walk (steps times candidates) a pick makes to find its place again
+    #: after the candidates changed; beyond it the sequence restarts at this pick, which
+    #: costs exactness across workers for one round rather than a stalled event loop.
+    MAX_WALK = 100_000
+
+    def __init__(self, cursor: Callable[[], int] | None = None) -> None:
+        self._cursor = cursor
+        self._picks = 0
+        self._candidates: list[Server] = []
+        self._weights: list[int] = []
+        self._current: list[int] = []
+        self._period = 0
+        #: The number of the next pick the state stands at.
+        self._position = 0
 
     def pick(self, candidates: Sequence[Server], key: bytes | None = None) -> Server | None:
-        if not candidates:
-            return None
-        total = 0
-        best: Server | None = None
-        best_weight = 0
-        current = self._current
-        for server in candidates:
-            weight = current.get(server.uid, 0) + server.weight
-            current[server.uid] = weight
-            total += server.weight
-            if best is None or weight > best_weight:
-                best, best_weight = server, weight
-        assert best is not None
-        current[best.uid] = best_weight - total
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
+        if self._cursor is None:
+            number, self._picks = self._picks, self._picks + 1
+        else:
+            number = self._cursor()
+        # Servers compare by identity, and a server's weight is fixed for the life of the
+        # Service that holds this scheduler (a reload builds new ones).
+        if candidates != self._candidates or number < self._position:
+            self._restart(candidates, number)
+        if number != self._position:
+            behind = number - self._position
+            if behind >= self._period:  # the state repeats every period: skip whole rounds
+                self._position += behind - behind % self._period
+                behind %= self._period
+            if behind * len(candidates) > self.MAX_WALK:
+                self._restart(candidates, number, walk=False)
+            while self._position < number:
+                self._step()
+        return candidates[self._step()]
+
+    def _restart(self, candidates: Sequence[Server], number: int, walk: bool = True) -> None:
+        """Start the sequence of these candidates at its beginning: the round that `number`
+        is in (every worker finds the same place), or `number` itself."""
+        divisor = math.gcd(*(server.weight for server in candidates))
+        self._candidates = list(candidates)
+        self._weights = [server.weight // divisor for server in candidates]
+        self._current = [0] * len(candidates)
+        self._period = sum(self._weights)
+        into = number % self._period
+        self._position = number - into if walk and into * len(candidates) <= self.MAX_WALK else number
+
+    def _step(self) -> int:
+        """One pick of the sequence: the index of the candidate it picks."""
+        current, weights = self._current, self._weights
+        best, best_weight = 0, -math.inf
+        for index in range(len(weights)):
+            value = current[index] = current[index] + weights[index]
+            if value > best_weight:
+                best, best_weight = index, value
+        current[best] -= self._period
+        self._position += 1
         return best
 
 
@@ -90,9 +138,10 @@ class SourceHash:
         return max(candidates, key=lambda server: rendezvous_score(key, server))
 
 
-def make_scheduler(name: str) -> Scheduler:
+def make_scheduler(name: str, cursor: Callable[[], int] | None = None) -> Scheduler:
+    """`cursor`: with workers, the shared numbering of round robin's picks."""
     if name == "roundrobin":
-        return RoundRobin()
+        return RoundRobin(cursor)
     if name == "leastconn":
         return LeastConn()
     if name == "source":

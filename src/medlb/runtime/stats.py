@@ -7,10 +7,39 @@ grow the metrics without bound. No label ever holds message content.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from medlb.runtime.histogram import Histogram
+
+#: Failures of one kind each list keeps (the newest): what the page shows of them.
+RECENT_FAILURES = 20
+
+
+@dataclass
+class Recent:
+    """The last failures of one kind, oldest first, at most `limit`: each a small dict of
+    codes, reasons, AE titles and server names with its time `at`, never message content
+    or patient data. With workers, each keeps its own and the control process merges
+    them by time (workers/replica.py)."""
+
+    limit: int = RECENT_FAILURES
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, **entry: Any) -> None:
+        self.entries.append({"at": time.time(), **entry})
+        if len(self.entries) > self.limit:
+            del self.entries[0]
+
+    @classmethod
+    def merged(cls, parts: list["Recent"], limit: int = RECENT_FAILURES) -> "Recent":
+        entries = sorted((entry for part in parts for entry in part.entries), key=lambda entry: entry["at"])
+        return cls(limit, entries[-limit:])
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        return list(reversed(self.entries))
 
 #: Message and request latencies in seconds: HL7 ACKs and HTTP answers are often
 #: sub-millisecond on a LAN, so the buckets start finer than the DICOM ones.
@@ -28,6 +57,9 @@ class MllpStats:
     messages: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, server)
     acks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (server, code)
     naks: Counter[str] = field(default_factory=Counter)  # reason -> negative ACKs medlb sent
+    nak_codes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (AE or AR, reason)
+    #: medlb's own negative ACKs and the engines' relayed ones, newest last.
+    last_failures: Recent = field(default_factory=Recent)
     retries: int = 0
     mismatched_acks: int = 0
     oversized: int = 0
@@ -39,6 +71,12 @@ class MllpStats:
     queued: int = 0
     ack_latency: Histogram = field(default_factory=_response_histogram)
     _types: set[str] = field(default_factory=set)
+
+    def nak(self, code: str, reason: str) -> None:
+        """A negative ACK medlb answered itself (AE: no server acknowledged; AR: refused)."""
+        self.naks[reason] += 1
+        self.nak_codes[(code, reason)] += 1
+        self.last_failures.add(code=code, reason=reason, server="")
 
     def message_type(self, label: str) -> str:
         if label in self._types:
@@ -59,7 +97,14 @@ class HttpStats:
     latency: dict[str, Histogram] = field(default_factory=dict)
     #: Answers medlb made itself, by reason (no_server, bad_gateway, timeout, header_too_large...).
     errors: Counter[str] = field(default_factory=Counter)
+    #: medlb's own 502, 503 and 504 answers, newest last.
+    last_errors: Recent = field(default_factory=Recent)
     in_flight: int = 0
+
+    def gateway_error(self, status: int, reason: str, server: str = "") -> None:
+        """Count a 502/503/504 medlb answers itself, and keep it among the last ones."""
+        self.errors[reason] += 1
+        self.last_errors.add(status=status, reason=reason, server=server)
 
     def observe(self, server: str, status: int, seconds: float) -> None:
         self.requests[(server, f"{status // 100}xx")] += 1

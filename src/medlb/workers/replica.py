@@ -16,6 +16,7 @@ from typing import Any
 
 from medlb.runtime import Runtime
 from medlb.runtime.histogram import Histogram
+from medlb.runtime.stats import Recent
 
 #: Server fields the data plane bumps.
 SERVER_COUNTERS = ("active", "total", "bytes_to_server", "bytes_to_client", "connect_failures", "messages",
@@ -67,6 +68,8 @@ def _fold_object(target: Any, sources: list[tuple[Any, bool]]) -> None:
 def _sum(current: Any, name: str, values: list[tuple[Any, bool]]) -> Any:
     if isinstance(current, bool):
         return current
+    if isinstance(current, Recent):  # the last failures of every worker, by time
+        return Recent.merged([recent for recent, _ in values], current.limit)
     if isinstance(current, (int, float)):
         return type(current)(sum(v for v, retired in values if not (retired and name in GAUGES)))
     if isinstance(current, Histogram):

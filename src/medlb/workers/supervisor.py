@@ -308,7 +308,11 @@ class Workers:
                                 "served by one worker; moving an address into or out of that takes a restart")
         slots = dict(self.slots)
         for service in plan.services.values():
-            for key in [(service.name, "")] + [(service.name, server.name) for server in service.servers()]:
+            keys = [(service.name, "")] + [(service.name, server.name) for server in service.servers()]
+            if service.config.scheduler == "roundrobin":
+                keys += [(service.name, board.cursor_key(pool, tier)) for pool in service.pools
+                         for tier in ("primary", "backup")]
+            for key in keys:
                 if key not in slots and len(slots) < board.MAX_SLOTS:
                     slots[key] = len(slots)
         prepared = WorkersPlan(self, next(self._ids), plan.config, plan.services, base_dir, routes, {}, tls, slots)

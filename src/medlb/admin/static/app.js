@@ -45,7 +45,7 @@ async function api(method, path, body) {
   let data = null;
   try { data = await response.json(); } catch (e) { data = null; }
   if (!response.ok) {
-    if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.");
+    if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.", true);
     throw new ApiError(response.status, (data && data.error) || ("HTTP " + response.status), data && data.problems);
   }
   if (data && data.settled === false) {  // 202: stored and in force, but not every worker confirmed yet
@@ -76,8 +76,8 @@ function serviceStatus(s) {
     return { rank: 0, cls: "bad", words: "DOWN: no server up" };
   if (s.active_pool === "backup")
     return { rank: 1, cls: "warn", words: "FAILED OVER: on backup" };
-  if (s.servers_up < s.servers_total)
-    return { rank: 2, cls: "warn", words: "DEGRADED: " + (s.servers_total - s.servers_up) + " not taking work" };
+  if (s.servers_out > 0)  // halted, down or draining; an idle backup is not a problem
+    return { rank: 2, cls: "warn", words: "DEGRADED: " + s.servers_out + " out of service" };
   return { rank: 3, cls: "ok", words: "OK" };
 }
 
@@ -85,12 +85,15 @@ function poolWords(active) {
   return { primary: "primary", backup: "backup (secondary cluster)", none: "none: no server" }[active] || active;
 }
 
+// What the scheduler does with the server now, in the API's words.
 function serverStatus(v) {
-  if (v.available) return { cls: "ok", words: "takes work" };
-  if (v.state !== "online" && v.health !== "up") return { cls: "bad", words: v.state + ", down" };
-  if (v.state === "halt") return { cls: "bad", words: "halted" };
-  if (v.state === "drain") return { cls: "warn", words: "draining" };
-  return { cls: "bad", words: "down" };
+  const cls = { takes_work: "ok", standby: "idle", waiting_for_failback: "warn", draining: "warn" }[v.status] || "bad";
+  return { cls, words: v.status_text };
+}
+
+// Servers taking work / all, with the ready but idle ones (backup, waiting for failback) apart.
+function takingWork(s) {
+  return `${s.servers_taking_work}/${s.servers_total}` + (s.servers_standby ? `, ${s.servers_standby} standby` : "");
 }
 
 function badge(cls, words) { return el("span", { class: "badge " + cls }, words); }
@@ -152,7 +155,7 @@ function renderOverview() {
     .sort((a, b) => a.st.rank - b.st.rank || a.s.name.localeCompare(b.s.name));
   const table = el("table", { id: "services" },
     el("caption", { class: "muted", text: "Services with a problem come first." }),
-    el("thead", {}, el("tr", {}, ["Status", "Service", "Mode", "Listen", "Active pool", "Servers up",
+    el("thead", {}, el("tr", {}, ["Status", "Service", "Mode", "Listen", "Active pool", "Servers taking work",
                                   "Active", "Throughput", "Last hour"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, rows.map(({ s, st }) => {
       const points = state.history[s.name] || [];
@@ -164,7 +167,7 @@ function renderOverview() {
         el("td", { class: "wrap" }, s.listen.join(", ")),
         el("td", { "data-col": "pool" }, badge(s.active_pool === "primary" ? "ok" : s.active_pool === "backup" ? "warn" : "bad",
                                                poolWords(s.active_pool))),
-        el("td", { "data-col": "up" }, `${s.servers_up}/${s.servers_total}`),
+        el("td", { "data-col": "up" }, takingWork(s)),
         el("td", {}, inFlight(s)),
         el("td", {}, s.mllp ? (last.msg_rate || 0).toFixed(1) + " msg/s" : fmtRate(last.bytes_rate)),
         el("td", {}, chart(points, s.mllp ? "msg_rate" : "active",
@@ -355,11 +358,11 @@ function summary(service, kernel) {
   const items = isL4(service)
     ? [["Mode", service.mode], ["Interface", kernel.view ? kernel.view.interface : "–"],
        ["VIPs", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
-       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
+       ["Servers taking work", takingWork(service)], ["Scheduler", service.scheduler],
        ["Health check", service.health_check], ["Failback", service.failback], ["On halt", service.on_halt],
        ["New flows", service.total_connections], ["Dropped (no server)", `${service.no_server} packets`]]
     : [["Mode", service.mode], ["Listen", service.listen.join(", ")], ["Active pool", poolWords(service.active_pool)],
-       ["Servers up", `${service.servers_up}/${service.servers_total}`], ["Scheduler", service.scheduler],
+       ["Servers taking work", takingWork(service)], ["Scheduler", service.scheduler],
        ["Health check", service.health_check], ["Failback", service.failback],
        ["Active connections", service.active_connections], ["Total connections", service.total_connections],
        ["Refused (no server)", service.no_server]].concat(service.mllp ? [["Messages", service.mllp.messages],
@@ -394,16 +397,17 @@ async function renderService(name) {
       el("tbody", {}, servers.map((v) => {
         const ss = serverStatus(v);
         const check = v.last_check;
-        return el("tr", { class: ss.cls === "ok" ? "" : ss.cls, "data-server": v.name },
-          el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address)),
-          el("td", {}, badge(ss.cls, ss.words)),
+        return el("tr", { class: ss.cls === "ok" || ss.cls === "idle" ? "" : ss.cls, "data-server": v.name },
+          el("th", { scope: "row" }, v.name, el("div", { class: "muted" }, v.address),
+             v.ae_title ? el("div", { class: "muted", "data-col": "ae-title" }, "AE " + v.ae_title) : null),
+          el("td", { "data-col": "status" }, badge(ss.cls, ss.words)),
           may("operator") ? el("td", {}, serverButtons(service, v)) : null,
           el("td", { "data-col": "state" }, v.state, v.state !== "online" ? el("div", { class: "muted" }, "by " + v.state_changed_by) : null),
           el("td", { "data-col": "health" }, v.health),
           el("td", {}, v.backup ? "backup" : "primary"),
           el("td", { class: "wrap" }, check ? (check.ok ? "passed" : "failed: " + check.reason) : "not yet"),
           el("td", {}, check ? (check.latency * 1000).toFixed(1) + " ms" : "–"),
-          el("td", { class: "wrap" }, v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))),
+          el("td", { class: "wrap", "data-col": "last-change" }, ...lastChange(v)),
           el("td", {}, String(v.weight)),
           l4 ? null : el("td", {}, String(v.active_connections)),
           el("td", {}, String(v.total_connections)),
@@ -411,6 +415,7 @@ async function renderService(name) {
       })))));
   }
   if (l4) nodes.push(...kernelSection(service, kernel));
+  nodes.push(...protocolFacts(service));
   const charts = l4
     ? [["conn_rate", "New flows per second", (n) => n.toFixed(1)],
        ["bytes_rate", service.mode === "l4-dr" ? "Throughput, clients to servers (replies bypass medlb)" : "Throughput",
@@ -431,13 +436,73 @@ async function renderService(name) {
   return nodes;
 }
 
+// The last change of any kind (an operator's drain, a health check), in words; the
+// check's reason before the first change.
+function lastChange(v) {
+  const last = v.last_change;
+  return last ? [last.text, el("div", { class: "muted" }, fmtTime(last.at))]
+              : [v.health_reason, el("div", { class: "muted" }, fmtTime(v.health_changed_at))];
+}
+
+// ---------------------------------------------------------------- protocol facts
+
+function factsList(id, pairs) {
+  return el("dl", { class: "summary", id }, pairs.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, String(v)))));
+}
+
+// Counts by reason (or code), the non-zero ones, largest first.
+function countsTable(id, title, counts, what) {
+  const rows = Object.entries(counts || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  return [el("h3", {}, title), rows.length
+    ? el("div", { class: "table-wrap" }, el("table", { id, class: "counts" },
+        el("thead", {}, el("tr", {}, [what, "Count"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows.map(([k, n]) => el("tr", {}, el("td", {}, k), el("td", {}, String(n)))))))
+    : el("p", { class: "muted", id }, "None.")];
+}
+
+// The last failures the API keeps (newest first): codes, reasons and AE titles, no data.
+function recentTable(id, title, headers, rows) {
+  return [el("h3", {}, title), rows.length
+    ? el("div", { class: "table-wrap" }, el("table", { id },
+        el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", { class: "wrap" }, c)))))))
+    : el("p", { class: "muted", id }, "None since medlb started.")];
+}
+
+function protocolFacts(service) {
+  const nodes = [];
+  const d = service.dicom, m = service.mllp, h = service.http;
+  if (d) nodes.push(el("h2", {}, "DICOM"),
+    factsList("dicom-facts", [["Service AE title", d.ae_title],
+      ["Allowed calling AEs", d.allowed_calling_aes && d.allowed_calling_aes.length ? d.allowed_calling_aes.join(", ") : "any"],
+      ["Associations", `${d.active_associations} active, ${d.total_associations} total`]]),
+    ...countsTable("dicom-rejects", "Association rejects by reason", d.rejects, "Reason"),
+    ...recentTable("dicom-last-rejects", "Last rejected associations", ["When", "Calling AE", "Called AE", "Reason"],
+                   d.last_rejects.map((r) => [fmtTime(r.at), r.calling_ae || "–", r.called_ae || "–", r.reason])));
+  if (m) {
+    const naks = {};
+    for (const [code, reasons] of Object.entries(m.negative_acks_by_code || {}))
+      for (const [reason, n] of Object.entries(reasons)) naks[`${code}: ${reason}`] = n;
+    nodes.push(el("h2", {}, "HL7"),
+      ...countsTable("mllp-naks", "Negative ACKs medlb sent, by code and reason", naks, "Code: reason"),
+      ...recentTable("mllp-last-failures", "Last negative ACKs", ["When", "Code", "Reason", "Server"],
+                     m.last_failures.map((f) => [fmtTime(f.at), f.code, f.reason, f.server || "medlb"])));
+  }
+  if (h) nodes.push(el("h2", {}, "HTTP"),
+    ...countsTable("http-classes", "Responses by status class", h.requests, "Status"),
+    ...countsTable("http-errors", "medlb's own answers by reason", h.errors, "Reason"),
+    ...recentTable("http-last-errors", "Last 502, 503 and 504 answers", ["When", "Status", "Reason", "Server"],
+                   h.last_errors.map((e) => [fmtTime(e.at), String(e.status), e.reason, e.server || "–"])));
+  return nodes;
+}
+
 function eventsTable(events) {
   if (!events.length) return el("p", { class: "muted" }, "No events yet.");
   return el("div", { class: "table-wrap" }, el("table", { id: "events" },
-    el("thead", {}, el("tr", {}, ["When", "Service", "What", "Change", "Reason", "Who"].map((h) => el("th", { scope: "col" }, h)))),
+    el("thead", {}, el("tr", {}, ["When", "Service", "What happened", "Change", "Who"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, events.map((e) => el("tr", {},
-      el("td", {}, fmtTime(e.at)), el("td", {}, e.service), el("td", {}, `${e.kind} of ${e.subject}`),
-      el("td", {}, `${e.old} → ${e.new}`), el("td", { class: "wrap" }, e.reason || ""), el("td", {}, e.who))))));
+      el("td", {}, fmtTime(e.at)), el("td", {}, e.service), el("td", { class: "wrap" }, e.text),
+      el("td", { class: "muted" }, `${e.kind} of ${e.subject}: ${e.old} → ${e.new}`), el("td", {}, e.who))))));
 }
 
 function searchPage(title, kind, query) {
@@ -458,7 +523,7 @@ async function renderAudit(query) {
     el("thead", {}, el("tr", {}, ["When", "Who", "Action", "Target", "Detail", "From"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, entries.map((e) => el("tr", {},
       el("td", {}, fmtTime(e.at)), el("td", {}, e.who), el("td", {}, e.action), el("td", {}, e.target),
-      el("td", { class: "wrap" }, Object.keys(e.detail).length ? JSON.stringify(e.detail) : ""), el("td", {}, e.source))))))
+      el("td", { class: "wrap", "data-col": "detail" }, e.text), el("td", {}, e.source))))))
     : el("p", { class: "muted" }, "No entries.");
   return [...searchPage("Audit log: who did what", "audit", query), table];
 }
@@ -589,14 +654,16 @@ function connectLive() {
   source.onmessage = () => refresh();
 }
 
-function showLogin(message) {
+// `message` is an error (a refused login) unless `note`: "You have logged out." is not one.
+function showLogin(message, note) {
   state.me = null;
   if (state.source) { state.source.close(); state.source = null; }
   clearInterval(state.timer);
   $("top").hidden = true;
   $("view").replaceChildren();
   $("login-view").hidden = false;
-  $("login-error").textContent = message || "";
+  $("login-error").textContent = note ? "" : message || "";
+  $("login-note").textContent = note ? message : "";
   $("login-name").focus();
 }
 
@@ -616,6 +683,7 @@ async function start() {
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     $("login-submit").disabled = true;
+    $("login-note").textContent = "";
     try {
       const me = await api("POST", "/api/v1/login", { name: $("login-name").value, password: $("login-password").value });
       $("login-password").value = "";
@@ -628,13 +696,14 @@ async function start() {
   });
   $("logout").addEventListener("click", async () => {
     try { await api("POST", "/api/v1/logout"); } catch (e) { /* the session may be gone already */ }
-    showLogin("You have logged out.");
+    showLogin("You have logged out.", true);
   });
   window.addEventListener("hashchange", () => { route(); $("main").focus(); });
   try {
+    // 200 with no name when nobody is logged in: the first load makes no failing request.
     const me = await api("GET", "/api/v1/session");
-    if (!me.csrf) throw new ApiError(401, "");
-    loggedIn(me);
+    if (me.csrf) loggedIn(me);
+    else showLogin(me.ended ? "Your session has ended; log in again." : "", true);
   } catch (e) {
     showLogin("");
   }
