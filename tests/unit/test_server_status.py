@@ -1,5 +1,7 @@
 """Each server's one status in words: what the scheduler does with it now."""
 
+from medlb.config import parse_config
+from medlb.runtime import Runtime
 from medlb.runtime.status import server_status, service_counts
 from runtime_helpers import check, make_runtime, server, set_state, svc
 
@@ -40,6 +42,10 @@ def test_draining_counts_the_connections_left_and_halted_and_down_say_so():
 
 
 def test_a_layer_4_service_drains_without_a_count():
-    runtime = make_runtime({"p1": 1}, mode="l4-nat", health={"type": "tcp"})
+    runtime = Runtime()
+    runtime.load(parse_config(
+        "services:\n"
+        "  - {name: svc, mode: l4-nat, listen: ['198.18.0.100:104'], l4: {interface: eth0},\n"
+        "     health: {type: tcp}, servers: [{name: p1, address: 198.18.0.11}]}\n").config)
     set_state(runtime, "p1", "drain")
     assert statuses(runtime)["p1"] == "draining"
