@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -21,12 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
-    base = free_ports(1)[0]
-    while not all(free_port_ok(p) for p in (base, base + 1, base + 10, base + 20, base + 30, base + 100, base + 101,
-                                             base + 102, base + 110, base + 111, base + 120, base + 121, base + 130,
-                                             base + 131)):
-        base = free_ports(1)[0]
-    admin = free_port()
+    base, admin = demo_ports(), free_port()
     proc = subprocess.Popen(["make", "--no-print-directory", "demo",
                              f"DEMO_ARGS=--base-port {base} --admin-port {admin}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -74,8 +70,8 @@ def test_make_demo_balances_and_stops_cleanly_on_ctrl_c():
 
 def demo_ports() -> int:
     base = free_ports(1)[0]
-    while not all(free_port_ok(base + offset) for offset in (0, 1, 10, 20, 30, 100, 101, 102, 110, 111, 120, 121,
-                                                             130, 131)):
+    while not all(free_port_ok(base + offset) for offset in (0, 1, 10, 20, 30, 40, 100, 101, 102, 110, 111, 120,
+                                                             121, 130, 131, 140, 141)):
         base = free_ports(1)[0]
     return base
 
@@ -124,10 +120,26 @@ def test_the_demo_prints_commands_that_work_as_printed(tmp_path, activated):
         assert sent.returncode == 0 and sent.stdout.count("MSA|AA|") == 3, sent
         status = run(printed(lines, "ctl status").split(":", 1)[1])
         assert status.returncode == 0 and "pacs" in status.stdout, status
+        # The portal: HTTPS (self-signed, hence -k) answered by a simulated server
+        # behind medlb's TLS offload, and the API shows the service with both servers up.
+        portal = printed(lines, "curl -k https://")
+        assert portal.startswith(f"curl -k https://127.0.0.1:{base + 40}/ ")
+        assert wait_until(lambda: "served by portal" in run(portal).stdout, 20, what="an HTTPS answer from the portal")
+        api = printed(lines, "/api/v1/services/portal")
+        assert wait_until(lambda: servers_up(run(api).stdout) == (2, 2), 20, what="the portal's servers up")
         assert shlex.split(printed(lines, "hl7-send"))[0] == ("medlb" if activated else str(Path(venv_bin) / "medlb"))
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=30)
+
+
+def servers_up(answer: str) -> tuple[int, int] | None:
+    """(servers up, servers in all) of the service the API answered with; None for no answer."""
+    try:
+        service = json.loads(answer)
+    except ValueError:
+        return None
+    return service["servers_up"], service["servers_total"]
 
 
 def dicom_echo(port: int, calling: str) -> str:

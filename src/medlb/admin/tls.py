@@ -23,8 +23,9 @@ def fingerprint(cert_pem: bytes) -> str:
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
 
 
-def self_signed(directory: Path, host: str) -> tuple[Path, Path, bool]:
-    """(cert path, key path, whether it was made now)."""
+def self_signed(directory: Path, host: str, label: str = "medlb admin") -> tuple[Path, Path, bool]:
+    """(cert path, key path, whether it was made now). `label` starts the common name, so
+    a browser's certificate view says which of medlb's listeners made it."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path, False
@@ -36,7 +37,7 @@ def self_signed(directory: Path, host: str) -> tuple[Path, Path, bool]:
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     hostname = socket.gethostname()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"medlb admin {hostname}"[:64]),
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{label} {hostname}"[:64]),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "medlb (self-signed)")])
     alt: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName(hostname),
                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

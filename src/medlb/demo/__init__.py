@@ -116,11 +116,15 @@ class _SimulatedPacs:
         self.server.shutdown()
 
 
+PORTAL_TLS = "portal-tls"  # the portal's self-signed certificate, under the state directory
+
+
 def demo_config(base: int, admin_port: int, token: str, state_dir: Path, password_hash: str = "") -> dict:
     vna_ports = [base + 100 + i for i in range(3)]
     web_ports = [base + 110, base + 111]
     hl7_ports = [base + 120, base + 121]
     pacs_ports = [base + 130, base + 131]
+    portal_ports = [base + 140, base + 141]
     return {
         "admin": {"listen": f"127.0.0.1:{admin_port}", "token": token,
                   **({"users": [{"name": "demo", "password_hash": password_hash, "role": "admin"}]}
@@ -170,8 +174,20 @@ def demo_config(base: int, admin_port: int, token: str, state_dir: Path, passwor
                 "servers": [{"name": "pacs1", "address": f"127.0.0.1:{pacs_ports[0]}", "ae_title": "PACS1"},
                             {"name": "pacs2", "address": f"127.0.0.1:{pacs_ports[1]}", "ae_title": "PACS2"}],
             },
+            {
+                # HTTPS offload: medlb holds the certificate and reads each request, so
+                # the page has responses by status class to show.
+                "name": "portal",
+                "mode": "http",
+                "listen": [f"127.0.0.1:{base + 40}"],
+                "tls": {"cert": str(state_dir / PORTAL_TLS / "cert.pem"),
+                        "key": str(state_dir / PORTAL_TLS / "key.pem")},
+                "health": {"type": "http", "path": "/health", "interval": "1s", "timeout": "500ms"},
+                "servers": [{"name": "portal1", "address": f"127.0.0.1:{portal_ports[0]}"},
+                            {"name": "portal2", "address": f"127.0.0.1:{portal_ports[1]}"}],
+            },
         ],
-    }, vna_ports, web_ports, hl7_ports, pacs_ports
+    }, vna_ports, web_ports, hl7_ports, pacs_ports, portal_ports
 
 
 def _sample_file() -> str:
@@ -230,6 +246,8 @@ Try:
   printf 'hello\\n' | nc -q1 127.0.0.1 {base + 1}          # VNA port 2, same servers
   curl http://127.0.0.1:{base + 10}/                    # viewer, source-IP persistence
   {medlb} hl7-send 127.0.0.1:{base + 20} --count 3        # HL7 ADT over MLLP, ACKed by engine1/engine2
+  curl -k https://127.0.0.1:{base + 40}/                   # portal: HTTPS offload (self-signed), portal1/portal2
+  curl -s {auth} {api}/api/v1/services/portal            # HTTP responses by status class
 
   DICOM (dcmtk): the VIP answers as MEDLB; pacs1 and pacs2 answer only to PACS1 and PACS2,
   so every association that works shows medlb rewriting the called AE title.
@@ -254,15 +272,18 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
 
     token = secrets.token_urlsafe(24)
     password = secrets.token_urlsafe(9)
-    config, vna_ports, web_ports, hl7_ports, pacs_ports = demo_config(args.base_port, args.admin_port, token,
-                                                                      state_dir, hash_password(password))
+    from medlb.admin.tls import fingerprint, self_signed
+
+    config, vna_ports, web_ports, hl7_ports, pacs_ports, portal_ports = demo_config(
+        args.base_port, args.admin_port, token, state_dir, hash_password(password))
+    self_signed(state_dir / PORTAL_TLS, "127.0.0.1", label="medlb demo portal")
     config_path = state_dir / "demo.yaml"
     config_path.write_text("# written by medlb demo\n" + yaml.safe_dump(config, sort_keys=False))
     backends: list[Any] = []
     try:
         for name, port in zip(("vna1", "vna2", "dr-vna1"), vna_ports):
             backends.append(await _echo_server(name, port))
-        for name, port in zip(("web1", "web2"), web_ports):
+        for name, port in zip(("web1", "web2", "portal1", "portal2"), web_ports + portal_ports):
             backends.append(await _http_server(name, port))
         for name, port in zip(("engine1", "engine2"), hl7_ports):
             backends.append(await _hl7_engine(name, port))
@@ -282,8 +303,6 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> int:
             server.close()
         print(f"medlb demo cannot start: {exc}; try --base-port and --admin-port", flush=True)
         return 1
-    from medlb.admin.tls import fingerprint
-
     cert = state_dir / "admin-tls" / "cert.pem"
     print(_banner(args.base_port, args.admin_port, token, config_path, password,
                   fingerprint(cert.read_bytes()) if cert.exists() else ""), flush=True)
