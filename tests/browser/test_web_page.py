@@ -486,3 +486,69 @@ def test_each_protocol_page_shows_its_facts_and_last_failures(chromium, tmp_path
     finally:
         factory.stop_all()
         group.stop_all()
+
+
+def overflowing_tables(page) -> list[str]:
+    """The tables whose container must scroll sideways, or whose header cells lie
+    (partly) outside the container: columns an operator cannot see."""
+    return page.evaluate("""() => [...document.querySelectorAll('.table-wrap')].flatMap((wrap) => {
+        const box = wrap.getBoundingClientRect();
+        const cut = [...wrap.querySelectorAll('thead th')]
+            .filter((th) => { const r = th.getBoundingClientRect(); return r.left < box.left - 1 || r.right > box.right + 1; })
+            .map((th) => th.textContent);
+        const table = wrap.querySelector('table');
+        return wrap.scrollWidth > wrap.clientWidth || cut.length ? [(table.id || table.className) + ': ' + cut.join(', ')] : [];
+    })""")
+
+
+def chart_labels(page) -> list[dict]:
+    """Each chart on the page with its time-axis and value-axis labels as text."""
+    return page.evaluate("""() => [...document.querySelectorAll('.chart-plot')].map((chart) => ({
+        label: chart.getAttribute('aria-label'),
+        times: [...chart.querySelectorAll('.time-axis .tick')].map((t) => t.textContent),
+        spans: [...chart.querySelectorAll('.time-axis .tick')].map((t) => {
+            const r = t.getBoundingClientRect(); return [r.left, r.right]; }),
+        plot: (({ left, right }) => [left, right])(chart.querySelector('svg').getBoundingClientRect()),
+        values: [...chart.querySelectorAll('.value-axis .tick')].map((t) => t.textContent).filter(Boolean)}))""")
+
+
+def assert_readable_charts(page, count: int) -> None:
+    charts = chart_labels(page)
+    assert len(charts) == count, charts
+    for chart in charts:
+        assert len(chart["times"]) >= 2 and all(re.fullmatch(r"\d{1,2}:\d{2}( [AP]M)?", t) for t in chart["times"]), chart
+        assert len(chart["values"]) >= 2 and chart["values"][-1].startswith("0"), chart
+        # The times read left to right under the line, oldest first, none on another.
+        spans = chart["spans"]
+        assert all(left_one[1] <= right_one[0] for left_one, right_one in zip(spans, spans[1:])), chart
+        assert chart["plot"][0] - 1 <= spans[0][0] and spans[-1][1] <= chart["plot"][1] + 1, chart
+
+
+def test_charts_have_a_time_axis_and_values_and_the_tables_fit_1400_px(chromium, site):
+    lb, _ = site
+    visit = Visit(chromium, lb)
+    try:
+        visit.page.set_viewport_size({"width": 1400, "height": 900})
+        visit.login("olga")  # an operator: the server table has its Actions column too
+        page = visit.page
+        expect(page.locator("#services tbody tr")).to_have_count(2)
+        assert_readable_charts(page, 2)  # one per service
+        assert overflowing_tables(page) == []
+        # The overview's "Last hour" header lies whole inside its card.
+        inside = page.evaluate("""() => {
+            const th = [...document.querySelectorAll('#services thead th')].find((h) => h.textContent === 'Last hour');
+            const card = th.closest('.table-wrap').getBoundingClientRect(), r = th.getBoundingClientRect();
+            return r.left >= card.left && r.right <= card.right && r.top >= card.top && r.bottom <= card.bottom;
+        }""")
+        assert inside
+        screenshot(page, "overview-1400.png")
+
+        page.goto(lb.base_url + "/#/service/pacs")
+        expect(page.locator("tr[data-server='A']")).to_be_visible()
+        assert_readable_charts(page, 3)  # active, new connections per second, throughput
+        assert overflowing_tables(page) == []
+        heading = page.get_by_role("heading", name="Last hour")
+        expect(heading).to_be_visible()
+        screenshot(page, "service-pacs-1400.png")
+    finally:
+        visit.close()

@@ -110,25 +110,52 @@ function inFlight(s) {
 
 // ---------------------------------------------------------------- charts (inline SVG)
 
+// The smallest of 1, 2, 5 times a power of ten at or above the peak: round labels.
+function niceCeil(peak) {
+  if (!(peak > 0)) return 1;
+  const power = Math.pow(10, Math.floor(Math.log10(peak)));
+  return [1, 2, 5, 10].map((m) => m * power).find((top) => top >= peak * (1 - 1e-9));
+}
+
+const fmtClock = (at) => new Date(at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+
+// A chart of the last hour: the line in SVG (stretched to the width), its axes in HTML
+// so the labels keep their size: clock times below, values on the left from 0 to a
+// round top.
 function chart(points, key, opts) {
-  const width = opts.big ? 600 : 160, height = opts.big ? 120 : 32;
-  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img",
-                              class: (opts.big ? "big" : "spark") + (opts.bad ? " bad" : ""),
-                              "aria-label": opts.label });
+  const width = opts.big ? 600 : 120, height = opts.big ? 120 : 32, span = 3600;
+  const format = opts.format || String;
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", "aria-hidden": "true",
+                              class: (opts.big ? "big" : "spark") + (opts.bad ? " bad" : "") });
   const values = points.map((p) => p[key] === null || p[key] === undefined ? 0 : p[key]);
-  const max = Math.max(1e-9, ...values);
-  const now = Date.now() / 1000, span = 3600;
+  const top = niceCeil(Math.max(0, ...values));
+  const fractions = opts.big ? [1, 0.5, 0] : [1, 0];
+  for (const f of fractions) {
+    const y = (height - 1 - f * (height - 2)).toFixed(1);
+    svg.append(svgEl("line", { class: "grid", x1: 0, x2: width, y1: y, y2: y, "vector-effect": "non-scaling-stroke" }));
+  }
+  const now = Date.now() / 1000;
   const coords = points.map((p, i) => {
     const x = Math.max(0, width - ((now - p.at) / span) * width);
-    const y = height - 2 - (values[i] / max) * (height - 4);
+    const y = height - 1 - (values[i] / top) * (height - 2);
     return x.toFixed(1) + "," + y.toFixed(1);
   });
   if (coords.length === 1) coords.unshift("0," + coords[0].split(",")[1]);
-  svg.append(svgEl("polyline", { points: coords.join(" ") }));
-  const title = svgEl("title", {});
-  title.textContent = opts.label;
-  svg.append(title);
-  return svg;
+  svg.append(svgEl("polyline", { points: coords.join(" "), "vector-effect": "non-scaling-stroke" }));
+  // A label that reads the same as the top's or 0's (1 B/s halved) would say something false: left out.
+  const labels = fractions.map((f) => format(top * f));
+  const valueTicks = labels.map((text, i) => i > 0 && i < labels.length - 1 &&
+    (text === labels[0] || text === labels[labels.length - 1]) ? "" : text);
+  const timeTicks = (opts.big ? [60, 45, 30, 15, 0] : [60, 0]).map((minutes) => {
+    const tick = el("span", { class: "tick" }, fmtClock(now - minutes * 60));
+    tick.style.left = `${100 - (minutes / 60) * 100}%`;  // through the CSSOM: the page's CSP forbids style attributes
+    return tick;
+  });
+  return el("div", { class: "chart-plot " + (opts.big ? "big" : "spark"), role: "figure", "aria-label": opts.label,
+                     title: opts.label },
+    el("div", { class: "value-axis" }, valueTicks.map((text) => el("span", { class: "tick" }, text))),
+    svg,
+    el("div", { class: "time-axis" }, timeTicks));
 }
 
 // ---------------------------------------------------------------- views
@@ -172,7 +199,7 @@ function renderOverview() {
         el("td", {}, s.mllp ? (last.msg_rate || 0).toFixed(1) + " msg/s" : fmtRate(last.bytes_rate)),
         el("td", {}, chart(points, s.mllp ? "msg_rate" : "active",
                            { label: `${s.name}: ${s.mllp ? "messages/s" : "active connections"}, last hour`,
-                             bad: st.cls === "bad" })));
+                             format: s.mllp ? (n) => n.toFixed(1) : String, bad: st.cls === "bad" })));
     })));
   const counts = rows.reduce((c, r) => { c[r.st.cls] = (c[r.st.cls] || 0) + 1; return c; }, {});
   return [el("h1", {}, "Services"),
