@@ -13,7 +13,18 @@ from __future__ import annotations
 from l4_helpers import listen, ruleset, server, service, with_taking
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from topology import BALANCER, CLIENT, Topology
-from traffic import CLOSING_PORT, DOWNLOAD, HTTP_PORT, LINE_PORT, SIZE, Holder, curl, names_by_port, start_servers
+from traffic import (
+    CLOSING_PORT,
+    DOWNLOAD,
+    HTTP_PORT,
+    LINE_PORT,
+    SIZE,
+    Holder,
+    curl,
+    download_at_balancer,
+    names_by_port,
+    start_servers,
+)
 
 from medlb.kernel.jhash import bucket
 from medlb.kernel.listing import counters, map_elements
@@ -52,12 +63,7 @@ def test_dr_spreads_new_flows_as_the_table_says_and_replies_bypass_the_balancer(
     assert chosen == {port: expected(pacs, port) for port in chosen}, "the kernel chose another server than the table"
     assert set(chosen.values()) == {"rs1", "rs2", "rs3"}
 
-    received_before, _ = topo["lb"].link_bytes()
-    size = curl(topo, f"/download/{DOWNLOAD}", 41100, "-o", "/dev/null", "-w", "%{size_download}")
-    received = topo["lb"].link_bytes()[0] - received_before
-    print(f"\nDR: a {DOWNLOAD >> 20} MiB download; the balancer's interface received {received} bytes "
-          f"({received / DOWNLOAD:.2%} of it)")
-    assert int(size) == DOWNLOAD
+    received = download_at_balancer(topo, 41100, "DR")
     assert received < 0.05 * DOWNLOAD, "reply bytes crossed the balancer"
 
     listing = nft.list_table(*DR_TABLE)

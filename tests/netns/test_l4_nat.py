@@ -14,7 +14,16 @@ import pytest
 from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from topology import BALANCER, CLIENT
-from traffic import CLOSING_PORT, HTTP_PORT, LINE_PORT, Holder, curl, names_by_port, start_servers
+from traffic import (
+    CLOSING_PORT,
+    HTTP_PORT,
+    LINE_PORT,
+    Holder,
+    curl,
+    fail_over_and_back_by_hand,
+    names_by_port,
+    start_servers,
+)
 
 HEALTH = {"type": "tcp", "port": LINE_PORT, "interval": "300ms", "timeout": "300ms", "fall": 2, "rise": 2}
 ALL = {"rs1", "rs2", "rs3"}
@@ -93,14 +102,7 @@ def test_nat_failover_to_the_backup_and_back(topology, tmp_path):
     service = nat_service(topo, source_nat=True, servers=["rs1", "rs2"], failback="manual",
                           backup=[{"name": "rs3", "address": topo["rs3"].address}])
     medlb = started(topo, tmp_path, [service], {"rs1", "rs2"})
-    for name in ("rs1", "rs2"):
-        medlb.set_state("vna", name, "halt")
-    assert set(names_by_port(topo, range(44600, 44620)).values()) == {"rs3"}
-    for name in ("rs1", "rs2"):
-        medlb.set_state("vna", name, "online")
-    assert set(names_by_port(topo, range(44620, 44640)).values()) == {"rs3"}, "failback is manual"
-    medlb.api("POST", "/api/v1/services/vna/failback")
-    assert set(names_by_port(topo, range(44640, 44680)).values()) == {"rs1", "rs2"}
+    fail_over_and_back_by_hand(topo, medlb, "vna", {"rs1", "rs2"}, "rs3", 44600)
 
 
 def test_a_refused_reload_changes_nothing_in_the_kernel(topology, tmp_path):

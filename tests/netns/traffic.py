@@ -43,6 +43,34 @@ def curl(topo: Topology, path: str, client_port: int, *extra: str) -> str:
                            "-H", "Connection: close", *extra, f"http://{topo.vip}:{HTTP_PORT}{path}").stdout
 
 
+def download_at_balancer(topo: Topology, client_port: int, what: str) -> int:
+    """Download DOWNLOAD bytes through the VIP; the bytes the balancer's interface
+    received meanwhile (DR: the client's ACKs only). Prints both as a share."""
+    received_before, _ = topo["lb"].link_bytes()
+    size = curl(topo, f"/download/{DOWNLOAD}", client_port, "-o", "/dev/null", "-w", "%{size_download}")
+    received = topo["lb"].link_bytes()[0] - received_before
+    print(f"\n{what}: {DOWNLOAD >> 20} MiB downloaded; the balancer's interface received {received} bytes "
+          f"({received / DOWNLOAD:.2%})")
+    assert int(size) == DOWNLOAD
+    return received
+
+
+def fail_over_and_back_by_hand(topo: Topology, medlb, service: str, primaries: set[str], backup: str,
+                               first_port: int) -> None:
+    """Halting every primary sends new connections to the backup; putting them online
+    again does not (failback: manual) until the operator fails back. Uses 80 client
+    ports from `first_port`."""
+    for name in primaries:
+        medlb.set_state(service, name, "halt")
+    assert set(names_by_port(topo, range(first_port, first_port + 20)).values()) == {backup}
+    for name in primaries:
+        medlb.set_state(service, name, "online")
+    assert set(names_by_port(topo, range(first_port + 20, first_port + 40)).values()) == {backup}, \
+        "failback is manual"
+    medlb.api("POST", f"/api/v1/services/{service}/failback")
+    assert set(names_by_port(topo, range(first_port + 40, first_port + 80)).values()) == primaries
+
+
 def names_by_port(topo: Topology, ports: range) -> dict[int, str]:
     """The server that answers a new connection from each client port (CLOSING_PORT)."""
     out = topo["cli"].run(sys.executable, str(NAMES), "--to", f"{topo.vip}:{CLOSING_PORT}",
