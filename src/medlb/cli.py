@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from medlb import __version__
-from medlb.config import ConfigError, LoadedConfig, Problem, load_config
+from medlb.config import ConfigError, LoadedConfig, Problem, load_config, print_problems
 from medlb.config.models import L4_MODES
 from medlb.config.units import format_duration
 
@@ -123,17 +123,11 @@ def summary(loaded: LoadedConfig, host_advisories: Sequence[Problem] = ()) -> st
     return "\n".join(lines)
 
 
-def _print_problems(heading: str, problems: Sequence[Problem]) -> None:
-    print(f"{heading}, {len(problems)} problem(s):", file=sys.stderr)
-    for problem in problems:
-        print(f"  {problem}", file=sys.stderr)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(args.file)
     except ConfigError as exc:
-        _print_problems(f"{exc.source}: invalid", exc.problems)
+        print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
     host_errors: list[Problem] = []
     host_advisories: list[Problem] = []
@@ -144,7 +138,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             problem = loaded.problem(found.path_key, found.message)
             (host_errors if found.level == "error" else host_advisories).append(problem)
     if host_errors:
-        _print_problems(f"{loaded.source}: valid, but medlb cannot run it on this host (medlb check --no-host "
+        print_problems(f"{loaded.source}: valid, but medlb cannot run it on this host (medlb check --no-host "
                         "checks the file alone)", host_errors)
         return 2
     print(summary(loaded, host_advisories))
@@ -159,7 +153,7 @@ def cmd_rs_setup(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(args.config)
     except ConfigError as exc:
-        _print_problems(f"{exc.source}: invalid", exc.problems)
+        print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
     services = {service.name: service for service in loaded.config.services}
     service = services.get(args.service)
@@ -199,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _run_loop(app.run())
     except ConfigError as exc:
-        _print_problems(f"{exc.source}: invalid", exc.problems)
+        print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
     except StartError as exc:
         print(f"medlb cannot start: {exc}", file=sys.stderr)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ class LoadedConfig:
         """state_dir, relative paths taken from the config file's folder."""
         path = Path(self.config.state_dir)
         return path if path.is_absolute() else (self.base_dir / path)
+
+
+def print_problems(heading: str, problems: Sequence[object]) -> None:
+    """What `medlb check`, `run` and `plan` print for a file they refuse: the heading
+    and one problem a line, on stderr."""
+    print(f"{heading}, {len(problems)} problem(s):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def format_path(path: PathKey) -> str:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from medlb.config import print_problems
 from medlb.plan.inputs import PlanError, load_site
 from medlb.plan.rates import measured_rates
 from medlb.plan.report import render
@@ -27,9 +28,7 @@ def run(args: argparse.Namespace) -> int:
         site = load_site(args.file)
         rates = measured_rates(Path(args.bench) if args.bench else None)
     except PlanError as exc:
-        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
     except ValueError as exc:
         print(f"medlb plan: {exc}", file=sys.stderr)

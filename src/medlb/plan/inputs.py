@@ -7,11 +7,10 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from medlb.config.loader import format_path
+from medlb.config.models import Strict
 
 
 class Modality(Strict):
@@ -94,11 +93,5 @@ def load_site(path: str | Path) -> Site:
     try:
         return Site.model_validate(data)
     except ValidationError as exc:
-        raise PlanError(source, [f"{_path(error['loc'])}: {error['msg']}" for error in exc.errors()]) from None
+        raise PlanError(source, [f"{format_path(error['loc']) or 'the file'}: {error['msg']}" for error in exc.errors()]) from None
 
-
-def _path(location: tuple[object, ...]) -> str:
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "the file"
