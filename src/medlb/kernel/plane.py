@@ -419,12 +419,14 @@ class KernelPlane:
             service = self.runtime.services.get(name)
             for server in applied.service.servers:
                 packets, octets = found.get(ruleset.traffic_counter(name, server.name), (0, 0))
+                reply_packets, reply_octets = found.get(ruleset.replies_counter(name, server.name), (0, 0))
                 new_flows = found.get(ruleset.new_flows_counter(name, server.name), (0, 0))[0]
-                self.counts[(name, server.name)] = {"packets": packets, "bytes": octets, "new_flows": new_flows}
+                self.counts[(name, server.name)] = {"packets": packets + reply_packets, "bytes": octets + reply_octets,
+                                                    "new_flows": new_flows}
                 live = service.server(server.name) if service is not None else None
                 if live is not None:
                     live.total = new_flows
-                    live.bytes_to_server = octets
+                    live.bytes_to_server, live.bytes_to_client = octets, reply_octets
             no_server = found.get(ruleset.no_server_counter(name), (0, 0))
             self.counts[(name, "")] = {"packets": no_server[0], "bytes": no_server[1], "new_flows": 0}
             if service is not None:

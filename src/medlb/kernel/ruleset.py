@@ -35,6 +35,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from medlb.config.models import INTERFACE_PATTERN
 from medlb.kernel.description import L4Ruleset, L4Server, L4Service
 from medlb.kernel.listing import TableObjects
 
@@ -44,8 +45,9 @@ TABLES = (DR_TABLE, NAT_TABLE)
 
 #: Service and server names as the config allows them (config.models.Name).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-#: Interface names that are also valid nft identifiers (Linux allows at most 15 bytes).
-_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+#: Interface names that are also valid nft identifiers (Linux allows at most 15 bytes):
+#: the pattern the config validates `l4.interface` with.
+_INTERFACE = re.compile(INTERFACE_PATTERN)
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 #: Elements per line in a rendered map: keeps fixtures and `nft -f` errors readable.
 _PER_LINE = 8
@@ -99,8 +101,18 @@ def new_flows_map(service: str) -> str:
 
 
 def traffic_counter(service: str, server: str) -> str:
-    """Packets and bytes sent to a server (DR: client to server; NAT: both ways)."""
+    """Packets and bytes from clients to a server (the connections' original direction)."""
     return f"traffic_{service}/{server}"
+
+
+def replies_map(service: str) -> str:
+    return f"replies_{service}"
+
+
+def replies_counter(service: str, server: str) -> str:
+    """NAT: packets and bytes from a server back to its clients (DR's replies never
+    cross the balancer)."""
+    return f"replies_{service}/{server}"
 
 
 def new_flows_counter(service: str, server: str) -> str:
@@ -292,13 +304,16 @@ def _slot_elements(service: L4Service) -> list[tuple[str, str]]:
 
 
 def _counters(batch: _Batch, service: L4Service) -> None:
-    """Per-server traffic and new-flow counters, and the maps rules reach them by."""
+    """Per-server traffic and new-flow counters (NAT: replies too), and the maps rules
+    reach them by."""
+    kinds = [(traffic_map(service.name), traffic_counter), (new_flows_map(service.name), new_flows_counter)]
+    if service.mode == "nat":
+        kinds.append((replies_map(service.name), replies_counter))
     for server in service.servers:
-        batch.counter(traffic_counter(service.name, server.name))
-        batch.counter(new_flows_counter(service.name, server.name))
+        for _, counter in kinds:
+            batch.counter(counter(service.name, server.name))
     batch.counter(no_server_counter(service.name))
-    for map_name, counter in ((traffic_map(service.name), traffic_counter),
-                              (new_flows_map(service.name), new_flows_counter)):
+    for map_name, counter in kinds:
         batch.refilled("map", map_name, "type mark : counter",
                        [(_mark(server.mark), f'"{counter(service.name, server.name)}"') for server in service.servers])
 
@@ -386,7 +401,8 @@ def _nat_service(batch: _Batch, service: L4Service) -> None:
                       f"counter name ct mark map @{new_flows_map(name)} {dnat}",
                f"{name}: a new connection: the Maglev table's server, kept in ct mark; conntrack does the rest")
     batch.rule(chain, f'counter name "{no_server_counter(name)}" drop', f"{name}: no server takes new flows")
-    batch.rule("forward", f"counter name ct mark map @{traffic_map(name)}")
+    batch.rule("forward", f"ct direction original counter name ct mark map @{traffic_map(name)}")
+    batch.rule("forward", f"ct direction reply counter name ct mark map @{replies_map(name)}")
 
 
 def _nat_table(services: Sequence[L4Service]) -> _Batch:
