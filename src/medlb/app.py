@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from medlb import descriptors, logs
 from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
+from medlb.config.models import L4_MODES
 from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
@@ -223,7 +224,7 @@ class App:
     async def l4_view(self, service: str, flows: bool = True) -> dict[str, Any]:
         found = self.runtime.service(service)
         if not self.kernel.serves(service):
-            if found.mode in ("l4-dr", "l4-nat"):
+            if found.mode in L4_MODES:
                 raise NotFound(f"service {service!r} ({found.mode}) is not in the kernel: "
                                f"{self.kernel.error or 'it has not been programmed yet'}")
             raise NotFound(f"service {service!r} is mode {found.mode}, not a kernel layer 4 service")

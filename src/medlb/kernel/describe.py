@@ -13,8 +13,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from medlb.config.models import ServiceConfig, SourceIpPersistence
-from medlb.kernel.description import DEFAULT_PIN_TIMEOUT, HashKey, L4Listen, L4Server, L4Service, server_mark
+from medlb.config.models import L4_MODES, ServiceConfig, SourceIpPersistence
+from medlb.kernel.description import HashKey, L4Listen, L4Server, L4Service, server_mark
 from medlb.kernel.maglev import DEFAULT_TABLE_SIZE, build_table, service_seed
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def is_kernel(config: ServiceConfig) -> bool:
     """Forwarded by the kernel: medlb binds none of its addresses."""
-    return not config.relayed_addresses
+    return config.mode in L4_MODES
 
 
 def listens(config: ServiceConfig) -> tuple[L4Listen, ...]:
@@ -84,15 +84,10 @@ def describe(service: Service, macs: Mapping[str, str] | None = None, *,
     table = build_table(_weights(tier), seed=service_seed(service.name, str(vips[0].address)), size=table_size,
                         available=taking)
     return L4Service(service.name, "dr" if dr else "nat", vips, l4.interface, tuple(servers), table,
-                     hash_key=hash_key(config), source_nat=bool(getattr(l4, "source_nat", False)),
-                     pin_timeout=float(getattr(l4, "pin_timeout", DEFAULT_PIN_TIMEOUT)))
+                     hash_key=hash_key(config), source_nat=l4.source_nat, pin_timeout=l4.pin_timeout)
 
 
 def _weights(servers: Iterable[Server]) -> dict[str, int]:
     """The active tier's servers by weight: the table's base, which changes only with
     the config or a failover, so a state change moves only the buckets it must."""
     return {server.name: server.weight for server in servers}
-
-
-def interfaces(services: Iterable[L4Service]) -> list[str]:
-    return sorted({service.interface for service in services})

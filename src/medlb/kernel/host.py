@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from medlb.config.models import L4_MODES
+
 if TYPE_CHECKING:
     from medlb.config.models import Config, ServiceConfig
 
@@ -31,7 +33,6 @@ Level = Literal["error", "advisory"]
 
 #: Linux capability number of CAP_NET_ADMIN (linux/capability.h): what nftables needs.
 CAP_NET_ADMIN = 12
-_L4_MODES = ("l4-dr", "l4-nat")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _net_admin() -> bool:
     return os.geteuid() == 0
 
 
-def _addresses() -> dict[str, tuple[ipaddress.IPv4Interface, ...]]:
+def addresses() -> dict[str, tuple[ipaddress.IPv4Interface, ...]]:
     """Interface name -> its IPv4 addresses, from `ip -j addr show` (no privilege needed)."""
     done = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=10, check=True)
     found: dict[str, tuple[ipaddress.IPv4Interface, ...]] = {}
@@ -90,7 +91,7 @@ def read_host() -> HostFacts:
     interfaces: dict[str, tuple[ipaddress.IPv4Interface, ...]]
     unknown = None
     try:
-        interfaces = _addresses()
+        interfaces = addresses()
     except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
         interfaces = {name: () for _, name in socket.if_nameindex()}
         unknown = f"`ip -j addr show` failed: {exc}"
@@ -101,7 +102,7 @@ def read_host() -> HostFacts:
 def host_problems(config: Config, facts: HostFacts | None = None) -> list[HostProblem]:
     """What this host lacks for the config's L4 services; reads the host only when the
     config has one."""
-    if not any(service.mode in _L4_MODES for service in config.services):
+    if not any(service.mode in L4_MODES for service in config.services):
         return []
     return problems_for(config, facts if facts is not None else read_host())
 
@@ -121,7 +122,7 @@ def _servers(service: ServiceConfig) -> list[tuple[PathKey, str, ipaddress.IPv4A
 def problems_for(config: Config, facts: HostFacts) -> list[HostProblem]:
     """The decisions, over `facts` alone."""
     found: list[HostProblem] = []
-    l4 = [(index, service) for index, service in enumerate(config.services) if service.mode in _L4_MODES]
+    l4 = [(index, service) for index, service in enumerate(config.services) if service.mode in L4_MODES]
     if not l4:
         return found
     first_index = l4[0][0]

@@ -83,13 +83,17 @@ class MaglevTable:
         names: list[str | None] = [*self.servers, None]  # NO_SERVER (-1) picks the None
         return [names[index] for index in self.slots]
 
-    def shares(self) -> dict[str, float]:
-        """Each server's fraction of the buckets (so of new flows, for a uniform hash)."""
+    def counts(self) -> dict[str, int]:
+        """How many buckets each server holds."""
         counts = [0] * len(self.servers)
         for index in self.slots:
             if index != NO_SERVER:
                 counts[index] += 1
-        return {name: count / self.size for name, count in zip(self.servers, counts)}
+        return dict(zip(self.servers, counts))
+
+    def shares(self) -> dict[str, float]:
+        """Each server's fraction of the buckets (so of new flows, for a uniform hash)."""
+        return {name: count / self.size for name, count in self.counts().items()}
 
     def moved_buckets(self, other: MaglevTable) -> list[int]:
         """The buckets whose server differs in `other` (same size): the flows that move."""
@@ -101,7 +105,9 @@ class MaglevTable:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MaglevTable):
             return NotImplemented
-        return (self.size, self.seed, self.assignment()) == (other.size, other.seed, other.assignment())
+        # The slots index into `servers`: equal servers and equal slots (compared in C,
+        # 65,537 of them on every kernel sync) mean an equal assignment.
+        return (self.size, self.seed, self.servers, self.slots) == (other.size, other.seed, other.servers, other.slots)
 
     def __hash__(self) -> int:
         return hash((self.size, self.seed, self.servers))

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medlb.kernel.listing import Listing, TableObjects, table_objects
+from medlb.kernel.listing import Listing
 
 PREFIX = "medlb"
 _COMMAND = re.compile(r"^(add|create|delete|flush|insert|replace|reset) "
@@ -151,13 +151,6 @@ class Nft:
         Read only; callers keep to medlb's tables (`table_objects`, `counters`)."""
         listing: Listing = json.loads(self.run(["-j", "-t", "list", "ruleset"]))
         return listing
-
-    def present(self, family: str, table: str) -> TableObjects:
-        """The objects a medlb table holds now (none when it is absent): the full
-        apply's input for deleting what a reload removed."""
-        if not _owned(table):
-            raise ForeignTable(f"table {table!r} is not medlb's")
-        return table_objects(self.terse(), family, table)
 
     def tables(self) -> list[tuple[str, str]]:
         """medlb's tables present in the kernel, as (family, name); others are not listed."""

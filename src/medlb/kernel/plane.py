@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import shutil
+import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +30,11 @@ from medlb import logs
 from medlb.dataplane import Refused
 from medlb.kernel import netlink, ruleset, system
 from medlb.kernel.describe import describe, is_kernel
-from medlb.kernel.host import host_problems
+from medlb.kernel.host import addresses, host_problems
 from medlb.kernel.description import L4Ruleset, L4Service
 from medlb.kernel.listing import counters as listed_counters
 from medlb.kernel.listing import map_elements, table_objects
+from medlb.kernel.maglev import build_table
 from medlb.kernel.nft import Nft, NftError
 from medlb.tasks import spawn
 
@@ -82,10 +83,11 @@ class KernelPlane:
         self.vips: set[tuple[ipaddress.IPv4Address, str]] = set()
         #: The last failure to program the kernel, for the API and the page; None when fine.
         self.error: str | None = None
+        #: VIPs medlb could not add, and why; kept apart from `error`, which the next
+        #: successful kernel update clears while the VIP is still missing.
+        self.vip_errors: dict[tuple[ipaddress.IPv4Address, str], str] = {}
         #: Counters per (service, server) from the last collect: packets, bytes, new flows.
         self.counts: dict[tuple[str, str], dict[str, int]] = {}
-        #: Per service, the rules text `rules_text` last summarised, and what it was of.
-        self._rules_texts: dict[str, tuple[L4Service, tuple[tuple[str, str], ...], str]] = {}
         self._lock = asyncio.Lock()
         self._dirty = False
         self._syncing: asyncio.Task[None] | None = None
@@ -98,6 +100,12 @@ class KernelPlane:
         services = self.runtime.services
         wanted = services if names is None else names
         return [services[name] for name in wanted if name in services and is_kernel(services[name].config)]
+
+    @property
+    def problem(self) -> str | None:
+        """What the API, page and metrics show as the kernel's error: the last failure to
+        program it, else a VIP that could not be added."""
+        return self.error or next(iter(self.vip_errors.values()), None)
 
     def serves(self, name: str) -> bool:
         return name in self.applied
@@ -151,14 +159,14 @@ class KernelPlane:
                 self.interface_macs[service.interface] = system.interface_mac(service.interface)
         return L4Ruleset(tuple(described), tuple(sorted(self.interface_macs.items())))
 
-    def _render(self, services: list[Service]) -> tuple[str, L4Ruleset]:
+    def _render(self, services: list[Service], described: L4Ruleset | None = None) -> tuple[str, L4Ruleset]:
         """The full apply for these services over what the kernel holds now, and the
-        description it renders."""
+        description it renders (`described`, when the caller has just built it)."""
         if not services:
             return ruleset.render_teardown(), L4Ruleset(())
         listing = self.nft.terse()
         present = [table_objects(listing, family, table) for family, table in ruleset.TABLES]
-        described = self._describe(services)
+        described = described or self._describe(services)
         return ruleset.render_apply(described, present), described
 
     async def _commit(self, names: frozenset[str]) -> None:
@@ -200,7 +208,7 @@ class KernelPlane:
             try:
                 batches.append(ruleset.render_update(self.applied[service.name].service, service))
             except ruleset.StructureChanged:
-                text, described = self._render(services)
+                text, described = self._render(services, described)
                 return text, described, "full"
         text = "".join(batches)
         return text, described, "elements" if text else "unchanged"
@@ -223,20 +231,26 @@ class KernelPlane:
                 continue
             for listen in self.applied[service.name].service.listens:
                 wanted.setdefault((listen.address, l4.interface), service.name)
+        try:
+            present = addresses()  # one `ip addr` read for every VIP below
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            log.error("vip_addresses_unreadable", error=str(exc))
+            return
         for address, interface in sorted(self.vips - set(wanted)):
             try:
-                if system.remove_vip(address, interface):
+                if system.remove_vip(address, interface, present):
                     log.event("vip_removed", vip=str(address), interface=interface)
             except system.HostError as exc:
                 log.error("vip_remove_failed", vip=str(address), interface=interface, error=str(exc))
             self.vips.discard((address, interface))
         for (address, interface), name in sorted(wanted.items()):
             try:
-                added = system.add_vip(address, interface)
+                added = system.add_vip(address, interface, present)
             except system.HostError as exc:
-                self.error = str(exc)
+                self.vip_errors[(address, interface)] = str(exc)
                 log.error("vip_add_failed", service=name, vip=str(address), error=str(exc))
                 continue
+            self.vip_errors.pop((address, interface), None)
             self.vips.add((address, interface))
             if added:
                 log.event("vip_added", service=name, vip=str(address), interface=interface)
@@ -287,13 +301,12 @@ class KernelPlane:
                 batches.append(ruleset.render_update(old, service))
             except ruleset.StructureChanged:
                 full = True
-            for server in service.servers:
-                before = old.server(server.name) if server.name in {s.name for s in old.servers} else None
-                if before is not None and before.forwarding and not server.forwarding:
-                    cut.append((service, server.mark))
+            was_forwarding = {server.name for server in old.servers if server.forwarding}
+            cut += [(service, server.mark) for server in service.servers
+                    if server.name in was_forwarding and not server.forwarding]
         try:
             if full:
-                text, new = await asyncio.to_thread(self._render, services)
+                text, new = await asyncio.to_thread(self._render, services, new)
                 await asyncio.to_thread(self.nft.apply, text)
             elif any(batches):
                 await asyncio.to_thread(self.nft.apply, "".join(batches))
@@ -377,8 +390,10 @@ class KernelPlane:
         if service is None or service.config.mode != "l4-dr" or service.config.l4 is None:
             return None
         interface = service.config.l4.interface
+        if (host, interface) in self.known_macs:
+            return None  # the poll keeps these fresh; a miss reads the table once more
         try:
-            if (host, interface) in system.neighbours():
+            if (host, interface) in self._neighbours():
                 return None
         except OSError:
             return None
@@ -399,13 +414,11 @@ class KernelPlane:
 
     def _list_counters(self) -> dict[str, tuple[int, int]]:
         """Over netlink (about a millisecond); nft's terse listing of the ruleset (60 ms)
-        when netlink cannot (nft runs in another namespace than this process)."""
+        when netlink cannot."""
         found: dict[str, tuple[int, int]] = {}
         modes = {applied.service.mode for applied in self.applied.values()}
         tables = [table for mode, table in (("dr", ruleset.DR_TABLE), ("nat", ruleset.NAT_TABLE)) if mode in modes]
         try:
-            if self.nft.netns is not None:
-                raise OSError("nft runs in another namespace")
             for family, table in tables:
                 found.update(netlink.counters(family, table))
         except OSError:
@@ -463,13 +476,12 @@ class KernelPlane:
                 "table_size": service.table.size, "seed": f"0x{service.table.seed:08x}",
                 "flows_counted_by": "conntrack" if service.mode == "nat" else "pins",
                 "servers": servers, "no_server": self.counts.get((name, ""), {}),
-                "applied_at": applied.at, "error": self.error,
+                "applied_at": applied.at, "error": self.problem,
                 "ruleset": rules}
 
     async def metric_counts(self) -> dict[str, Any]:
         """For /metrics, after `collect()`: per service its mode, each server's counters,
-        NAT servers' conntrack entries (a dump filtered by mark in the kernel: 0.3 s for
-        30,000 entries) and the no-server drops; and the last programming error. DR
+        NAT servers' conntrack entries (one dump, counted by mark) and the no-server drops; and the last programming error. DR
         pins are not counted per scrape: listing 100,000 of them takes seconds."""
         services: dict[str, Any] = {}
         for name, applied in self.applied.items():
@@ -480,15 +492,14 @@ class KernelPlane:
                 "servers": {server.name: {**self.counts.get((name, server.name), {}),
                                           "flows": counted.get(server.mark)} for server in service.servers},
                 "no_server": self.counts.get((name, ""), {})}
-        return {"error": self.error, "services": services}
+        return {"error": self.problem, "services": services}
 
     def _flows(self, service: L4Service) -> dict[int, int]:
         """Established flows per server mark: conntrack entries (NAT) or pins (DR)."""
         try:
             if service.mode == "nat":
-                if shutil.which("conntrack") is None:
-                    return {}
-                return {server.mark: system.conntrack_count(server.mark) for server in service.servers}
+                marks = system.conntrack_by_mark()
+                return {server.mark: marks[server.mark] for server in service.servers}
             family, table = ruleset.DR_TABLE
             name = ruleset.pins_map(service)
             counted: dict[int, int] = {}
@@ -500,27 +511,23 @@ class KernelPlane:
 
     def rules_text(self, name: str) -> str:
         """The service's part of the ruleset as medlb renders it, the Maglev slot map
-        summarised (65,537 lines say less than each server's share)."""
+        summarised: 65,537 lines say less than each server's share, and rendering
+        them only to drop them took 0.3 s."""
         applied = self.applied.get(name)
         if applied is None:
             return ""
         service = applied.service
-        macs = tuple(sorted(self.interface_macs.items()))
-        cached = self._rules_texts.get(name)
-        if cached is not None and cached[0] is service and cached[1] == macs:
-            return cached[2]  # rendering 65,537 slots to summarise them takes 0.3 s
-        text = ruleset.render_apply(L4Ruleset((service,), macs))
-        lines = []
+        empty = build_table({}, seed=service.table.seed, size=service.table.size)
+        text = ruleset.render_apply(L4Ruleset((replace(service, table=empty),), tuple(sorted(self.interface_macs.items()))))
         slots = ruleset.slots_map(name)
+        shares = ", ".join(f"{server}: {count}" for server, count in sorted(service.table.counts().items()))
+        summary = f"# {slots}: {service.table.size} slots ({shares or 'none: no server takes new flows'})"
+        lines = []
         for line in text.splitlines():
-            if line.startswith("add element") and f" {slots} " in line:
-                shares = ", ".join(f"{server}: {count}" for server, count in sorted(_slot_counts(service).items()))
-                lines.append(f"# {slots}: {service.table.size} slots ({shares or 'none: no server takes new flows'})")
-            elif not line.startswith("    ") or not lines or not lines[-1].startswith(f"# {slots}"):
-                lines.append(line)
-        summarised = "\n".join(lines) + "\n"
-        self._rules_texts[name] = (service, macs, summarised)
-        return summarised
+            lines.append(line)
+            if line.startswith("flush map") and line.endswith(f" {slots}"):
+                lines.append(summary)
+        return "\n".join(lines) + "\n"
 
     # --- stop ------------------------------------------------------------------------
 
@@ -545,11 +552,3 @@ class KernelPlane:
             log.event("kernel_stopped", removed=sorted(gone), kept=sorted(s.name for s in kept))
             self.applied = {name: applied for name, applied in self.applied.items() if name not in gone}
         return 0
-
-
-def _slot_counts(service: L4Service) -> dict[str, int]:
-    counted: dict[str, int] = {}
-    for name in service.table.assignment():
-        if name is not None:
-            counted[name] = counted.get(name, 0) + 1
-    return counted

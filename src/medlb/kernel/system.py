@@ -17,7 +17,8 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 #: ioctl(2) SIOCGIFHWADDR: an interface's hardware address.
@@ -50,10 +51,6 @@ def interface_mac(interface: str) -> str:
     return ":".join(f"{byte:02x}" for byte in answer[18:24])
 
 
-def interface_exists(interface: str) -> bool:
-    return any(name == interface for _, name in socket.if_nameindex())
-
-
 def neighbours(path: Path = Path("/proc/net/arp")) -> dict[tuple[str, str], str]:
     """(address, interface) -> MAC for every neighbour whose MAC is known.
 
@@ -71,17 +68,13 @@ def neighbours(path: Path = Path("/proc/net/arp")) -> dict[tuple[str, str], str]
     return found
 
 
-def interface_addresses(interface: str) -> list[ipaddress.IPv4Interface]:
-    """The IPv4 addresses (with their prefix) on an interface."""
-    done = _run(["ip", "-o", "-4", "addr", "show", "dev", interface])
-    if done.returncode != 0:
-        raise HostError(f"ip addr show dev {interface} failed: {done.stderr.strip()}")
-    return [ipaddress.IPv4Interface(line.split()[3]) for line in done.stdout.splitlines() if len(line.split()) > 3]
+#: Interface name -> its IPv4 addresses, as `kernel.host.addresses()` reads them.
+Addresses = Mapping[str, tuple[ipaddress.IPv4Interface, ...]]
 
 
-def add_vip(address: ipaddress.IPv4Address, interface: str) -> bool:
+def add_vip(address: ipaddress.IPv4Address, interface: str, present: Addresses) -> bool:
     """Add a VIP as a /32 to an interface; False when it was already there."""
-    if any(item.ip == address for item in interface_addresses(interface)):
+    if any(item.ip == address for item in present.get(interface, ())):
         return False
     done = _run(["ip", "addr", "add", f"{address}/32", "dev", interface])
     if done.returncode != 0 and "File exists" not in done.stderr:
@@ -89,17 +82,14 @@ def add_vip(address: ipaddress.IPv4Address, interface: str) -> bool:
     return done.returncode == 0
 
 
-def remove_vip(address: ipaddress.IPv4Address, interface: str) -> bool:
-    """Remove a VIP medlb added; False when it was not there."""
-    if not interface_exists(interface):
+def remove_vip(address: ipaddress.IPv4Address, interface: str, present: Addresses) -> bool:
+    """Remove a VIP medlb added; False when it was not there (or its interface is gone)."""
+    if not any(item.ip == address and item.network.prefixlen == 32 for item in present.get(interface, ())):
         return False
-    for item in interface_addresses(interface):
-        if item.ip == address and item.network.prefixlen == 32:
-            done = _run(["ip", "addr", "del", f"{address}/32", "dev", interface])
-            if done.returncode != 0:
-                raise HostError(f"cannot remove {address} from {interface}: {done.stderr.strip()}")
-            return True
-    return False
+    done = _run(["ip", "addr", "del", f"{address}/32", "dev", interface])
+    if done.returncode != 0:
+        raise HostError(f"cannot remove {address} from {interface}: {done.stderr.strip()}")
+    return True
 
 
 def enable_ip_forward(path: Path = IP_FORWARD) -> bool:
@@ -118,10 +108,15 @@ def conntrack_delete(mark: int) -> int:
     return _flow_count(done.stderr)
 
 
-def conntrack_count(mark: int) -> int:
-    """Connections conntrack holds for one server (its mark)."""
-    done = _run(["conntrack", "-L", "-p", "tcp", "--mark", str(mark)])
-    return _flow_count(done.stderr)
+def conntrack_by_mark() -> Counter[int]:
+    """Connections conntrack holds, by mark: one dump for every server of every NAT
+    service rather than one `conntrack -L --mark` process per server."""
+    done = _run(["conntrack", "-L", "-p", "tcp"])
+    return Counter(int(found.group(1)) for found in _MARK.finditer(done.stdout))
+
+
+#: The mark field of a `conntrack -L` line (decimal, as conntrack prints it).
+_MARK = re.compile(r"\bmark=(\d+)\b")
 
 
 def _flow_count(stderr: str) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from medlb.config.models import L4_MODES
+
 if TYPE_CHECKING:
     from medlb.runtime.model import Server, Service
 
@@ -23,7 +25,7 @@ def server_status(service: Service, server: Server) -> tuple[str, str]:
     if server.health != "up":
         return "down", f"down: {server.health_reason}"
     if server.state == "drain":
-        if service.mode.startswith("l4-"):
+        if service.mode in L4_MODES:
             return "draining", "draining"  # the kernel's flow table gives no count per server
         left = server.active
         return "draining", f"draining ({left} connection{'' if left == 1 else 's'} left)"
