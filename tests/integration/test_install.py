@@ -53,6 +53,15 @@ def dest(tmp_path_factory) -> Path:
     return destdir
 
 
+@pytest.fixture
+def own_dest(dest, tmp_path) -> Path:
+    """A copy of the staged install for a test that changes it (a second install, an
+    uninstall), so that the others see the install as made, in any order."""
+    copy = tmp_path / "destdir"
+    shutil.copytree(dest, copy, symlinks=True)
+    return copy
+
+
 def test_install_lays_out_a_service_that_runs_from_its_own_paths(dest):
     venv = dest / PREFIX.lstrip("/")
     assert (venv / "bin/python").resolve().is_relative_to("/usr"), "the system's python3, not a pyenv or venv"
@@ -140,7 +149,8 @@ def test_the_installed_medlb_plans_with_the_rates_shipped_in_the_package(dest):
     assert "figures shipped with medlb" in json.loads(result.stdout)["recommendation"]["measured"]["source"]
 
 
-def test_a_second_install_keeps_the_config_and_the_token(dest):
+def test_a_second_install_keeps_the_config_and_the_token(own_dest):
+    dest = own_dest
     config, token = dest / "etc/medlb/medlb.yaml", dest / "etc/medlb/token"
     config.write_text(config.read_text() + "# edited by the site\n")
     before = config.read_text(), token.read_text()
@@ -152,7 +162,8 @@ def test_a_second_install_keeps_the_config_and_the_token(dest):
     assert (dest / PREFIX.lstrip("/") / "bin/medlb").exists()
 
 
-def test_uninstall_removes_all_but_the_config_and_the_state(dest):
+def test_uninstall_removes_all_but_the_config_and_the_state(own_dest):
+    dest = own_dest
     (dest / "var/lib/medlb/medlb.db").write_text("")  # what a run leaves
 
     make("uninstall", dest)
@@ -162,4 +173,3 @@ def test_uninstall_removes_all_but_the_config_and_the_state(dest):
     assert not (dest / UNIT).exists()
     assert (dest / "etc/medlb/medlb.yaml").exists() and (dest / "etc/medlb/token").exists()
     assert (dest / "var/lib/medlb/medlb.db").exists()
-    shutil.rmtree(dest)

@@ -179,6 +179,7 @@ def test_sigterm_removes_the_tables_and_the_vip_unless_on_stop_keep(topology, tm
     medlb.wait_kernel("pacs", {"rs1", "rs2", "rs3"})
     assert medlb.stop() == 0
     assert medlb_tables(topo) == ["netdev medlb_dr"], "on_stop: keep removed the table"
+    assert f"{topo.vip}/32" in vips(topo), "on_stop: keep removed the VIP"
     assert set(names_by_port(topo, range(43100, 43130)).values()) == {"rs1", "rs2", "rs3"}, \
         "the kept table stopped forwarding"
 

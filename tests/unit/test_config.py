@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+from config_helpers import only_problem, problems, yaml
 
 from medlb.config import ConfigError, Problem, parse_config
 from medlb.config.units import HostPort
@@ -29,21 +30,6 @@ services:
 """
 
 
-def yaml(text: str) -> str:
-    return textwrap.dedent(text).lstrip("\n")
-
-
-def problems(text: str) -> list[Problem]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(yaml(text))
-    assert caught.value.problems, "a ConfigError must list at least one problem"
-    return caught.value.problems
-
-
-def only_problem(text: str) -> Problem:
-    found = problems(text)
-    assert len(found) == 1, found
-    return found[0]
 
 
 def service(body: str = "", name: str = "svc", listen: str = "0.0.0.0:104") -> str:

@@ -8,8 +8,9 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from config_helpers import only_problem
 
-from medlb.config import ConfigError, Problem, parse_config
+from medlb.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "examples" / "ha.yaml").read_text()
@@ -30,17 +31,6 @@ def pair(nodes: str = NODES, admin: str = '  listen: "0.0.0.0:9443"\n  token_fil
     head = f"admin:\n{admin}" if admin else ""
     return f"{head}ha:\n  nodes:\n{nodes}{body}"
 
-
-def problems(text: str) -> list[Problem]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text)
-    return caught.value.problems
-
-
-def only_problem(text: str) -> Problem:
-    found = problems(text)
-    assert len(found) == 1, found
-    return found[0]
 
 
 def test_the_issue_example_validates_as_written():

@@ -6,8 +6,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from config_helpers import only_problem, problems
 
-from medlb.config import ConfigError, Problem, parse_config
+from medlb.config import parse_config
 from medlb.config.models import INTERFACE_PATTERN, Limits
 from medlb.kernel import ruleset
 
@@ -23,17 +24,6 @@ def l4_service(body: str = "", mode: str = "l4-dr", listen: str = "198.18.0.100:
         text += f"    l4: {l4}\n"
     return text + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + ("\n" if body else "")
 
-
-def problems(text: str) -> list[Problem]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text)
-    return caught.value.problems
-
-
-def only_problem(text: str) -> Problem:
-    found = problems(text)
-    assert len(found) == 1, found
-    return found[0]
 
 
 # --- the section and its defaults -----------------------------------------------------

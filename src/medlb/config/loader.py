@@ -502,8 +502,6 @@ def read_secret(path: str, base_dir: Path) -> str:
 
 
 def _loopback(host: str) -> bool:
-    import ipaddress
-
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
