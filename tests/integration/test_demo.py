@@ -100,6 +100,7 @@ def test_the_demo_prints_commands_that_work_as_printed(tmp_path, activated):
             lines.append(line)
             if "/failback" in line:
                 break
+        assert "medlb demo is running" in "".join(lines), "".join(lines)
         assert wait_until(lambda: dicom_echo(base + 30, "CT1") == "ok", 20, what="the demo's PACS up")
 
         def run(command: str) -> subprocess.CompletedProcess[str]:

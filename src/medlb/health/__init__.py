@@ -62,6 +62,7 @@ class HealthManager:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self._tasks: dict[tuple[str, str], tuple[Any, asyncio.Task[None]]] = {}
+        self._retired: set[asyncio.Task[Any]] = set()
         #: Relative CA and certificate paths are taken from here (the config file's folder).
         self.base_dir: Any = None
         #: Checks medlb could not make, by (service, server, errno name).
@@ -91,17 +92,25 @@ class HealthManager:
         for key in list(self._tasks):
             signature, task = self._tasks[key]
             if key not in wanted or wanted[key] != signature:
-                task.cancel()
+                self._retire(task)
                 del self._tasks[key]
         for key, (config, target) in wanted.items():
             if key not in self._tasks:
                 task = asyncio.get_running_loop().create_task(self._loop(config, target), name=f"check {key}")
                 self._tasks[key] = ((config, target), task)
 
+    def _retire(self, task: asyncio.Task[None]) -> None:
+        """End a check loop. The cancel alone is not enough: Python 3.11's wait_for
+        drops a cancel that arrives as the check answers (CPython gh-86296), so the
+        loop also stops at its next turn once it is no longer among the running ones."""
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        task.cancel()
+
     async def stop(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
         for task in tasks:
-            task.cancel()
+            self._retire(task)
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
@@ -111,6 +120,8 @@ class HealthManager:
         await asyncio.sleep(random.uniform(0, min(config.interval, 1.0) / 4))
         while True:
             outcome, latency = await run_check(checker, target, config)
+            if asyncio.current_task() in self._retired:
+                return
             if outcome.ok and self.verify is not None:
                 reason = self.verify(target.service, target.host)
                 if reason is not None:
