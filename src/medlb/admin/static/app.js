@@ -727,13 +727,15 @@ async function route(keepFocus) {
   const activeKey = active && (active.id || active.dataset.action && `${active.dataset.action}:${active.dataset.server}` ||
                                active.dataset.poolAction);
   try {
+    // A live refresh leaves the config page alone: it would wipe a file being edited,
+    // and has nothing to learn (the file on disk is read when the page opens).
+    if (page === "config" && keepFocus) return;
     let nodes;
     if (page === "service") nodes = await renderService(arg);
     else if (page === "audit") nodes = await renderAudit(query);
     else if (page === "events") nodes = await renderEvents(query);
     else if (page === "config") nodes = await renderConfig();
     else { await loadServices(); nodes = renderOverview(); }
-    if (page === "config" && keepFocus) return;  // do not wipe a file being edited
     view.replaceChildren(...nodes.filter(Boolean));
     document.title = "medlb: " + (page === "service" ? arg : page);
     if (keepFocus && activeKey) {
