@@ -62,6 +62,9 @@ def test_a_mask_with_no_secret_behind_it_is_a_problem_at_its_line():
     assert [(p.path, p.line) for p in problems] == [("admin.tokens[1].token", 9)]
     _, problems = unmask(f'services: []\n# "{MASK}"\n', WRITTEN)
     assert [p.line for p in problems] == [2]
+    _, problems = unmask(mask(WRITTEN), "admin: [\n")
+    assert [(p.line, "the file on disk is not YAML" in p.message) for p in problems] == [
+        (2, True), (5, True), (9, True), (10, False)]  # and the comment's mask, which stands for no key
 
 
 def test_a_file_that_is_not_yaml_still_has_its_secret_lines_masked():

@@ -162,15 +162,18 @@ def unmask(edited: str, disk: str) -> tuple[str, list[Problem]]:
     if MASK not in edited:
         return edited, problems
     in_edit = find_secrets(edited)
-    on_disk = {s.where: s for s in find_secrets(disk) or []}
+    found_on_disk = find_secrets(disk)
+    on_disk = {s.where: s for s in found_on_disk or []}
+    why = ("the file on disk has no secret here to keep" if found_on_disk is not None
+           else "the file on disk is not YAML, so medlb cannot find the secret it stands for")
     spans = []
     for secret in in_edit or []:
         if secret.value != MASK:
             continue
         kept = on_disk.get(secret.where)
         if kept is None:
-            problems.append(Problem(secret.path, secret.line, f"holds the mask {MASK}, but the file on disk has no "
-                                                              "secret here to keep; write the secret itself"))
+            problems.append(Problem(secret.path, secret.line, f"holds the mask {MASK}, but {why}; "
+                                                              "write the secret itself"))
             continue
         raw = kept.raw(disk)
         # One line goes back as it was written; a block scalar as one quoted line, so
