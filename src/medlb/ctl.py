@@ -150,6 +150,48 @@ def show_audit(client: Client, limit: int, search: str) -> str:
     return table(["id", "at (utc)", "who", "action", "target", "detail", "source"], rows)
 
 
+#: The last failures a protocol's service keeps (the page's lists): where in the
+#: service's answer, the heading, and each entry's columns (title, field, shown when empty).
+RECENT_FAILURES = (
+    ("dicom", "last_rejects", "last rejected associations",
+     [("calling AE", "calling_ae", "-"), ("called AE", "called_ae", "-"), ("reason", "reason", "-")]),
+    ("mllp", "last_failures", "last negative ACKs",
+     [("code", "code", "-"), ("reason", "reason", "-"), ("server", "server", "medlb")]),
+    ("http", "last_errors", "last 502, 503 and 504 answers",
+     [("status", "status", "-"), ("reason", "reason", "-"), ("server", "server", "-")]),
+)
+
+
+def show_failures(client: Client, service: str | None) -> str:
+    """What the service pages show as failing: the servers whose health check fails
+    (with the reason, since when, and the connect failures of every server that had
+    some), and the protocol's last failures, newest first. No patient data: codes,
+    reasons, AE titles and server names."""
+    services = ([client.request("GET", f"/api/v1/services/{urllib.request.quote(service)}")] if service
+                else client.request("GET", "/api/v1/services"))
+    blocks = []
+    for view in services:
+        failing = [s for s in view["servers"] if s["health"] == "down" or s["connect_failures"]]
+        lines = [f"{view['name']} [{view['mode']}]"]
+        if failing:
+            lines.append(table(["server", "health", "since (utc)", "reason", "connect failures"], [
+                [s["name"], s["health"], _when(s["health_changed_at"]), s["health_reason"] or "-",
+                 s["connect_failures"]] for s in failing]))
+        else:
+            lines.append("every server passes its health check; no connect failures")
+        for section, key, heading, columns in RECENT_FAILURES:
+            if section not in view:
+                continue
+            entries = view[section][key]
+            lines.append(f"{heading} (newest first):" if entries else f"{heading}: none since medlb started")
+            if entries:
+                lines.append(table(["at (utc)", *(title for title, _, _ in columns)],
+                                   [[_when(e["at"]), *(e.get(field) or empty for _, field, empty in columns)]
+                                    for e in entries]))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def _percent(share: float) -> str:
     return f"{share * 100:.1f}%"
 
@@ -225,6 +267,8 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         return show_servers(client, args.service)
     if action == "workers":
         return show_workers(client)
+    if action == "failures":
+        return show_failures(client, args.service)
     if action == "l4":
         return show_l4(client, args.service, args.json)
     if action in ("halt", "drain", "online"):
@@ -279,6 +323,9 @@ def add_parser(commands: Any) -> None:
     actions.add_parser("workers", help="the data-plane processes: alive, restarts, connections")
     servers = actions.add_parser("servers", help="the servers of a service")
     servers.add_argument("service")
+    failures = actions.add_parser("failures", help="what is failing: servers down with the reason, and the last "
+                                                   "rejected associations, negative ACKs or 5xx answers")
+    failures.add_argument("service", nargs="?", help="one service (default: every service)")
     l4 = actions.add_parser("l4", help="a layer 4 service as the kernel runs it: rules, marks, MACs, counters")
     l4.add_argument("service")
     l4.add_argument("--json", action="store_true", help="the API's answer as JSON")

@@ -264,27 +264,44 @@ def test_csrf_token_and_cookie_flags(chromium, site):
         visit.close()
 
 
-def test_an_admin_checks_a_config_file_like_medlb_check(chromium, site):
+def test_an_admin_edits_the_file_on_disk_sees_problems_at_their_lines_and_applies(chromium, site):
     lb, _ = site
     visit = Visit(chromium, lb)
     try:
         visit.login("adam")
         page = visit.page
         page.get_by_role("link", name="Config").click()
-        running = page.locator("#running-config")
-        expect(running).to_contain_text('"token": "********"')
-        assert TOKEN not in running.inner_text()
-        page.locator("#config-text").fill(lb.config_path.read_text().replace("listen:", "lisen:", 1))
+        on_disk = lb.config_path.read_text()
+        editor = page.get_by_label("Config file (YAML), with line numbers")
+        expect(editor).to_have_value(re.compile(r'token: "\*{8}"'))
+        shown = editor.input_value()
+        assert TOKEN not in page.content() and USERS[0]["password_hash"] not in page.content()
+        # The file as written: every line where it is on disk, secrets masked in place.
+        assert len(shown.splitlines()) == len(on_disk.splitlines())
+        assert [n for n, (a, b) in enumerate(zip(shown.splitlines(), on_disk.splitlines()), 1) if a != b] == [
+            n for n, line in enumerate(on_disk.splitlines(), 1) if "token:" in line or "password_hash:" in line]
+        gutter = page.locator("#config-gutter div")
+        expect(gutter).to_have_count(len(on_disk.split("\n")))  # as editors count: the empty line after the last
+        expect(gutter.nth(0)).to_have_text("1")
+        # A typo: the problem is marked at its line, beside the line itself and in the list.
+        line = next(n for n, text in enumerate(shown.splitlines(), 1) if "name: ris" in text)
+        editor.fill(shown.replace("name: ris", "nme: ris"))
         page.locator("#config-validate").click()
         expect(page.locator("#config-result")).to_contain_text("invalid")
-        expect(page.locator("#config-result")).to_contain_text("admin.lisen (line 2): unknown key")
-        # Apply a valid file: confirmed, written, reloaded.
-        page.locator("#config-text").fill(lb.config_path.read_text().replace("name: ris", "name: ris-west"))
+        expect(page.locator(f"#config-gutter div.problem[data-line='{line}']")).to_have_text(str(line))
+        expect(page.locator(f"#config-marks div.problem[data-line='{line}'] .inline-problem")).to_contain_text(
+            "unknown key")
+        expect(page.locator(f"#config-problems li[data-line='{line}']").first).to_contain_text(f"Line {line}")
+        expect(page.locator("#config-diff span.del")).to_have_text(["-- name: ris"])  # the diff from the file on disk
+        expect(page.locator("#config-diff span.add")).to_have_text(["+- nme: ris"])
+        screenshot(page, "config-problem.png")
+        # Apply a valid edit, masks left in: confirmed, written with the secrets as they were, reloaded.
+        editor.fill(shown.replace("name: ris", "name: ris-west"))
         page.locator("#config-apply").click()
         visit.confirm("services: pacs, ris-west")
         wait_until(lambda: "ris-west" in [s["name"] for s in lb.api("GET", "/api/v1/services").json()], 30,
                    what="the applied config to run")
-        assert "name: ris-west" in lb.config_path.read_text()
+        assert lb.config_path.read_text() == on_disk.replace("name: ris", "name: ris-west")
         entry = lb.api("GET", "/api/v1/audit?q=reload").json()[0]
         assert (entry["who"], entry["detail"]["result"]) == ("adam", "ok")
         assert visit.foreign_requests() == []

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from helpers import LOOPBACK, TOKEN, free_port, free_ports, server, service, wait_until, who_answers
+from helpers import LOOPBACK, TOKEN, free_port, free_ports, http_service, server, service, wait_until, who_answers
 
 OPERATOR = "ctl-operator-token-0123456789"
 VIEWER = "ctl-viewer-token-0123456789ab"
@@ -179,3 +179,29 @@ def test_ctl_unlock_lifts_an_address_lock_out_and_says_when_there_is_none(medlb)
     nothing = ctl(lb, "unlock", "--address", "127.0.0.1")
     assert nothing.returncode == 1 and "address 127.0.0.1 is not locked out: nothing to lift" in nothing.stderr
     assert web.post("/api/v1/login", json={"name": "nobody", "password": "x"}).status_code == 429  # locked again
+
+
+def test_ctl_failures_shows_the_servers_that_fail_and_the_last_failures_the_page_shows(medlb, backends):
+    vip, web, a = free_ports(3)
+    backends.start("A", a)
+    lb = admin_lb(medlb, [service("pacs", vip, [server("A", a)]),
+                          http_service("api", web, [server("d", free_port())])])
+    lb.wait_health("pacs", "A", "up", 15)
+    lb.wait_health("api", "d", "down", 15)
+    assert httpx.get(f"http://{LOOPBACK}:{web}/x", timeout=10).status_code == 503
+    reason = lb.server("api", "d")["health_reason"]
+    assert reason
+
+    every = ctl(lb, "failures", token=OPERATOR)
+    assert every.returncode == 0, every
+    blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in every.stdout.strip().split("\n\n")}
+    assert blocks["pacs [tcp]"] == ["every server passes its health check; no connect failures"]
+    api = blocks["api [http]"]
+    assert api[0].split()[:3] == ["SERVER", "HEALTH", "SINCE"]
+    assert api[1].split()[:2] == ["d", "down"] and reason in api[1]
+    assert api[2] == "last 502, 503 and 504 answers (newest first):"
+    assert api[4].split()[2:] == ["503", "no_server", "-"]
+
+    one = ctl(lb, "failures", "api", token=OPERATOR)
+    assert one.returncode == 0 and one.stdout.splitlines()[0] == "api [http]" and "pacs" not in one.stdout
+    assert "no service named 'nothere'" in ctl(lb, "failures", "nothere").stderr

@@ -26,11 +26,11 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medlb import __version__
-from medlb.admin import metrics
+from medlb.admin import config_text, metrics
 from medlb.admin.audit_text import describe_entry
 from medlb.admin.bodies import BodyGate
 from medlb.admin.views import masked_config, server_view, service_view
-from medlb.config import ConfigError, LoadedConfig
+from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.loader import parse_config
 from medlb.config.models import AdminConfig
 from medlb.runtime import Conflict, NotFound
@@ -474,42 +474,86 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
 
     # --- config --------------------------------------------------------------------
 
-    def check_text(text: str) -> tuple[Any, list[str]]:
+    def check_text(text: str) -> tuple[LoadedConfig | None, list[Problem]]:
         base = control.config_path.resolve().parent
         try:
             loaded = parse_config(text, "uploaded file", base)
         except ConfigError as exc:
-            return None, [str(p) for p in exc.problems]
+            return None, exc.problems
         if loaded.warnings:  # `medlb run` refuses these too
-            return None, [str(p) for p in loaded.warnings]
+            return None, loaded.warnings
         return loaded, []
+
+    def on_disk() -> str:
+        try:
+            return control.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ApiError(500, f"cannot read the config file {control.config_path}: "
+                                f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+
+    def running_secrets() -> list[str]:
+        """The running config's inline secrets, masked wherever the file on disk holds
+        them (it may not be YAML at all any more)."""
+        admin = control.loaded.config.admin
+        if admin is None:
+            return []
+        return [value for value in (admin.token, *(t.token for t in admin.tokens),
+                                    *(u.password_hash for u in admin.users)) if value]
+
+    def judged(text: str) -> tuple[str, LoadedConfig | None, list[Problem], str]:
+        """An edited file as Apply would write it (the masks put back), whether medlb
+        would load it, its problems at their lines, and the diff from the file on disk."""
+        disk = on_disk()
+        restored, problems = config_text.unmask(text, disk)
+        loaded, found = check_text(restored)
+        masked_lines = {problem.line for problem in problems}  # the mask's own problem says it better
+        problems += [problem for problem in found if problem.line not in masked_lines]
+        return restored, None if problems else loaded, problems, config_text.diff(disk, restored, running_secrets())
+
+    def problem_answer(problems: list[Problem], disk: str) -> dict[str, Any]:
+        """Problems as text and at their lines; a message never quotes a secret, but
+        were one ever to, it goes out masked."""
+        secrets = running_secrets() + config_text.secret_values(disk)
+        located = [{key: config_text.hide(value, secrets) if isinstance(value, str) else value
+                    for key, value in problem.items()} for problem in config_text.located(problems)]
+        return {"problems": [problem["text"] for problem in located], "problems_at": located}
 
     @api.get("/api/v1/config")
     async def get_config(principal: Caller) -> dict[str, Any]:
-        """The running config, with tokens and password hashes masked."""
+        """The config file on disk as written, with inline secrets masked and its lines
+        kept (`text`); the running config as data, masked alike (`config`); and whether
+        the file on disk is what runs (it may have been edited since the last reload)."""
         require(principal, "admin")
-        return {"path": str(control.config_path), "config": masked_config(control.loaded.config),
-                "advisories": advisories(control.loaded)}
+        disk = on_disk()
+        loaded, problems = check_text(disk)
+        return {"path": str(control.config_path), "text": config_text.mask(disk, running_secrets()),
+                "config": masked_config(control.loaded.config), "advisories": advisories(control.loaded),
+                "disk_is_running": loaded is not None and loaded.config == control.loaded.config,
+                **problem_answer(problems, disk)}
 
     @api.post("/api/v1/config/validate")
     async def validate_config(body: ConfigText, principal: Caller) -> dict[str, Any]:
-        """The same problems `medlb check` prints, for an uploaded file."""
+        """The same problems `medlb check` prints, for an edited or uploaded file, at
+        their lines; and the diff from the file on disk to what Apply would write."""
         require(principal, "admin")
-        loaded, problems = check_text(body.text)
-        return {"valid": not problems, "problems": problems,
+        _, loaded, problems, changes = judged(body.text)
+        return {"valid": not problems, **problem_answer(problems, on_disk()),
                 "services": [s.name for s in loaded.config.services] if loaded else [],
-                "advisories": advisories(loaded) if loaded else []}
+                "advisories": advisories(loaded) if loaded else [], "diff": changes}
 
     @api.post("/api/v1/config/apply")
     async def apply_config(body: ConfigText, principal: Caller, request: Request) -> JSONResponse:
         """Write a valid file over the config file and reload; a refused reload puts the
-        old file back. The previous file is kept beside it as FILE.previous."""
+        old file back. The previous file is kept beside it as FILE.previous. A mask left
+        in the text keeps the secret on disk; one that stands for no secret there is
+        refused, so the mask is never written into the file."""
         require(principal, "admin")
-        loaded, problems = check_text(body.text)
+        restored, _, problems, _ = judged(body.text)
         if problems:
-            return JSONResponse({"error": "the file is not valid; nothing changed", "problems": problems},
+            return JSONResponse({"error": "the file is not valid; nothing changed",
+                                 **problem_answer(problems, on_disk())},
                                 status_code=422)
-        result = await control.apply_config(body.text, principal.name, source(request))
+        result = await control.apply_config(restored, principal.name, source(request))
         return reloaded(result, "the reload was refused; the running config stays")
 
     def reloaded(result: "ReloadResult", refusal: str) -> JSONResponse:

@@ -32,7 +32,9 @@ function svgEl(tag, attrs) {
 const $ = (id) => document.getElementById(id);
 
 class ApiError extends Error {
-  constructor(status, message, problems) { super(message); this.status = status; this.problems = problems || []; }
+  constructor(status, message, problems, data) {
+    super(message); this.status = status; this.problems = problems || []; this.data = data || {};
+  }
 }
 
 async function api(method, path, body) {
@@ -46,7 +48,7 @@ async function api(method, path, body) {
   try { data = await response.json(); } catch (e) { data = null; }
   if (!response.ok) {
     if (response.status === 401 && path !== "/api/v1/login") showLogin("Your session has ended; log in again.", true);
-    throw new ApiError(response.status, (data && data.error) || ("HTTP " + response.status), data && data.problems);
+    throw new ApiError(response.status, (data && data.error) || ("HTTP " + response.status), data && data.problems, data);
   }
   if (data && data.settled === false) {  // 202: stored and in force, but not every worker confirmed yet
     toast(`Not yet confirmed by worker ${data.workers_not_answered.join(", ")}: it takes the change when it runs again.`, true);
@@ -567,44 +569,131 @@ function advisories(list) {
     el("ul", { class: "advisories" }, list.map((a) => el("li", {}, a)))) : null;
 }
 
+// The config editor: the file on disk as written (secrets masked by the server, which
+// never sends them), line numbers in a gutter, and the check's problems at their lines:
+// the line's number marked and the message written after the line itself, on a layer
+// under the transparent textarea that holds the same text in the same font.
+function configEditor(initial) {
+  const gutter = el("pre", { class: "gutter", id: "config-gutter", "aria-hidden": "true" });
+  const marks = el("pre", { class: "marks", id: "config-marks", "aria-hidden": "true" });
+  const text = el("textarea", { id: "config-text", spellcheck: "false", wrap: "off", autocomplete: "off",
+                                "aria-describedby": "config-help config-result" });
+  text.value = initial;
+  let problems = [];
+  function draw() {
+    const lines = text.value.split("\n");
+    const at = {};
+    for (const p of problems) if (p.line) (at[p.line] = at[p.line] || []).push(p.message);
+    gutter.replaceChildren(...lines.map((_, i) => el("div", at[i + 1]
+      ? { class: "problem", "data-line": i + 1, title: at[i + 1].join("; ") } : { "data-line": i + 1 }, String(i + 1))));
+    marks.replaceChildren(...lines.map((line, i) => el("div", at[i + 1] ? { class: "problem", "data-line": i + 1 } : {},
+      line || " ", at[i + 1] ? el("span", { class: "inline-problem" }, "   ◀ " + at[i + 1].join("; ")) : null)));
+    follow();
+  }
+  function follow() {
+    gutter.scrollTop = marks.scrollTop = text.scrollTop;
+    marks.scrollLeft = text.scrollLeft;
+  }
+  text.addEventListener("input", draw);
+  text.addEventListener("scroll", follow);
+  const editor = el("div", { class: "editor" }, gutter, el("div", { class: "area" }, marks, text));
+  draw();
+  return {
+    node: editor, text,
+    set(value) { text.value = value; draw(); },
+    place(found) { problems = found || []; draw(); },
+    // Put the cursor on a line and bring it into view.
+    go(line) {
+      const lines = text.value.split("\n");
+      const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+      text.focus();
+      text.setSelectionRange(start, start + (lines[line - 1] || "").length);
+      const height = text.scrollHeight / Math.max(lines.length, 1);
+      text.scrollTop = Math.max(0, (line - 3) * height);
+      follow();
+    },
+  };
+}
+
+// A unified diff, each line coloured by what it does.
+function diffView(diff) {
+  if (!diff) return el("p", { class: "muted", id: "config-diff" }, "No change: Apply would write the file as it is on disk.");
+  return el("pre", { id: "config-diff", class: "diff" }, diff.split("\n").map((line, i) =>
+    el("span", { class: i < 2 || line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "" },
+       line)));
+}
+
+function problemList(problems, editor) {
+  return el("ul", { class: "problems", id: "config-problems" }, problems.map((p) => el("li", { "data-line": p.line || "" },
+    p.line ? el("button", { type: "button", class: "secondary line", onclick: () => editor.go(p.line) }, `Line ${p.line}`)
+           : "The file as a whole",
+    ` ${p.path ? p.path + ": " : ""}${p.message}`)));
+}
+
 async function renderConfig() {
   const running = await api("GET", "/api/v1/config");
-  const text = el("textarea", { id: "config-text", "aria-label": "Config file to check or apply", spellcheck: "false" });
+  const editor = configEditor(running.text);
+  const text = editor.text;
   const result = el("div", { id: "config-result", role: "status" });
+  const untold = () => el("p", { class: "muted" }, "Check shows what Apply would change.");
+  const changes = el("div", { id: "config-changes" }, untold());
   const file = el("input", { type: "file", id: "config-file", accept: ".yaml,.yml,text/yaml,text/plain",
     "aria-label": "Upload a config file",
-    onchange: async () => { if (file.files[0]) text.value = await file.files[0].text(); } });
+    onchange: async () => {
+      if (file.files[0]) { editor.set(await file.files[0].text()); editor.place([]); result.replaceChildren(); changes.replaceChildren(untold()); }
+    } });
   function show(answer) {
+    editor.place(answer.problems_at);
     result.replaceChildren(answer.valid
       ? el("div", {}, el("p", {}, badge("ok", "valid"), ` ${answer.services.length} service(s): ${answer.services.join(", ")}`),
            advisories(answer.advisories))
-      : el("div", {}, badge("bad", "invalid"), el("ul", { class: "problems" }, answer.problems.map((p) => el("li", {}, p)))));
+      : el("div", {}, el("p", {}, badge("bad", "invalid"), ` ${answer.problems_at.length} problem(s), marked at their lines:`),
+           problemList(answer.problems_at, editor)));
+    if (answer.diff !== undefined) changes.replaceChildren(diffView(answer.diff));
   }
+  const check = () => api("POST", "/api/v1/config/validate", { text: text.value });
+  const refused = (e) => ({ valid: false, problems_at: [e.message, ...e.problems].map((m) => ({ line: null, path: "", message: m })) });
   const validate = el("button", { type: "button", id: "config-validate", onclick: async () => {
-    try { show(await api("POST", "/api/v1/config/validate", { text: text.value })); }
+    try { show(await check()); }
     catch (e) { toast(e.message, true); }
   } }, "Check");
   const apply = el("button", { type: "button", id: "config-apply", class: "danger", onclick: async () => {
-    const answer = await api("POST", "/api/v1/config/validate", { text: text.value }).catch((e) => ({ valid: false, problems: [e.message] }));
+    const answer = await check().catch(refused);
     show(answer);
     if (!answer.valid) return;
-    if (!(await confirmAction("Apply this config", `The config file ${running.path} is replaced and reloaded; ` +
+    const changed = (answer.diff || "").split("\n").filter((l) => /^[+-](?![+-]{2} )/.test(l)).length;
+    if (!(await confirmAction("Apply this config", `The config file ${running.path} is replaced and reloaded ` +
+        `(${changed ? changed + " line(s) changed: see the changes below" : "no line changed"}); ` +
         `services: ${answer.services.join(", ")}. Established connections stay.`, "Apply and reload", true))) return;
     try {
       const applied = await api("POST", "/api/v1/config/apply", { text: text.value });
       toast("Config applied and reloaded" + (applied.advisories.length ? `, with ${applied.advisories.length} advisory(ies): see below` : ""));
       route();
     }
-    catch (e) { show({ valid: false, problems: [e.message, ...e.problems] }); }
+    catch (e) { show(e.data.problems_at ? { valid: false, problems_at: e.data.problems_at } : refused(e)); }
   } }, "Apply (reload)");
+  const reset = el("button", { type: "button", id: "config-reset", class: "secondary", onclick: () => {
+    editor.set(running.text); editor.place(running.problems_at); result.replaceChildren(); changes.replaceChildren(untold());
+  } }, "Back to the file on disk");
   const reload = el("button", { type: "button", id: "reload", class: "secondary", onclick: () =>
     act("Reload the config", `medlb re-reads ${running.path}; an invalid file is refused and nothing changes.`,
         "Reload", false, "POST", "/api/v1/reload") }, "Reload the file on disk");
+  const onDisk = running.disk_is_running
+    ? [badge("ok", "running"), " medlb runs this file as it is."]
+    : [badge("warn", "not running"), " The file on disk has changed since medlb last loaded it: what runs is the " +
+       "file as it was then. Check it, then reload or apply."];
+  if (running.problems_at.length) show({ valid: false, problems_at: running.problems_at });
   return [el("h1", {}, "Configuration"),
-          el("h2", {}, "Check or apply a file"),
-          el("div", { class: "toolbar" }, file, validate, apply, reload), text, result,
-          el("h2", {}, "Running config (secrets masked)"), advisories(running.advisories),
-          el("pre", { id: "running-config" }, JSON.stringify(running.config, null, 2))];
+          el("p", { id: "config-on-disk" }, "The config file ", el("code", {}, running.path), ", as written on disk. ", ...onDisk),
+          advisories(running.advisories),
+          el("h2", {}, "Edit, check and apply"),
+          el("p", { class: "muted", id: "config-help" }, "Tokens and password hashes show as \"********\": medlb never sends " +
+             "them to the browser. Leave a mask where it stands and Apply keeps that secret as it is on disk; write over it " +
+             "to change the secret. Check shows each problem at its line and what Apply would change."),
+          el("div", { class: "toolbar" }, file, validate, apply, reset, reload),
+          el("label", { for: "config-text", class: "editor-label" }, "Config file (YAML), with line numbers"),
+          editor.node, result,
+          el("h2", {}, "Changes Apply would make to the file on disk"), changes];
 }
 
 // ---------------------------------------------------------------- routing, login, live updates
@@ -638,13 +727,15 @@ async function route(keepFocus) {
   const activeKey = active && (active.id || active.dataset.action && `${active.dataset.action}:${active.dataset.server}` ||
                                active.dataset.poolAction);
   try {
+    // A live refresh leaves the config page alone: it would wipe a file being edited,
+    // and has nothing to learn (the file on disk is read when the page opens).
+    if (page === "config" && keepFocus) return;
     let nodes;
     if (page === "service") nodes = await renderService(arg);
     else if (page === "audit") nodes = await renderAudit(query);
     else if (page === "events") nodes = await renderEvents(query);
     else if (page === "config") nodes = await renderConfig();
     else { await loadServices(); nodes = renderOverview(); }
-    if (page === "config" && keepFocus) return;  // do not wipe a file being edited
     view.replaceChildren(...nodes.filter(Boolean));
     document.title = "medlb: " + (page === "service" ? arg : page);
     if (keepFocus && activeKey) {
