@@ -77,7 +77,7 @@ def test_invalid_file_is_refused_with_its_errors_and_the_old_config_keeps_runnin
 
     assert response.status_code == 422
     problems = response.json()["problems"]
-    assert any("services[0].listen[0] (line 3)" in p for p in problems), problems
+    assert any("services[0] (ris).listen[0] (line 3)" in p for p in problems), problems
     assert who_answers(vip) == "A"
     lb.signal(signal.SIGHUP)
     wait_until(lambda: "reload_refused" in lb.log(), 5, what="the SIGHUP reload to be refused")
