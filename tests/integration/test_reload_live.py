@@ -87,6 +87,27 @@ def test_invalid_file_is_refused_with_its_errors_and_the_old_config_keeps_runnin
     lb.write_config(good)
 
 
+def test_a_reload_that_points_a_server_at_medlb_itself_is_refused_and_changes_nothing(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    lb = medlb([service("ris", vip, [server("A", pa)])])
+    good, before = copy.deepcopy(lb.config), settings_view(lb, "ris")
+    looped = copy.deepcopy(good)
+    looped["services"][0]["servers"].append(server("self", vip))
+
+    lb.write_config(looped)
+    response = lb.api("POST", "/api/v1/reload")
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["problems"]
+    assert problem.startswith("services[0] (ris).servers[1] (self).address") and "own listen address" in problem
+    lb.signal(signal.SIGHUP)
+    wait_until(lambda: lb.log().count("reload_refused") == 2, 5, what="the SIGHUP reload to be refused")
+    assert settings_view(lb, "ris") == before
+    assert Counter(who_answers(vip) for _ in range(4)) == {"A": 4}
+    lb.write_config(good)
+
+
 def test_reload_keeps_a_halted_server_halted(medlb, backends):
     vip, pa, pb = free_ports(3)
     backends.start("A", pa)
