@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from config_helpers import only_problem, problems
+from config_helpers import one_service, only_problem, problems
 from tlscerts import TestCA
 
 from medlb.config import ConfigError, load_config, parse_config
@@ -23,13 +23,7 @@ def load_problems(tmp_path: Path, text: str) -> list[str]:
 
 
 def tls_service(tls: str) -> str:
-    return f"""
-        services:
-          - name: pacs
-            listen: 127.0.0.1:11112
-            servers: [{{name: p1, address: "10.0.0.1:104"}}]
-            tls: {tls}
-        """
+    return one_service(f"tls: {tls}", name="pacs")
 
 
 @pytest.fixture

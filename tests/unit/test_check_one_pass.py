@@ -5,7 +5,7 @@ errors say line and column, and each numeric or enum key explains itself in word
 from __future__ import annotations
 
 import pytest
-from config_helpers import only_problem, problems
+from config_helpers import one_service, only_problem, problems
 
 from medlb.config import Problem
 
@@ -116,16 +116,6 @@ def one_server(extra: str) -> str:
           - name: svc
             listen: 127.0.0.1:11104
             servers: [{{name: s1, address: "10.0.0.1"{extra}}}]
-        """
-
-
-def one_service(key_and_value: str) -> str:
-    return f"""
-        services:
-          - name: svc
-            listen: 127.0.0.1:11104
-            servers: [{{name: s1, address: "10.0.0.1"}}]
-            {key_and_value}
         """
 
 
