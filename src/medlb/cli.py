@@ -125,7 +125,12 @@ def summary(loaded: LoadedConfig, host_advisories: Sequence[Problem] = ()) -> st
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        loaded = load_config(args.config, read_files=not args.no_host)
+        local = frozenset[str]()
+        if not args.no_host:
+            from medlb.kernel.host import local_addresses
+
+            local = local_addresses()
+        loaded = load_config(args.config, read_files=not args.no_host, local_hosts=local)
     except ConfigError as exc:
         print_problems(f"{exc.source}: invalid", exc.problems)
         return 2

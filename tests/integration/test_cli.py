@@ -321,3 +321,25 @@ def test_hl7_send_gives_every_message_its_own_control_id_across_runs_in_one_seco
     assert len(ids) == 4 and len(set(ids)) == 4, ids
     assert all(len(control_id) <= 20 for control_id in ids)  # MSH-10 is 20 characters in HL7 2.5
     assert capsys.readouterr().out.count("|AA|") == 4
+
+
+def test_check_refuses_a_server_at_this_hosts_own_address_behind_a_wildcard_listen(tmp_path):
+    from medlb.kernel.host import local_addresses
+
+    own = sorted(address for address in local_addresses() if not address.startswith("127."))
+    if not own:
+        pytest.skip("this host has no IPv4 address besides loopback")
+    port = free_port()
+    path = write(tmp_path, f"""
+        services:
+          - name: ris
+            listen: 0.0.0.0:{port}
+            servers: [{{name: r1, address: "{own[0]}:{port}"}}]
+        """)
+
+    on_this_host, file_alone = medlb("check", str(path)), medlb("check", "--no-host", str(path))
+
+    assert on_this_host.returncode == 2
+    assert f"services[0] (ris).servers[0] (r1).address (line 4): {own[0]}:{port} is medlb's own listen address" \
+        in on_this_host.stderr
+    assert file_alone.returncode == 0, file_alone.stderr

@@ -157,3 +157,19 @@ def test_a_server_on_another_port_or_host_is_no_loop(listen, server):
             listen: {listen}
             servers: [{{name: r1, address: "{server}"}}]
         """))
+
+
+def test_a_server_at_this_hosts_own_address_behind_a_wildcard_listen_is_refused():
+    text = textwrap.dedent("""
+        services:
+          - name: ris
+            listen: 0.0.0.0:11104
+            servers: [{name: r1, address: "192.0.2.7:11104"}]
+        """)
+    parse_config(text)  # another host's address, as far as the loader knows
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, local_hosts={"192.0.2.7"})
+
+    [problem] = caught.value.problems
+    assert problem.path == "services[0].servers[0].address" and "medlb's own listen address" in problem.message

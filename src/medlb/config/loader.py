@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,11 +368,14 @@ def _advisories(config: Config, where: Locations, open_files: int | None) -> lis
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
-                 open_files: int | None = None, read_files: bool = False) -> LoadedConfig:
+                 open_files: int | None = None, read_files: bool = False,
+                 local_hosts: Collection[str] = ()) -> LoadedConfig:
     """Validate config text; raise ConfigError with every problem found, sorted by line.
     Advisories weigh the config against `open_files` descriptors (default: this
     process's hard limit, which medlb run raises its own to). `read_files`: read every
     file the config names (certificates, keys, CAs, token files), from `base_dir`.
+    `local_hosts`: this host's addresses, so a server that is one of them on a port
+    medlb listens on with 0.0.0.0 or :: is refused (it would loop into medlb).
 
     The checks that span keys run even when some keys are wrong: those over names and
     addresses on the file as written (config/span.py), the others on each section that
@@ -386,7 +389,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems += [where.problem(_locate(error["loc"], data), explain(error, Config)) for error in exc.errors()]
-    problems += span_checks(data, where)
+    problems += span_checks(data, where, local_hosts)
     written = written_services(data)
     services = config.services if config is not None else [valid(ServiceConfig, raw) for raw in written]
     admin = config.admin if config is not None else valid(AdminConfig, data.get("admin"))
@@ -443,9 +446,10 @@ def valid_hash(encoded: str) -> bool:
     return parse_hash(encoded) is not None
 
 
-def load_config(path: str | os.PathLike[str], read_files: bool = True) -> LoadedConfig:
+def load_config(path: str | os.PathLike[str], read_files: bool = True,
+                local_hosts: Collection[str] = ()) -> LoadedConfig:
     """Read and validate a config file and, unless `read_files` is False, every file it
-    names (what `medlb run` and a reload read)."""
+    names (what `medlb run` and a reload read). `local_hosts`: as for parse_config."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -453,7 +457,7 @@ def load_config(path: str | os.PathLike[str], read_files: bool = True) -> Loaded
         raise ConfigError(str(file), [Problem("", None, f"cannot read the file: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), [Problem("", None, "the file is not UTF-8 text")]) from None
-    return parse_config(text, str(file), file.resolve().parent, read_files=read_files)
+    return parse_config(text, str(file), file.resolve().parent, read_files=read_files, local_hosts=local_hosts)
 
 
 def read_secret(path: str, base_dir: Path) -> str:

@@ -10,7 +10,7 @@ with a typo) is left out here; validation reports it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -80,7 +80,9 @@ def _admin_listen(data: dict[str, Any]) -> HostPort | None:
     return section.listen if section is not None else None
 
 
-def span_checks(data: dict[str, Any], where: Locations) -> list[Problem]:
+def span_checks(data: dict[str, Any], where: Locations, local_hosts: Collection[str] = ()) -> list[Problem]:
+    """`local_hosts`: this host's own addresses, which a 0.0.0.0 or :: listen takes too
+    (given by `medlb check` and `medlb run`, which read the host; config reads none)."""
     problems: list[Problem] = []
 
     def add(path: PathKey, message: str) -> None:
@@ -89,7 +91,7 @@ def span_checks(data: dict[str, Any], where: Locations) -> list[Problem]:
     services = written_services(data)
     _names(services, where, add)
     own = _listen_conflicts(services, _admin_listen(data), where, add)
-    _loops(services, own, where, add)
+    _loops(services, own, frozenset(local_hosts), where, add)
     return problems
 
 
@@ -142,10 +144,10 @@ def _listen_conflicts(services: list[dict[str, Any]], admin: HostPort | None, wh
     return own
 
 
-def _is_local(host: str) -> bool:
-    """A host that is this machine whatever its interfaces: loopback, or 0.0.0.0 / ::,
-    which a connect() reaches on loopback."""
-    if host == "localhost":
+def _is_local(host: str, local_hosts: frozenset[str]) -> bool:
+    """A host that is this machine: loopback, 0.0.0.0 / :: (which a connect() reaches
+    on loopback), or one of the addresses of its interfaces."""
+    if host == "localhost" or host in local_hosts:
         return True
     try:
         address = ipaddress.ip_address(host)
@@ -154,13 +156,13 @@ def _is_local(host: str) -> bool:
     return address.is_loopback or address.is_unspecified
 
 
-def _reaches(server_host: str, listen_host: str) -> bool:
+def _reaches(server_host: str, listen_host: str, local_hosts: frozenset[str]) -> bool:
     """Whether a connection to `server_host` lands on a socket listening on `listen_host`
     (same port). Names other than localhost are not resolved: `check` reads no DNS."""
     if listen_host == "::":
-        return _is_local(server_host)
+        return _is_local(server_host, local_hosts)
     if listen_host == "0.0.0.0":
-        return _is_local(server_host) and ":" not in server_host
+        return _is_local(server_host, local_hosts) and ":" not in server_host
     if server_host == listen_host:
         return True
     if server_host in ("localhost", "0.0.0.0", "::"):
@@ -168,7 +170,8 @@ def _reaches(server_host: str, listen_host: str) -> bool:
     return False
 
 
-def _loops(services: list[dict[str, Any]], own: list[OwnAddress], where: Locations, add: Add) -> None:
+def _loops(services: list[dict[str, Any]], own: list[OwnAddress], local_hosts: frozenset[str], where: Locations,
+           add: Add) -> None:
     """A layer 7 server that is one of medlb's own listen addresses sends every
     connection back into medlb, which opens another, until descriptors run out (7,652
     connections in 6 s). A server without a port is called on the port the client
@@ -183,7 +186,7 @@ def _loops(services: list[dict[str, Any]], own: list[OwnAddress], where: Locatio
                 continue
             for port in [address.port] if address.port is not None else ports:
                 hit = next((listen_path for listen, listen_path in own
-                            if listen.port == port and _reaches(address.host, listen.host)), None)
+                            if listen.port == port and _reaches(address.host, listen.host, local_hosts)), None)
                 if hit is None:
                     continue
                 how = "" if address.port is not None else f"without a port it is called on the client's port ({port}): "
