@@ -137,7 +137,11 @@ def one_server(extra: str) -> str:
     (one_service("backup: {name: b}"), "backup is a list (one '- ' item a line, or [a, b]), not a mapping"),
     ("services:\n  - name: 'two words'\n    listen: 127.0.0.1:11104\n    servers: [{name: s1, address: x}]\n",
      "a name is 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit; 'two words' is not"),
+    (one_service("backup: [5]"), "each entry of backup is a section of keys (key: value), not 5"),
     ("workers: 0\n", "workers is 1 to 64, not 0"),
+    ("ha: {nodes: [{name: a, address: foo, priority: 1}, {name: b, address: 198.18.0.5, priority: 2}], "
+     "interface: eth0, virtual_router_id: 1, vips: [198.18.0.100/24], sync_token_file: t}\n",
+     "address is an IPv4 address such as 198.18.0.4, not 'foo'"),
     ("admin: {token: short}\n", "a token has at least 16 characters"),
     ("admin: 5\n", "admin is a section of keys (key: value), not 5"),
 ])

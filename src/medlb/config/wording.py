@@ -54,7 +54,9 @@ _TYPES = {"dict_type": "a section of keys (key: value)", "model_type": "a sectio
           "list_type": "a list (one '- ' item a line, or [a, b])", "tuple_type": "a list (one '- ' item a line, or [a, b])",
           "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
           "float_parsing": "a number", "float_type": "a number",
-          "bool_parsing": "true or false", "bool_type": "true or false"}
+          "bool_parsing": "true or false", "bool_type": "true or false",
+          "ip_v4_address": "an IPv4 address such as 198.18.0.4", "ip_v6_address": "an IPv6 address",
+          "ip_any_address": "an IP address"}
 
 
 def _written(value: Any) -> str:
@@ -195,6 +197,8 @@ def explain(error: dict[str, Any], root: type[BaseModel]) -> str:
     if kind in _TYPES:
         noun = NOUNS.get(key, key) if kind not in ("dict_type", "model_type", "model_attributes_type",
                                                    "list_type", "tuple_type") else key
+        if loc and isinstance(loc[-1], int):
+            noun = f"each entry of {key}"
         return f"{noun} is {_TYPES[kind]}, not {_written(value)}"
     if kind == "too_short":
         if key in NEEDS_ONE and ctx.get("min_length") == 1:
