@@ -149,3 +149,19 @@ def test_common_mistakes_are_explained_in_words(text, words):
     problem = only_problem(text)
     assert words in problem.message
     assert "Input should" not in problem.message
+
+
+def test_a_key_written_twice_does_not_hide_the_other_problems():
+    found = problems("""
+        services:
+          - name: vna
+            listen: 127.0.0.1:11104
+            listen: 127.0.0.1:11105
+            servers: [{name: a, address: "10.0.0.1", weight: -1}]
+            [x]: 1
+        """)
+    assert [(p.path, p.line, p.message.split(" (")[0].split(",")[0]) for p in found] == [
+        ("services[0].listen", 4, "this key appears twice"),
+        ("services[0].servers[0].weight", 5, "a weight is 0"),
+        ("services[0]", 6, "keys must be plain words"),
+    ]

@@ -82,26 +82,32 @@ def print_problems(heading: str, problems: Sequence[object]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _compose(text: str, source: str) -> tuple[Any, Locations]:
-    """Plain data from YAML plus where every key and list item is."""
+def _compose(text: str, source: str) -> tuple[Any, Locations, list[Problem]]:
+    """Plain data from YAML, where every key and list item is, and the keys that are
+    no plain word or appear twice (the file is read on, so that the rest is checked
+    in the same pass: a key that appears twice keeps its last value, as YAML says)."""
     loader = yaml.SafeLoader(text)
     where = Locations()
     lines, names = where.lines, where.names
+    found: list[tuple[PathKey, int, str]] = []
 
     def walk(node: yaml.Node, path: PathKey) -> Any:
         if isinstance(node, yaml.MappingNode):
             own: set[Any] = set()
-            for key_node, _ in node.value:
+            plain = []
+            for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
+                    plain.append((key_node, value_node))
                     continue
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int)):
-                    raise ConfigError(source, [Problem(format_path(path), key_node.start_mark.line + 1,
-                                                       "keys must be plain words")])
+                    found.append((path, key_node.start_mark.line + 1, "keys must be plain words"))
+                    continue
                 if key in own:
-                    raise ConfigError(source, [Problem(format_path(path + (str(key),)), key_node.start_mark.line + 1,
-                                                       "this key appears twice")])
+                    found.append((path + (str(key),), key_node.start_mark.line + 1, "this key appears twice"))
                 own.add(key)
+                plain.append((key_node, value_node))
+            node.value = plain
             # Merged keys (`<<: *anchor`) come first, so the mapping's own keys override them.
             loader.flatten_mapping(node)
             result: dict[Any, Any] = {}
@@ -130,7 +136,8 @@ def _compose(text: str, source: str) -> tuple[Any, Locations]:
         raise ConfigError(source, [Problem("", line, f"not valid YAML: {problem}", column)]) from None
     finally:
         loader.dispose()
-    return data, where
+    return data, where, [Problem(format_path(path), line, message, shown=where.show(path))
+                         for path, line, message in found]
 
 
 def _locate(loc: tuple[Any, ...], data: Any) -> PathKey:
@@ -380,10 +387,9 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     The checks that span keys run even when some keys are wrong: those over names and
     addresses on the file as written (config/span.py), the others on each section that
     validates on its own, so one pass finds every problem."""
-    data, where = _compose(text, source)
+    data, where, problems = _compose(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "the file must be a mapping with admin, state_dir and services")])
-    problems: list[Problem] = []
     config: Config | None = None
     try:
         config = Config.model_validate(data)
