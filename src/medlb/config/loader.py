@@ -1,9 +1,11 @@
-"""Load a config file and explain every problem with its path and line.
+"""Load a config file and explain every problem with its path and line, in one pass.
 
 The operator's question after a typo at 3 a.m. is "where?", so every problem carries
-the path in the file (`services[0].servers[1].address`) and the line it sits on.
-YAML is composed into nodes first, to keep each node's line, then turned into plain
-data that pydantic validates; checks that span several services run afterwards.
+the path in the file (`services[0] (vna).servers[1] (vna2).address`) and the line it
+sits on. YAML is composed into nodes first, to keep each node's line, then turned into
+plain data that pydantic validates; the checks that span keys run next to it, on the
+file as written (span.py) and on each section that validates alone, and the files the
+config names are read (files.py), so that one pass finds every problem.
 """
 
 from __future__ import annotations
