@@ -25,3 +25,14 @@ def only_problem(text: str) -> Problem:
     found = problems(text)
     assert len(found) == 1, found
     return found[0]
+
+
+def one_service(key_and_value: str = "", name: str = "svc") -> str:
+    """A file with one tcp service and `key_and_value` (one line of YAML) in it, on line 5."""
+    return f"""
+        services:
+          - name: {name}
+            listen: 127.0.0.1:11104
+            servers: [{{name: s1, address: "10.0.0.1"}}]
+            {key_and_value}
+        """

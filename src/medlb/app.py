@@ -23,6 +23,7 @@ from medlb.config.models import L4_MODES
 from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
+from medlb.kernel.host import local_addresses
 from medlb.kernel.plane import KernelPlane
 from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Conflict, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
@@ -75,7 +76,7 @@ class App:
         """A config medlb can run as written: a setting this release cannot honour (a
         mode, TLS, a check type) is refused rather than ignored, since ignoring `tls`
         would send patient data in clear."""
-        loaded = load_config(self.config_path)
+        loaded = load_config(self.config_path, local_hosts=local_addresses())
         if loaded.warnings:
             raise ConfigError(loaded.source, loaded.warnings)
         return loaded

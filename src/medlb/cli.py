@@ -125,7 +125,12 @@ def summary(loaded: LoadedConfig, host_advisories: Sequence[Problem] = ()) -> st
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        loaded = load_config(args.file)
+        local = frozenset[str]()
+        if not args.no_host:
+            from medlb.kernel.host import local_addresses
+
+            local = local_addresses()
+        loaded = load_config(args.config, read_files=not args.no_host, local_hosts=local)
     except ConfigError as exc:
         print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
@@ -139,7 +144,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             (host_errors if found.level == "error" else host_advisories).append(problem)
     if host_errors:
         print_problems(f"{loaded.source}: valid, but medlb cannot run it on this host (medlb check --no-host "
-                        "checks the file alone)", host_errors)
+                       "checks the file alone)", host_errors)
         return 2
     print(summary(loaded, host_advisories))
     return 0
@@ -151,7 +156,7 @@ def cmd_rs_setup(args: argparse.Namespace) -> int:
     from medlb.kernel.host import read_host, route_back_via
 
     try:
-        loaded = load_config(args.config)
+        loaded = load_config(args.config, read_files=False)  # prints, reads no certificate or token
     except ConfigError as exc:
         print_problems(f"{exc.source}: invalid", exc.problems)
         return 2
@@ -243,15 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run medlb in the foreground")
-    run.add_argument("-c", "--config", required=True, help="the YAML config file")
+    config_file(run)
     run.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check", help="validate a config file and print a summary")
-    check.add_argument("file")
+    config_file(check)
     check.add_argument("--no-host", action="store_true",
-                       help="check the file alone, not whether this host can run its layer 4 services")
+                       help="check the file alone: not the files it names (certificates, keys, token files) "
+                            "nor whether this host can run its layer 4 services")
     check.set_defaults(func=cmd_check)
 
     setup = commands.add_parser("rs-setup", help="print what the real servers of a layer 4 service need")
@@ -286,8 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_file(command: argparse.ArgumentParser) -> None:
+    """`medlb run FILE` and `medlb run -c FILE` both work (and so for check): the
+    one form operators type, the other what scripts and systemd units have."""
+    command.add_argument("file", nargs="?", help="the YAML config file")
+    command.add_argument("-c", "--config", help="the YAML config file (the same as giving it without -c)")
+    command.set_defaults(needs_config=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "needs_config", False):
+        if args.file is not None and args.config is not None and args.file != args.config:
+            parser.error(f"medlb {args.command}: give the config file once, as FILE or as -c FILE, not both")
+        args.config = args.config or args.file
+        if args.config is None:
+            parser.error(f"medlb {args.command}: which config file? medlb {args.command} FILE (or -c FILE)")
     return int(args.func(args))
 
 

@@ -203,9 +203,10 @@ def backend_server_name(config: BackendTlsConfig, host: str) -> str:
     return config.server_name or host
 
 
-def check_context(ca: str | None, verify: bool) -> ssl.SSLContext:
-    """An `https` check's own context, for a service without backend_tls."""
-    context = ssl.create_default_context(cafile=ca)
+def check_context(ca: str | None, verify: bool, base_dir: Path | None = None) -> ssl.SSLContext:
+    """An `https` check's own context, for a service without backend_tls; a relative
+    `ca` is taken from the config file's folder, where `medlb check` reads it."""
+    context = ssl.create_default_context(cafile=_resolve(ca, base_dir) if ca is not None else None)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

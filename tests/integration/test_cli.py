@@ -92,9 +92,9 @@ def test_check_reports_every_problem_with_its_path_and_line(tmp_path):
     assert result.returncode == 2
     output = result.stdout + result.stderr
     assert "3 problem(s)" in output
-    assert "services[0].helth (line 4): unknown key" in output
-    assert "services[0].health.interval (line 8): expected a duration" in output
-    assert "services[0].servers[1].address (line 13): port 99999 is outside 1-65535" in output
+    assert "services[0] (pacs).helth (line 4): unknown key" in output
+    assert "services[0] (pacs).health.interval (line 8): expected a duration" in output
+    assert "services[0] (pacs).servers[1] (b).address (line 13): port 99999 is outside 1-65535" in output
 
 
 def test_check_reports_a_listen_address_used_by_two_services(tmp_path):
@@ -116,7 +116,48 @@ def test_check_reports_a_listen_address_used_by_two_services(tmp_path):
 
     assert result.returncode == 2
     output = result.stdout + result.stderr
-    assert "services[1].listen[1] (line 9): 127.0.0.1:11104 is already a listen address of services[0]" in output
+    assert "services[1] (ris).listen[1] (line 9): 127.0.0.1:11104 is already a listen address of services[0] (pacs)" in output
+
+
+def test_check_and_run_take_the_file_with_or_without_c(tmp_path):
+    good = write(tmp_path, one_service(free_port()))
+    bad = write(tmp_path, one_service(free_port()).replace("listen:", "listn:"), name="bad.yaml")
+
+    checked = [medlb("check", str(good)), medlb("check", "-c", str(good)), medlb("check", "--config", str(good))]
+    runs = [medlb("run", str(bad), cwd=tmp_path), medlb("run", "-c", str(bad), cwd=tmp_path)]
+    neither, both = medlb("check"), medlb("run", str(good), "-c", str(bad))
+
+    assert [result.returncode for result in checked] == [0, 0, 0], [result.stderr for result in checked]
+    assert all("valid, 1 service(s)" in result.stdout for result in checked)
+    assert [result.returncode for result in runs] == [2, 2]
+    assert all("services[0] (pacs).listn (line 5): unknown key" in result.stderr for result in runs)
+    assert neither.returncode == 2 and "which config file? medlb check FILE (or -c FILE)" in neither.stderr
+    assert both.returncode == 2 and "give the config file once" in both.stderr
+
+
+def test_check_reports_a_server_that_loops_into_medlb_and_a_missing_certificate_in_one_pass(tmp_path):
+    port = free_port()
+    path = write(tmp_path, f"""
+        services:
+          - name: pacs
+            listen: 0.0.0.0:{port}
+            tls: {{cert: pacs.pem, key: pacs.key}}
+            servers:
+              - {{name: self, address: "127.0.0.1:{port}"}}
+              - {{name: p2, address: "127.0.0.1:1", weight: -1}}
+        """)
+
+    result = medlb("check", str(path))
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1:] == [
+        f"  services[0] (pacs).tls.cert (line 4): cannot read {tmp_path / 'pacs.pem'}: No such file or directory",
+        f"  services[0] (pacs).tls.key (line 4): cannot read {tmp_path / 'pacs.key'}: No such file or directory",
+        f"  services[0] (pacs).servers[0] (self).address (line 6): 127.0.0.1:{port} is medlb's own listen address "
+        "(services[0] (pacs).listen[0]); every connection would loop back into medlb and open another until it "
+        "runs out of descriptors",
+        "  services[0] (pacs).servers[1] (p2).weight (line 7): a weight is 0 (no new work) to 1000, not -1",
+    ]
 
 
 def test_check_advises_when_max_connections_exceed_the_open_file_limit_and_exits_0(tmp_path):
@@ -160,7 +201,7 @@ def test_run_refuses_a_part_that_is_not_yet_available(tmp_path):
     result = medlb("run", "-c", str(path), cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "services[0].tls" in result.stderr and "TLS is not yet available in mode mllp" in result.stderr
+    assert "services[0] (pacs).tls (line 9)" in result.stderr and "TLS is not yet available in mode mllp" in result.stderr
 
 
 def test_run_exits_1_naming_a_listen_address_already_taken(tmp_path):
@@ -197,7 +238,7 @@ def test_run_exits_2_on_an_invalid_config(tmp_path):
     result = medlb("run", "-c", str(path), cwd=tmp_path)
 
     assert result.returncode == 2
-    assert "services[0].listn" in result.stderr
+    assert "services[0] (pacs).listn (line 5)" in result.stderr
 
 
 def start_json_logging(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
@@ -280,3 +321,25 @@ def test_hl7_send_gives_every_message_its_own_control_id_across_runs_in_one_seco
     assert len(ids) == 4 and len(set(ids)) == 4, ids
     assert all(len(control_id) <= 20 for control_id in ids)  # MSH-10 is 20 characters in HL7 2.5
     assert capsys.readouterr().out.count("|AA|") == 4
+
+
+def test_check_refuses_a_server_at_this_hosts_own_address_behind_a_wildcard_listen(tmp_path):
+    from medlb.kernel.host import local_addresses
+
+    own = sorted(address for address in local_addresses() if not address.startswith("127."))
+    if not own:
+        pytest.skip("this host has no IPv4 address besides loopback")
+    port = free_port()
+    path = write(tmp_path, f"""
+        services:
+          - name: ris
+            listen: 0.0.0.0:{port}
+            servers: [{{name: r1, address: "{own[0]}:{port}"}}]
+        """)
+
+    on_this_host, file_alone = medlb("check", str(path)), medlb("check", "--no-host", str(path))
+
+    assert on_this_host.returncode == 2
+    assert f"services[0] (ris).servers[0] (r1).address (line 4): {own[0]}:{port} is medlb's own listen address" \
+        in on_this_host.stderr
+    assert file_alone.returncode == 0, file_alone.stderr

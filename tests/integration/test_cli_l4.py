@@ -54,7 +54,7 @@ def test_check_refuses_an_ipv6_vip(tmp_path):
     result = medlb("check", "--no-host", str(one_l4_service(tmp_path, listen="[2001:db8::100]:104")))
 
     assert result.returncode == 2
-    assert "services[0].listen[0] (line 4): 2001:db8::100: IPv4 only in this release for l4 modes" in result.stderr
+    assert "services[0] (pacs).listen[0] (line 4): 2001:db8::100: IPv4 only in this release for l4 modes" in result.stderr
 
 
 def test_check_refuses_a_file_this_host_cannot_run_and_no_host_checks_the_file_alone(tmp_path):
@@ -65,7 +65,7 @@ def test_check_refuses_a_file_this_host_cannot_run_and_no_host_checks_the_file_a
 
     assert here.returncode == 2
     assert "valid, but medlb cannot run it on this host (medlb check --no-host checks the file alone)" in here.stderr
-    assert "services[0].l4.interface (line 5): interface nosuchif0 does not exist on this host (it has " \
+    assert "services[0] (pacs).l4.interface (line 5): interface nosuchif0 does not exist on this host (it has " \
            in here.stderr
     assert alone.returncode == 0, alone.stderr
     assert "valid, 2 service(s)" in alone.stdout
@@ -138,4 +138,4 @@ def test_rs_setup_refuses_an_invalid_file(tmp_path):
     result = medlb("rs-setup", "-c", str(one_l4_service(tmp_path, listen="0.0.0.0:104")), "pacs")
 
     assert result.returncode == 2
-    assert "services[0].listen[0] (line 4): 0.0.0.0 (every address) cannot be a VIP" in result.stderr
+    assert "services[0] (pacs).listen[0] (line 4): 0.0.0.0 (every address) cannot be a VIP" in result.stderr

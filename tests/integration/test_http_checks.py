@@ -76,3 +76,29 @@ def test_xds_wsdl_probe(medlb, backends, tmp_path):
     wait_until(lambda: (lb.server("svc", "r")["last_check"] or {}).get("ok"), 10, what="a passing check")
     assert lb.server("svc", "r")["health_reason"] == "status 200 (WSDL)"
     assert "GET /registry?wsdl" in (tmp_path / "wsdl.log").read_text()
+
+
+def test_an_https_checks_relative_ca_is_read_from_the_config_files_folder(backends, tmp_path, monkeypatch):
+    """Where `medlb check` reads it (config/files.py), whatever folder medlb runs in."""
+    import asyncio
+
+    from tlscerts import TestCA
+
+    from medlb.config.models import HttpCheck
+    from medlb.health.base import CheckTarget
+    from medlb.health.http import check
+
+    config_dir = tmp_path / "etc"
+    ca = TestCA(config_dir)
+    issued = ca.issue("archive", dns=["localhost"])
+    [port] = free_ports(1)
+    backends.start_http("A", port, cert=issued.cert, key=issued.key)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = CheckTarget("archive", "a", "127.0.0.1", port, base_dir=config_dir)
+    settings = HttpCheck(type="https", path="/health", ca=ca.path.name)
+
+    outcome = asyncio.run(check(target, settings))
+
+    assert outcome.ok, outcome.reason

@@ -77,13 +77,34 @@ def test_invalid_file_is_refused_with_its_errors_and_the_old_config_keeps_runnin
 
     assert response.status_code == 422
     problems = response.json()["problems"]
-    assert any("services[0].listen[0] (line 3)" in p for p in problems), problems
+    assert any("services[0] (ris).listen[0] (line 3)" in p for p in problems), problems
     assert who_answers(vip) == "A"
     lb.signal(signal.SIGHUP)
     wait_until(lambda: "reload_refused" in lb.log(), 5, what="the SIGHUP reload to be refused")
     assert who_answers(vip) == "A"
     audit = lb.api("GET", "/api/v1/audit").json()
     assert audit[0]["action"] == "reload" and audit[0]["detail"]["result"] == "refused"
+    lb.write_config(good)
+
+
+def test_a_reload_that_points_a_server_at_medlb_itself_is_refused_and_changes_nothing(medlb, backends):
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    lb = medlb([service("ris", vip, [server("A", pa)])])
+    good, before = copy.deepcopy(lb.config), settings_view(lb, "ris")
+    looped = copy.deepcopy(good)
+    looped["services"][0]["servers"].append(server("self", vip))
+
+    lb.write_config(looped)
+    response = lb.api("POST", "/api/v1/reload")
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["problems"]
+    assert problem.startswith("services[0] (ris).servers[1] (self).address") and "own listen address" in problem
+    lb.signal(signal.SIGHUP)
+    wait_until(lambda: lb.log().count("reload_refused") == 2, 5, what="the SIGHUP reload to be refused")
+    assert settings_view(lb, "ris") == before
+    assert Counter(who_answers(vip) for _ in range(4)) == {"A": 4}
     lb.write_config(good)
 
 

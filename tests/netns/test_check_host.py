@@ -62,7 +62,7 @@ def test_a_dr_server_on_a_foreign_subnet_is_refused(balancer, config_dir):
     same = check(balancer, dr_config(config_dir, "198.18.0.11", "198.18.0.12"))
 
     assert foreign.returncode == 2, foreign.stdout
-    assert "services[0].servers[1].address (line 8): server pacs2 198.18.5.11 is not on a subnet of lb0 " \
+    assert "services[0] (pacs-retrieve).servers[1] (pacs2).address (line 8): server pacs2 198.18.5.11 is not on a subnet of lb0 " \
            "(198.18.0.10/24): Direct Routing sends frames, so servers must be on the same segment" in foreign.stderr
     assert "pacs1" not in foreign.stderr
     assert same.returncode == 0, same.stderr
@@ -77,7 +77,7 @@ def test_not_root_is_refused(balancer, config_dir):
     as_root = check(balancer, path)
 
     assert as_nobody.returncode == 2, as_nobody.stdout
-    assert "services[0].mode (line 3): mode l4-dr needs root (CAP_NET_ADMIN) to program nftables; this process " \
+    assert "services[0] (pacs-retrieve).mode (line 3): mode l4-dr needs root (CAP_NET_ADMIN) to program nftables; this process " \
            "runs as uid 65534 without it" in as_nobody.stderr
     assert as_root.returncode == 0, as_root.stderr
 
@@ -92,7 +92,7 @@ def test_without_nftables_is_refused(balancer, config_dir):
     result = check(balancer, path, "env", f"PATH={tools}")
 
     assert result.returncode == 2, result.stdout
-    assert "services[0].mode (line 3): nft is not installed (Debian package nftables); mode l4-dr needs it to " \
+    assert "services[0] (pacs-retrieve).mode (line 3): nft is not installed (Debian package nftables); mode l4-dr needs it to " \
            "program the kernel" in result.stderr
 
 
@@ -111,5 +111,5 @@ def test_nat_without_source_nat_is_advised_to_route_back_and_runs(balancer, conf
 
     assert result.returncode == 0, result.stderr
     assert "advisories (medlb runs with these):" in result.stdout
-    assert "services[0].l4 (line 5): servers must route their replies back through this balancer (their default " \
+    assert "services[0] (vna-nat).l4 (line 5): servers must route their replies back through this balancer (their default " \
            "route or a route to the clients via 198.18.0.10)" in result.stdout

@@ -86,7 +86,7 @@ def test_unknown_key_is_an_error_with_path_and_line():
     [problem] = caught.value.problems
     assert problem.path == "services[0].limits.idle_timout"
     assert problem.line == 18
-    assert str(problem).startswith("services[0].limits.idle_timout (line 18): ")
+    assert str(problem).startswith("services[0] (vna).limits.idle_timout (line 18): ")
     assert "unknown key" in problem.message
 
 
@@ -206,13 +206,13 @@ def test_wildcard_listen_overlaps_a_specific_address_of_another_service():
 
 def test_listen_range_overlapping_another_service():
     problem = only_problem(services(service(name="a", listen="0.0.0.0:12300-12310"),
-                                    service(name="b", listen="10.0.0.1:12305")))
+                                    service(name="b", listen="10.0.0.9:12305")))
     assert problem.path == "services[1].listen[0]"
 
 
 def test_same_port_on_different_addresses_is_fine():
-    parse_config(yaml(services(service(name="a", listen="10.0.0.1:104"),
-                               service(name="b", listen="10.0.0.2:104"))))
+    parse_config(yaml(services(service(name="a", listen="10.0.0.8:104"),
+                               service(name="b", listen="10.0.0.9:104"))))
 
 
 def test_same_address_listed_twice_in_one_service():
@@ -242,7 +242,7 @@ def test_duplicate_server_names_across_servers_and_backup():
             backup: [{name: s1, address: "10.0.1.1"}]
         """)
     assert problem.path == "services[0].backup[0].name"
-    assert "services[0].servers[0]" in problem.message
+    assert "services[0] (svc).servers[0] (s1)" in problem.message
 
 
 def test_same_server_name_in_two_services_is_fine():
@@ -497,8 +497,8 @@ def test_config_error_message_lists_every_problem():
                      source="medlb.yaml")
     text = str(caught.value)
     assert text.startswith("medlb.yaml: 2 problem(s)")
-    assert "services[0].servers[0].weight (line 14): " in text
-    assert "services[0].limits.idle_timeout (line 18): " in text
+    assert "services[0] (vna).servers[0] (vna1).weight (line 14): " in text
+    assert "services[0] (vna).limits.idle_timeout (line 18): " in text
 
 
 def test_problem_str_format():

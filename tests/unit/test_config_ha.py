@@ -157,7 +157,7 @@ def test_advert_interval_refused_off_the_centisecond_grid_or_out_of_range(value,
     ('["198.18.0.255/24"]', "ha.vips[0]", "the broadcast address of 198.18.0.0/24"),
     ('["127.0.0.10/8"]', "ha.vips[0]", "cannot be a VIP"),
     ('["224.0.0.18/32"]', "ha.vips[0]", "cannot be a VIP"),
-    ("[]", "ha.vips", "at least 1 item"),
+    ("[]", "ha.vips", "at least one VIP"),
 ])
 def test_vips_are_ipv4_host_addresses_with_a_prefix_and_no_node_address(vips, path, words):
     problem = only_problem(pair(vips=vips))

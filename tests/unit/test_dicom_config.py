@@ -85,20 +85,20 @@ def test_dicom_checks_are_available_in_any_mode():
 
 def test_unrouted_reject_needs_routes():
     [problem] = problems(dicom_service("dicom: {unrouted: reject}"))
-    assert problem.startswith("services[0].dicom.unrouted") and "every association" in problem
+    assert problem.startswith("services[0] (pacs).dicom.unrouted") and "every association" in problem
     loaded = parse_config(dicom_service("dicom: {unrouted: reject, routes: [{called_ae: PACS, pool: default}]}"))
     assert loaded.config.services[0].dicom.unrouted == "reject"
 
 
 def test_a_route_to_an_unknown_pool_is_an_error():
     [problem] = problems(dicom_service("dicom: {routes: [{called_ae: ARCHIVE, pool: archive}]}"))
-    assert problem.startswith("services[0].dicom.routes[0].pool") and "no pool named 'archive'" in problem
+    assert problem.startswith("services[0] (pacs).dicom.routes[0].pool") and "no pool named 'archive'" in problem
 
 
 @pytest.mark.parametrize("pattern", ["", "   ", "CT\\\\1", "É*", "A" * 65])
 def test_bad_ae_patterns_are_errors(pattern):
     found = problems(dicom_service(f"dicom: {{allowed_calling_aes: [{pattern!r}]}}"))
-    assert found and found[0].startswith("services[0].dicom.allowed_calling_aes[0]")
+    assert found and found[0].startswith("services[0] (pacs).dicom.allowed_calling_aes[0]")
 
 
 def test_find_query_keys_must_be_dicom_keywords():

@@ -1,9 +1,11 @@
-"""Load a config file and explain every problem with its path and line.
+"""Load a config file and explain every problem with its path and line, in one pass.
 
 The operator's question after a typo at 3 a.m. is "where?", so every problem carries
-the path in the file (`services[0].servers[1].address`) and the line it sits on.
-YAML is composed into nodes first, to keep each node's line, then turned into plain
-data that pydantic validates; checks that span several services run afterwards.
+the path in the file (`services[0] (vna).servers[1] (vna2).address`) and the line it
+sits on. YAML is composed into nodes first, to keep each node's line, then turned into
+plain data that pydantic validates; the checks that span keys run next to it, on the
+file as written (span.py) and on each section that validates alone, and the files the
+config names are read (files.py), so that one pass finds every problem.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,34 +31,23 @@ from medlb.config.models import (
     L4_SCHEDULERS,
     POOL_MODES,
     TLS_MODES,
+    AdminConfig,
+    BackendTlsConfig,
     Config,
+    HaConfig,
     ServiceConfig,
+    TlsConfig,
 )
-from medlb.config.units import listen_overlaps
+from medlb.config.files import file_problems
+from medlb.config.span import Add, span_checks, valid, written_servers, written_services
+from medlb.config.units import parse_server_address
+from medlb.config.wording import explain
 
-PathKey = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.path or "(top level)"
-        if self.line is not None:
-            where += f" (line {self.line})"
-        return f"{where}: {self.message}"
+from medlb.config.problems import ConfigError, Locations, PathKey, Problem, format_path
 
 
-class ConfigError(Exception):
-    """A config file that cannot be used; `problems` lists every reason."""
-
-    def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(map(str, problems)))
+__all__ = ["ConfigError", "LoadedConfig", "Locations", "PathKey", "Problem", "format_path", "load_config",
+           "parse_config", "print_problems", "read_secret"]
 
 
 @dataclass
@@ -70,13 +61,13 @@ class LoadedConfig:
     base_dir: Path
     warnings: list[Problem] = field(default_factory=list)
     advisories: list[Problem] = field(default_factory=list)
-    #: The 1-based line of every key and list item, for problems found later (the
-    #: host checks of the kernel layer 4 modes).
-    lines: dict[PathKey, int] = field(default_factory=dict, repr=False)
+    #: Where every key and list item is, for problems found later (the host checks of
+    #: the kernel layer 4 modes).
+    where: Locations = field(default_factory=Locations, repr=False)
 
     def problem(self, path: PathKey, message: str) -> Problem:
         """A problem at `path` of this file, on its line."""
-        return _problem(path, self.lines, message)
+        return self.where.problem(path, message)
 
     @property
     def state_dir(self) -> Path:
@@ -93,32 +84,32 @@ def print_problems(heading: str, problems: Sequence[object]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def format_path(path: PathKey) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _compose(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
-    """Plain data from YAML plus the 1-based line of every key and list item."""
+def _compose(text: str, source: str) -> tuple[Any, Locations, list[Problem]]:
+    """Plain data from YAML, where every key and list item is, and the keys that are
+    no plain word or appear twice (the file is read on, so that the rest is checked
+    in the same pass: a key that appears twice keeps its last value, as YAML says)."""
     loader = yaml.SafeLoader(text)
-    lines: dict[PathKey, int] = {}
+    where = Locations()
+    lines, names = where.lines, where.names
+    found: list[tuple[PathKey, int, str]] = []
 
     def walk(node: yaml.Node, path: PathKey) -> Any:
         if isinstance(node, yaml.MappingNode):
             own: set[Any] = set()
-            for key_node, _ in node.value:
+            plain = []
+            for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
+                    plain.append((key_node, value_node))
                     continue
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int)):
-                    raise ConfigError(source, [Problem(format_path(path), key_node.start_mark.line + 1,
-                                                       "keys must be plain words")])
+                    found.append((path, key_node.start_mark.line + 1, "keys must be plain words"))
+                    continue
                 if key in own:
-                    raise ConfigError(source, [Problem(format_path(path + (str(key),)), key_node.start_mark.line + 1,
-                                                       "this key appears twice")])
+                    found.append((path + (str(key),), key_node.start_mark.line + 1, "this key appears twice"))
                 own.add(key)
+                plain.append((key_node, value_node))
+            node.value = plain
             # Merged keys (`<<: *anchor`) come first, so the mapping's own keys override them.
             loader.flatten_mapping(node)
             result: dict[Any, Any] = {}
@@ -132,6 +123,8 @@ def _compose(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
             for index, item in enumerate(node.value):
                 lines[path + (index,)] = item.start_mark.line + 1
                 items.append(walk(item, path + (index,)))
+                if isinstance(items[-1], dict) and isinstance(items[-1].get("name"), str):
+                    names[path + (index,)] = items[-1]["name"]
             return items
         return loader.construct_object(node, deep=True)
 
@@ -140,21 +133,13 @@ def _compose(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
         data = {} if root is None else walk(root, ())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem("", line, f"not valid YAML: {problem}")]) from None
+        raise ConfigError(source, [Problem("", line, f"not valid YAML: {problem}", column)]) from None
     finally:
         loader.dispose()
-    return data, lines
-
-
-def _problem(path: PathKey, lines: dict[PathKey, int], message: str) -> Problem:
-    """A problem at `path`, on the line of the deepest part of the path the file has
-    (a missing key is reported on its parent's line)."""
-    probe = path
-    while probe and probe not in lines:
-        probe = probe[:-1]
-    return Problem(format_path(path), lines.get(probe), message)
+    return data, where, [Problem(format_path(path), line, message, shown=where.show(path))
+                         for path, line, message in found]
 
 
 def _locate(loc: tuple[Any, ...], data: Any) -> PathKey:
@@ -181,103 +166,68 @@ def _locate(loc: tuple[Any, ...], data: Any) -> PathKey:
     return path
 
 
-def _message(error: dict[str, Any]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key (see docs/configuration.md for the keys this section takes)"
-    if kind == "missing":
-        return "this key is required"
-    if kind == "union_tag_invalid":
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"unknown type {error.get('input', {}).get('type')!r}; expected one of {expected}"
-    if kind == "union_tag_not_found":
-        return "a 'type' key is required"
-    if kind == "string_type" and isinstance(error.get("input"), (int, float)):
-        return f"expected text, got the number {error['input']!r}; put it in quotes"
-    if kind == "literal_error":
-        return f"{error['input']!r} is not allowed; expected {error['ctx']['expected']}"
-    message = error["msg"]
-    return message.removeprefix("Value error, ")
+def _service_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey, add: Add) -> None:
+    """Checks that span the keys of one service that validated: sections and the mode,
+    pools and the routes that name them."""
+    for pool_name in service.pools:
+        if pool_name == "default":
+            add(base + ("pools", pool_name), "'default' is the pool of servers/backup; choose another name")
+    if service.mode == "http":
+        for path, server in written_servers(written):
+            if parse_server_address(server["address"]).port is None:
+                add(base + path + ("address",), "mode http needs a port in each server address")
+    known_pools = {"default", *service.pools}
+    route_sets = [("dicom", service.dicom.routes if service.dicom else []),
+                  ("http", service.http.routes if service.http else [])]
+    for section, routes in route_sets:
+        for r_index, route in enumerate(routes):
+            if route.pool not in known_pools:
+                add(base + (section, "routes", r_index, "pool"),
+                    f"no pool named {route.pool!r}; known: {', '.join(sorted(known_pools))}")
+    if service.mode in L4_MODES:
+        _l4_checks(service, written, base, add)
+    else:
+        if service.l4 is not None:
+            add(base + ("l4",), "the l4 section needs mode: l4-dr or mode: l4-nat")
+        if service.scheduler == "maglev":
+            add(base + ("scheduler",), "scheduler maglev is for the kernel layer 4 modes (l4-dr, l4-nat); "
+                                       "a layer 7 mode uses roundrobin, leastconn or source")
+    if service.persistence.type == "cookie" and service.mode != "http":
+        add(base + ("persistence", "type"), "cookie persistence needs mode: http")
+    if service.dicom is not None and service.mode != "dicom" and service.mode not in L4_MODES:
+        add(base + ("dicom",), "the dicom section needs mode: dicom")
+    if service.dicom is not None and service.dicom.unrouted == "reject" and not service.dicom.routes:
+        add(base + ("dicom", "unrouted"), "unrouted: reject without routes would reject every association")
+    if service.mllp is not None and service.mode != "mllp" and service.mode not in L4_MODES:
+        add(base + ("mllp",), "the mllp section needs mode: mllp")
+    if service.mllp is not None and service.mllp.partial_frames_budget < service.mllp.max_message_size:
+        add(base + ("mllp", "partial_frames_budget"),
+            f"smaller than max_message_size ({service.mllp.max_message_size} bytes): "
+            "a message of that size could never be received")
+    if service.http is not None and service.mode != "http" and service.mode not in L4_MODES:
+        add(base + ("http",), "the http section needs mode: http")
+    if service.health.type != "none" and service.health.timeout > service.health.interval:
+        add(base + ("health", "timeout"), "the timeout is longer than the interval")
 
 
-def _cross_checks(config: Config, data: dict[str, Any], lines: dict[PathKey, int]) -> list[Problem]:
-    """Checks that span fields: unique names, listen conflicts, pool references."""
-    problems: list[Problem] = []
-
-    def add(path: PathKey, message: str) -> None:
-        problems.append(_problem(path, lines, message))
-
-    seen_names: dict[str, int] = {}
-    bound: list[tuple[Any, int, int]] = []  # (address, service index, listen index)
-    admin_listen = config.admin.listen if config.admin is not None else None
-    for s_index, service in enumerate(config.services):
-        base: PathKey = ("services", s_index)
-        if service.name in seen_names:
-            add(base + ("name",), f"service name {service.name!r} is already used by services[{seen_names[service.name]}]")
-        seen_names.setdefault(service.name, s_index)
-
-        for l_index, item in enumerate(service.listen):
-            for address in item:
-                if admin_listen is not None and listen_overlaps(address, admin_listen):
-                    add(base + ("listen", l_index), f"{address} overlaps the admin API's listen address {admin_listen}")
-                for other, other_s, other_l in bound:
-                    if listen_overlaps(address, other):
-                        owner = "this service" if other_s == s_index else f"services[{other_s}] ({config.services[other_s].name})"
-                        add(base + ("listen", l_index), f"{address} is already a listen address of {owner} (listen[{other_l}])")
-                bound.append((address, s_index, l_index))
-
-        server_names: dict[str, str] = {}
-        pools_data = (data["services"][s_index] or {}).get("pools", {}) or {}
-        groups: list[tuple[PathKey, list[Any]]] = [(base + ("servers",), service.servers), (base + ("backup",), service.backup)]
-        for pool_name, pool in service.pools.items():
-            if pool_name == "default":
-                add(base + ("pools", pool_name), "'default' is the pool of servers/backup; choose another name")
-            if pool_name in pools_data:
-                groups.append((base + ("pools", pool_name, "servers"), pool.servers))
-                groups.append((base + ("pools", pool_name, "backup"), pool.backup))
-        for group_path, servers in groups:
-            for index, server in enumerate(servers):
-                where = format_path(group_path + (index,))
-                if server.name in server_names:
-                    add(group_path + (index, "name"), f"server name {server.name!r} is already used at {server_names[server.name]}; "
-                                                      "names are unique within a service")
-                server_names.setdefault(server.name, where)
-                if server.address.port is None and service.mode in ("http",):
-                    add(group_path + (index, "address"), "mode http needs a port in each server address")
-
-        known_pools = {"default", *service.pools}
-        route_sets = [("dicom", service.dicom.routes if service.dicom else []),
-                      ("http", service.http.routes if service.http else [])]
-        for section, routes in route_sets:
-            for r_index, route in enumerate(routes):
-                if route.pool not in known_pools:
-                    add(base + (section, "routes", r_index, "pool"),
-                        f"no pool named {route.pool!r}; known: {', '.join(sorted(known_pools))}")
-        if service.mode in L4_MODES:
-            _l4_checks(service, (data["services"][s_index] or {}), base, add)
-        else:
-            if service.l4 is not None:
-                add(base + ("l4",), "the l4 section needs mode: l4-dr or mode: l4-nat")
-            if service.scheduler == "maglev":
-                add(base + ("scheduler",), "scheduler maglev is for the kernel layer 4 modes (l4-dr, l4-nat); "
-                                           "a layer 7 mode uses roundrobin, leastconn or source")
-        if service.persistence.type == "cookie" and service.mode != "http":
-            add(base + ("persistence", "type"), "cookie persistence needs mode: http")
-        if service.dicom is not None and service.mode != "dicom" and service.mode not in L4_MODES:
-            add(base + ("dicom",), "the dicom section needs mode: dicom")
-        if service.dicom is not None and service.dicom.unrouted == "reject" and not service.dicom.routes:
-            add(base + ("dicom", "unrouted"), "unrouted: reject without routes would reject every association")
-        if service.mllp is not None and service.mode != "mllp" and service.mode not in L4_MODES:
-            add(base + ("mllp",), "the mllp section needs mode: mllp")
-        if service.mllp is not None and service.mllp.partial_frames_budget < service.mllp.max_message_size:
-            add(base + ("mllp", "partial_frames_budget"),
-                f"smaller than max_message_size ({service.mllp.max_message_size} bytes): "
-                "a message of that size could never be received")
-        if service.http is not None and service.mode != "http" and service.mode not in L4_MODES:
-            add(base + ("http",), "the http section needs mode: http")
-        if service.health.type != "none" and service.health.timeout > service.health.interval:
-            add(base + ("health", "timeout"), "the timeout is longer than the interval")
-    return problems
+def _tls_checks(written: dict[str, Any], base: PathKey, add: Add) -> None:
+    """What medlb could not build a TLS context from (medlb/tls.py refuses it at run
+    time); on the sections as written, each validated alone, so that a mistake
+    elsewhere in the service does not hide these."""
+    tls, backend = valid(TlsConfig, written.get("tls")), valid(BackendTlsConfig, written.get("backend_tls"))
+    if tls is not None:
+        if tls.cert is not None and tls.key is None:
+            add(base + ("tls", "cert"), "tls.cert needs tls.key (the certificate's private key)")
+        elif tls.key is not None and tls.cert is None:
+            add(base + ("tls", "key"), "tls.key needs tls.cert (the certificate the key belongs to)")
+        elif tls.cert is None and not tls.certificates:
+            add(base + ("tls",), "tls needs cert and key, or certificates")
+        if tls.verify_client != "none" and tls.client_ca is None:
+            add(base + ("tls", "verify_client"), f"verify_client: {tls.verify_client} needs client_ca (the CA "
+                                                 "that signs the clients' certificates)")
+    if backend is not None and backend.key is not None and backend.cert is None:
+        add(base + ("backend_tls", "key"), "backend_tls.key needs backend_tls.cert (the client certificate "
+                                           "medlb presents to the servers)")
 
 
 #: Why a section written on a kernel layer 4 service is refused.
@@ -293,8 +243,7 @@ _L4_NO_SECTION = {
 }
 
 
-def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey,
-               add: Callable[[PathKey, str], None]) -> None:
+def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey, add: Add) -> None:
     """What a kernel layer 4 service cannot mean: the kernel forwards packets to IPv4
     addresses from nftables maps and holds no connection, so every key that needs medlb
     to read the protocol, terminate a connection or resolve a name is refused here
@@ -378,12 +327,12 @@ def _l4_checks(service: ServiceConfig, written: dict[str, Any], base: PathKey,
                        f"address map per service); {format_path(first_where)} has none, this one has one")
 
 
-def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
+def _availability(config: Config, where: Locations) -> list[Problem]:
     """Parts of a valid config that this release cannot run yet."""
     notes: list[Problem] = []
 
     def add(path: PathKey, message: str) -> None:
-        notes.append(_problem(path, lines, message))
+        notes.append(where.problem(path, message))
 
     for index, service in enumerate(config.services):
         base: PathKey = ("services", index)
@@ -411,7 +360,7 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
     return notes
 
 
-def _advisories(config: Config, lines: dict[PathKey, int], open_files: int | None) -> list[Problem]:
+def _advisories(config: Config, where: Locations, open_files: int | None) -> list[Problem]:
     """What medlb runs with but an operator should change, in this host's terms."""
     advisories: list[Problem] = []
     hard = open_files if open_files is not None else descriptors.open_files_limit()[1]
@@ -419,7 +368,7 @@ def _advisories(config: Config, lines: dict[PathKey, int], open_files: int | Non
     wanted = sum(service.limits.max_connections for service in config.services if service.mode not in L4_MODES)
     if wanted > room.connections:
         processes = "one process" if room.processes == 1 else f"{room.processes} workers"
-        advisories.append(_problem(("services",), lines, (
+        advisories.append(where.problem(("services",), (
             f"max_connections adds up to {wanted} over all services, but the open-file limit here "
             f"({hard}, the hard limit medlb run raises to) holds {room.connections} connections in {processes} "
             f"({descriptors.PER_CONNECTION} descriptors each, {room.reserve} kept in reserve per process); "
@@ -428,52 +377,75 @@ def _advisories(config: Config, lines: dict[PathKey, int], open_files: int | Non
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
-                 open_files: int | None = None) -> LoadedConfig:
-    """Validate config text; raise ConfigError with every problem found. Advisories
-    weigh the config against `open_files` descriptors (default: this process's hard
-    limit, which medlb run raises its own to)."""
-    data, lines = _compose(text, source)
+                 open_files: int | None = None, read_files: bool = False,
+                 local_hosts: Collection[str] = ()) -> LoadedConfig:
+    """Validate config text; raise ConfigError with every problem found, sorted by line.
+    Advisories weigh the config against `open_files` descriptors (default: this
+    process's hard limit, which medlb run raises its own to). `read_files`: read every
+    file the config names (certificates, keys, CAs, token files), from `base_dir`.
+    `local_hosts`: this host's addresses, so a server that is one of them on a port
+    medlb listens on with 0.0.0.0 or :: is refused (it would loop into medlb).
+
+    The checks that span keys run even when some keys are wrong: those over names and
+    addresses on the file as written (config/span.py), the others on each section that
+    validates on its own, so one pass finds every problem."""
+    data, where, problems = _compose(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "the file must be a mapping with admin, state_dir and services")])
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            problems.append(_problem(_locate(error["loc"], data), lines, _message(error)))
-        raise ConfigError(source, problems) from None
-    problems = _cross_checks(config, data, lines) + _ha_checks(config, lines)
-    if config.admin is not None:
-        admin = config.admin
-        if not (admin.token or admin.token_file or admin.tokens or admin.users):
-            problems.append(_problem(("admin",), lines, "the admin API needs a token, token_file, tokens or users"))
-        user_names: set[str] = set()
-        for index, user in enumerate(admin.users):
-            if user.name in user_names:
-                problems.append(_problem(("admin", "users", index, "name"), lines,
-                                         f"user name {user.name!r} is used twice"))
-            user_names.add(user.name)
-            if not valid_hash(user.password_hash):
-                problems.append(_problem(("admin", "users", index, "password_hash"), lines,
-                                         "not a password hash medlb can check; make one with `medlb passwd`"))
-        names: set[str] = set()
-        values = [admin.token] if admin.token else []
-        for index, token in enumerate(admin.tokens):
-            if token.token is not None and token.token in values:
-                problems.append(_problem(("admin", "tokens", index, "token"), lines,
-                                         "this token value is already used by another token; each needs its own"))
-            if token.token is not None:
-                values.append(token.token)
-            if token.name in names:
-                problems.append(_problem(("admin", "tokens", index, "name"), lines,
-                                         f"token name {token.name!r} is used twice"))
-            names.add(token.name)
-            if (token.token is None) == (token.token_file is None):
-                problems.append(_problem(("admin", "tokens", index), lines, "give exactly one of token and token_file"))
-    if problems:
-        raise ConfigError(source, problems)
-    return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, lines),
-                        _advisories(config, lines, open_files), lines)
+        problems += [where.problem(_locate(error["loc"], data), explain(error, Config)) for error in exc.errors()]
+    problems += span_checks(data, where, local_hosts)
+    written = written_services(data)
+    services = config.services if config is not None else [valid(ServiceConfig, raw) for raw in written]
+    admin = config.admin if config is not None else valid(AdminConfig, data.get("admin"))
+    ha = config.ha if config is not None else valid(HaConfig, data.get("ha"))
+
+    def add(path: PathKey, message: str) -> None:
+        problems.append(where.problem(path, message))
+
+    for index, service in enumerate(services):
+        if service is not None:
+            _service_checks(service, written[index], ("services", index), add)
+        _tls_checks(written[index], ("services", index), add)
+    if admin is not None:
+        _admin_checks(admin, add)
+    if ha is not None:
+        _ha_checks(ha, admin, data.get("admin") is not None, add)
+    if read_files:
+        problems += file_problems(data, base_dir or Path.cwd(), where)
+    if problems or config is None:
+        raise ConfigError(source, sorted(problems, key=lambda problem: (problem.line or 0, problem.column or 0)))
+    return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, where),
+                        _advisories(config, where, open_files), where)
+
+
+def _admin_checks(admin: AdminConfig, add: Add) -> None:
+    """Who may use the admin API: someone must, and each name and token once."""
+    if not (admin.token or admin.token_file or admin.tokens or admin.users):
+        add(("admin",), "the admin API needs a token, token_file, tokens or users")
+    user_names: set[str] = set()
+    for index, user in enumerate(admin.users):
+        if user.name in user_names:
+            add(("admin", "users", index, "name"), f"user name {user.name!r} is used twice")
+        user_names.add(user.name)
+        if not valid_hash(user.password_hash):
+            add(("admin", "users", index, "password_hash"),
+                "not a password hash medlb can check; make one with `medlb passwd`")
+    names: set[str] = set()
+    values = [admin.token] if admin.token else []
+    for index, token in enumerate(admin.tokens):
+        if token.token is not None and token.token in values:
+            add(("admin", "tokens", index, "token"), "this token value is already used by another token; each needs its own")
+        if token.token is not None:
+            values.append(token.token)
+        if token.name in names:
+            add(("admin", "tokens", index, "name"), f"token name {token.name!r} is used twice")
+        names.add(token.name)
+        if (token.token is None) == (token.token_file is None):
+            add(("admin", "tokens", index), "give exactly one of token and token_file")
 
 
 def valid_hash(encoded: str) -> bool:
@@ -482,8 +454,10 @@ def valid_hash(encoded: str) -> bool:
     return parse_hash(encoded) is not None
 
 
-def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
-    """Read and validate a config file."""
+def load_config(path: str | os.PathLike[str], read_files: bool = True,
+                local_hosts: Collection[str] = ()) -> LoadedConfig:
+    """Read and validate a config file and, unless `read_files` is False, every file it
+    names (what `medlb run` and a reload read). `local_hosts`: as for parse_config."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -491,7 +465,7 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
         raise ConfigError(str(file), [Problem("", None, f"cannot read the file: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), [Problem("", None, "the file is not UTF-8 text")]) from None
-    return parse_config(text, str(file), file.resolve().parent)
+    return parse_config(text, str(file), file.resolve().parent, read_files=read_files, local_hosts=local_hosts)
 
 
 def read_secret(path: str, base_dir: Path) -> str:
@@ -508,39 +482,29 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _ha_checks(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
+def _ha_checks(ha: HaConfig, admin: AdminConfig | None, admin_written: bool, add: Add) -> None:
     """What makes a pair's two nodes ambiguous to each other or unreachable: the same
     name, address or priority twice, a VIP that is a node's own address, an admin API
     the peer cannot reach (the nodes sync over it)."""
-    ha = config.ha
-    if ha is None:
-        return []
-    problems: list[Problem] = []
-
-    def add(path: PathKey, message: str) -> None:
-        problems.append(_problem(("ha",) + path, lines, message))
-
     first, second = ha.nodes
     for key, why in (("name", "each node must know which entry is itself"),
                      ("address", "VRRP tells the nodes apart by address"),
                      ("priority", "equal priorities leave the election to the addresses; give the node that "
                                   "should be active the higher one")):
         if getattr(first, key) == getattr(second, key):
-            add(("nodes", 1, key), f"nodes[0] has the same {key} ({getattr(first, key)}); {why}")
+            add(("ha", "nodes", 1, key), f"nodes[0] has the same {key} ({getattr(first, key)}); {why}")
     node_addresses = {node.address: index for index, node in enumerate(ha.nodes)}
     seen: dict[Any, int] = {}
     for index, vip in enumerate(ha.vips):
         if vip.ip in node_addresses:
-            add(("vips", index), f"{vip.ip} is the address of nodes[{node_addresses[vip.ip]}]; a VIP moves between "
-                                 "the nodes, so it must be an address of neither")
+            add(("ha", "vips", index), f"{vip.ip} is the address of nodes[{node_addresses[vip.ip]}]; a VIP moves "
+                                       "between the nodes, so it must be an address of neither")
         if vip.ip in seen:
-            add(("vips", index), f"{vip.ip} is already vips[{seen[vip.ip]}]")
+            add(("ha", "vips", index), f"{vip.ip} is already vips[{seen[vip.ip]}]")
         seen.setdefault(vip.ip, index)
-    if config.admin is None:
-        problems.append(_problem(("ha",), lines, "the pair needs an admin: section: the nodes sync their config and "
-                                                 "operator decisions over each other's admin API"))
-    elif _loopback(config.admin.listen.host):
-        problems.append(_problem(("admin", "listen"), lines, f"{config.admin.listen} is loopback only, but the peer "
-                                                             "node syncs over this admin API; listen on an address "
-                                                             "the other node reaches (0.0.0.0 on both nodes)"))
-    return problems
+    if not admin_written:
+        add(("ha",), "the pair needs an admin: section: the nodes sync their config and "
+                     "operator decisions over each other's admin API")
+    elif admin is not None and _loopback(admin.listen.host):
+        add(("admin", "listen"), f"{admin.listen} is loopback only, but the peer node syncs over this admin API; "
+                                 "listen on an address the other node reaches (0.0.0.0 on both nodes)")

@@ -46,7 +46,9 @@ Positive = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.01)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 ServerAddress = Annotated[HostPort, BeforeValidator(parse_server_address)]
 ListenItem = Annotated[tuple[HostPort, ...], BeforeValidator(parse_listen)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+#: Service, server, pool, token and user names: they appear in URLs, metrics and logs.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 AETitle = Annotated[str, AfterValidator(_check_ae_title)]
 AEPattern = Annotated[str, AfterValidator(_check_ae_pattern)]
 

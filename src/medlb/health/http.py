@@ -83,7 +83,7 @@ async def request(target: CheckTarget, method: str, path: str, *, host: str | No
 async def check(target: CheckTarget, config: HttpCheck) -> Outcome:
     tls = None
     if target.backend_tls is None and config.type == "https":
-        tls = check_context(config.ca, config.verify)
+        tls = check_context(config.ca, config.verify, target.base_dir)
     try:
         answer = await request(target, config.method, config.path, host=config.host, tls=tls,
                                max_body=config.max_body, read_body=config.expect_body is not None)

@@ -86,6 +86,15 @@ def addresses() -> dict[str, tuple[ipaddress.IPv4Interface, ...]]:
     return found
 
 
+def local_addresses() -> frozenset[str]:
+    """This host's IPv4 addresses, as the config writes them; none when `ip` cannot tell.
+    A server at one of them on a port medlb listens on with 0.0.0.0 is medlb itself."""
+    try:
+        return frozenset(str(address.ip) for found in addresses().values() for address in found)
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return frozenset()
+
+
 def read_host() -> HostFacts:
     """The facts of this host, as this process sees them (its network namespace, its user)."""
     interfaces: dict[str, tuple[ipaddress.IPv4Interface, ...]]
