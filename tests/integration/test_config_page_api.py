@@ -121,3 +121,25 @@ def test_check_places_each_problem_at_its_line_and_diffs_against_the_file_on_dis
     b_line = next(x for x in masked.splitlines() if "{name: B, address:" in x)
     assert changes == ["-" + b_line, "+" + b_line.replace("address:", "adress:")]
     assert checked["diff"].startswith("--- on disk\n+++ after Apply\n")
+
+
+def test_check_on_the_page_reads_the_files_and_refuses_a_loop_as_apply_would(medlb, backends):
+    """The page's Check says what Apply (a reload) would say: a certificate file that is
+    not there, and a server that is medlb's own listen address."""
+    lb, text = start(medlb, backends)
+    masked = shown(lb)["text"]
+    vip = text.split("listen: ")[2].split("\n")[0]
+    edited = masked.replace("      - {name: B,", f"      - {{name: self, address: {vip}}}\n      - {{name: B,")
+    edited += f"""  - name: web
+    mode: http
+    listen: {LOOPBACK}:{free_ports(1)[0]}
+    tls: {{cert: missing-cert.pem, key: missing-key.pem}}
+    servers: [{{name: W, address: "{LOOPBACK}:1"}}]
+"""
+    answer = lb.api("POST", "/api/v1/config/validate", json={"text": edited}).json()
+    assert answer["valid"] is False
+    messages = " | ".join(problem["message"] for problem in answer["problems_at"])
+    assert "missing-cert.pem" in messages, messages
+    assert "loop" in messages or "medlb's own" in messages, messages
+    applied = lb.api("POST", "/api/v1/config/apply", json={"text": edited})
+    assert applied.status_code == 422

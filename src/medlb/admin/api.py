@@ -32,6 +32,7 @@ from medlb.admin.bodies import BodyGate
 from medlb.admin.views import masked_config, server_view, service_view
 from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.loader import parse_config
+from medlb.kernel.host import local_addresses
 from medlb.config.models import AdminConfig
 from medlb.runtime import Conflict, NotFound
 
@@ -477,7 +478,8 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     def check_text(text: str) -> tuple[LoadedConfig | None, list[Problem]]:
         base = control.config_path.resolve().parent
         try:
-            loaded = parse_config(text, "uploaded file", base)
+            # As a reload reads it: every file it names, and this host's addresses.
+            loaded = parse_config(text, "uploaded file", base, read_files=True, local_hosts=local_addresses())
         except ConfigError as exc:
             return None, exc.problems
         if loaded.warnings:  # `medlb run` refuses these too
