@@ -36,6 +36,10 @@ from medlb.config.units import listen_overlaps
 
 PathKey = tuple[str | int, ...]
 
+#: The pair runs, but nothing carries a change from one node to the other yet (issue 14).
+HA_NOT_SYNCED = ("the pair does not yet sync its config or operator decisions: make each config change, and "
+                 "each server or pool state and failback, on both nodes (docs/ha.md)")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -405,9 +409,6 @@ def _availability(config: Config, lines: dict[PathKey, int]) -> list[Problem]:
         if service.pools and service.mode not in POOL_MODES:
             add(base + ("pools",), "named pools are used only by dicom and http routes; "
                                    f"mode {service.mode} does not use them")
-    if config.ha is not None:
-        add(("ha",), "the clustered pair (ha:) is not yet available in this release; medlb check validates it, "
-                     "medlb run will not start with it")
     return notes
 
 
@@ -424,6 +425,8 @@ def _advisories(config: Config, lines: dict[PathKey, int], open_files: int | Non
             f"({hard}, the hard limit medlb run raises to) holds {room.connections} connections in {processes} "
             f"({descriptors.PER_CONNECTION} descriptors each, {room.reserve} kept in reserve per process); "
             "beyond that clients are refused. Raise the limit (LimitNOFILE) or lower max_connections")))
+    if config.ha is not None:
+        advisories.append(_problem(("ha",), lines, HA_NOT_SYNCED))
     return advisories
 
 
