@@ -403,6 +403,8 @@ class App:
                 log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
             if old_config.state_dir != loaded.config.state_dir:
                 log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
+            if old_config.ha != loaded.config.ha:
+                log.warning("ha_needs_restart", reason="keepalived runs with the ha: section medlb started with")
             detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
             if not_answered:
                 detail["workers_not_answered"] = not_answered
