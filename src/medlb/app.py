@@ -258,7 +258,10 @@ class App:
             active = self.workers.count_connections()
         log.event("stopping", active_connections=active, stop_timeout=timeout)
         if self.pair is not None:
-            await self.pair.release()  # the peer takes the VIPs before this node drains
+            try:
+                await self.pair.release()  # the peer takes the VIPs before this node drains
+            except Exception as exc:  # noqa: BLE001 - the drain must happen whatever keepalived did
+                log.error("ha_release_failed", error=str(exc))
         left = await self._data_plane_stop(timeout)
         if self.pair is not None:
             await self.pair.close()

@@ -3,7 +3,10 @@ one file), each starting its own keepalived, a tcp service on the VIP, real serv
 behind, a client on the segment. Killing the active medlb with -9 moves the VIP (its
 keepalived outlives it and the track script fails); the restarted medlb adopts its
 keepalived and stays passive (nopreempt); SIGTERM of the active node moves the VIP
-back. Failover times are printed, never asserted (the machine is shared).
+back; VIPs a killed keepalived left are removed when its medlb starts again; a
+keepalived killed under a running medlb is started again. Both nodes run two workers,
+whose socket groups bind the VIP with IP_FREEBIND. Failover times are printed, never
+asserted (the machine is shared).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ PAIR = {
                      {"name": "lb-b", "address": BALANCER2, "priority": 100}],
            "interface": "eth0", "virtual_router_id": 51, "advert_interval": "200ms", "vips": [f"{VIP}/24"],
            "sync_token_file": "ha-token"},
-    "workers": 1,
+    "workers": 2,  # the workers' socket groups bind the VIP with IP_FREEBIND too
 }
 
 
@@ -189,6 +192,21 @@ def test_the_pair_fails_over_on_kill_9_adopts_keepalived_on_restart_and_moves_th
     assert view["keepalived"]["adopted"] is False and view["keepalived"]["pid"] not in pids
     assert holders(topo) == [passive_name]
     print(f"{crashed} crashed whole and came back: its leftover VIP removed, {passive_name} alone holds it")
+
+    # keepalived alone dies under a running medlb: medlb starts it again.
+    pids = keepalived_pids(topo, active.node.role)
+    for pid in sorted(pids, key=lambda pid: _parent(pid) not in pids):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        keeper = active.api("GET", "/api/v1/ha")[1]["keepalived"]
+        if keeper["restarts"] == 1 and keeper["running"]:
+            break
+        assert time.monotonic() < deadline, f"keepalived was not started again: {keeper}\n{active.log()[-3000:]}"
+        time.sleep(0.1)
+    assert keeper["pid"] not in pids and "keepalived_exited" in active.log()
+    wait_role(active, "BACKUP")
+    assert holders(topo) == [passive_name]
 
 
 def name_of(node: MedlbNode) -> str:
