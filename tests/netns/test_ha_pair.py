@@ -107,8 +107,10 @@ def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
     for name, role in ROLES.items():
         workdir = tmp_path / name
         workdir.mkdir()
-        node = MedlbNode(topo[role], workdir, [SERVICE], run_args=("--node", name, "--state-dir",
-                                                                   str(workdir / "state")), **PAIR)
+        # lb-a finds itself by the address its namespace has; lb-b is named.
+        named = ("--node", name) if name == "lb-b" else ()
+        node = MedlbNode(topo[role], workdir, [SERVICE], run_args=(*named, "--state-dir", str(workdir / "state")),
+                         **PAIR)
         node.config_path = shared
         node.config = {**node.config, "state_dir": str(tmp_path / "unused")}  # --state-dir wins
         node.write_config()
