@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,11 +22,13 @@ from typing import Any, Mapping
 from medlb import descriptors, logs
 from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
-from medlb.config.models import L4_MODES
+from medlb.config.models import L4_MODES, Config, HaNode
 from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
-from medlb.kernel.host import local_addresses
+from medlb.ha import node as ha_node
+from medlb.ha.supervisor import PairNode
+from medlb.kernel.host import addresses, local_addresses
 from medlb.kernel.plane import KernelPlane
 from medlb.proxy.listeners import Listeners
 from medlb.runtime import Change, Conflict, Failback, NotFound, Runtime, Server, Service, SetFailedOver, SetState
@@ -44,8 +49,13 @@ class App:
     """Implements medlb.control.Control for the admin side, which it starts but does
     not look into: sessions, tokens, live streams and history are admin/'s."""
 
-    def __init__(self, config_path: str | Path, log_format: str | None = None, log_level: str | None = None):
+    def __init__(self, config_path: str | Path, log_format: str | None = None, log_level: str | None = None,
+                 node: str | None = None, state_dir: str | Path | None = None):
         self.config_path = Path(config_path)
+        #: `medlb run --node` and `--state-dir`: what differs between the two nodes of a
+        #: pair that share one file (and, in tests, one host).
+        self.node_name = node
+        self.state_dir_override = Path(state_dir).absolute() if state_dir is not None else None
         self.log_format = log_format
         self.log_level = log_level
         self.runtime = Runtime()
@@ -64,6 +74,8 @@ class App:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._admin: Any = None
+        #: This node of the clustered pair (`ha:`), None for a lone medlb.
+        self.pair: PairNode | None = None
         #: Told every change and audit entry (the admin side's live streams).
         self._listeners: list[Listener] = []
         #: Take part in every reload (the admin side's tokens).
@@ -79,6 +91,9 @@ class App:
         loaded = load_config(self.config_path, local_hosts=local_addresses())
         if loaded.warnings:
             raise ConfigError(loaded.source, loaded.warnings)
+        if self.state_dir_override is not None:
+            config = loaded.config.model_copy(update={"state_dir": str(self.state_dir_override)})
+            loaded = dataclasses.replace(loaded, config=config)
         return loaded
 
     async def start(self) -> None:
@@ -87,6 +102,7 @@ class App:
         logs.setup(self.log_level or config.log.level, self.log_format or config.log.format)
         raise_open_files_limit()
         log_advisories(self.loaded)
+        pair_node = self._pair_node(config)  # refuse a host that is neither node before anything runs
         if config.admin is not None:
             from medlb.admin.server import AdminServer
 
@@ -117,6 +133,8 @@ class App:
             except OSError as exc:
                 await self._data_plane_stop(0)
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
+        if pair_node is not None:
+            await self._start_pair(pair_node)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload("signal:SIGHUP")))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -124,6 +142,46 @@ class App:
         log.event("started", config=str(self.config_path), services=len(config.services),
                   admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
         notifier.started(self)  # READY=1 for systemd once the first checks have run
+
+    def _pair_node(self, config: Config) -> HaNode | None:
+        """This node of the pair: `--node`, or the one whose address this host has."""
+        if config.ha is None:
+            return None
+        try:
+            local = [] if self.node_name else [item.ip for found in addresses().values() for item in found]
+            node = ha_node.choose(config.ha, self.node_name, local)
+        except (ha_node.NodeUnknown, OSError, subprocess.SubprocessError) as exc:
+            raise StartError(f"the clustered pair: {exc}") from None
+        log.event("ha_node", node=node.name, address=str(node.address), priority=node.priority)
+        return node
+
+    async def _start_pair(self, node: HaNode) -> None:
+        """keepalived for this node, once the data plane serves (its track script asks)."""
+        ha = self.loaded.config.ha
+        assert ha is not None
+        self.pair = PairNode(ha, node, self.loaded.state_dir, [sys.executable, "-m", "medlb"],
+                             self._data_plane_problem, self._on_role)
+        try:
+            await self.pair.start()
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            await self.pair.close()
+            self.pair = None
+            await self._data_plane_stop(0)
+            if self._admin is not None:
+                await self._admin.stop()
+            raise StartError(f"the clustered pair cannot start keepalived: {exc}") from None
+
+    def _data_plane_problem(self) -> str | None:
+        """Why this node cannot serve the VIPs now (keepalived's track script asks), or None."""
+        if self.workers is not None and not any(worker.alive for worker in self.workers.procs):
+            return "no data-plane worker is running"
+        return None
+
+    def _on_role(self, old: str, new: str) -> None:
+        assert self.pair is not None
+        fields = {"node": self.pair.node.name, "old": old, "new": new, "vips": [str(v) for v in self.pair.ha.vips]}
+        (log.event if new in ("MASTER", "BACKUP") else log.warning)("ha_role_changed", **fields)
+        self.audit("keepalived", "ha_role", self.pair.node.name, {"from": old, "to": new})
 
     @property
     def relay(self) -> DataPlane:
@@ -199,7 +257,14 @@ class App:
             await self.workers.collect()
             active = self.workers.count_connections()
         log.event("stopping", active_connections=active, stop_timeout=timeout)
+        if self.pair is not None:
+            try:
+                await self.pair.release()  # the peer takes the VIPs before this node drains
+            except Exception as exc:  # noqa: BLE001 - the drain must happen whatever keepalived did
+                log.error("ha_release_failed", error=str(exc))
         left = await self._data_plane_stop(timeout)
+        if self.pair is not None:
+            await self.pair.close()
         await self.health.stop()
         if self._admin is not None:
             await self._admin.stop()
@@ -233,6 +298,9 @@ class App:
 
     async def l4_counters(self) -> dict[str, Any]:
         return await self.kernel.metric_counts()
+
+    async def ha_view(self) -> dict[str, Any] | None:
+        return None if self.pair is None else await self.pair.view()
 
     def worker_views(self) -> list[dict[str, Any]] | None:
         return None if self.workers is None else [worker.view() for worker in self.workers.procs]
@@ -338,6 +406,8 @@ class App:
                 log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
             if old_config.state_dir != loaded.config.state_dir:
                 log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
+            if old_config.ha != loaded.config.ha:
+                log.warning("ha_needs_restart", reason="keepalived runs with the ha: section medlb started with")
             detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
             if not_answered:
                 detail["workers_not_answered"] = not_answered

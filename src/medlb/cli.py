@@ -194,7 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from medlb.proctitle import CONTROL, set_title
 
     set_title(CONTROL)
-    app = App(args.config, log_format=args.log_format, log_level=args.log_level)
+    app = App(args.config, log_format=args.log_format, log_level=args.log_level, node=args.node,
+              state_dir=args.state_dir)
     try:
         _run_loop(app.run())
     except ConfigError as exc:
@@ -204,6 +205,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"medlb cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_ha_alive(args: argparse.Namespace) -> int:
+    """`python -m medlb ha-alive` is answered before this module loads (medlb/__main__.py);
+    this is the same check for the installed `medlb` command."""
+    from medlb.ha.alive import main as alive
+
+    return alive(["--state-dir", args.state_dir])
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -251,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_file(run)
     run.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
+    run.add_argument("--node", help="ha: which node of ha.nodes this is (default: the one whose address this "
+                                    "host has)")
+    run.add_argument("--state-dir", help="overrides state_dir (two nodes of a pair on one host)")
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check", help="validate a config file and print a summary")
@@ -277,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     passwd = commands.add_parser("passwd", help="print a password hash for admin.users")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(func=cmd_passwd)
+
+    alive = commands.add_parser("ha-alive", help="keepalived's track script: exit 0 when this node's medlb "
+                                                 "says its data plane is alive")
+    alive.add_argument("--state-dir", required=True, help="the node's state directory")
+    alive.set_defaults(func=cmd_ha_alive)
 
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--index", type=int, required=True)

@@ -91,6 +91,10 @@ class Control(Protocol):
         `collect()`: {"error": last programming failure or None, "services": {name:
         {"mode", "servers": {name: {packets, bytes, new_flows, flows}}, "no_server"}}}."""
 
+    async def ha_view(self) -> dict[str, Any] | None:
+        """This node of the clustered pair (role, since, peer, VIPs held, keepalived);
+        None for a medlb without `ha:`."""
+
     # --- what the API does --------------------------------------------------------------
 
     def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]: ...

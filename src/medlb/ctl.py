@@ -227,6 +227,22 @@ def show_l4(client: Client, service: str, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
+def show_ha(client: Client) -> str:
+    """This node of the pair: its role, since when, the peer, the VIPs it holds."""
+    ha = client.request("GET", "/api/v1/ha")
+    peer = ha["peer"]
+    keeper = ha["keepalived"]
+    lines = [f"node {ha['node']} ({ha['address']}, priority {ha['priority']}): {ha['role']} "
+             f"({ha['role_text']}) since {_when(ha['since'])}",
+             f"peer {peer['name']} ({peer['address']}, priority {peer['priority']})",
+             f"VIPs on {ha['interface']}: {', '.join(ha['vips'])}; held here: {', '.join(ha['vips_held']) or 'none'}",
+             f"keepalived: pid {keeper['pid']}, {'running' if keeper['running'] else 'NOT RUNNING'}"
+             + (", adopted after a restart" if keeper["adopted"] else "")
+             + (f", restarted {keeper['restarts']} time(s)" if keeper["restarts"] else ""),
+             f"sync: {ha['sync']}"]
+    return "\n".join(lines)
+
+
 def _token(args: argparse.Namespace) -> str:
     path = args.token_file or os.environ.get("MEDLB_TOKEN_FILE")
     if path:
@@ -297,6 +313,8 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
                                 {"pool": args.pool} if args.pool else {})
         kept = "".join(f"; pool {pool} stays: {why}" for pool, why in answer.get("not_failed_back", {}).items())
         return f"{args.service}: failed back to the primary servers{kept}\n" + show_servers(client, args.service)
+    if action == "ha":
+        return show_ha(client)
     if action == "reload":
         answer = client.request("POST", "/api/v1/reload")
         return f"reloaded: {', '.join(answer['services'])}"
@@ -344,6 +362,8 @@ def add_parser(commands: Any) -> None:
         if name == "failover":
             parser.add_argument("--force", action="store_true",
                                 help="halt the primaries even when no backup server can take the work")
+    ha = actions.add_parser("ha", help="the clustered pair: this node's role, the peer, the VIPs")
+    ha.add_argument("what", choices=["status"], help="status: this node's role, peer and VIPs")
     actions.add_parser("reload", help="re-read the config file (admin role)")
     unlock = actions.add_parser("unlock", help="lift a web login lock-out (admin role)")
     unlock.add_argument("--user", help="the user name (from every address, or only --address)")

@@ -25,8 +25,11 @@ ADMIN_PORT = 9443
 
 
 class MedlbNode:
-    def __init__(self, node: Node, workdir: Path, services: list[dict[str, Any]], **top: Any):
+    def __init__(self, node: Node, workdir: Path, services: list[dict[str, Any]], run_args: tuple[str, ...] = (),
+                 **top: Any):
         self.node = node
+        #: Added to `medlb run -c FILE` (a pair's --node and --state-dir).
+        self.run_args = list(run_args)
         self.workdir = workdir
         self.config_path = workdir / "medlb.yaml"
         self.log_path = workdir / "medlb.log"
@@ -46,7 +49,7 @@ class MedlbNode:
     def start(self, wait: bool = True, timeout: float = 30) -> MedlbNode:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.node.argv([sys.executable, "-m", "medlb", "run", "-c",
-                                                     str(self.config_path)]),
+                                                     str(self.config_path), *self.run_args]),
                                      stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         log.close()
         if wait:

@@ -52,6 +52,8 @@ class FakeControl:
         self.hooks: list[ConfigHook] = []
         #: What l4_counters answers: no layer 4 service, no kernel error.
         self.kernel: dict[str, Any] = {"error": None, "services": {}}
+        #: What ha_view answers: None, not a node of a pair.
+        self.ha: dict[str, Any] | None = None
 
     @property
     def services(self) -> Any:
@@ -74,6 +76,9 @@ class FakeControl:
 
     async def l4_counters(self) -> dict[str, Any]:
         return self.kernel
+
+    async def ha_view(self) -> dict[str, Any] | None:
+        return self.ha
 
     def service(self, name: str) -> Service:
         return self.runtime.service(name)
@@ -165,3 +170,18 @@ def test_a_body_that_is_not_json_is_422_saying_so_and_nothing_is_asked(fake: Fak
     assert answer.status_code == 422
     assert answer.json() == {"error": "the body is not JSON"}
     assert fake.calls == []
+
+
+def test_the_pairs_role_is_in_the_api_and_the_metrics_and_a_lone_medlb_says_it_has_none(fake: FakeControl):
+    api = client(fake, VIEWER)
+    answer = api.get("/api/v1/ha")
+    assert answer.status_code == 404
+    assert answer.json()["error"] == "this medlb is not a node of a pair: its config has no ha: section"
+    assert "medlb_ha_role" not in api.get("/metrics").text
+
+    fake.ha = {"node": "lb-b", "role": "MASTER", "since": 1.5, "vips_held": ["198.18.0.100/24"]}
+    assert api.get("/api/v1/ha").json() == fake.ha
+    text = api.get("/metrics").text
+    assert 'medlb_ha_role{node="lb-b",role="MASTER"} 1.0' in text
+    for other in ("BACKUP", "FAULT", "STOP", "UNKNOWN"):
+        assert f'medlb_ha_role{{node="lb-b",role="{other}"}} 0.0' in text

@@ -45,12 +45,13 @@ def test_the_issue_example_validates_as_written():
     assert ha.sync_token_file == "/etc/medlb/ha-token"
 
 
-def test_the_pair_is_a_note_so_medlb_run_refuses_it():
+def test_the_pair_runs_with_an_advisory_that_nothing_syncs_between_the_nodes_yet():
     loaded = parse_config(EXAMPLE)
 
-    [note] = loaded.warnings
-    assert note.path == "ha" and note.line == 6
-    assert "the clustered pair (ha:) is not yet available in this release" in note.message
+    assert loaded.warnings == []
+    [advisory] = [a for a in loaded.advisories if a.path == "ha"]
+    assert advisory.line == 6
+    assert "make each config change, and each server or pool state and failback, on both nodes" in advisory.message
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():

@@ -266,7 +266,7 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     async def get_metrics(principal: Caller) -> Response:
         await control.collect()
         kernel = await control.l4_counters()
-        return Response(metrics.render(control, console, kernel),
+        return Response(metrics.render(control, console, kernel, await control.ha_view()),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/api/v1/openapi.json", include_in_schema=False)
@@ -287,6 +287,15 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
         if processes is None:
             return {"workers": 1, "processes": []}
         return {"workers": len(processes), "processes": processes}
+
+    @api.get("/api/v1/ha")
+    async def get_ha(principal: Caller) -> dict[str, Any]:
+        """This node of the clustered pair: its role as keepalived reports it (MASTER,
+        BACKUP, FAULT, STOP), since when, the peer, and the VIPs on its interface now."""
+        view = await control.ha_view()
+        if view is None:
+            raise ApiError(404, "this medlb is not a node of a pair: its config has no ha: section")
+        return view
 
     @api.get("/api/v1/services/{name}")
     async def get_service(name: str, principal: Caller) -> dict[str, Any]:

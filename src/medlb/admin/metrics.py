@@ -17,6 +17,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
                                     Metric)
 
 from medlb import __version__
+from medlb.ha.supervisor import ROLES as HA_ROLES
 from medlb.runtime import Service
 from medlb.runtime.events import STATES
 
@@ -370,7 +371,28 @@ def _l4_metrics(kernel: Mapping[str, Any] | None, services: Mapping[str, Service
     yield from (packets, traffic, new_flows, flows, no_server, error)
 
 
-def render(control: "Control", console: "Console", kernel: Mapping[str, Any] | None = None) -> bytes:
+def _ha_metrics(ha: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """The pair: 1 for the role keepalived last reported for this node, 0 for the others."""
+    if ha is None:
+        return
+    role = GaugeMetricFamily("medlb_ha_role", "1 for this node's role in the pair (MASTER holds the VIPs)",
+                             labels=["node", "role"])
+    for name in HA_ROLES:
+        role.add_metric([ha["node"], name], 1 if ha["role"] == name else 0)
+    yield role
+
+
+class _HaCollector:
+    def __init__(self, ha: Mapping[str, Any] | None):
+        self.ha = ha
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _ha_metrics(self.ha)
+
+
+def render(control: "Control", console: "Console", kernel: Mapping[str, Any] | None = None,
+           ha: Mapping[str, Any] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RuntimeCollector(control, console, kernel))  # type: ignore[arg-type]
+    registry.register(_HaCollector(ha))  # type: ignore[arg-type]
     return generate_latest(registry)

@@ -45,6 +45,10 @@ from medlb.config.wording import explain
 
 from medlb.config.problems import ConfigError, Locations, PathKey, Problem, format_path
 
+#: The pair runs, but nothing carries a change from one node to the other yet (issue 14).
+HA_NOT_SYNCED = ("the pair does not yet sync its config or operator decisions: make each config change, and "
+                 "each server or pool state and failback, on both nodes (docs/ha.md)")
+
 
 __all__ = ["ConfigError", "LoadedConfig", "Locations", "PathKey", "Problem", "format_path", "load_config",
            "parse_config", "print_problems", "read_secret"]
@@ -354,9 +358,6 @@ def _availability(config: Config, where: Locations) -> list[Problem]:
         if service.pools and service.mode not in POOL_MODES:
             add(base + ("pools",), "named pools are used only by dicom and http routes; "
                                    f"mode {service.mode} does not use them")
-    if config.ha is not None:
-        add(("ha",), "the clustered pair (ha:) is not yet available in this release; medlb check validates it, "
-                     "medlb run will not start with it")
     return notes
 
 
@@ -373,6 +374,8 @@ def _advisories(config: Config, where: Locations, open_files: int | None) -> lis
             f"({hard}, the hard limit medlb run raises to) holds {room.connections} connections in {processes} "
             f"({descriptors.PER_CONNECTION} descriptors each, {room.reserve} kept in reserve per process); "
             "beyond that clients are refused. Raise the limit (LimitNOFILE) or lower max_connections")))
+    if config.ha is not None:
+        advisories.append(_problem(("ha",), lines, HA_NOT_SYNCED))
     return advisories
 
 

@@ -1,6 +1,7 @@
 """The clustered pair (`ha:`): two medlb nodes behind VIPs that keepalived moves.
 
-Groundwork only in this release: the config section validates and keepalived's
-configuration renders (`keepalived`), but `medlb run` refuses a file with `ha:`.
-docs/ha.md says what exists and what is planned.
+`node` finds which node this medlb is, `keepalived` renders keepalived's config,
+`supervisor` runs and adopts keepalived and reads the roles it reports, and `alive`
+is its track script (`medlb ha-alive`). Config and operator-decision sync between the
+nodes are not there yet; docs/ha.md says what runs and what is planned.
 """

@@ -1,7 +1,7 @@
 """keepalived's configuration and command line for one node of the pair.
 
 Pure: `render` and `argv` return text and a list; nothing here runs or writes. medlb
-will run Debian's keepalived as its own child, VRRP only (`-P`), with its config,
+runs Debian's keepalived as its own child (medlb.ha.supervisor), VRRP only (`-P`), with its config,
 pid files and notify FIFO under `<state_dir>/ha/` and an `instance` name of its own,
 so a keepalived the host runs for itself is never touched, and two nodes can share
 one host in tests (each in its network namespace, each with its state directory).
@@ -106,8 +106,8 @@ def instance_name(node: HaNode) -> str:
 
 def alive_command(medlb: Sequence[str], files: NodeFiles) -> list[str]:
     """The track script: asks this node's control process whether its data plane is
-    alive. `medlb` is how to start medlb (`/usr/bin/medlb`, or python -m medlb).
-    (`medlb ha-alive` is planned; it does not exist in this release.)"""
+    alive. `medlb` is how to start medlb (`/usr/bin/medlb`, or python -m medlb); see
+    medlb.ha.alive."""
     return [*medlb, "ha-alive", "--state-dir", str(files.directory.parent)]
 
 

@@ -40,6 +40,9 @@ from medlb.tls import TlsSetupError, TlsTerminator, client_context
 
 log = get_logger("medlb.proxy")
 
+#: linux/in.h and linux/in6.h (Python 3.11's socket module names neither).
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
 #: While clients are refused at the connection ceiling, one log line per this many seconds.
 CEILING_LOG_EVERY = 10.0
 
@@ -59,7 +62,11 @@ class BindError(Refused):
 
 
 def bound_socket(name: str, address: HostPort, reuse_port: bool = False) -> socket.socket:
-    """A TCP socket bound to `address` (not yet listening); BindError if it cannot be."""
+    """A TCP socket bound to `address` (not yet listening); BindError if it cannot be.
+
+    Bound with IP_FREEBIND: the address need not be on this host yet. The passive node
+    of a pair listens on VIPs its peer holds, and serves the instant keepalived moves
+    them here, with nothing to rebind."""
     assert address.port is not None
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -69,6 +76,9 @@ def bound_socket(name: str, address: HostPort, reuse_port: bool = False) -> sock
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()

@@ -1,0 +1,222 @@
+"""The clustered pair running for real: two medlb nodes (`medlb run --node --state-dir`,
+one file), each starting its own keepalived, a tcp service on the VIP, real servers
+behind, a client on the segment. Killing the active medlb with -9 moves the VIP (its
+keepalived outlives it and the track script fails); the restarted medlb adopts its
+keepalived and stays passive (nopreempt); SIGTERM of the active node moves the VIP
+back; VIPs a killed keepalived left are removed when its medlb starts again; a
+keepalived killed under a running medlb is started again. Both nodes run two workers,
+whose socket groups bind the VIP with IP_FREEBIND. Failover times are printed, never
+asserted (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import need_tool
+from medlb_node import TOKEN, MedlbNode
+from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
+from topology import BALANCER, BALANCER2, Topology
+from traffic import CLOSING_PORT, NAMES, start_servers
+
+VIP = "198.18.0.100"
+ROLES = {"lb-a": "lb", "lb-b": "lb2"}
+SERVICE = {"name": "hl7-feed", "mode": "tcp", "listen": f"{VIP}:{CLOSING_PORT}", "health": {"type": "tcp"},
+           "servers": [{"name": role, "address": f"198.18.0.{host}:{CLOSING_PORT}"}
+                       for role, host in (("rs1", 11), ("rs2", 12), ("rs3", 13))]}
+PAIR = {
+    "admin": {"listen": "0.0.0.0:9443", "token": TOKEN, "tls": "off"},
+    "ha": {"nodes": [{"name": "lb-a", "address": BALANCER, "priority": 150},
+                     {"name": "lb-b", "address": BALANCER2, "priority": 100}],
+           "interface": "eth0", "virtual_router_id": 51, "advert_interval": "200ms", "vips": [f"{VIP}/24"],
+           "sync_token_file": "ha-token"},
+    "workers": 2,  # the workers' socket groups bind the VIP with IP_FREEBIND too
+}
+
+
+def holders(topo: Topology) -> list[str]:
+    found = []
+    for name, role in ROLES.items():
+        shown = json.loads(topo[role].run("ip", "-j", "-4", "addr", "show", "dev", "eth0").stdout)
+        if any(info["local"] == VIP for link in shown for info in link.get("addr_info", [])):
+            found.append(name)
+    return found
+
+
+def reaches(topo: Topology, client_port: int) -> str | None:
+    """The server that answers one new connection to the VIP, or None."""
+    done = topo["cli"].run(need_tool("timeout"), "3", sys.executable, str(NAMES), "--to", f"{VIP}:{CLOSING_PORT}",
+                           "--ports", f"{client_port}-{client_port}", check=False)
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout)[str(client_port)] or None
+
+
+def fail_over(topo: Topology, to: str, ports: range, timeout: float = 20) -> float:
+    """Seconds until `to` alone holds the VIP and a client that retries reaches a server."""
+    start = time.monotonic()
+    port = iter(ports)
+    while holders(topo) != [to] or reaches(topo, next(port)) is None:
+        assert time.monotonic() - start < timeout, f"the VIP is on {holders(topo)}, not {to} alone"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def keepalived_pids(topo: Topology, role: str) -> set[int]:
+    """The keepalived processes running in a node's namespace (parent and VRRP child)."""
+    found = set()
+    for pid in topo[role].run("ip", "netns", "pids", topo[role].netns, check=False).stdout.split():
+        pid_alive = Path(f"/proc/{pid}/cmdline")
+        try:
+            if pid_alive.read_bytes().split(b"\0")[0].endswith(b"keepalived"):
+                found.add(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def role_of(node: MedlbNode) -> str:
+    return node.api("GET", "/api/v1/ha")[1]["role"]
+
+
+def wait_role(node: MedlbNode, role: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = node.api("GET", "/api/v1/ha")[1]
+        if view["role"] == role:
+            return view
+        assert time.monotonic() < deadline, f"{view['node']} is {view['role']}, not {role}:\n{node.log()[-3000:]}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+    need_tool("keepalived")
+    need_tool("curl")
+    topo = topology("pair")
+    start_servers(topo)
+    shared = tmp_path / "medlb.yaml"  # the one file both nodes run
+    (tmp_path / "ha-token").write_text("a-shared-ha-sync-token-0123456789\n")
+    nodes = {}
+    for name, role in ROLES.items():
+        workdir = tmp_path / name
+        workdir.mkdir()
+        # lb-a finds itself by the address its namespace has; lb-b is named.
+        named = ("--node", name) if name == "lb-b" else ()
+        node = MedlbNode(topo[role], workdir, [SERVICE], run_args=(*named, "--state-dir", str(workdir / "state")),
+                         **PAIR)
+        node.config_path = shared
+        node.config = {**node.config, "state_dir": str(tmp_path / "unused")}  # --state-dir wins
+        node.write_config()
+        nodes[name] = node
+    yield topo, nodes
+    for node in nodes.values():  # SIGTERM: each stops its keepalived; the topology kills what is left
+        node.stop(signal.SIGTERM)
+
+
+def test_the_pair_fails_over_on_kill_9_adopts_keepalived_on_restart_and_moves_the_vip_on_sigterm(pair):
+    topo, nodes = pair
+    for node in nodes.values():
+        node.start()
+
+    # One holder, one passive node; both agree, and the service answers through the VIP.
+    deadline = time.monotonic() + 20
+    while len(holders(topo)) != 1:
+        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
+        time.sleep(0.05)
+    [first] = holders(topo)
+    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
+    view = wait_role(active, "MASTER")
+    assert view["vips_held"] == [f"{VIP}/24"] and view["peer"]["name"] == name_of(passive)
+    assert wait_role(passive, "BACKUP")["vips_held"] == []
+    assert reaches(topo, 21000) in {"rs1", "rs2", "rs3"}
+    metrics = active.api("GET", "/metrics")[1]
+    assert f'medlb_ha_role{{node="{first}",role="MASTER"}} 1.0' in metrics
+    status = active.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", "--url",
+                             "http://127.0.0.1:9443", "ha", "status").stdout
+    assert f"node {first} (" in status and "): MASTER (active) since " in status, status
+    assert f"held here: {VIP}/24" in status and "keepalived: pid " in status and ", running" in status, status
+    print(f"\nelected: {first} holds {VIP}\n{status}")
+
+    # kill -9 of the active medlb: its keepalived lives on, its track script fails,
+    # and the passive node takes the VIP.
+    killed_keepalived = active.api("GET", "/api/v1/ha")[1]["keepalived"]["pid"]
+    active.stop(signal.SIGKILL)
+    took = fail_over(topo, passive_name := name_of(passive), range(21001, 22000))
+    print(f"medlb of {name_of(active)} killed with -9: {passive_name} holds the VIP and serves after {took:.2f} s")
+    assert os.path.exists(f"/proc/{killed_keepalived}"), "keepalived must outlive a medlb killed with -9"
+    wait_role(passive, "MASTER")
+
+    # The killed node starts again: it adopts its keepalived (no second one) and stays
+    # passive (nopreempt), while the VIP stays where it is.
+    active.start()
+    view = wait_role(active, "BACKUP")
+    assert view["keepalived"]["pid"] == killed_keepalived and view["keepalived"]["adopted"] is True
+    assert {pid for pid in keepalived_pids(topo, active.node.role)
+            if pid != killed_keepalived and _parent(pid) != killed_keepalived} == set()
+    assert holders(topo) == [passive_name]
+    audit = passive.api("GET", "/api/v1/audit?q=ha_role")[1]
+    assert any(entry["action"] == "ha_role" and entry["detail"].get("to") == "MASTER" for entry in audit), audit
+
+    # SIGTERM of the active node: it gives the VIP up first, and the other takes it.
+    passive_keepalived = passive.api("GET", "/api/v1/ha")[1]["keepalived"]["pid"]
+    passive.proc.send_signal(signal.SIGTERM)
+    took = fail_over(topo, name_of(active), range(22001, 23000))
+    print(f"{passive_name} stopped with SIGTERM: {name_of(active)} holds the VIP and serves after {took:.2f} s")
+    assert passive.stop(signal.SIGTERM, timeout=30) == 0
+    assert not os.path.exists(f"/proc/{passive_keepalived}"), "SIGTERM stops the node's keepalived"
+    assert wait_role(active, "MASTER")["vips_held"] == [f"{VIP}/24"]
+
+    # The whole node dies at once (medlb and keepalived killed with -9): its VIP stays
+    # on its interface while the peer takes it too. Started again, medlb removes the
+    # leftover before it starts a new keepalived, and the node is passive.
+    passive.start()
+    wait_role(passive, "BACKUP")
+    crashed = name_of(active)
+    pids = keepalived_pids(topo, active.node.role)
+    active.stop(signal.SIGKILL)
+    for pid in sorted(pids, key=lambda pid: _parent(pid) not in pids):  # the VRRP child first: killed
+        os.kill(pid, signal.SIGKILL)  # after its parent, it would leave cleanly, removing the VIP
+    deadline = time.monotonic() + 20
+    while sorted(holders(topo)) != ["lb-a", "lb-b"]:
+        assert time.monotonic() < deadline, f"the VIP is on {holders(topo)}"
+        time.sleep(0.05)
+    active.start()  # answers once keepalived is started, after the leftover was removed
+    assert holders(topo) == [passive_name]
+    assert "ha_leftover_vips_removed" in active.log()
+    view = wait_role(active, "BACKUP")
+    assert view["keepalived"]["adopted"] is False and view["keepalived"]["pid"] not in pids
+    assert holders(topo) == [passive_name]
+    print(f"{crashed} crashed whole and came back: its leftover VIP removed, {passive_name} alone holds it")
+
+    # keepalived alone dies under a running medlb: medlb starts it again.
+    pids = keepalived_pids(topo, active.node.role)
+    for pid in sorted(pids, key=lambda pid: _parent(pid) not in pids):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        keeper = active.api("GET", "/api/v1/ha")[1]["keepalived"]
+        if keeper["restarts"] == 1 and keeper["running"]:
+            break
+        assert time.monotonic() < deadline, f"keepalived was not started again: {keeper}\n{active.log()[-3000:]}"
+        time.sleep(0.1)
+    assert keeper["pid"] not in pids and "keepalived_exited" in active.log()
+    wait_role(active, "BACKUP")
+    assert holders(topo) == [passive_name]
+
+
+def name_of(node: MedlbNode) -> str:
+    return next(name for name, role in ROLES.items() if role == node.node.role)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
