@@ -15,7 +15,7 @@ def medlb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_accepts_the_pair_and_says_nothing_syncs_yet(tmp_path):
-    result = medlb("check", str(EXAMPLE), cwd=tmp_path)
+    result = medlb("check", "--no-host", str(EXAMPLE), cwd=tmp_path)  # it names /etc/medlb files
 
     assert result.returncode == 0, result.stderr
     assert ("pair: lb-a 198.18.0.4 (priority 150), lb-b 198.18.0.5 (priority 100); VIPs 198.18.0.100/24 on lb0; "
@@ -27,6 +27,7 @@ def test_run_on_a_host_that_is_neither_node_refuses_and_starts_nothing(tmp_path)
     config = tmp_path / "medlb.yaml"
     config.write_text(EXAMPLE.read_text().replace("/etc/medlb/", f"{tmp_path}/") + f"state_dir: {tmp_path}/state\n")
     (tmp_path / "token").write_text("a-long-enough-admin-token\n")
+    (tmp_path / "ha-token").write_text("a-long-enough-sync-token\n")
 
     result = medlb("run", "-c", str(config), cwd=tmp_path)
 
@@ -41,6 +42,7 @@ def test_run_with_a_node_name_the_file_does_not_have_refuses(tmp_path):
     config = tmp_path / "medlb.yaml"
     config.write_text(EXAMPLE.read_text().replace("/etc/medlb/", f"{tmp_path}/") + f"state_dir: {tmp_path}/state\n")
     (tmp_path / "token").write_text("a-long-enough-admin-token\n")
+    (tmp_path / "ha-token").write_text("a-long-enough-sync-token\n")
 
     result = medlb("run", "-c", str(config), "--node", "lb-c", cwd=tmp_path)
 

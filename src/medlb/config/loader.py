@@ -375,7 +375,7 @@ def _advisories(config: Config, where: Locations, open_files: int | None) -> lis
             f"({descriptors.PER_CONNECTION} descriptors each, {room.reserve} kept in reserve per process); "
             "beyond that clients are refused. Raise the limit (LimitNOFILE) or lower max_connections")))
     if config.ha is not None:
-        advisories.append(_problem(("ha",), lines, HA_NOT_SYNCED))
+        advisories.append(where.problem(("ha",), HA_NOT_SYNCED))
     return advisories
 
 
