@@ -40,6 +40,12 @@ from medlb.workers import Workers
 
 log = logs.get_logger("medlb")
 
+#: How keepalived starts `python -m medlb ha-alive`. keepalived resolves the script's
+#: first word to its real path, and a virtual environment's python is a symlink: run
+#: by its real path, it is no longer the venv's and cannot import medlb. Through env,
+#: the venv's path is what is executed.
+TRACK_SCRIPT_PYTHON = ["/usr/bin/env", sys.executable]
+
 
 class StartError(Exception):
     """medlb cannot start; the message says why, for the operator."""
@@ -159,7 +165,7 @@ class App:
         """keepalived for this node, once the data plane serves (its track script asks)."""
         ha = self.loaded.config.ha
         assert ha is not None
-        self.pair = PairNode(ha, node, self.loaded.state_dir, [sys.executable, "-m", "medlb"],
+        self.pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
                              self._data_plane_problem, self._on_role)
         try:
             await self.pair.start()

@@ -128,7 +128,8 @@ def test_the_pair_fails_over_on_kill_9_adopts_keepalived_on_restart_and_moves_th
     # One holder, one passive node; both agree, and the service answers through the VIP.
     deadline = time.monotonic() + 20
     while len(holders(topo)) != 1:
-        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
+        assert time.monotonic() < deadline, (f"no single holder of the VIP: {holders(topo)}\n"
+                                             + "\n".join(node.log()[-2000:] for node in nodes.values()))
         time.sleep(0.05)
     [first] = holders(topo)
     active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
