@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from medlb import descriptors
+from medlb.config.models import Config
 from medlb.config.units import HostPort
 from medlb.dataplane import Connections, Refused
 from medlb.logs import Throttle, get_logger
@@ -61,12 +62,19 @@ class BindError(Refused):
         return cls(f"service {name!r} cannot listen on {address}: {why}")
 
 
-def bound_socket(name: str, address: HostPort, reuse_port: bool = False) -> socket.socket:
+def floating_hosts(config: Config) -> frozenset[str]:
+    """The pair's VIPs: the addresses this node may listen on before it holds them."""
+    return frozenset(str(vip.ip) for vip in config.ha.vips) if config.ha is not None else frozenset()
+
+
+def bound_socket(name: str, address: HostPort, reuse_port: bool = False,
+                 floating: frozenset[str] = frozenset()) -> socket.socket:
     """A TCP socket bound to `address` (not yet listening); BindError if it cannot be.
 
-    Bound with IP_FREEBIND: the address need not be on this host yet. The passive node
-    of a pair listens on VIPs its peer holds, and serves the instant keepalived moves
-    them here, with nothing to rebind."""
+    An address among `floating` (the pair's VIPs) is bound with IP_FREEBIND: the passive
+    node listens on VIPs its peer holds, and serves the instant keepalived moves them
+    here, with nothing to rebind. Any other address must be on this host, so a listen
+    address mistyped is refused at start rather than listening for nobody."""
     assert address.port is not None
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -76,9 +84,11 @@ def bound_socket(name: str, address: HostPort, reuse_port: bool = False) -> sock
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        if address.host in floating:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()
@@ -152,7 +162,7 @@ class Listeners:
                 if sock is None and address in self.listening:
                     continue  # it stays, or moves to another service: the same socket
                 if sock is None:
-                    sock = bound_socket(routes[address], address)
+                    sock = bound_socket(routes[address], address, floating=floating_hosts(plan.config))
                     try:
                         sock.listen(self.backlog)
                     except OSError as exc:

@@ -36,7 +36,7 @@ from medlb import logs
 from medlb.config.models import Config, ServiceConfig, SourceIpPersistence
 from medlb.config.units import HostPort
 from medlb.dataplane import Refused
-from medlb.proxy.listeners import BindError, TlsSetup, bound_socket, tls_setup
+from medlb.proxy.listeners import BindError, TlsSetup, bound_socket, floating_hosts, tls_setup
 from medlb.runtime import Change, Runtime, Service
 from medlb.runtime.model import ReloadPlan
 from medlb.tasks import spawn
@@ -318,7 +318,8 @@ class Workers:
         prepared = WorkersPlan(self, next(self._ids), plan.config, plan.services, base_dir, routes, {}, tls, slots)
         try:
             for address in sorted(set(routes) - set(self.groups), key=str):
-                prepared.opened[address] = self._bind(routes[address], address, plan.services[routes[address]])
+                prepared.opened[address] = self._bind(routes[address], address, plan.services[routes[address]],
+                                                      floating_hosts(plan.config))
             outcomes = await asyncio.gather(*(self._prepare_worker(w, prepared) for w in self.procs if w.alive))
         except BaseException:
             await self._discard(prepared, release=False)
@@ -424,12 +425,12 @@ class Workers:
         else:
             await self._send_commit(prepared)
 
-    def _bind(self, name: str, address: HostPort, service: Service) -> SocketGroup:
-        _probe(name, address)  # a process outside this group on the port
+    def _bind(self, name: str, address: HostPort, service: Service, floating: frozenset[str]) -> SocketGroup:
+        _probe(name, address, floating)  # a process outside this group on the port
         group = SocketGroup(name, [])
         try:
             for _ in serving(service.config, self.count):
-                group.sockets.append(bound_socket(name, address, reuse_port=True))
+                group.sockets.append(bound_socket(name, address, reuse_port=True, floating=floating))
             for sock in group.sockets:  # in worker order: the kernel numbers the group's sockets so
                 sock.listen(self.backlog)
             self._steer(address, group, service, refuse=True)
@@ -518,8 +519,8 @@ class Workers:
         return sum(worker.connections for worker in self.procs)
 
 
-def _probe(name: str, address: HostPort) -> None:
+def _probe(name: str, address: HostPort, floating: frozenset[str]) -> None:
     """Refuse a port another process listens on, even one that allows SO_REUSEPORT
     (HAProxy does): joining its group would take a share of its connections."""
-    bound_socket(name, address).close()
+    bound_socket(name, address, floating=floating).close()
 
