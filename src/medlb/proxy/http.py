@@ -816,6 +816,7 @@ class HttpClient(asyncio.Protocol):
             return
         self.state = HEAD
         self.moved = 0
+        self.responding = False
         config = self._config()
         if self.buf:
             data, self.buf = self.buf, bytearray()
