@@ -696,9 +696,7 @@ class HttpClient(asyncio.Protocol):
         if self.chunks is not None:
             try:
                 stop = self.chunks.scan(data, pos)
-            except BadChunk:
-                if head is not None:
-                    upstream.transport.write(head)  # counted as sent; the server sees a reset next
+            except BadChunk:  # nothing of this read is forwarded (nor the head, if it is with it)
                 self._stats().errors["bad_request"] += 1
                 upstream.close()
                 self._end_exchange(upstream)
