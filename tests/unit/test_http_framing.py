@@ -9,8 +9,7 @@ import h11
 import pytest
 
 from medlb.protocols.http import (CHUNKED, UNTIL_CLOSE, BadChunk, ChunkedBody, forward_request_head,
-                                  forward_response_head, request_headers, response_facts, response_framing,
-                                  response_headers)
+                                  forward_response_head, request_headers, response_framing, response_headers)
 
 
 def parsed(head: bytes) -> list[tuple[bytes, bytes]]:
@@ -121,10 +120,3 @@ def test_an_endless_size_line_is_refused():
         for _ in range(10):
             scanner.scan(b"1" + b";" * 4096)
 
-
-def test_a_response_heads_framing_facts_are_read_from_its_bytes():
-    head = (b"HTTP/1.1 200 OK\r\nContent-Length:  12 \r\nX-Connection: no\r\nTransfer-Encoding: gzip\r\n"
-            b"TRANSFER-ENCODING: chunked\r\n\r\n")
-    assert response_facts(head) == (b"12", b"gzip,chunked", False)
-    assert response_facts(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n") == (None, None, True)
-    assert response_facts(b"HTTP/1.1 200 OK\r\nX-Upgrade-Note: 1\r\n\r\n") == (None, None, False)

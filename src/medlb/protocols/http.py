@@ -27,7 +27,6 @@ API, for the proxy and for fuzzing (no exception escapes any of these for any by
   cookie_value(h, name), strip_cookie(value, name), set_cookie(name, value, ...)
   route(routes, target)  -> the pool a request target goes to
   forward_request_head(...), forward_response_head(...) -> the same rules on raw heads
-  response_facts(head)   -> a response head's Content-Length, Transfer-Encoding, hop-by-hop
   response_framing(...)  -> a response body's length, CHUNKED or UNTIL_CLOSE
   ChunkedBody().scan(data) -> where a chunked body ends, reading only its size lines
 """
@@ -279,29 +278,11 @@ def forward_request_head(head: bytes, client_ip: str, tls: bool, host: bytes, re
 
 
 _HOP_BY_HOP_LINE = re.compile(rb"\r\n(?:" + b"|".join(sorted(HOP_BY_HOP)) + rb"):[^\r]*(?=\r\n)", re.IGNORECASE)
-_RESPONSE_FACT = re.compile(rb"\r\n(content-length|transfer-encoding|" + b"|".join(sorted(HOP_BY_HOP))
-                            + rb"):[ \t]*([^\r]*?)[ \t]*(?=\r\n)")
-
-
-def response_facts(head: bytes) -> tuple[bytes | None, bytes | None, bool]:
-    """(Content-Length, Transfer-Encoding, whether a hop-by-hop header is present) of a
-    response head, found in its bytes rather than by a callback per header."""
-    length = coding = None
-    hop = False
-    for match in _RESPONSE_FACT.finditer(head.lower()):
-        name = match.group(1)
-        if name == b"content-length":
-            length = match.group(2)
-        elif name == b"transfer-encoding":
-            coding = match.group(2) if coding is None else coding + b"," + match.group(2)
-        else:
-            hop = True
-    return length, coding, hop
 
 
 def forward_response_head(head: bytes, rewrite: bool, added: Headers) -> bytes:
     """A response head as medlb relays it: hop-by-hop headers out (only looked for when
-    `rewrite`: response_facts saw one), `added` in, and an HTTP/1.0 status line spoken
+    `rewrite`: the caller's parse saw one), `added` in, and an HTTP/1.0 status line spoken
     as HTTP/1.1 (medlb frames the response for its client itself)."""
     if head.startswith(b"HTTP/1.0 "):
         head = b"HTTP/1.1 " + head[9:]

@@ -68,15 +68,6 @@ NO_DEADLINE, HEAD_DEADLINE, KEEPALIVE, RESPONSE_DEADLINE, BODY_PROGRESS = range(
 _REWRITE = rules.HOP_BY_HOP | rules.FORWARDING_HEADERS
 
 
-class _NoCallbacks:
-    """A parser protocol without callbacks: llhttp only validates the head."""
-
-    __slots__ = ()
-
-
-_NO_CALLBACKS = _NoCallbacks()
-
-
 class UpstreamFailed(Exception):
     """The server failed before its response started; `retry` if another connection may try."""
 
@@ -103,7 +94,7 @@ class Upstream(asyncio.Protocol):
     time (`client`), and none while it waits in the pool."""
 
     __slots__ = ("server", "transport", "client", "idle_since", "reused", "closed", "write_paused", "reading_head",
-                 "method", "head", "rewrite", "left", "chunks", "until_close", "keep")
+                 "method", "head", "length", "coding", "rewrite", "left", "chunks", "until_close", "keep")
 
     def __init__(self, server: Server):
         self.server = server
@@ -116,6 +107,8 @@ class Upstream(asyncio.Protocol):
         self.reading_head = True
         self.method = b""
         self.head = b""  # a response head cut by the end of a read
+        self.length: bytes | None = None  # the response's Content-Length, Transfer-Encoding
+        self.coding: bytes | None = None
         self.rewrite = False
         self.left = 0
         self.chunks: ChunkedBody | None = None
@@ -180,6 +173,17 @@ class Upstream(asyncio.Protocol):
         else:
             client.response_failed(self)
 
+    # --- httptools callback (a response head) ---------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self.length = value
+        elif name == b"transfer-encoding":
+            self.coding = value if self.coding is None else self.coding + b"," + value
+        elif name in rules.HOP_BY_HOP:
+            self.rewrite = True
+
     # --- the response ---------------------------------------------------------------------
 
     def _response_head(self, client: "HttpClient", data: bytes) -> None:
@@ -194,12 +198,13 @@ class Upstream(asyncio.Protocol):
             return
         end += 4
         head = data[:end]
-        parser = httptools.HttpResponseParser(_NO_CALLBACKS)  # it validates; response_facts reads
+        self.length = self.coding = None
+        self.rewrite = False
+        parser = httptools.HttpResponseParser(self)
         try:
             parser.feed_data(head)
             status = parser.get_status_code()
-            length, coding, self.rewrite = rules.response_facts(head)
-            framing = rules.response_framing(self.method, status, length, coding)
+            framing = rules.response_framing(self.method, status, self.length, self.coding)
         except (httptools.HttpParserError, ValueError) as exc:
             client.upstream_failed(self, UpstreamFailed(f"not a valid HTTP response: {exc}", retry=self.reused))
             return
