@@ -107,6 +107,21 @@ def test_heads_with_unclear_framing_get_400_and_close(medlb, backends, tmp_path,
     assert sum(lb.service("api")["http"]["errors"].values()) == 1
 
 
+def test_an_invalid_chunk_size_gets_400_and_close_and_nothing_reaches_the_server(medlb, backends, tmp_path):
+    vip, pa = free_ports(2)
+    log = tmp_path / "requests.log"
+    _start_length_server(backends, "A", pa, log)
+    lb = medlb([http_service("api", vip, [server("a", pa)], health={"type": "none"})])
+    assert _get(vip, "/warm") == b"A GET /warm"  # a pooled connection to the server now exists
+
+    answer, closed = _exchange(vip, b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    b"3x\r\nabc\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and closed
+    assert _get(vip, "/after") == b"A GET /after"
+    assert log.read_text().split("\n")[:-1] == ["GET /warm", "GET /after"]
+    assert lb.service("api")["http"]["errors"]["bad_request"] == 1
+
+
 def test_forwarding_header_lookalikes_are_dropped(medlb, backends):
     vip, pa = free_ports(2)
     backends.start_http("A", pa)

@@ -26,6 +26,9 @@ API, for the proxy and for fuzzing (no exception escapes any of these for any by
   response_headers(h)    -> a server's response headers without the hop-by-hop ones
   cookie_value(h, name), strip_cookie(value, name), set_cookie(name, value, ...)
   route(routes, target)  -> the pool a request target goes to
+  forward_request_head(...), forward_response_head(...) -> the same rules on raw heads
+  response_framing(...)  -> a response body's length, CHUNKED or UNTIL_CLOSE
+  ChunkedBody().scan(data) -> where a chunked body ends, reading only its size lines
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Iterable, Protocol, Sequence
 Headers = list[tuple[bytes, bytes]]
 
 #: Hop-by-hop headers (RFC 9110 7.6.1) that are never forwarded. Transfer-Encoding and
-#: Content-Length are kept: h11 frames each side's body from them.
+#: Content-Length are kept: bodies pass on as they came, framed by them.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"})
 
 #: Headers medlb sets on every forwarded request, replacing any the client sent.
@@ -152,18 +155,24 @@ def request_headers(headers: Iterable[tuple[bytes, bytes]], client_ip: str, tls:
             if not value:
                 continue
         forwarded_headers.append((key, value))
+    forwarded_headers += forwarding_headers(client_ip, tls, host)
+    return forwarded_headers
+
+
+def forwarding_headers(client_ip: str, tls: bool, host: bytes) -> Headers:
+    """X-Forwarded-For, -Proto, -Host and the RFC 7239 Forwarded header, from what medlb
+    saw itself (`host`: the request's Host value, empty if it had none)."""
     proto = b"https" if tls else b"http"
     ip = client_ip.encode()
-    forwarded_headers.append((b"x-forwarded-for", ip))
-    forwarded_headers.append((b"x-forwarded-proto", proto))
+    headers = [(b"x-forwarded-for", ip), (b"x-forwarded-proto", proto)]
     if host:
-        forwarded_headers.append((b"x-forwarded-host", host))
+        headers.append((b"x-forwarded-host", host))
     node = b'"[' + ip + b']"' if b":" in ip else ip
     forwarded = b"for=" + node + b";proto=" + proto
     if host:
         forwarded += b';host="' + host.replace(b'"', b"") + b'"'
-    forwarded_headers.append((b"forwarded", forwarded))
-    return forwarded_headers
+    headers.append((b"forwarded", forwarded))
+    return headers
 
 
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -215,3 +224,165 @@ def route(routes: Sequence[Route], target: bytes) -> str:
         if path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/"):
             return item.pool
     return "default"
+
+
+# --- the same rules on raw heads, as the proxy forwards them ------------------------------
+#
+# The proxy rewrites a head by editing its bytes, not by rebuilding it from a parsed
+# list: most heads need only the forwarding headers added before their empty line, and
+# rebuilding costs about a microsecond per header. The heads given here have been
+# parsed by llhttp already, so their lines end with CRLF and hold no obs-fold.
+
+
+def _head_lines(head: bytes) -> list[bytes]:
+    """The start line and header lines of a head ending with an empty line."""
+    return head[:-4].split(b"\r\n")
+
+
+def _header_line(line: bytes) -> tuple[bytes, bytes]:
+    name, _, value = line.partition(b":")
+    return name.lower(), value.strip(b" \t")
+
+
+def _append(head_without_end: bytes, added: Headers) -> bytes:
+    return head_without_end + b"".join(b"\r\n" + key + b": " + value for key, value in added) + b"\r\n\r\n"
+
+
+def forward_request_head(head: bytes, client_ip: str, tls: bool, host: bytes, rewrite: bool,
+                         cookie_name: bytes | None) -> bytes:
+    """A request head as medlb forwards it, by request_headers' rules. `rewrite` is False
+    when the caller's parse saw no header to drop or change (no hop-by-hop or
+    forwarding header, no Cookie when `cookie_name` is set): then the forwarding
+    headers are only added before the empty line."""
+    added = forwarding_headers(client_ip, tls, host)
+    if not rewrite:
+        return _append(head[:-4], added)
+    lines = _head_lines(head)
+    listed = set()
+    for line in lines[1:]:
+        name, value = _header_line(line)
+        if name == b"connection":
+            listed.update(token.strip().lower() for token in value.split(b","))
+    kept = [lines[0]]
+    for line in lines[1:]:
+        name, value = _header_line(line)
+        if name in HOP_BY_HOP or name in listed or is_forwarding_header(name):
+            continue
+        if name == b"cookie" and cookie_name is not None:
+            value = strip_cookie(value, cookie_name)
+            if not value:
+                continue
+            line = line.partition(b":")[0] + b": " + value
+        kept.append(line)
+    return _append(b"\r\n".join(kept), added)
+
+
+_HOP_BY_HOP_LINE = re.compile(rb"\r\n(?:" + b"|".join(sorted(HOP_BY_HOP)) + rb"):[^\r]*(?=\r\n)", re.IGNORECASE)
+
+
+def forward_response_head(head: bytes, rewrite: bool, added: Headers) -> bytes:
+    """A response head as medlb relays it: hop-by-hop headers out (only looked for when
+    `rewrite`: the caller's parse saw one), `added` in, and an HTTP/1.0 status line spoken
+    as HTTP/1.1 (medlb frames the response for its client itself)."""
+    if head.startswith(b"HTTP/1.0 "):
+        head = b"HTTP/1.1 " + head[9:]
+    if rewrite:
+        head = _HOP_BY_HOP_LINE.sub(b"", head)
+    return _append(head[:-4], added) if added else head
+
+
+#: response_framing's answers besides a length: a chunked body, or one that ends when
+#: the server closes the connection.
+CHUNKED = -1
+UNTIL_CLOSE = -2
+
+
+def response_framing(request_method: bytes, status: int, content_length: bytes | None,
+                     transfer_encoding: bytes | None) -> int:
+    """How a response's body is delimited (RFC 9112 §6.3): its length (0: no body),
+    CHUNKED or UNTIL_CLOSE. `content_length` is the header's value as llhttp accepted it
+    (one number)."""
+    if request_method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
+        return 0
+    if transfer_encoding is not None:
+        last = transfer_encoding.rsplit(b",", 1)[-1].strip(b" \t").lower()
+        return CHUNKED if last == b"chunked" else UNTIL_CLOSE
+    if content_length is not None:
+        return int(content_length)
+    return UNTIL_CLOSE
+
+
+class BadChunk(ValueError):
+    """A chunked body that is not well formed: its end cannot be known."""
+
+
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+#: A chunk-size line (with its extensions) or a trailer line longer than this is refused.
+MAX_CHUNK_LINE = 8192
+
+
+class ChunkedBody:
+    """Where a chunked body ends, found by reading only its size lines: the chunks'
+    data is skipped by count, never decoded, so the body passes on as it came.
+
+    scan(data) -> offset just past the body's end in `data`, or None if the body goes
+    on past `data`; raises BadChunk at the first byte that breaks the framing (a size
+    that is not hex, a chunk not followed by CRLF, an overlong line). Size lines and the
+    CRLF after each chunk must end with CRLF, as h11 and llhttp require (a bare LF there
+    is a known way to make two parsers disagree). Trailer fields pass unread.
+    """
+
+    __slots__ = ("_state", "_left", "_line", "_trailer")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._left = 0  # bytes of chunk data still to skip
+        self._line = b""  # a line cut by the end of the last data
+        self._trailer = 0  # bytes of trailer lines so far
+
+    def scan(self, data: bytes | bytearray, pos: int = 0) -> int | None:
+        end = len(data)
+        while pos < end:
+            if self._state == self._DATA:
+                step = min(self._left, end - pos)
+                pos += step
+                self._left -= step
+                if not self._left:
+                    self._state = self._DATA_END
+                continue
+            newline = data.find(b"\n", pos, pos + MAX_CHUNK_LINE + 2)
+            if newline < 0:
+                self._line += bytes(data[pos:end])
+                if len(self._line) > MAX_CHUNK_LINE:
+                    raise BadChunk("chunk line too long")
+                return None
+            line = self._line + bytes(data[pos:newline])
+            self._line = b""
+            pos = newline + 1
+            if self._state == self._TRAILER:
+                if line in (b"", b"\r"):
+                    self._state = self._SIZE
+                    return pos
+                self._trailer += len(line)
+                if self._trailer > MAX_CHUNK_LINE:
+                    raise BadChunk("trailer too long")
+                continue
+            if not line.endswith(b"\r"):
+                raise BadChunk("chunk line not ended by CRLF")
+            line = line[:-1]
+            if self._state == self._DATA_END:
+                if line:
+                    raise BadChunk("chunk data longer than its size")
+                self._state = self._SIZE
+                continue
+            match = _CHUNK_SIZE.fullmatch(line)
+            if match is None:
+                raise BadChunk("invalid chunk size")
+            size = int(match.group(1), 16)
+            if size:
+                self._state, self._left = self._DATA, size
+            else:
+                self._state, self._trailer = self._TRAILER, 0
+        return None

@@ -1,51 +1,71 @@
 """`http` mode: HTTP/1.1 reverse proxy with keep-alive on both sides.
 
-One task per client connection reads request heads with h11 (which bounds the head's
-size), picks a server (cookie or source persistence, then the scheduler; `routes` choose
-a named pool by path prefix), takes an idle keep-alive connection to that server from a
-small per-server pool or opens one (re-encrypting with `backend_tls`), and streams:
-the request body goes to the server while the response comes back, each chunk written
-and, when the other side's buffer is full, waited for (StreamWriter.drain), so medlb
-holds about one read buffer plus one write buffer per direction whatever the body size.
-Chunked bodies are decoded by h11 on one side and encoded again on the other.
+Built on asyncio Protocols like the tcp relay: no streams and no task per request.
+Each request head is parsed by llhttp (httptools, its lenient flags off) once it has
+arrived whole, judged by the head rules (medlb.protocols.http), and forwarded with only
+its head rewritten: the forwarding headers are inserted into the raw bytes, hop-by-hop
+headers and medlb's cookie taken out. Bodies pass through as they came: one whose
+length is known by count, a chunked one by scanning only its chunk sizes
+(rules.ChunkedBody), never decoded and encoded again. A request goes to a server (cookie
+or source persistence, then the scheduler; `routes` choose a named pool by path prefix)
+over an idle keep-alive connection from a small per-server pool, or a new one
+(re-encrypted with `backend_tls`); a task runs only while a new connection is made.
+
+Flow control both ways: when one side's write buffer passes `limits.buffer_size`, the
+other side stops reading until it drains, so medlb holds about one read buffer plus one
+write buffer per direction whatever the body size.
 
 medlb answers itself only before a response has started: 503 when no server can take
 the request, 502 when the server failed (refused, reset, answered garbage), 504 when it
 did not start answering within `http.server_timeout`; 400/431/408 for bad, oversized or
 too slow request heads. After a response has started, a failure closes the connection.
 Heads whose body length two parsers could read differently are refused before anything
-is forwarded (the rules: medlb.protocols.http).
+is forwarded.
 
-A request head must arrive whole within `header_timeout` of the connection's accept, or
-of its first byte on a kept-alive connection (whose wait for that byte is bounded by
-`keepalive_timeout`). These deadlines are kept without a timer per connection: the
-listeners' idle sweep calls `idle_check`, which wakes the reading task with a
-TimeoutError once its deadline has passed.
+Deadlines are kept without a timer per request: the listeners' idle sweep calls
+`idle_check`. A request head must arrive whole within `header_timeout` of the
+connection's accept, or of its first byte on a kept-alive connection (whose wait for
+that byte is bounded by `keepalive_timeout`); a response must start within
+`server_timeout` of the request's end; a body that moves no byte either way for
+`body_timeout` ends the exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import h11
+import httptools
 
 from medlb.logs import get_logger
 from medlb.protocols import http as rules
-from medlb.protocols.http import Refusal, check_request_head, head_length
+from medlb.protocols.http import BadChunk, ChunkedBody, Refusal, check_request_head, head_length
 from medlb.proxy.tcp import admit
 from medlb.runtime import Server
+from medlb.tasks import spawn
 
 if TYPE_CHECKING:
     from medlb.proxy.tcp import ServiceHandle
 
 log = get_logger("medlb.http")
 
-READ_SIZE = 65536
-
 REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+#: A server's response head longer than this is not a valid answer (502).
+MAX_RESPONSE_HEAD = 256 * 1024
+
+#: Client states: reading a request head, passing its body on, the request read whole.
+HEAD, BODY, DONE = range(3)
+#: What idle_check watches: nothing, the head's deadline, a kept-alive connection's
+#: wait for a first byte, the response head's deadline, a body's progress.
+NO_DEADLINE, HEAD_DEADLINE, KEEPALIVE, RESPONSE_DEADLINE, BODY_PROGRESS = range(5)
+
+#: Request header names whose presence calls for more than inserting the forwarding
+#: headers (with Cookie when persistence is by cookie).
+_REWRITE = rules.HOP_BY_HOP | rules.FORWARDING_HEADERS
 
 
 class UpstreamFailed(Exception):
@@ -58,31 +78,181 @@ class UpstreamFailed(Exception):
         self.status = status
 
 
-class ClientGone(Exception):
-    pass
+def _pass_on(transport: asyncio.Transport, data: bytes, pos: int, end: int, head: bytes | None) -> int:
+    """Write data[pos:end], after `head` if given (one system call for both), without
+    copying it: a bytes slice of a large read costs page faults. Returns its length."""
+    body = data if pos == 0 and end == len(data) else memoryview(data)[pos:end]
+    if head is None:
+        transport.write(body)
+    else:
+        transport.writelines((head, body))
+    return end - pos
 
 
-class Upstream:
-    """One keep-alive connection to a server."""
+class Upstream(asyncio.Protocol):
+    """One keep-alive connection to a server; reads the responses of one client at a
+    time (`client`), and none while it waits in the pool."""
 
-    __slots__ = ("server", "reader", "writer", "conn", "idle_since", "reused")
+    __slots__ = ("server", "transport", "client", "idle_since", "reused", "closed", "write_paused", "reading_head",
+                 "method", "head", "length", "coding", "rewrite", "left", "chunks", "until_close", "keep")
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, server: Server):
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: HttpClient | None = None
         self.idle_since = 0.0
         self.reused = False
+        self.closed = False
+        self.write_paused = False
+        self.reading_head = True
+        self.method = b""
+        self.head = b""  # a response head cut by the end of a read
+        self.length: bytes | None = None  # the response's Content-Length, Transfer-Encoding
+        self.coding: bytes | None = None
+        self.rewrite = False
+        self.left = 0
+        self.chunks: ChunkedBody | None = None
+        self.until_close = False
+        self.keep = False
 
     def usable(self, now: float, max_idle: float) -> bool:
-        return (not self.reader.at_eof() and not self.writer.is_closing()
-                and now - self.idle_since < max_idle and self.conn.our_state is h11.IDLE)
+        return not self.closed and not self.transport.is_closing() and now - self.idle_since < max_idle
 
     def close(self) -> None:
-        transport = self.writer.transport
-        if not transport.is_closing():
-            transport.abort()
+        self.closed = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def begin(self, client: "HttpClient", method: bytes) -> None:
+        self.client = client
+        self.method = method
+        self.reading_head = True
+        self.head = b""
+
+    # --- asyncio ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:  # pooled: a server speaks only when asked
+            self.close()
+            return
+        if self.reading_head:
+            self._response_head(client, data)
+        else:
+            self._response_body(client, data, 0)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost tells the client
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.client is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        client = self.client
+        if client is not None and client.state == BODY and not client.transport.is_closing():
+            client.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        closed_by_medlb, self.closed = self.closed, True
+        client = self.client
+        if client is None or closed_by_medlb:
+            return  # whoever closed it has dealt with the client
+        if self.reading_head:
+            client.upstream_failed(self, UpstreamFailed(
+                "the server closed the connection without answering" if exc is None else str(exc),
+                retry=self.reused))
+        elif self.until_close and exc is None:
+            self.keep = False
+            client.response_done(self)
+        else:
+            client.response_failed(self)
+
+    # --- httptools callback (a response head) ---------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self.length = value
+        elif name == b"transfer-encoding":
+            self.coding = value if self.coding is None else self.coding + b"," + value
+        elif name in rules.HOP_BY_HOP:
+            self.rewrite = True
+
+    # --- the response ---------------------------------------------------------------------
+
+    def _response_head(self, client: "HttpClient", data: bytes) -> None:
+        if self.head:
+            data, self.head = self.head + data, b""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > MAX_RESPONSE_HEAD:
+                client.upstream_failed(self, UpstreamFailed("response head too large"))
+            else:
+                self.head = data
+            return
+        end += 4
+        head = data[:end]
+        self.length = self.coding = None
+        self.rewrite = False
+        parser = httptools.HttpResponseParser(self)
+        try:
+            parser.feed_data(head)
+            status = parser.get_status_code()
+            framing = rules.response_framing(self.method, status, self.length, self.coding)
+        except (httptools.HttpParserError, ValueError) as exc:
+            client.upstream_failed(self, UpstreamFailed(f"not a valid HTTP response: {exc}", retry=self.reused))
+            return
+        if status < 200:  # informational: passed on (but a 101 for an upgrade medlb never asked for)
+            if status != 101:
+                client.transport.write(head)
+            if end < len(data):
+                self._response_head(client, data[end:])
+            return
+        self.reading_head = False
+        self.keep = parser.should_keep_alive() and framing != rules.UNTIL_CLOSE
+        self.until_close = framing == rules.UNTIL_CLOSE
+        self.chunks = ChunkedBody() if framing == rules.CHUNKED else None
+        self.left = framing
+        out = client.response_started(self, status, head)
+        if end < len(data):
+            self._response_body(client, data, end, out)
+        else:
+            client.transport.write(out)
+            if framing == 0:
+                client.response_done(self)
+
+    def _response_body(self, client: "HttpClient", data: bytes, pos: int, head: bytes | None = None) -> None:
+        """Pass on the response body's bytes in data[pos:] (after `head`, if given, in
+        the same write); past the body's end, the connection is not reused."""
+        size = len(data)
+        done = False
+        if self.chunks is not None:
+            try:
+                stop = self.chunks.scan(data, pos)
+            except BadChunk:
+                client.response_failed(self)
+                return
+            done = stop is not None
+            end = stop if stop is not None else size
+        elif self.until_close:
+            end = size
+        else:
+            end = min(size, pos + self.left)
+            self.left -= end - pos
+            done = not self.left
+        count = _pass_on(client.transport, data, pos, end, head)
+        client.moved += count
+        self.server.bytes_to_client += count
+        if done:
+            if end < size:
+                self.keep = False  # bytes no request asked for
+            client.response_done(self)
 
 
 class ServerPools:
@@ -130,59 +300,120 @@ def _pools(handle: "ServiceHandle") -> ServerPools:
     return handle.http_pools
 
 
-def _paused(writer: asyncio.StreamWriter) -> bool:
-    protocol = writer.transport.get_protocol()
-    return bool(getattr(protocol, "_paused", False))
-
-
 def http_factory(handle: "ServiceHandle", local_port: int) -> "HttpClient":
     return HttpClient(handle, local_port)
 
 
-class HttpClient(asyncio.StreamReaderProtocol):
-    """One client connection: a loop of request/response exchanges."""
+class HttpClient(asyncio.Protocol):
+    """One client connection: a sequence of request/response exchanges."""
+
+    __slots__ = ("handle", "service", "local_port", "transport", "plain_on_tls", "client_ip", "tls", "counted",
+                 "closing", "state", "buf", "parser", "deadline", "watch", "moved", "mark", "upstream", "server",
+                 "method", "target", "keep_alive", "host", "cookie", "cookie_name", "rewrite", "framing_seen",
+                 "headers", "left", "chunks", "out_head", "started", "tried", "fresh_only", "attempts",
+                 "in_flight", "responding", "close_after", "__weakref__")
 
     def __init__(self, handle: "ServiceHandle", local_port: int):
-        self.reader = asyncio.StreamReader(limit=READ_SIZE)
-        super().__init__(self.reader)
         self.handle = handle
         self.service = handle.service
         self.local_port = local_port
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.plain_on_tls = False
-        self.server: Server | None = None
+        self.client_ip = ""
+        self.tls = False
         self.counted = False
         self.closing = False
-        self.idle = True
-        self.transport_: asyncio.Transport | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.client_ip = ""
-        self.task: asyncio.Task[None] | None = None
-        #: Loop time by which the awaited request head (or a kept-alive connection's
-        #: next first byte) must have come; 0: not waiting for one. See idle_check.
-        self.head_deadline = 0.0
+        self.state = HEAD
+        self.buf = bytearray()  # a head still incomplete, or bytes read ahead of their turn
+        self.parser: httptools.HttpRequestParser | None = None
+        #: Loop time of the deadline idle_check watches (`watch` says which).
+        self.deadline = 0.0
+        self.watch = NO_DEADLINE
+        self.moved = 0  # body bytes of the current exchange, both ways
+        self.mark = -1  # `moved` at the last sweep that saw it change
+        self.upstream: Upstream | None = None
+        self.server: Server | None = None
+        self.in_flight = False  # counted in http_stats.in_flight
+        self.responding = False  # the response head was written: medlb can no longer answer
+        self._reset_request()
+
+    def _reset_request(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.keep_alive = True
+        self.host = b""
+        self.cookie: str | None = None
+        self.cookie_name: bytes | None = None
+        self.rewrite = False
+        self.framing_seen = False
+        self.headers = 0
+        self.left = 0
+        self.chunks: ChunkedBody | None = None
+        self.out_head = b""
+        self.started = 0.0
+        self.tried: set[Server] = set()
+        self.fresh_only = False
+        self.attempts = 0
+        self.responding = False
+        self.close_after = False
 
     # --- asyncio ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.transport_ = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]
         if not admit(self.service):
+            self.closing = True
             transport.close()  # accepted and closed at once, no byte sent
             return
         self.counted = True
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
+        self.tls = bool(transport.get_extra_info("tls"))
         transport.set_write_buffer_limits(high=self.service.config.limits.buffer_size)  # type: ignore[attr-defined]
-        loop = asyncio.get_running_loop()
-        self.writer = asyncio.StreamWriter(transport, self, self.reader, loop)  # type: ignore[arg-type]
         self.handle.connections.add(self)
         config = self.service.config.http
         assert config is not None
-        self.head_deadline = loop.time() + config.header_timeout
-        self.task = loop.create_task(self.run())
+        self.parser = httptools.HttpRequestParser(self)
+        self._watch(HEAD_DEADLINE, config.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == BODY and self.upstream is not None and not self.buf:
+            self._request_body(data, 0)
+        elif state == HEAD and not self.closing:
+            if self.buf:
+                self.buf += data
+                self._request_head(self.buf)
+            else:
+                self._request_head(data)
+        elif not self.closing:
+            # Read ahead (a pipelined request, or a body while its server is connected):
+            # kept, with reading paused, until its turn.
+            self.buf += data
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.state == HEAD:
+            return False  # no request under way: close
+        self.keep_alive = False  # half-closed: the exchange under way finishes, then medlb closes
+        self.close_after = True
+        return True
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and not upstream.transport.is_closing():
+            upstream.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        self.closing = True
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.close()  # mid-exchange: the server connection cannot be reused
+            self._end_exchange(upstream)
         self._release()
 
     def _release(self) -> None:
@@ -194,456 +425,425 @@ class HttpClient(asyncio.StreamReaderProtocol):
 
     def close(self) -> None:
         """Close now; a response being written is cut short where it is."""
-        if self.transport_ is not None:
-            self.transport_.close()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
 
     def abort(self) -> None:
-        if self.transport_ is not None:
-            self.transport_.abort()
-        if self.task is not None:
-            self.task.cancel()
+        self.closing = True
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.transport is not None:
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """Stop taking requests: close now if idle, else after the current response."""
         self.closing = True
-        if self.idle and self.transport_ is not None:
-            self.transport_.close()
+        if self.state == HEAD and self.transport is not None:
+            self.transport.close()
 
-    # --- the exchange loop ------------------------------------------------------------
+    # --- deadlines ----------------------------------------------------------------------
 
-    async def run(self) -> None:
-        conn: h11.Connection | None = None
-        try:
-            service = self.service
-            config = service.config.http
-            assert config is not None
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
-            first = True
-            while not self.closing:
-                self.idle = True
-                request = await self._read_head(conn, first)
-                if request is None:
-                    break
-                self.idle = False
-                first = False
-                self.service = service = self.handle.service  # new requests see a reload
-                if not await self._exchange(conn, request):
-                    break
-                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                    conn.start_next_cycle()
-                else:
-                    break
-        except (ClientGone, ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            if self.transport_ is not None:
-                self.transport_.abort()
-            raise
-        except Exception:  # a bug must not leave the connection hanging
-            log.error("http_connection_error", exc_info=True, service=self.service.name)
-            if self.transport_ is not None:
-                self.transport_.abort()
-            return
-        finally:
-            self.idle = True
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.close()
-
-    async def _read_client(self, conn: h11.Connection, timeout: float | None,
-                           received: list[bytes] | None = None) -> Any:
-        """The next h11 event from the client, reading as needed: each read within
-        `timeout` (a body), or with none (a head: idle_check ends the wait at
-        head_deadline). The bytes read are added to `received` if given."""
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if timeout is None:
-                data = await self.reader.read(READ_SIZE)
-            else:
-                async with asyncio.timeout(timeout):
-                    data = await self.reader.read(READ_SIZE)
-            conn.receive_data(data)
-            if received is not None:
-                received.append(data)
-
-    async def _read_head(self, conn: h11.Connection, first: bool) -> h11.Request | None:
-        config = self.service.config.http
-        assert config is not None
-        stats = self.service.http_stats
-        assert stats is not None
-        loop = asyncio.get_running_loop()
-        # The bytes of this head as they arrived, for the rules that h11's parse hides.
-        pending = conn.trailing_data[0]  # a pipelined request's first bytes, if any
-        received = [pending] if pending else []
-        if not first and not pending:
-            # Keep-alive: wait for the next request's first byte, then give it header_timeout.
-            self.head_deadline = loop.time() + min(config.keepalive_timeout, self.service.config.limits.idle_timeout)
-            try:
-                data = await self.reader.read(READ_SIZE)
-            except TimeoutError:
-                return None
-            finally:
-                self.head_deadline = 0.0
-            if not data:
-                return None
-            conn.receive_data(data)
-            received.append(data)
-        if not first:
-            self.head_deadline = loop.time() + config.header_timeout  # the first request's began at accept
-        try:
-            event = await self._read_client(conn, None, received)
-            if isinstance(self.reader.exception(), TimeoutError):
-                raise TimeoutError()  # the deadline passed while the last bytes waited to be read
-        except TimeoutError:
-            stats.errors["header_timeout"] += 1
-            self._error(conn, 408, "The request head did not arrive in time.\n")
-            return None
-        except h11.RemoteProtocolError as exc:
-            refusal = self._head_refusal(received)
-            if refusal is not None:
-                self._refuse(conn, refusal)
-                return None
-            status = exc.error_status_hint
-            if status == 431:
-                stats.errors["header_too_large"] += 1
-            else:
-                stats.errors["bad_request"] += 1
-            if conn.trailing_data[0] or conn.their_state is h11.ERROR:
-                self._error(conn, status, "The request head is too large.\n" if status == 431
-                            else "The request is not valid HTTP/1.1.\n")
-            return None
-        finally:
-            self.head_deadline = 0.0
-        if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
-            return None
-        refusal = self._head_refusal(received)
-        if refusal is not None:
-            self._refuse(conn, refusal)
-            return None
-        # h11 bounds only a head that is still incomplete; one that arrived whole in a
-        # single read is measured here.
-        size = len(event.method) + len(event.target) + 12 + sum(len(k) + len(v) + 4 for k, v in event.headers)
-        if size > config.max_header_size:
-            stats.errors["header_too_large"] += 1
-            self._error(conn, 431, "The request head is too large.\n")
-            return None
-        if len(event.headers) > config.max_headers:
-            stats.errors["too_many_headers"] += 1
-            self._error(conn, 431, f"More than {config.max_headers} header lines.\n")
-            return None
-        return event
-
-    @staticmethod
-    def _head_refusal(received: list[bytes]) -> Refusal | None:
-        """The head rules' verdict on the bytes received, once they hold a whole head."""
-        data = received[0] if len(received) == 1 else b"".join(received)
-        return check_request_head(data) if head_length(data) is not None else None
-
-    def _refuse(self, conn: h11.Connection, refusal: Refusal) -> None:
-        stats = self.service.http_stats
-        assert stats is not None
-        stats.errors[refusal.reason] += 1
-        self._error(conn, refusal.status, refusal.text)
+    def _watch(self, what: int, seconds: float = 0.0) -> None:
+        self.watch = what
+        if seconds:
+            self.deadline = asyncio.get_running_loop().time() + seconds
+        self.mark = -1
 
     def idle_check(self, now: float) -> None:
-        """Called by the listeners' sweep (Listeners._sweep): past head_deadline, wake
-        the task waiting for the head with a TimeoutError (it answers 408, or closes
-        quietly if no byte of a next request came)."""
-        if self.head_deadline and now >= self.head_deadline:
-            self.head_deadline = 0.0
-            self.reader.set_exception(TimeoutError())
+        """Called by the listeners' sweep (Listeners._sweep): acts on the deadline or
+        the body progress being watched."""
+        watch = self.watch
+        if watch == NO_DEADLINE or self.closing:
+            return
+        if watch == BODY_PROGRESS:
+            if self.moved != self.mark:
+                self.mark, self.deadline = self.moved, now
+            elif now - self.deadline >= self._config().body_timeout:
+                self._body_timeout()
+            return
+        if now < self.deadline:
+            return
+        self.watch = NO_DEADLINE
+        if watch == KEEPALIVE and not self.buf:
+            self.close()  # no byte of a next request came: close quietly
+        elif watch in (HEAD_DEADLINE, KEEPALIVE):
+            self._stats().errors["header_timeout"] += 1
+            self._error(408, "The request head did not arrive in time.\n")
+        elif watch == RESPONSE_DEADLINE and self.upstream is not None:
+            self.upstream_failed(self.upstream, UpstreamFailed("no response within server_timeout", status=504))
 
-    def _error(self, conn: h11.Connection, status: int, text: str, server: str = "",
+    def _body_timeout(self) -> None:
+        stats = self._stats()
+        if self.state == BODY:
+            stats.errors["request_body_timeout"] += 1
+        else:
+            stats.errors["response_body_failed"] += 1
+        self.abort()
+
+    def _config(self):  # type: ignore[no-untyped-def]
+        config = self.service.config.http
+        assert config is not None
+        return config
+
+    def _stats(self):  # type: ignore[no-untyped-def]
+        stats = self.service.http_stats
+        assert stats is not None
+        return stats
+
+    # --- a request head -----------------------------------------------------------------
+
+    # httptools callbacks: what the exchange needs from the head, and whether the head
+    # needs more than the forwarding headers inserted.
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += 1
+        name = name.lower()
+        if name == b"host":
+            self.host = value
+        elif name in (b"content-length", b"transfer-encoding"):
+            self.framing_seen = True
+        elif name == b"cookie" and self.cookie_name is not None:
+            self.rewrite = True
+            if self.cookie is None:
+                self.cookie = rules.cookie_value(((name, value),), self.cookie_name)
+        elif name in _REWRITE or b"_" in name and rules.is_forwarding_header(name):
+            self.rewrite = True
+
+    def _request_head(self, data: bytes | bytearray) -> None:
+        config = self._config()
+        if self.watch == KEEPALIVE:
+            self._watch(HEAD_DEADLINE, config.header_timeout)  # the first byte came
+        end = head_length(data)
+        if end is None:
+            if len(data) > config.max_header_size:
+                self._stats().errors["header_too_large"] += 1
+                self._error(431, "The request head is too large.\n")
+            elif data is not self.buf:
+                self.buf += data
+            return
+        head = bytes(data[:end])
+        rest = data[end:]
+        if data is self.buf:
+            self.buf = bytearray()
+        self.service = self.handle.service  # new requests see a reload
+        self._reset_request()
+        persistence = self.service.config.persistence
+        if persistence.type == "cookie":
+            self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
+        parser = self.parser
+        assert parser is not None
+        refusal: Refusal | None = None
+        try:
+            parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            self.parser = httptools.HttpRequestParser(self)  # medlb drops Upgrade: it is a plain request
+        except httptools.HttpParserError:
+            self.parser = httptools.HttpRequestParser(self)
+            refusal = check_request_head(head) or rules.Refusal("bad_request", "The request is not valid HTTP/1.1.\n")
+        if refusal is None and self.framing_seen:
+            refusal = check_request_head(head)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        if end > config.max_header_size:
+            self._stats().errors["header_too_large"] += 1
+            self._error(431, "The request head is too large.\n")
+            return
+        if self.headers > config.max_headers:
+            self._stats().errors["too_many_headers"] += 1
+            self._error(431, f"More than {config.max_headers} header lines.\n")
+            return
+        self.method = parser.get_method()
+        self.keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
+        self._begin(head, rest)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self._stats().errors[refusal.reason] += 1
+        self._error(refusal.status, refusal.text)
+
+    def _begin(self, head: bytes, rest: bytes | bytearray) -> None:
+        """A request head passed the rules: find its body's framing, then a server."""
+        stats = self._stats()
+        if self.plain_on_tls:
+            self._refuse_plain()
+            return
+        if self.method == b"CONNECT":
+            stats.errors["bad_request"] += 1
+            self._error(400, "CONNECT is not served here.\n")
+            return
+        if self.framing_seen:
+            lowered = head.lower()
+            if b"\ntransfer-encoding:" in lowered:
+                self.chunks = ChunkedBody()
+            else:
+                start = lowered.index(b"\ncontent-length:") + 16
+                self.left = int(head[start:head.index(b"\n", start)].strip(b" \t\r"))
+            # llhttp's state now waits for that body: the next head gets a new parser.
+            self.parser = httptools.HttpRequestParser(self)
+        self.state = BODY if self.chunks is not None or self.left else DONE
+        if rest:
+            self.buf = bytearray(rest)
+        self.out_head = rules.forward_request_head(head, self.client_ip, self.tls, self.host, self.rewrite,
+                                                   self.cookie_name)
+        self._watch(NO_DEADLINE)
+        self.started = time.monotonic()
+        stats.in_flight += 1
+        self.in_flight = True
+        self._dispatch()
+
+    def _refuse_plain(self) -> None:
+        config = self._config()
+        stats = self._stats()
+        host = self.host.decode("latin-1")
+        if config.redirect_http and host:
+            if host.endswith(":80"):
+                host = host[:-3]
+            location = f"https://{host}{self.target.decode('latin-1')}"
+            status = 301 if self.method in (b"GET", b"HEAD") else 308
+            stats.errors["redirected_to_https"] += 1
+            self._error(status, f"Use {location}\n", extra=[(b"location", location.encode("latin-1"))])
+        else:
+            stats.errors["plain_http_on_tls"] += 1
+            self._error(400, "This port speaks HTTPS: use https://.\n")
+
+    # --- a server for it -------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Take a pooled connection to the chosen server, or start connecting to one."""
+        service = self.service
+        stats = self._stats()
+        limits = service.config.limits
+        config = self._config()
+        pool_name = rules.route(config.routes, self.target)
+        while self.attempts < 2 + limits.connect_retries:
+            self.attempts += 1
+            server = service.server_for_cookie(self.cookie, pool_name) if self.cookie else None
+            if server is None or server in self.tried:
+                server = service.pick(self.client_ip, self.tried, pool_name)
+            if server is None:
+                if self.tried:
+                    stats.gateway_error(502, "bad_gateway")
+                    self._error(502, "The server failed to answer.\n")
+                else:
+                    service.no_server += 1
+                    stats.gateway_error(503, "no_server")
+                    self._error(503, "No server is available to take this request.\n")
+                return
+            upstream = None if self.fresh_only else _pools(self.handle).take(server, config.server_idle_timeout)
+            if upstream is not None:
+                self._attach(upstream)
+                return
+            self.transport.pause_reading()
+            spawn(self._connect(server))
+            return
+        stats.gateway_error(502, "bad_gateway")
+        self._error(502, "No server accepted the connection.\n")
+
+    async def _connect(self, server: Server) -> None:
+        service = self.service
+        host, port = server.address_for(self.local_port)
+        backend_ssl = self.handle.backend_ssl
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(service.config.limits.connect_timeout):
+                transport, upstream = await loop.create_connection(
+                    lambda: Upstream(server), host, port, ssl=backend_ssl,
+                    server_hostname=(self.handle.backend_server_name or host) if backend_ssl is not None else None)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            server.connect_failures += 1
+            log.debug("connect_failed", service=service.name, server=server.name,
+                      reason="timeout" if isinstance(exc, TimeoutError) else str(exc))
+            self.tried.add(server)
+            if not self.closing:
+                self._dispatch()
+            return
+        if self.closing:  # the client left while medlb was connecting
+            transport.close()
+            return
+        transport.set_write_buffer_limits(high=service.config.limits.buffer_size)  # type: ignore[attr-defined]
+        self._attach(upstream)
+
+    def _attach(self, upstream: Upstream) -> None:
+        """Send the request head, and what of the body has come, to this server."""
+        server = upstream.server
+        self.upstream, self.server = upstream, server
+        server.active += 1
+        server.total += 1
+        upstream.begin(self, self.method)
+        head = self.out_head
+        server.bytes_to_server += len(head)
+        if self.state == BODY and self.buf:
+            data, self.buf = bytes(self.buf), bytearray()
+            self._request_body(data, 0, head)
+        else:
+            upstream.transport.write(head)
+        if self.state == DONE:
+            self._request_sent()
+        elif not upstream.write_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _request_sent(self) -> None:
+        """The whole request is with the server: its answer must start in time."""
+        if self.upstream is not None and self.upstream.reading_head:
+            self._watch(RESPONSE_DEADLINE, self._config().server_timeout)
+
+    # --- the request body ------------------------------------------------------------------
+
+    def _request_body(self, data: bytes, pos: int, head: bytes | None = None) -> None:
+        """Pass on the request body's bytes in data[pos:] (after `head`, if given, in the
+        same write); what follows the body is kept for the next exchange."""
+        upstream = self.upstream
+        assert upstream is not None
+        size = len(data)
+        if self.chunks is not None:
+            try:
+                stop = self.chunks.scan(data, pos)
+            except BadChunk:  # nothing of this read is forwarded (nor the head, if it is with it)
+                self._stats().errors["bad_request"] += 1
+                upstream.close()
+                self._end_exchange(upstream)
+                self._error(400, "The request body's chunked framing is not valid.\n")
+                return
+            end = size if stop is None else stop
+        else:
+            end = min(size, pos + self.left)
+            self.left -= end - pos
+            stop = end if not self.left else None
+        count = _pass_on(upstream.transport, data, pos, end, head)
+        self.moved += count
+        upstream.server.bytes_to_server += count
+        if self.watch == NO_DEADLINE and upstream.reading_head:
+            self._watch(BODY_PROGRESS)
+        if stop is None:
+            return
+        self.state = DONE
+        if stop < size:
+            self.buf += data[stop:]
+            self.transport.pause_reading()
+        if upstream.reading_head:
+            self._request_sent()
+
+    # --- the response, as the server connection reads it -----------------------------------
+
+    def response_started(self, upstream: Upstream, status: int, head: bytes) -> bytes | None:
+        """The head the client gets for the server's; the caller writes it."""
+        service = self.service
+        stats = self._stats()
+        server = upstream.server
+        added: rules.Headers = []
+        if self.cookie_name is not None:
+            value = service.cookie_value(server)
+            if value != self.cookie:
+                added.append(rules.set_cookie(self.cookie_name, value,
+                                              getattr(service.config.persistence, "max_age", None), self.tls))
+        self.close_after = self.closing or not self.keep_alive or upstream.until_close
+        if self.close_after:
+            added.append((b"connection", b"close"))
+        self.responding = True
+        stats.observe(server.name, status, time.monotonic() - self.started)
+        self._watch(BODY_PROGRESS)
+        return rules.forward_response_head(head, upstream.rewrite, added)
+
+    def response_done(self, upstream: Upstream) -> None:
+        """The response has passed whole: pool the server connection, take the next request."""
+        if self.state != DONE:
+            # The server answered before taking the whole request body: close both.
+            upstream.close()
+            self._end_exchange(upstream)
+            self.close()
+            return
+        if upstream.keep and not upstream.closed:
+            if upstream.transport is not None:
+                upstream.transport.resume_reading()  # if the client's buffer had paused it
+            self._end_exchange(upstream)
+            _pools(self.handle).give(upstream, self._config().server_idle_connections)
+        else:
+            upstream.close()
+            self._end_exchange(upstream)
+        self._next()
+
+    def response_failed(self, upstream: Upstream) -> None:
+        """The server connection failed after its response started: close both."""
+        self._stats().errors["response_body_failed"] += 1
+        upstream.close()
+        self._end_exchange(upstream)
+        self.abort()
+
+    def upstream_failed(self, upstream: Upstream, failure: UpstreamFailed) -> None:
+        """No response came: retry on a new connection if that is safe, else answer."""
+        service = self.service
+        server = upstream.server
+        upstream.close()
+        self._release_server(upstream)
+        if self.closing:
+            return
+        if failure.retry and self.chunks is None and not self.left and self.state == DONE:
+            self.fresh_only = True  # a pooled connection the server had closed: try a new one
+            self._dispatch()
+            return
+        self._finish()
+        self._stats().gateway_error(failure.status, "gateway_timeout" if failure.status == 504 else "bad_gateway",
+                                    server.name)
+        log.debug("upstream_failed", service=service.name, server=server.name, reason=failure.reason)
+        self._error(failure.status, "The server did not answer in time.\n" if failure.status == 504
+                    else "The server failed to answer.\n", server=server.name)
+
+    def _release_server(self, upstream: Upstream) -> None:
+        if upstream.client is self:
+            upstream.client = None
+            upstream.server.active -= 1
+        if self.upstream is upstream:
+            self.upstream = self.server = None
+
+    def _end_exchange(self, upstream: Upstream) -> None:
+        self._release_server(upstream)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.in_flight:
+            self.in_flight = False
+            self._stats().in_flight -= 1
+
+    def _next(self) -> None:
+        """Ready for the next request on this connection (or close, if this one said so)."""
+        if self.close_after or self.closing:
+            self.close()
+            return
+        self.state = HEAD
+        self.moved = 0
+        self.responding = False
+        config = self._config()
+        if self.buf:
+            data, self.buf = self.buf, bytearray()
+            self._watch(HEAD_DEADLINE, config.header_timeout)
+            self._request_head(bytes(data))
+        else:
+            self._watch(KEEPALIVE, min(config.keepalive_timeout, self.service.config.limits.idle_timeout))
+        if self.state == HEAD and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # --- medlb's own answers ------------------------------------------------------------------
+
+    def _error(self, status: int, text: str, server: str = "",
                extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """medlb's own short answer, then close. Nothing if a response has started."""
-        writer = self.writer
-        if writer is None or writer.is_closing():
+        self._finish()
+        transport = self.transport
+        self.closing = True
+        self.watch = NO_DEADLINE
+        if transport is None or transport.is_closing() or self.responding:
+            if transport is not None:
+                transport.close()
             return
         body = text.encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close"), *(extra or [])]
-        try:
-            if conn.their_state is h11.ERROR or conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-                raise h11.LocalProtocolError("cannot answer on this connection")
-            data = conn.send(h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, "")))
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            # h11 refuses to answer a request it could not parse: write the answer by hand.
-            data = (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n".encode()
-                    + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n" + body)
-        writer.write(data)
-        self.closing = True
+        transport.write(f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n".encode()
+                        + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n" + body)
+        transport.close()
         stats = self.service.http_stats
         if stats is not None:
             stats.requests[(server, f"{status // 100}xx")] += 1
-
-    # --- one request --------------------------------------------------------------------
-
-    async def _exchange(self, conn: h11.Connection, request: h11.Request) -> bool:
-        """Serve one request; False if the client connection must close afterwards."""
-        service = self.service
-        config = service.config.http
-        assert config is not None
-        stats = service.http_stats
-        assert stats is not None
-        if self.plain_on_tls:
-            return self._refuse_plain(conn, request)
-        started = time.monotonic()
-        pool_name = rules.route(service.config.http.routes if service.config.http else (), request.target)
-        persistence = service.config.persistence
-        cookie_name = persistence.name.encode() if persistence.type == "cookie" else None  # type: ignore[union-attr]
-        cookie = rules.cookie_value(request.headers, cookie_name) if cookie_name else None
-        has_body = conn.their_state is h11.SEND_BODY
-        tried: set[Server] = set()
-        limits = service.config.limits
-        fresh_only = False
-        stats.in_flight += 1
-        try:
-            for attempt in range(2 + limits.connect_retries):
-                server = service.server_for_cookie(cookie, pool_name) if cookie else None
-                if server is None or server in tried:
-                    server = service.pick(self.client_ip, tried, pool_name)
-                if server is None:
-                    if tried:
-                        stats.gateway_error(502, "bad_gateway")
-                        self._error(conn, 502, "The server failed to answer.\n")
-                    else:
-                        service.no_server += 1
-                        stats.gateway_error(503, "no_server")
-                        self._error(conn, 503, "No server is available to take this request.\n")
-                    return False
-                try:
-                    upstream = await self._upstream(server, fresh_only)
-                except UpstreamFailed:
-                    tried.add(server)
-                    continue
-                self.server = server
-                server.active += 1
-                server.total += 1
-                try:
-                    return await self._relay(conn, request, upstream, server, cookie, cookie_name, started)
-                except UpstreamFailed as failure:
-                    upstream.close()
-                    if failure.retry and not has_body:
-                        fresh_only = True  # a pooled connection the server had closed: try a new one
-                        continue
-                    stats.gateway_error(failure.status, "gateway_timeout" if failure.status == 504 else "bad_gateway",
-                                        server.name)
-                    log.debug("upstream_failed", service=service.name, server=server.name, reason=failure.reason)
-                    self._error(conn, failure.status, "The server did not answer in time.\n"
-                                if failure.status == 504 else "The server failed to answer.\n", server=server.name)
-                    return False
-                finally:
-                    server.active -= 1
-                    self.server = None
-            stats.gateway_error(502, "bad_gateway")
-            self._error(conn, 502, "No server accepted the connection.\n")
-            return False
-        finally:
-            stats.in_flight -= 1
-
-    def _refuse_plain(self, conn: h11.Connection, request: h11.Request) -> bool:
-        config = self.service.config.http
-        stats = self.service.http_stats
-        assert config is not None and stats is not None
-        host = next((v for k, v in request.headers if k == b"host"), b"").decode("latin-1")
-        if config.redirect_http and host:
-            if host.endswith(":80"):
-                host = host[:-3]
-            location = f"https://{host}{request.target.decode('latin-1')}"
-            status = 301 if request.method in (b"GET", b"HEAD") else 308
-            stats.errors["redirected_to_https"] += 1
-            self._error(conn, status, f"Use {location}\n", extra=[(b"location", location.encode("latin-1"))])
-        else:
-            stats.errors["plain_http_on_tls"] += 1
-            self._error(conn, 400, "This port speaks HTTPS: use https://.\n")
-        return False
-
-    async def _upstream(self, server: Server, fresh_only: bool) -> Upstream:
-        service = self.service
-        config = service.config.http
-        assert config is not None
-        pools = _pools(self.handle)
-        if not fresh_only:
-            upstream = pools.take(server, config.server_idle_timeout)
-            if upstream is not None:
-                return upstream
-        host, port = server.address_for(self.local_port)
-        backend_ssl = self.handle.backend_ssl
-        try:
-            async with asyncio.timeout(service.config.limits.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, limit=READ_SIZE, ssl=backend_ssl,
-                    server_hostname=(self.handle.backend_server_name or host) if backend_ssl else None)
-        except (OSError, TimeoutError) as exc:
-            server.connect_failures += 1
-            log.debug("connect_failed", service=service.name, server=server.name,
-                      reason="timeout" if isinstance(exc, TimeoutError) else str(exc))
-            raise UpstreamFailed(str(exc)) from None
-        writer.transport.set_write_buffer_limits(high=service.config.limits.buffer_size)
-        return Upstream(server, reader, writer)
-
-    def _request_headers(self, request: h11.Request, cookie_name: bytes | None) -> list[tuple[bytes, bytes]]:
-        tls = self.transport_ is not None and bool(self.transport_.get_extra_info("tls"))
-        return rules.request_headers(request.headers, self.client_ip, tls, cookie_name)
-
-    async def _relay(self, conn: h11.Connection, request: h11.Request, upstream: Upstream, server: Server,
-                     cookie: str | None, cookie_name: bytes | None, started: float) -> bool:
-        service = self.service
-        config = service.config.http
-        stats = service.http_stats
-        assert config is not None and stats is not None and self.writer is not None
-        up = upstream.conn
-        try:
-            head = up.send(h11.Request(method=request.method, target=request.target,
-                                       headers=self._request_headers(request, cookie_name)))
-        except h11.LocalProtocolError as exc:
-            upstream.close()
-            stats.errors["bad_request"] += 1
-            self._error(conn, 400, f"The request cannot be forwarded: {exc}\n")
-            return False
-        upstream.writer.write(head)
-        server.bytes_to_server += len(head)
-        pump: asyncio.Task[None] | None = None
-        if conn.their_state is not h11.SEND_BODY:
-            # No request body (most requests): wait for the head in this task.
-            try:
-                async with asyncio.timeout(config.server_timeout):
-                    response = await self._response_head(conn, upstream)
-            except TimeoutError:
-                upstream.close()
-                raise UpstreamFailed("no response within server_timeout", status=504) from None
-            except BaseException:
-                upstream.close()
-                raise
-        else:
-            # The body goes up while the response may already come back.
-            pump = asyncio.get_running_loop().create_task(self._pump_request(conn, upstream, server))
-            response_task = asyncio.get_running_loop().create_task(self._response_head(conn, upstream))
-            try:
-                await asyncio.wait({pump, response_task}, return_when=asyncio.FIRST_COMPLETED)
-                if pump.done() and pump.exception() is not None:
-                    raise pump.exception()  # type: ignore[misc]
-                try:
-                    async with asyncio.timeout(config.server_timeout):
-                        response = await response_task
-                except TimeoutError:
-                    raise UpstreamFailed("no response within server_timeout", status=504) from None
-            except BaseException:
-                response_task.cancel()
-                pump.cancel()
-                upstream.close()
-                raise
-
-        # The response has started: from here a failure closes the client connection.
-        headers = rules.response_headers(response.headers)
-        if cookie_name is not None:
-            value = service.cookie_value(server)
-            if value != cookie:
-                secure = self.transport_ is not None and bool(self.transport_.get_extra_info("tls"))
-                headers.append(rules.set_cookie(cookie_name, value, getattr(service.config.persistence, "max_age", None),
-                                                secure))
-        if self.closing:
-            headers.append((b"connection", b"close"))
-        try:
-            data = conn.send(h11.Response(status_code=response.status_code, headers=headers,
-                                          reason=response.reason))
-        except h11.LocalProtocolError:
-            raise ClientGone() from None
-        self.writer.write(data)
-        stats.observe(server.name, response.status_code, time.monotonic() - started)
-        keep_upstream = False
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(config.body_timeout):
-                        event = await self._read_upstream(upstream)
-                except (TimeoutError, h11.RemoteProtocolError, ConnectionError, OSError):
-                    stats.errors["response_body_failed"] += 1
-                    raise ClientGone() from None
-                if isinstance(event, h11.Data):
-                    self.writer.write(conn.send(h11.Data(data=event.data)))
-                    server.bytes_to_client += len(event.data)
-                    if _paused(self.writer):
-                        async with asyncio.timeout(config.body_timeout):
-                            await self.writer.drain()
-                elif isinstance(event, h11.EndOfMessage):
-                    self.writer.write(conn.send(h11.EndOfMessage()))
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise ClientGone()
-            if pump is not None and not pump.done():
-                # The server answered before taking the whole request body: close both.
-                pump.cancel()
-                return False
-            if pump is not None and pump.exception() is not None:
-                return False
-            keep_upstream = up.our_state is h11.DONE and up.their_state is h11.DONE
-            if keep_upstream:
-                up.start_next_cycle()
-                _pools(self.handle).give(upstream, config.server_idle_connections)
-            return True
-        except TimeoutError:
-            raise ClientGone() from None
-        finally:
-            if not keep_upstream:
-                upstream.close()
-                if pump is not None and not pump.done():
-                    pump.cancel()
-
-    async def _read_upstream(self, upstream: Upstream) -> Any:
-        up = upstream.conn
-        while True:
-            event = up.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await upstream.reader.read(READ_SIZE)
-            up.receive_data(data)
-
-    async def _response_head(self, conn: h11.Connection, upstream: Upstream) -> h11.Response:
-        """The server's response head; informational (1xx) answers are passed on."""
-        assert self.writer is not None
-        while True:
-            try:
-                event = await self._read_upstream(upstream)
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamFailed(f"not a valid HTTP response: {exc}", retry=upstream.reused) from None
-            except (ConnectionError, OSError) as exc:
-                raise UpstreamFailed(str(exc), retry=upstream.reused) from None
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code != 101:
-                    self.writer.write(conn.send(event))
-                continue
-            if isinstance(event, h11.Response):
-                return event
-            raise UpstreamFailed("the server closed the connection without answering", retry=upstream.reused)
-
-    async def _pump_request(self, conn: h11.Connection, upstream: Upstream, server: Server) -> None:
-        """Stream the request body to the server, chunk by chunk."""
-        config = self.service.config.http
-        assert config is not None
-        writer = upstream.writer
-        while True:
-            try:
-                event = await self._read_client(conn, config.body_timeout)
-            except TimeoutError:
-                self.service.http_stats.errors["request_body_timeout"] += 1  # type: ignore[union-attr]
-                raise ClientGone() from None
-            except h11.RemoteProtocolError:
-                raise ClientGone() from None
-            if isinstance(event, h11.Data):
-                data = upstream.conn.send(h11.Data(data=event.data))
-                writer.write(data)
-                server.bytes_to_server += len(event.data)
-                if _paused(writer):
-                    try:
-                        async with asyncio.timeout(config.body_timeout):
-                            await writer.drain()
-                    except (TimeoutError, ConnectionError, OSError):
-                        raise ClientGone() from None
-            elif isinstance(event, h11.EndOfMessage):
-                writer.write(upstream.conn.send(h11.EndOfMessage()))
-                return
-            else:
-                raise ClientGone()

@@ -230,8 +230,9 @@ class Listeners:
             log.event("listening", service=name, address=str(address), mode=plan.services[name].mode)
         self._set_ceiling(plan)
         timeouts = [service.config.limits.idle_timeout for service in plan.services.values()]
-        # mode http keeps its head and keep-alive deadlines on the same sweep.
-        timeouts += [min(service.config.http.header_timeout, service.config.http.keepalive_timeout)
+        # mode http keeps its head, keep-alive, response and body deadlines on the same sweep.
+        timeouts += [min(service.config.http.header_timeout, service.config.http.keepalive_timeout,
+                         service.config.http.server_timeout, service.config.http.body_timeout)
                      for service in plan.services.values() if service.config.http is not None]
         self._sweep_every = min(30.0, max(0.05, min(timeouts, default=3600.0) / 8))
         if self._sweep_handle is None:
