@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from medlb.admin.views import SECRET_KEYS
+from medlb.admin.views import MASK, SECRET_KEYS
 from medlb.config import Problem
 
-MASK = "********"
 NULL = "tag:yaml.org,2002:null"
 #: What stands in the text for a secret: quoted, since a plain `*` starts a YAML alias.
 SHOWN = f'"{MASK}"'

@@ -44,6 +44,8 @@ def server_view(server: Server, service: Service) -> dict[str, Any]:
 
 
 SECRET_KEYS = frozenset({"token", "password_hash", "password", "key_password"})
+#: What a secret is shown as, in the config as data and in the file as written.
+MASK = "********"
 
 
 def masked_config(config: Any) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def masked_config(config: Any) -> dict[str, Any]:
 
     def clean(value: Any, key: str = "") -> Any:
         if key in SECRET_KEYS and value is not None:
-            return "********"
+            return MASK
         if isinstance(value, dict):
             return {k: clean(v, k) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
