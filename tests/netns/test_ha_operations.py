@@ -1,0 +1,93 @@
+"""Operating the clustered pair in network namespaces, on test_ha_pair's topology and
+helpers: the active node's interface going down, `preempt: false` with `takeover`,
+`release`, and a split brain healing. Failover times are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from medlb_node import TOKEN, MedlbNode
+from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
+from test_ha_pair import VIP, fail_over, holders, name_of, pair, reaches, wait_role  # noqa: F401 (pair: a fixture)
+from topology import Topology
+
+
+def elected(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[MedlbNode, MedlbNode]:
+    """Start both nodes; (active, passive) once one alone holds the VIP."""
+    for node in nodes.values():
+        node.start()
+    deadline = time.monotonic() + 20
+    while len(holders(topo)) != 1:
+        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
+        time.sleep(0.05)
+    [first] = holders(topo)
+    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
+    wait_role(active, "MASTER")
+    wait_role(passive, "BACKUP")
+    return active, passive
+
+
+def ctl(node: MedlbNode, *args: str, check: bool = True) -> str:
+    done = node.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", "--url",
+                         "http://127.0.0.1:9443", *args, check=check, timeout=60)
+    return done.stdout + done.stderr
+
+
+def test_an_interface_going_down_moves_the_vip_and_clients_follow(pair):
+    topo, nodes = pair
+    active, passive = elected(topo, nodes)
+    active.node.run("ip", "link", "set", "eth0", "down")
+    took = fail_over(topo, name_of(passive), range(24001, 25000))
+    print(f"\n{name_of(active)}'s eth0 down: {name_of(passive)} holds the VIP and serves after {took:.2f} s")
+    wait_role(passive, "MASTER")
+
+
+def test_with_preempt_off_the_returning_node_stays_passive_until_takeover_and_release_hands_back(pair):
+    topo, nodes = pair
+    active, passive = elected(topo, nodes)
+    first, second = name_of(active), name_of(passive)
+
+    # Refused, nothing changed: release on the passive node, takeover on the active one.
+    status, answer = passive.api("POST", "/api/v1/ha/release", check=False)
+    assert status == 409 and "not active" in answer["error"], answer
+    status, answer = active.api("POST", "/api/v1/ha/takeover", check=False)
+    assert status == 409 and "already active" in answer["error"], answer
+    assert "add --yes" in ctl(passive, "ha", "takeover", check=False)
+    assert holders(topo) == [first]
+
+    # The active node is stopped and comes back: it does not take the VIP back.
+    active.stop()
+    fail_over(topo, second, range(25001, 26000))
+    active.start()
+    wait_role(active, "BACKUP")
+    time.sleep(1.5)  # several advert intervals: a preempting node would have taken it by now
+    assert holders(topo) == [second]
+
+    # takeover: the returned node becomes active, the other passive, and stays so.
+    started = time.monotonic()
+    out = ctl(active, "ha", "takeover", "--yes")
+    took = time.monotonic() - started
+    print(f"\ntakeover on {first}: {took:.2f} s\n{out}")
+    assert "ha takeover: this node holds the VIPs" in out, out
+    fail_over(topo, first, range(26001, 27000))
+    wait_role(passive, "BACKUP")
+    time.sleep(1.5)
+    assert holders(topo) == [first] and "nopreempt" in (active.workdir / "state" / "ha" / "keepalived.conf").read_text()
+
+    # release: the VIP moves to the peer and this node stays passive.
+    started = time.monotonic()
+    out = ctl(active, "ha", "release", "--yes")
+    print(f"release on {first}: {time.monotonic() - started:.2f} s\n{out}")
+    assert f"ha release: {second} holds the VIPs; this node is BACKUP" in out, out
+    assert holders(topo) == [second] and reaches(topo, 27001) is not None
+    time.sleep(1.5)
+    assert holders(topo) == [second]
+    audit = active.api("GET", "/api/v1/audit?q=ha_")[1]
+    actions = [entry["action"] for entry in audit]
+    assert "ha_release" in actions and "ha_takeover" in actions, actions
+    release = next(entry for entry in audit if entry["action"] == "ha_release")
+    assert release["who"] and release["source"] == "127.0.0.1", release
+    for node in (active, passive):  # no split brain was seen in any of it
+        assert node.api("GET", "/api/v1/ha")[1]["split_brain"] is None
