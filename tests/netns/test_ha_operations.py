@@ -91,3 +91,47 @@ def test_with_preempt_off_the_returning_node_stays_passive_until_takeover_and_re
     assert release["who"] and release["source"] == "127.0.0.1", release
     for node in (active, passive):  # no split brain was seen in any of it
         assert node.api("GET", "/api/v1/ha")[1]["split_brain"] is None
+
+
+def test_a_split_brain_heals_to_one_active_node_and_both_audit_the_episode(pair):
+    topo, nodes = pair
+    active, passive = elected(topo, nodes)
+    # VRRP (IP protocol 112) dropped both ways inside the active node's namespace.
+    active.node.run("nft", "-f", "-", input=(
+        "table inet medlbtest_vrrp {\n"
+        " chain in { type filter hook input priority -300; ip protocol 112 drop; }\n"
+        " chain out { type filter hook output priority -300; ip protocol 112 drop; }\n}\n"))
+    deadline = time.monotonic() + 20
+    while sorted(holders(topo)) != ["lb-a", "lb-b"]:
+        assert time.monotonic() < deadline, f"the VIP is on {holders(topo)}, not on both"
+        time.sleep(0.05)
+    wait_role(passive, "MASTER")
+    assert wait_role(active, "MASTER")
+    time.sleep(1)  # both active for a while
+    active.node.run("nft", "delete", "table", "inet", "medlbtest_vrrp")
+    healed = time.monotonic()
+    while len(holders(topo)) != 1:
+        assert time.monotonic() - healed < 20, f"the VIP is on {holders(topo)} after the heal"
+        time.sleep(0.05)
+    [winner] = holders(topo)
+    print(f"\nsplit brain healed: {winner} alone holds the VIP after {time.monotonic() - healed:.2f} s")
+    assert winner == "lb-a"  # the higher priority keeps the VIPs, preempt or not
+    time.sleep(1)
+    assert holders(topo) == ["lb-a"]
+    episodes = {}
+    for name, node in nodes.items():
+        deadline = time.monotonic() + 10
+        while not (episode := node.api("GET", "/api/v1/ha")[1]["split_brain"]):
+            assert time.monotonic() < deadline, f"{name} shows no split brain:\n{node.log()[-3000:]}"
+            time.sleep(0.1)
+        audit = node.api("GET", "/api/v1/audit?q=ha_split_brain")[1]
+        assert [entry["detail"] for entry in audit if entry["action"] == "ha_split_brain"] == [episode], audit
+        episodes[name] = episode
+        print(f"{name}: {episode}")
+    assert episodes["lb-a"]["kept_vips"] is True and episodes["lb-b"]["kept_vips"] is False
+    # Only VRRP was dropped: lb-a saw lb-b's gratuitous ARPs, so both know the start,
+    # and both saw the same episode (the clocks are the host's).
+    assert episodes["lb-a"]["start_known"] is True and episodes["lb-b"]["start_known"] is True
+    a, b = episodes["lb-a"], episodes["lb-b"]
+    assert a["start"] <= b["end"] and b["start"] <= a["end"] and b["duration"] > 0
+    assert "last split brain: " in ctl(nodes["lb-b"], "ha", "status")

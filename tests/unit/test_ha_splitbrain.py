@@ -87,3 +87,24 @@ def test_a_winner_that_leaves_while_the_episode_is_open_did_not_keep_the_vips():
     sb.set_role("FAULT", 30.1)
     [episode] = sb.due(30.2)
     assert episode.kept_vips is False and episode.end == 30.1
+
+
+def test_the_winner_that_saw_the_peers_gratuitous_arps_knows_when_it_began():
+    sb = watch()
+    sb.set_role("MASTER", 10.0)
+    sb.peer_claims_vip(40.0)  # the peer became active: its gratuitous ARPs
+    assert sb.open
+    sb.peer_claims_vip(41.0)
+    sb.peer_claims_vip(45.5)  # its answer to this node's last probe before the heal
+    [episode] = sb.due(47.0)
+    assert (episode.start, episode.end, episode.kept_vips, episode.start_known) == (40.0, 45.5, True, True)
+    assert not sb.open
+
+
+def test_the_gratuitous_arps_of_the_peers_takeover_open_nothing():
+    sb = watch()
+    sb.set_role("MASTER", 10.0)
+    sb.peer_advert(TAKEOVER, 40.0)
+    sb.peer_claims_vip(40.01)
+    sb.set_role("BACKUP", 40.02)
+    assert sb.due(50.0) == []

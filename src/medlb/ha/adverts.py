@@ -1,11 +1,19 @@
-"""The peer's VRRP adverts, as this node receives them, for the split-brain watch.
+"""What this node hears of its peer holding itself active, for the split-brain watch.
 
-keepalived says which role this node has, never what it heard from the peer; and
-only the active node advertises, so an advert from the peer means the peer holds
-itself active. A raw IPv4 socket for protocol 112 gets a copy of every VRRP packet
-the kernel delivers to this host (keepalived's own socket gets its copy as well;
-nothing is taken from it), after the firewall's input hook: what a firewall drops,
-neither keepalived nor this sees. Needs CAP_NET_RAW, which keepalived needs anyway.
+keepalived says which role this node has, never what it heard from the peer.
+- Adverts: only the active node advertises, so an advert from the peer means the
+  peer holds itself active. A raw IPv4 socket for protocol 112 gets a copy of every
+  VRRP packet the kernel delivers to this host (keepalived's own socket gets its
+  copy as well; nothing is taken from it), after the firewall's input hook: what a
+  firewall drops, neither keepalived nor this sees.
+- ARP: a node that becomes active sends gratuitous ARPs for the VIPs, and answers
+  ARP requests for them while it holds them. A packet socket on the interface sees
+  ARP for a VIP from another MAC than this node's; while a split brain is open this
+  node asks (`probe`) who has each VIP, and the peer answers until it yields. When
+  VRRP is lost but the link is not (a firewall, filtered multicast: the usual split
+  brain), this is how the node that keeps the VIPs learns when the episode began
+  and ended.
+Both need CAP_NET_RAW, which keepalived needs anyway.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 
 from medlb import logs
 
@@ -24,8 +33,13 @@ VRRP_PROTOCOL = 112
 #: VRRPv3 advertisement: version 3, type 1, in the first byte.
 ADVERT_V3 = 0x31
 
+ETH_P_ARP = 0x0806
+BROADCAST = b"\xff" * 6
+
 #: Called with the priority of each advert from the peer for our VRID.
 AdvertListener = Callable[[int], None]
+#: Called for each ARP packet for a VIP from another MAC than this node's.
+ClaimListener = Callable[[], None]
 
 
 def parse(packet: bytes, peer: ipaddress.IPv4Address, vrid: int) -> int | None:
@@ -73,6 +87,71 @@ class AdvertWatch:
             priority = parse(packet, self.peer, self.vrid)
             if priority is not None:
                 self.on_advert(priority)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
+
+
+def claims_vip(frame: bytes, vips: set[bytes], own_mac: bytes) -> bool:
+    """An Ethernet ARP frame (request or reply) whose sender is a VIP at another MAC."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return False
+    sender_mac, sender_ip = frame[22:28], frame[28:32]
+    return sender_ip in vips and sender_mac != own_mac
+
+
+def arp_request(own_mac: bytes, own_ip: bytes, target_ip: bytes) -> bytes:
+    """Who has `target_ip`? tell `own_ip` (broadcast)."""
+    return (BROADCAST + own_mac + b"\x08\x06"
+            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + own_mac + own_ip + b"\x00" * 6 + target_ip)
+
+
+class ClaimWatch:
+    """ARP for the VIPs from another MAC on the pair's interface, and probes for them."""
+
+    def __init__(self, interface: str, own: ipaddress.IPv4Address, vips: Sequence[ipaddress.IPv4Address],
+                 on_claim: ClaimListener):
+        self.interface, self.own, self.on_claim = interface, own, on_claim
+        self.vips = {vip.packed for vip in vips}
+        self._socket: socket.socket | None = None
+        self._mac = b""
+
+    def start(self) -> bool:
+        """False, logged, when the socket cannot be opened (see AdvertWatch.start)."""
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            sock.bind((self.interface, ETH_P_ARP))
+            sock.setblocking(False)
+            self._mac = sock.getsockname()[4]
+        except OSError as exc:
+            log.error("ha_arp_watch_failed", interface=self.interface, error=exc.strerror or str(exc),
+                      effect="this node learns of a split brain it wins only from the peer's adverts")
+            return False
+        self._socket = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
+        return True
+
+    def _read(self) -> None:
+        assert self._socket is not None
+        for _ in range(64):
+            try:
+                frame = self._socket.recv(2048)
+            except OSError:
+                return
+            if claims_vip(frame, self.vips, self._mac):
+                self.on_claim()
+
+    def probe(self) -> None:
+        """Ask who has each VIP; the peer answers while it holds them."""
+        if self._socket is None:
+            return
+        for vip in self.vips:
+            with contextlib.suppress(OSError):
+                self._socket.send(arp_request(self._mac, self.own.packed, vip))
 
     def close(self) -> None:
         if self._socket is not None:

@@ -1,37 +1,34 @@
 """Split brain as one node sees it: both nodes active at once, and when it ended.
 
-Sans-I/O: fed this node's role changes (keepalived's notify FIFO), the VRRP adverts
-its peer sends (medlb.ha.adverts), and this node's own hand-overs (release,
+Sans-I/O: fed this node's role changes (keepalived's notify FIFO), the evidence that
+the peer holds itself active (medlb.ha.adverts: its VRRP adverts, and ARP from
+another MAC for a VIP: its gratuitous ARPs on becoming active, its answers to this
+node's probes while it holds the VIPs) and this node's own hand-overs (release,
 takeover); `due(now)` returns the episodes that have ended. No clocks are read here.
 
-What one node can know, and the rules that follow from it. In VRRP only the active
-node sends adverts, so an advert from the peer with a priority above 0 means the
-peer holds itself active. Two nodes that could not hear each other both become
-active; when they hear each other again, the higher priority keeps the VIPs
-(keepalived's election, whatever `preempt` says) and the other leaves for BACKUP.
+Two nodes that cannot hear each other's adverts both become active; when they hear
+each other again, the higher priority keeps the VIPs (keepalived's election,
+whatever `preempt` says) and the other leaves for BACKUP. The rules:
 
-- The node that keeps the VIPs (the winner) is active and sees the peer's advert:
-  the episode is open; it ends with the peer's last advert (the peer has yielded
-  when no advert came for `quiet` seconds).
-- The node that yields (the loser) leaves MASTER for BACKUP. That happens only when
-  an advert of a higher priority arrives, so it too was active beside the peer,
-  unless the advert was the peer's takeover: those carry
-  keepalived.TAKEOVER_PRIORITY, not the peer's configured priority (a peer whose
-  own priority is 254 cannot be told apart, and its takeover counts as an episode).
-  The decision waits `quiet` seconds for that advert, since the FIFO and the
-  advert socket are read in no fixed order.
-- This node's own release and takeover open no episode while they run, nor does an
-  advert within `quiet` seconds of this node becoming active (an election settling:
-  the old active node's last advert was on its way).
-- With `preempt: true` a peer of higher priority takes the VIPs back whenever it
-  returns, so this node yielding to it is no episode (a split brain healing looks
-  the same to this node; the peer, the winner, still records it).
-
-The start: the loser usually is the node that became active while it could not hear
-the peer, so its own MASTER-since is when the episode began (`start_known`). The
-winner was active before and cannot know when the peer began (adverts say nothing
-of it): it reports its own MASTER-since, an upper bound of the duration, with
-`start_known` false, until the peer's status (the pair's sync channel) says more.
+- The node that yields (the loser) leaves MASTER for BACKUP. keepalived does that
+  only on an advert of a higher priority, so it was active beside the peer, unless
+  the advert was the peer's takeover: those carry keepalived.TAKEOVER_PRIORITY, not
+  the peer's configured priority (a peer whose own priority is 254 cannot be told
+  apart). The decision waits `quiet` seconds for that advert, since the FIFO and the
+  sockets are read in no fixed order. The loser usually is the node that became
+  active while it could not hear the peer, so its own MASTER-since is the start
+  (`start_known`).
+- The node that keeps the VIPs (the winner) is active and sees the peer's evidence:
+  the episode is open from the first evidence (the peer's gratuitous ARPs when it
+  became active, if they crossed; else its advert at the heal, and then the start is
+  only this node's own MASTER-since, `start_known` false, an upper bound of the
+  duration) and ends with the last evidence, `quiet` seconds later. Adverts alone
+  are not enough: at the heal the winner's advert often reaches the loser first, and
+  the loser yields without a word.
+- No episode: this node's own release and takeover, evidence within `quiet` seconds
+  of this node becoming active (an election settling), the peer's takeover, and,
+  with `preempt: true`, a peer of higher priority (it takes the VIPs back whenever
+  it returns, which looks the same here; the peer, the winner, records it).
 """
 
 from __future__ import annotations
@@ -73,8 +70,8 @@ class SplitBrainWatch:
         self.role = "UNKNOWN"
         self.master_since: float | None = None
         self._handing_over_until = 0.0
-        self._open_since: float | None = None  # the winner's open episode: its start
-        self._last_peer_advert = 0.0
+        self._open: tuple[float, bool] | None = None  # the winner's open episode: (start, start_known)
+        self._last_evidence = 0.0
         self._peer_takeover_at = float("-inf")
         self._pending_loss: tuple[float, float] | None = None  # (master since, left at)
         self._ended: list[Episode] = []
@@ -92,8 +89,10 @@ class SplitBrainWatch:
             return
         if old != "MASTER":
             return
-        if self._open_since is not None:  # the peer's advert came first: we yield
-            self._end(self._open_since, at, kept=False, start_known=True)
+        if self._open is not None:  # the peer's evidence came first: we yield
+            if at - self._peer_takeover_at > self.quiet:
+                self._end(self.master_since or self._open[0], at, kept=False, start_known=True)
+            self._open = None
         elif role == "BACKUP" and at > self._handing_over_until and self.master_since is not None \
                 and not self.peer_preempts:
             self._pending_loss = (self.master_since, at)
@@ -106,12 +105,25 @@ class SplitBrainWatch:
             self._peer_takeover_at = at
             self._pending_loss = None
             return
-        if self.role != "MASTER" or at <= self._handing_over_until or self.master_since is None \
-                or at - self.master_since < self.quiet:
+        self._evidence(at, claim=False)
+
+    def peer_claims_vip(self, at: float) -> None:
+        """ARP for a VIP from the peer's MAC: it holds (or just took) the VIPs."""
+        self._evidence(at, claim=True)
+
+    def _evidence(self, at: float, claim: bool) -> None:
+        if self.role != "MASTER" or self.peer_preempts or at <= self._handing_over_until \
+                or self.master_since is None or at - self.master_since < self.quiet \
+                or at - self._peer_takeover_at < self.quiet:
             return
-        self._last_peer_advert = at
-        if self._open_since is None:
-            self._open_since = self.master_since
+        self._last_evidence = at
+        if self._open is None:
+            self._open = (at, True) if claim else (self.master_since, False)
+
+    @property
+    def open(self) -> bool:
+        """An episode is open: this node probes whether the peer still holds the VIPs."""
+        return self._open is not None
 
     def due(self, now: float) -> list[Episode]:
         """Episodes that ended by `now` (each returned once)."""
@@ -120,11 +132,11 @@ class SplitBrainWatch:
             self._pending_loss = None
             if left - self._peer_takeover_at > self.quiet:
                 self._end(since, left, kept=False, start_known=True)
-        if self._open_since is not None and now - self._last_peer_advert >= self.quiet:
-            self._end(self._open_since, self._last_peer_advert, kept=True, start_known=False)
+        if self._open is not None and now - self._last_evidence >= self.quiet:
+            self._end(self._open[0], self._last_evidence, kept=True, start_known=self._open[1])
         ended, self._ended = self._ended, []
         return ended
 
     def _end(self, start: float, end: float, kept: bool, start_known: bool) -> None:
-        self._open_since = None
+        self._open = None
         self._ended.append(Episode(start, end, kept, start_known))

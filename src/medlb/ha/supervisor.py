@@ -39,7 +39,7 @@ from typing import Any
 from medlb import logs
 from medlb.config.models import HaConfig, HaNode
 from medlb.ha import alive, keepalived
-from medlb.ha.adverts import AdvertWatch
+from medlb.ha.adverts import AdvertWatch, ClaimWatch
 from medlb.ha.splitbrain import Episode, SplitBrainWatch
 
 log = logs.get_logger("medlb.ha")
@@ -53,6 +53,8 @@ ROLES = tuple(ROLE_WORDS)
 WATCH_EVERY = 1.0
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 30.0
+#: How often a node with an open split-brain episode asks who has the VIPs.
+PROBE_EVERY = 0.5
 #: How long keepalived has to leave on SIGTERM (removing its VIPs) before SIGKILL.
 STOP_TIMEOUT = 5.0
 #: keepalived.log is moved aside to keepalived.log.1 when it is over this size at a start.
@@ -156,13 +158,16 @@ class PairNode:
         self.handover_lock = asyncio.Lock()
         #: time.monotonic() of the peer's last advert with a priority above 0.
         self.peer_advert_at = float("-inf")
-        quiet = 3 * ha.advert_centiseconds / 100
+        quiet = max(3 * ha.advert_centiseconds / 100, 3 * PROBE_EVERY)
         self.split_brain = SplitBrainWatch(
             self.peer.priority, keepalived.TAKEOVER_PRIORITY, quiet,
             peer_preempts=ha.preempt and self.peer.priority > node.priority)
         self.on_split_brain = on_split_brain
         self.last_split_brain: Episode | None = None
         self._adverts = AdvertWatch(ha.interface, self.peer.address, ha.virtual_router_id, self._peer_advert)
+        self._claims = ClaimWatch(ha.interface, node.address, [vip.ip for vip in ha.vips],
+                                  lambda: self.split_brain.peer_claims_vip(time.time()))
+        self._prober: asyncio.Task[None] | None = None
 
     @property
     def role(self) -> str:
@@ -190,6 +195,8 @@ class PairNode:
         self.split_brain.set_role(self.state.role, self.state.since)
         self._restore_split_brain()
         self._adverts.start()
+        if self._claims.start():
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
         pid = running_pid(self.files)
         if pid is not None:
             self.pid, self.adopted = pid, True
@@ -316,6 +323,15 @@ class PairNode:
             self.peer_advert_at = time.monotonic()
         self.split_brain.peer_advert(priority, time.time())
 
+    async def _probe(self) -> None:
+        """While a split brain is open, ask who has the VIPs (the peer answers until it
+        yields), and end episodes on time."""
+        while True:
+            await asyncio.sleep(PROBE_EVERY)
+            if self.split_brain.open:
+                self._claims.probe()
+                self._split_brain_due()
+
     def _split_brain_due(self) -> None:
         for episode in self.split_brain.due(time.time()):
             self.last_split_brain = episode
@@ -401,6 +417,9 @@ class PairNode:
     async def close(self) -> None:
         """After the drain: stop answering and listening."""
         self._adverts.close()
+        self._claims.close()
+        if self._prober is not None:
+            self._prober.cancel()
         if self._fifo is not None:
             asyncio.get_running_loop().remove_reader(self._fifo)
             os.close(self._fifo)
