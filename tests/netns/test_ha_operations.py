@@ -5,13 +5,15 @@ helpers: the active node's interface going down, `preempt: false` with `takeover
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
 from medlb_node import TOKEN, MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
-from test_ha_pair import VIP, fail_over, holders, name_of, pair, reaches, wait_role  # noqa: F401 (pair: a fixture)
+from test_ha_pair import SERVICE, VIP, fail_over, holders, name_of, pair, reaches, wait_role  # noqa: F401 (pair: a fixture)
 from topology import Topology
+from traffic import HTTP_PORT, LINE_PORT, curl
 
 
 def elected(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[MedlbNode, MedlbNode]:
@@ -135,3 +137,43 @@ def test_a_split_brain_heals_to_one_active_node_and_both_audit_the_episode(pair)
     a, b = episodes["lb-a"], episodes["lb-b"]
     assert a["start"] <= b["end"] and b["start"] <= a["end"] and b["duration"] > 0
     assert "last split brain: " in ctl(nodes["lb-b"], "ha", "status")
+
+
+def test_a_layer_7_and_an_l4_dr_service_keep_working_through_a_failover_and_a_dr_transfer_completes(pair):
+    topo, nodes = pair
+    topo.make_dr_servers()
+    dr = {"name": "pacs", "mode": "l4-dr", "listen": [f"{VIP}:{HTTP_PORT}"], "scheduler": "maglev",
+          "l4": {"interface": "eth0", "manage_vip": False},  # keepalived moves the VIP
+          "health": {"type": "tcp", "port": LINE_PORT, "interval": "300ms", "timeout": "300ms"},
+          "servers": [{"name": node.role, "address": node.address} for node in topo.servers]}
+    nodes["lb-a"].write_config([SERVICE, dr])  # the one file both nodes run
+    active, passive = elected(topo, nodes)
+    every = {"rs1", "rs2", "rs3"}
+    for node in (active, passive):
+        node.wait_kernel("pacs", every)
+    tables = [(view["seed"], view["table_size"]) for view in (active.l4("pacs"), passive.l4("pacs"))]
+    assert tables[0] == tables[1], f"the two nodes' Maglev tables differ: {tables}"
+
+    # A DR download held at 3 MB/s by the client runs while the active medlb is killed.
+    size = 24 * 2**20
+    download = topo.start("cli", ["curl", "-sS", "--max-time", "60", "--limit-rate", "3M", "--local-port", "28001",
+                                  "-o", "/dev/null", "-w", "%{size_download}",
+                                  f"http://{VIP}:{HTTP_PORT}/download/{size}"], ready=None)
+    time.sleep(1.5)
+    assert download.poll() is None, "the download ended before the failover"
+    active.stop(signal.SIGKILL)
+    took = fail_over(topo, name_of(passive), range(28002, 29000))
+    print(f"\n{name_of(active)} killed mid-download: {name_of(passive)} holds the VIP and serves layer 7 "
+          f"after {took:.2f} s")
+    assert download.poll() is None, "the download ended during the failover"
+    # The old node leaves the segment (its kernel rules outlive medlb -9 and would
+    # otherwise still forward packets sent to its MAC): the new one carries the rest.
+    active.node.run("ip", "link", "set", "eth0", "down")
+    before = sum(server["packets"] for server in passive.l4("pacs")["servers"])
+    out, err = download.communicate(timeout=90)
+    assert download.returncode == 0 and int(out) == size, f"the DR transfer broke: {download.returncode} {out} {err}"
+    carried = sum(server["packets"] for server in passive.l4("pacs")["servers"]) - before
+    print(f"the DR transfer completed; {name_of(passive)} forwarded {carried} of its packets after the failover")
+    assert carried > 0
+    assert {curl(topo, "/name", port).strip() for port in range(29001, 29013)} <= every  # new DR flows
+    assert reaches(topo, 29100) in every
