@@ -53,23 +53,31 @@ def parse(packet: bytes, peer: ipaddress.IPv4Address, vrid: int) -> int | None:
     return vrrp[2]
 
 
-class AdvertWatch:
-    """Reads the peer's adverts on the pair's interface while started."""
+class _RawWatch:
+    """A raw socket on the pair's interface, read on the event loop while started."""
 
-    def __init__(self, interface: str, peer: ipaddress.IPv4Address, vrid: int, on_advert: AdvertListener):
-        self.interface, self.peer, self.vrid, self.on_advert = interface, peer, vrid, on_advert
+    #: The event logged when the socket cannot be opened, and what that costs.
+    failed_event = ""
+    failed_effect = ""
+
+    def __init__(self, interface: str):
+        self.interface = interface
         self._socket: socket.socket | None = None
 
+    def _open(self) -> socket.socket:
+        raise NotImplementedError
+
+    def _packet(self, packet: bytes) -> None:
+        raise NotImplementedError
+
     def start(self) -> bool:
-        """False, logged, when the socket cannot be opened: split brain then goes
-        unnoticed on this node (the peer may still see it)."""
+        """False, logged, when the socket cannot be opened."""
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, VRRP_PROTOCOL)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
+            sock = self._open()
             sock.setblocking(False)
         except OSError as exc:
-            log.error("ha_advert_watch_failed", interface=self.interface, error=exc.strerror or str(exc),
-                      effect="split brain is not detected on this node")
+            log.error(self.failed_event, interface=self.interface, error=exc.strerror or str(exc),
+                      effect=self.failed_effect)
             return False
         self._socket = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
@@ -80,13 +88,9 @@ class AdvertWatch:
         for _ in range(64):  # a burst, then back to the loop
             try:
                 packet = self._socket.recv(2048)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # nothing more to read now (BlockingIOError), or the socket failed
                 return
-            except OSError:
-                return
-            priority = parse(packet, self.peer, self.vrid)
-            if priority is not None:
-                self.on_advert(priority)
+            self._packet(packet)
 
     def close(self) -> None:
         if self._socket is not None:
@@ -94,6 +98,27 @@ class AdvertWatch:
                 asyncio.get_running_loop().remove_reader(self._socket.fileno())
             self._socket.close()
             self._socket = None
+
+
+class AdvertWatch(_RawWatch):
+    """Reads the peer's adverts on the pair's interface while started."""
+
+    failed_event = "ha_advert_watch_failed"
+    failed_effect = "split brain is not detected on this node"
+
+    def __init__(self, interface: str, peer: ipaddress.IPv4Address, vrid: int, on_advert: AdvertListener):
+        super().__init__(interface)
+        self.peer, self.vrid, self.on_advert = peer, vrid, on_advert
+
+    def _open(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, VRRP_PROTOCOL)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
+        return sock
+
+    def _packet(self, packet: bytes) -> None:
+        priority = parse(packet, self.peer, self.vrid)
+        if priority is not None:
+            self.on_advert(priority)
 
 
 def claims_vip(frame: bytes, vips: set[bytes], own_mac: bytes) -> bool:
@@ -110,40 +135,28 @@ def arp_request(own_mac: bytes, own_ip: bytes, target_ip: bytes) -> bytes:
             + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + own_mac + own_ip + b"\x00" * 6 + target_ip)
 
 
-class ClaimWatch:
+class ClaimWatch(_RawWatch):
     """ARP for the VIPs from another MAC on the pair's interface, and probes for them."""
+
+    failed_event = "ha_arp_watch_failed"
+    failed_effect = "this node learns of a split brain it wins only from the peer's adverts"
 
     def __init__(self, interface: str, own: ipaddress.IPv4Address, vips: Sequence[ipaddress.IPv4Address],
                  on_claim: ClaimListener):
-        self.interface, self.own, self.on_claim = interface, own, on_claim
+        super().__init__(interface)
+        self.own, self.on_claim = own, on_claim
         self.vips = {vip.packed for vip in vips}
-        self._socket: socket.socket | None = None
         self._mac = b""
 
-    def start(self) -> bool:
-        """False, logged, when the socket cannot be opened (see AdvertWatch.start)."""
-        try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            sock.bind((self.interface, ETH_P_ARP))
-            sock.setblocking(False)
-            self._mac = sock.getsockname()[4]
-        except OSError as exc:
-            log.error("ha_arp_watch_failed", interface=self.interface, error=exc.strerror or str(exc),
-                      effect="this node learns of a split brain it wins only from the peer's adverts")
-            return False
-        self._socket = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
-        return True
+    def _open(self) -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        sock.bind((self.interface, ETH_P_ARP))
+        self._mac = sock.getsockname()[4]
+        return sock
 
-    def _read(self) -> None:
-        assert self._socket is not None
-        for _ in range(64):
-            try:
-                frame = self._socket.recv(2048)
-            except OSError:
-                return
-            if claims_vip(frame, self.vips, self._mac):
-                self.on_claim()
+    def _packet(self, packet: bytes) -> None:
+        if claims_vip(packet, self.vips, self._mac):
+            self.on_claim()
 
     def probe(self) -> None:
         """Ask who has each VIP; the peer answers while it holds them."""
@@ -152,10 +165,3 @@ class ClaimWatch:
         for vip in self.vips:
             with contextlib.suppress(OSError):
                 self._socket.send(arp_request(self._mac, self.own.packed, vip))
-
-    def close(self) -> None:
-        if self._socket is not None:
-            with contextlib.suppress(ValueError, RuntimeError):
-                asyncio.get_running_loop().remove_reader(self._socket.fileno())
-            self._socket.close()
-            self._socket = None
