@@ -32,8 +32,11 @@ def elected(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[MedlbNode, Med
 
 
 def ctl(node: MedlbNode, *args: str, check: bool = True) -> str:
-    done = node.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", "--url",
-                         "http://127.0.0.1:9443", *args, check=check, timeout=60)
+    """`medlb ctl` inside the node's namespace, over HTTP or HTTPS as its admin section says."""
+    plain = node.config["admin"].get("tls") == "off"
+    url = ["--url", "http://127.0.0.1:9443"] if plain else ["--insecure", "--url", "https://127.0.0.1:9443"]
+    done = node.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", *url, *args,
+                         check=check, timeout=60)
     return done.stdout + done.stderr
 
 
