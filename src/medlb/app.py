@@ -27,6 +27,8 @@ from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.ha import node as ha_node
+from medlb.ha import handover
+from medlb.ha.splitbrain import Episode
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
 from medlb.kernel.plane import KernelPlane
@@ -166,7 +168,7 @@ class App:
         ha = self.loaded.config.ha
         assert ha is not None
         self.pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
-                             self._data_plane_problem, self._on_role)
+                             self._data_plane_problem, self._on_role, on_split_brain=self._on_split_brain)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -188,6 +190,12 @@ class App:
         fields = {"node": self.pair.node.name, "old": old, "new": new, "vips": [str(v) for v in self.pair.ha.vips]}
         (log.event if new in ("MASTER", "BACKUP") else log.warning)("ha_role_changed", **fields)
         self.audit("keepalived", "ha_role", self.pair.node.name, {"from": old, "to": new})
+
+    def _on_split_brain(self, episode: Episode) -> None:
+        assert self.pair is not None
+        detail = episode.as_dict()
+        log.warning("ha_split_brain", node=self.pair.node.name, peer=self.pair.peer.name, **detail)
+        self.audit("keepalived", "ha_split_brain", self.pair.node.name, detail)
 
     @property
     def relay(self) -> DataPlane:
@@ -307,6 +315,18 @@ class App:
 
     async def ha_view(self) -> dict[str, Any] | None:
         return None if self.pair is None else await self.pair.view()
+
+    async def ha_hand_over(self, action: str, who: str, source: str = "") -> dict[str, Any]:
+        """`release` or `takeover` (medlb.ha.handover), audited before it runs."""
+        if self.pair is None:
+            raise NotFound("this medlb is not a node of a pair: its config has no ha: section")
+        why = handover.refusal(self.pair, action)
+        if why is not None:
+            raise Conflict(why)
+        self.audit(who, f"ha_{action}", self.pair.node.name, {"role": self.pair.role}, source)
+        outcome = await (handover.release if action == "release" else handover.takeover)(self.pair)
+        (log.event if outcome.done else log.warning)(f"ha_{action}_done", who=who, **outcome.as_dict())
+        return outcome.as_dict()
 
     def worker_views(self) -> list[dict[str, Any]] | None:
         return None if self.workers is None else [worker.view() for worker in self.workers.procs]

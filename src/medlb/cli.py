@@ -226,6 +226,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.pair:
+        from medlb.demo.pair import run_pair_demo
+
+        return run_pair_demo(args)
     from medlb.demo import run_demo
 
     return run_demo(args)
@@ -284,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--admin-port", type=int, default=9443)
     demo.add_argument("--state-dir", help="where the demo keeps its state (default: a temporary folder)")
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
+    demo.add_argument("--pair", action="store_true",
+                      help="as root: the clustered pair in network namespaces (kill the active node, watch the "
+                           "VIP move)")
     demo.set_defaults(func=cmd_demo)
 
     passwd = commands.add_parser("passwd", help="print a password hash for admin.users")

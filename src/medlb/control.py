@@ -95,6 +95,11 @@ class Control(Protocol):
         """This node of the clustered pair (role, since, peer, VIPs held, keepalived);
         None for a medlb without `ha:`."""
 
+    async def ha_hand_over(self, action: str, who: str, source: str = "") -> dict[str, Any]:
+        """`release` (give the VIPs to the peer) or `takeover` (take them), audited;
+        the outcome {action, done, role, role_text, text}. Raises NotFound for a medlb
+        without `ha:`, Conflict (nothing changed) when it would do nothing."""
+
     # --- what the API does --------------------------------------------------------------
 
     def set_state(self, service: str, server: str, state: str, who: str, source: str = "") -> list[Change]: ...

@@ -240,7 +240,23 @@ def show_ha(client: Client) -> str:
              + (", adopted after a restart" if keeper["adopted"] else "")
              + (f", restarted {keeper['restarts']} time(s)" if keeper["restarts"] else ""),
              f"sync: {ha['sync']}"]
+    episode = ha.get("split_brain")
+    if episode:
+        lines.append(f"last split brain: {_when(episode['start'])} to {_when(episode['end'])} "
+                     f"({episode['duration']:.1f} s{'' if episode['start_known'] else ' at most'}); this node "
+                     + ("kept the VIPs" if episode["kept_vips"] else "yielded them"))
     return "\n".join(lines)
+
+
+def hand_over(client: Client, action: str, yes: bool) -> str:
+    """release / takeover: moves the VIPs, so it asks for --yes first."""
+    if not yes:
+        raise CtlError(f"ha {action} moves the VIPs between the nodes (connections through this node are cut); "
+                       "nothing was changed: add --yes to do it")
+    answer = client.request("POST", f"/api/v1/ha/{action}")
+    if not answer["done"]:
+        raise CtlError(f"ha {action}: {answer['text']}")
+    return f"ha {action}: {answer['text']}\n" + show_ha(client)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -314,7 +330,7 @@ def dispatch(client: Client, args: argparse.Namespace) -> str:
         kept = "".join(f"; pool {pool} stays: {why}" for pool, why in answer.get("not_failed_back", {}).items())
         return f"{args.service}: failed back to the primary servers{kept}\n" + show_servers(client, args.service)
     if action == "ha":
-        return show_ha(client)
+        return show_ha(client) if args.what == "status" else hand_over(client, args.what, args.yes)
     if action == "reload":
         answer = client.request("POST", "/api/v1/reload")
         return f"reloaded: {', '.join(answer['services'])}"
@@ -363,7 +379,10 @@ def add_parser(commands: Any) -> None:
             parser.add_argument("--force", action="store_true",
                                 help="halt the primaries even when no backup server can take the work")
     ha = actions.add_parser("ha", help="the clustered pair: this node's role, the peer, the VIPs")
-    ha.add_argument("what", choices=["status"], help="status: this node's role, peer and VIPs")
+    ha.add_argument("what", choices=["status", "release", "takeover"],
+                    help="status: this node's role, peer and VIPs; release: give the VIPs to the peer and stay "
+                         "passive; takeover: make this node active (also with preempt: false)")
+    ha.add_argument("--yes", action="store_true", help="do release or takeover (they move the VIPs)")
     actions.add_parser("reload", help="re-read the config file (admin role)")
     unlock = actions.add_parser("unlock", help="lift a web login lock-out (admin role)")
     unlock.add_argument("--user", help="the user name (from every address, or only --address)")

@@ -205,16 +205,20 @@ class Topology:
             _ip("-n", lb.netns, "addr", "add", f"{self.vip}/32", "dev", "eth0")
         lb.sysctl(net__ipv4__conf__all__send_redirects=0, net__ipv4__conf__eth0__send_redirects=0)
         if self.variant == "dr":
-            for server in self.servers:
-                # LVS-DR real server: the VIP on lo, never answered for or announced.
-                _ip("-n", server.netns, "addr", "add", f"{self.vip}/32", "dev", "lo")
-                server.sysctl(net__ipv4__conf__all__arp_ignore=1, net__ipv4__conf__all__arp_announce=2,
-                              net__ipv4__conf__eth0__arp_ignore=1, net__ipv4__conf__eth0__arp_announce=2)
+            self.make_dr_servers()
         elif self.balancer_prepared:
             lb.sysctl(net__ipv4__ip_forward=1)
         if self.variant == "nat-behind":
             for server in self.servers:
                 _ip("-n", server.netns, "route", "add", "default", "via", BALANCER_BEHIND)
+
+    def make_dr_servers(self) -> None:
+        """LVS-DR real servers: the VIP on lo, never answered for or announced (also
+        for a pair whose VIP keepalived moves)."""
+        for server in self.servers:
+            _ip("-n", server.netns, "addr", "add", f"{self.vip}/32", "dev", "lo")
+            server.sysctl(net__ipv4__conf__all__arp_ignore=1, net__ipv4__conf__all__arp_announce=2,
+                          net__ipv4__conf__eth0__arp_ignore=1, net__ipv4__conf__eth0__arp_announce=2)
 
     # --- using -----------------------------------------------------------------------
 

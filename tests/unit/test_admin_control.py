@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 from medlb.admin.api import create_api
 from medlb.config import LoadedConfig, parse_config
 from medlb.control import ConfigHook, Control, Listener, ReloadResult
-from medlb.runtime import Change, NotFound, Runtime, Server, Service, SetState
+from medlb.runtime import Change, Conflict, NotFound, Runtime, Server, Service, SetState
 
 OPERATOR = "operator-token-0123456789"
+ADMIN = "admin-token-0123456789abc"
 VIEWER = "viewer-token-0123456789"
 
 CONFIG = f"""
@@ -26,6 +27,7 @@ admin:
   tls: "off"
   tokens:
     - {{name: ops, role: operator, token: {OPERATOR}}}
+    - {{name: root, role: admin, token: {ADMIN}}}
     - {{name: watcher, role: viewer, token: {VIEWER}}}
 services:
   - name: pacs
@@ -79,6 +81,14 @@ class FakeControl:
 
     async def ha_view(self) -> dict[str, Any] | None:
         return self.ha
+
+    async def ha_hand_over(self, action: str, who: str, source: str = "") -> dict[str, Any]:
+        self.calls.append(("ha", action, who))
+        if self.ha is None:
+            raise NotFound("this medlb is not a node of a pair: its config has no ha: section")
+        if self.ha["role"] != ("MASTER" if action == "release" else "BACKUP"):
+            raise Conflict(f"this node is {self.ha['role']}")
+        return {"action": action, "done": True, "role": "BACKUP", "text": "moved"}
 
     def service(self, name: str) -> Service:
         return self.runtime.service(name)
@@ -185,3 +195,17 @@ def test_the_pairs_role_is_in_the_api_and_the_metrics_and_a_lone_medlb_says_it_h
     assert 'medlb_ha_role{node="lb-b",role="MASTER"} 1.0' in text
     for other in ("BACKUP", "FAULT", "STOP", "UNKNOWN"):
         assert f'medlb_ha_role{{node="lb-b",role="{other}"}} 0.0' in text
+
+
+def test_release_and_takeover_need_the_admin_role_and_a_refusal_is_409_with_the_reason(fake: FakeControl):
+    assert client(fake, OPERATOR).post("/api/v1/ha/release").status_code == 403
+    assert fake.calls == []
+    api = client(fake, ADMIN)
+    assert api.post("/api/v1/ha/release").status_code == 404  # a lone medlb
+    assert api.post("/api/v1/ha/elsewhere").status_code == 422
+    fake.ha = {"node": "lb-a", "role": "BACKUP"}
+    answer = api.post("/api/v1/ha/release")
+    assert answer.status_code == 409 and answer.json()["error"] == "this node is BACKUP"
+    answer = api.post("/api/v1/ha/takeover")
+    assert answer.status_code == 200 and answer.json()["done"] is True
+    assert fake.calls[-1] == ("ha", "takeover", "root")

@@ -114,3 +114,19 @@ def test_names_the_config_refused_never_reach_the_text():
     """model_copy skips validation: the renderer checks the names it writes itself too."""
     with pytest.raises(ValueError, match="cannot be written into keepalived's config"):
         keepalived.render(example(interface="lb0 }"), "lb-a", FILES, CHECK)
+
+
+def test_a_node_becoming_active_sends_gratuitous_arps_then_again_and_refreshes_them_while_active():
+    text = keepalived.render(example(), "lb-b", FILES, CHECK)
+    assert "    garp_master_repeat 3\n    garp_master_delay 1\n    garp_master_refresh 30\n" in text
+
+
+def test_a_takeover_preempts_with_the_takeover_priority_and_the_normal_rendering_does_not():
+    normal = keepalived.render(example(), "lb-b", FILES, CHECK)
+    taking = keepalived.render(example(), "lb-b", FILES, CHECK, takeover=True)
+    assert "    priority 100\n" in normal and "    nopreempt\n" in normal
+    assert f"    priority {keepalived.TAKEOVER_PRIORITY}\n" in taking and "nopreempt" not in taking
+    assert "Taking over" in taking
+    assert [line for line in taking.splitlines() if "priority" not in line and not line.startswith("#")] == \
+        [line for line in normal.splitlines() if "priority" not in line and "nopreempt" not in line
+         and not line.startswith("#")]

@@ -297,6 +297,15 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
             raise ApiError(404, "this medlb is not a node of a pair: its config has no ha: section")
         return view
 
+    @api.post("/api/v1/ha/{action}")
+    async def ha_hand_over(action: Literal["release", "takeover"], principal: Caller,
+                           request: Request) -> dict[str, Any]:
+        """Move the VIPs (admin): release gives them to the peer, takeover takes them;
+        409, nothing changed, when it would do nothing. Answers once the role settled
+        or the wait ran out, saying which."""
+        require(principal, "admin")
+        return await control.ha_hand_over(action, principal.name, source(request))
+
     @api.get("/api/v1/services/{name}")
     async def get_service(name: str, principal: Caller) -> dict[str, Any]:
         await control.collect()

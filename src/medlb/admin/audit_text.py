@@ -7,6 +7,7 @@ An action this module does not know reads as its name, target and detail.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 _STATE = {"halt": "Halted {what}", "drain": "Set {what} to drain", "online": "Set {what} online"}
@@ -44,8 +45,21 @@ def describe_entry(entry: dict[str, Any]) -> str:
     if action == "unlock":
         lifted = detail.get("lifted") or []
         return "Lifted the login lock-out of " + (", ".join(lifted) if lifted else target)
+    if action in ("ha_release", "ha_takeover"):
+        what = "Released the VIPs to the peer" if action == "ha_release" else "Took the VIPs over"
+        return f"{what} on node {target} (it was {detail.get('role', 'unknown')})"
+    if action == "ha_split_brain":
+        return _split_brain(target, detail)
     details = ", ".join(f"{key} {value}" for key, value in sorted(detail.items()))
     return f"{action} {target}" + (f": {details}" if details else "")
+
+
+def _split_brain(target: str, detail: dict[str, Any]) -> str:
+    start = datetime.datetime.fromtimestamp(float(detail.get("start") or 0), datetime.timezone.utc)
+    kept = "kept the VIPs" if detail.get("kept_vips") else "gave them up"
+    at_most = "" if detail.get("start_known") else " at most"
+    return (f"Split brain: both nodes active for{at_most} {float(detail.get('duration') or 0):.1f} s from "
+            f"{start:%Y-%m-%d %H:%M:%S} UTC; node {target} {kept}")
 
 
 def _reload(target: str, detail: dict[str, Any]) -> str:

@@ -17,8 +17,14 @@ Why the rendered config looks as it does:
   alive (or the check cannot run), the node goes to FAULT and gives up the VIPs.
   `track_process` does not work inside a network namespace.
 - `vrrp_notify_fifo`: role changes reach medlb in order (notify scripts may race).
-- `garp_master_refresh`: gratuitous ARPs repeat while active, so a client whose
-  cache missed the takeover (keepalived issue #166, after a split brain) follows.
+- Gratuitous ARPs: `garp_master_repeat` of them the moment a node becomes active,
+  the same again `garp_master_delay` seconds later (a switch port that was still
+  learning misses the first), and `garp_master_refresh` repeats them while active,
+  so a client whose cache missed the takeover (keepalived issue #166, after a split
+  brain) follows.
+- A takeover (`medlb ctl ha takeover`) renders this node for a moment with
+  `TAKEOVER_PRIORITY` and without `nopreempt`, so it wins the election at once even
+  with `preempt: false`; medlb.ha.supervisor renders it back once it is active.
 
 Every name and path written into the text is checked against a strict pattern
 first (the config's node and interface names are already held to one), so no value
@@ -39,8 +45,14 @@ from medlb.config.models import HaConfig, HaNode
 #: names the instance: `INSTANCE "medlb" MASTER 150`).
 VRRP_INSTANCE = "medlb"
 ALIVE_SCRIPT = "medlb_alive"
-#: Seconds between gratuitous ARP refreshes while this node holds the VIPs.
+#: Gratuitous ARPs sent on becoming active, the delay in seconds before the second
+#: burst, and the seconds between refreshes while this node holds the VIPs.
+GARP_MASTER_REPEAT = 3
+GARP_MASTER_DELAY = 1
 GARP_MASTER_REFRESH = 30
+#: The priority a node takes over with: above any configured one (1 to 254), short
+#: of 255 (VRRP's address owner). A node whose own priority is 254 takes over with it.
+TAKEOVER_PRIORITY = 254
 #: Failed alive checks in a row before the node gives up the VIPs, and passed ones
 #: before it may hold them again. keepalived 2.2.7 runs a track script every whole
 #: second at most often (`interval` 1 to 4294), so the check runs every advert
@@ -117,8 +129,9 @@ def _seconds(centiseconds: int) -> str:
     return str(whole) if part == 0 else f"{whole}.{part:02d}".rstrip("0")
 
 
-def render(ha: HaConfig, node_name: str, files: NodeFiles, check: Sequence[str]) -> str:
-    """keepalived.conf for node `node_name`; `check` is the track script's argv."""
+def render(ha: HaConfig, node_name: str, files: NodeFiles, check: Sequence[str], takeover: bool = False) -> str:
+    """keepalived.conf for node `node_name`; `check` is the track script's argv. With
+    `takeover`, the node preempts with TAKEOVER_PRIORITY (see the module's docstring)."""
     node, peer = nodes(ha, node_name)
     for word in (node.name, ha.interface):
         _safe(word, "the name")
@@ -130,6 +143,8 @@ def render(ha: HaConfig, node_name: str, files: NodeFiles, check: Sequence[str])
     lines = [
         "# Written by medlb from the ha: section; medlb rewrites it, do not edit.",
         f"# Node {node.name}, peer {peer.name}.",
+        *(["# Taking over (medlb ctl ha takeover): medlb renders it back once this node is active."]
+          if takeover else []),
         f"instance {instance_name(node)}",
         "",
         "global_defs {",
@@ -153,15 +168,17 @@ def render(ha: HaConfig, node_name: str, files: NodeFiles, check: Sequence[str])
         "    state BACKUP",
         f"    interface {ha.interface}",
         f"    virtual_router_id {ha.virtual_router_id}",
-        f"    priority {node.priority}",
+        f"    priority {TAKEOVER_PRIORITY if takeover else node.priority}",
         f"    advert_int {advert}",
-        *([] if ha.preempt else ["    nopreempt"]),
+        *([] if ha.preempt or takeover else ["    nopreempt"]),
         f"    unicast_src_ip {node.address}",
         "    unicast_peer {",
         f"        {peer.address}",
         "    }",
         "    check_unicast_src",
         "    unicast_fault_no_peer",
+        f"    garp_master_repeat {GARP_MASTER_REPEAT}",
+        f"    garp_master_delay {GARP_MASTER_DELAY}",
         f"    garp_master_refresh {GARP_MASTER_REFRESH}",
         "    virtual_ipaddress {",
         *(f"        {vip} dev {ha.interface}" for vip in ha.vips),

@@ -39,6 +39,8 @@ from typing import Any
 from medlb import logs
 from medlb.config.models import HaConfig, HaNode
 from medlb.ha import alive, keepalived
+from medlb.ha.adverts import AdvertWatch, ClaimWatch
+from medlb.ha.splitbrain import Episode, SplitBrainWatch
 
 log = logs.get_logger("medlb.ha")
 
@@ -51,6 +53,8 @@ ROLES = tuple(ROLE_WORDS)
 WATCH_EVERY = 1.0
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 30.0
+#: How often a node with an open split-brain episode asks who has the VIPs.
+PROBE_EVERY = 0.5
 #: How long keepalived has to leave on SIGTERM (removing its VIPs) before SIGKILL.
 STOP_TIMEOUT = 5.0
 #: keepalived.log is moved aside to keepalived.log.1 when it is over this size at a start.
@@ -60,6 +64,10 @@ LOG_ROTATE_BYTES = 10 * 2**20
 RoleListener = Callable[[str, str], None]
 #: Returns None when the data plane can serve, else why not.
 AliveCheck = Callable[[], "str | None"]
+#: Called with each split-brain episode once it has ended.
+SplitBrainListener = Callable[[Episode], None]
+#: What the track script hears while an operator releases this node.
+RELEASED = "released by an operator (medlb ctl ha release): the peer takes the VIPs"
 
 
 def parse_notify(line: str) -> str | None:
@@ -125,7 +133,8 @@ class PairNode:
     """keepalived for this node, the alive socket it asks, and the role it reports."""
 
     def __init__(self, ha: HaConfig, node: HaNode, state_dir: Path, medlb: Sequence[str],
-                 check_alive: AliveCheck, on_role: RoleListener, keepalived_binary: str = "keepalived"):
+                 check_alive: AliveCheck, on_role: RoleListener, keepalived_binary: str = "keepalived",
+                 on_split_brain: SplitBrainListener | None = None):
         self.ha, self.node = ha, node
         self.peer = keepalived.nodes(ha, node.name)[1]
         self.files = keepalived.NodeFiles.under(state_dir)
@@ -143,6 +152,22 @@ class PairNode:
         self._partial = b""
         self._server: asyncio.AbstractServer | None = None
         self._watcher: asyncio.Task[None] | None = None
+        #: Set while an operator releases this node: the track script hears RELEASED.
+        self.released = False
+        #: Held while a release or takeover runs (medlb.ha.handover): one at a time.
+        self.handover_lock = asyncio.Lock()
+        #: time.monotonic() of the peer's last advert with a priority above 0.
+        self.peer_advert_at = float("-inf")
+        quiet = max(3 * ha.advert_centiseconds / 100, 3 * PROBE_EVERY)
+        self.split_brain = SplitBrainWatch(
+            self.peer.priority, keepalived.TAKEOVER_PRIORITY, quiet,
+            peer_preempts=ha.preempt and self.peer.priority > node.priority)
+        self.on_split_brain = on_split_brain
+        self.last_split_brain: Episode | None = None
+        self._adverts = AdvertWatch(ha.interface, self.peer.address, ha.virtual_router_id, self._peer_advert)
+        self._claims = ClaimWatch(ha.interface, node.address, [vip.ip for vip in ha.vips],
+                                  lambda: self.split_brain.peer_claims_vip(time.time()))
+        self._prober: asyncio.Task[None] | None = None
 
     @property
     def role(self) -> str:
@@ -167,6 +192,11 @@ class PairNode:
         await self._answer_alive()
         self._open_fifo()
         self._restore_role()
+        self.split_brain.set_role(self.state.role, self.state.since)
+        self._restore_split_brain()
+        self._adverts.start()
+        if self._claims.start():
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
         pid = running_pid(self.files)
         if pid is not None:
             self.pid, self.adopted = pid, True
@@ -178,10 +208,10 @@ class PairNode:
             self._start_keepalived()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
-    def _write_config(self) -> bool:
+    def _write_config(self, takeover: bool = False) -> bool:
         """Write keepalived.conf for this node; True when its text changed."""
         text = keepalived.render(self.ha, self.node.name, self.files,
-                                 keepalived.alive_command(self.medlb, self.files))
+                                 keepalived.alive_command(self.medlb, self.files), takeover)
         try:
             if self.files.config.read_text() == text:
                 return False
@@ -198,7 +228,7 @@ class PairNode:
             path.unlink()  # left by a medlb that was killed: nothing listens on it
 
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            problem = "medlb is stopping" if self._stopping else self.check_alive()
+            problem = "medlb is stopping" if self._stopping else RELEASED if self.released else self.check_alive()
             writer.write((alive.ALIVE if problem is None else f"dead: {problem}").encode() + b"\n")
             with contextlib.suppress(OSError):
                 await writer.drain()
@@ -265,11 +295,69 @@ class PairNode:
         if role == old:
             return
         self.state = RoleState(role, time.time())
-        with contextlib.suppress(OSError):
-            temporary = self.role_file.with_name("role.new")
-            temporary.write_text(json.dumps({"role": role, "since": self.state.since}))
-            os.replace(temporary, self.role_file)
+        self._write_json(self.role_file, {"role": role, "since": self.state.since})
+        self.split_brain.set_role(role, self.state.since)
         self.on_role(old, role)
+        self._split_brain_due()
+
+    def _write_json(self, path: Path, value: Any) -> None:
+        with contextlib.suppress(OSError):
+            temporary = path.with_name(path.name + ".new")
+            temporary.write_text(json.dumps(value))
+            os.replace(temporary, path)
+
+    # --- split brain --------------------------------------------------------------------
+
+    @property
+    def split_brain_file(self) -> Path:
+        return self.files.directory / "split-brain"
+
+    def _restore_split_brain(self) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            saved = json.loads(self.split_brain_file.read_text())
+            self.last_split_brain = Episode(float(saved["start"]), float(saved["end"]), bool(saved["kept_vips"]),
+                                            bool(saved["start_known"]))
+
+    def _peer_advert(self, priority: int) -> None:
+        if priority:
+            self.peer_advert_at = time.monotonic()
+        self.split_brain.peer_advert(priority, time.time())
+
+    async def _probe(self) -> None:
+        """While a split brain is open, ask who has the VIPs (the peer answers until it
+        yields), and end episodes on time."""
+        while True:
+            await asyncio.sleep(PROBE_EVERY)
+            if self.split_brain.open:
+                self._claims.probe()
+                self._split_brain_due()
+
+    def _split_brain_due(self) -> None:
+        for episode in self.split_brain.due(time.time()):
+            self.last_split_brain = episode
+            self._write_json(self.split_brain_file, episode.as_dict())
+            if self.on_split_brain is not None:
+                self.on_split_brain(episode)
+
+    # --- a takeover's config (medlb.ha.handover) ----------------------------------------
+
+    def reload_keepalived(self, takeover: bool) -> bool:
+        """Render this node's config (for a takeover or back to normal) and tell
+        keepalived to read it (SIGHUP); False when no keepalived runs to tell."""
+        self._write_config(takeover)
+        if self.pid is None or not self.keepalived_running():
+            return False
+        os.kill(self.pid, signal.SIGHUP)
+        log.event("keepalived_reloaded", pid=self.pid, reason="takeover" if takeover else "takeover done")
+        return True
+
+    async def wait_for(self, settled: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not settled():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def keepalived_running(self) -> bool:
         if self.process is not None:
@@ -280,6 +368,7 @@ class PairNode:
         delay = RESTART_DELAY
         while not self._stopping:
             await asyncio.sleep(WATCH_EVERY)
+            self._split_brain_due()
             if self._stopping or self.keepalived_running():
                 continue
             code = self.process.returncode if self.process is not None else None
@@ -327,6 +416,10 @@ class PairNode:
 
     async def close(self) -> None:
         """After the drain: stop answering and listening."""
+        self._adverts.close()
+        self._claims.close()
+        if self._prober is not None:
+            self._prober.cancel()
         if self._fifo is not None:
             asyncio.get_running_loop().remove_reader(self._fifo)
             os.close(self._fifo)
@@ -348,6 +441,8 @@ class PairNode:
             "peer": {"name": self.peer.name, "address": str(self.peer.address), "priority": self.peer.priority},
             "interface": self.ha.interface, "vips": [str(vip) for vip in self.ha.vips], "vips_held": held,
             "preempt": self.ha.preempt,
+            "released": self.released,
+            "split_brain": None if self.last_split_brain is None else self.last_split_brain.as_dict(),
             "keepalived": {"pid": self.pid, "running": self.keepalived_running(), "adopted": self.adopted,
                            "restarts": self.restarts, "log": str(self.files.directory / "keepalived.log")},
             "sync": "not yet available: make each config change and operator decision on both nodes",

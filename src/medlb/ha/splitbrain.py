@@ -1,0 +1,142 @@
+"""Split brain as one node sees it: both nodes active at once, and when it ended.
+
+Sans-I/O: fed this node's role changes (keepalived's notify FIFO), the evidence that
+the peer holds itself active (medlb.ha.adverts: its VRRP adverts, and ARP from
+another MAC for a VIP: its gratuitous ARPs on becoming active, its answers to this
+node's probes while it holds the VIPs) and this node's own hand-overs (release,
+takeover); `due(now)` returns the episodes that have ended. No clocks are read here.
+
+Two nodes that cannot hear each other's adverts both become active; when they hear
+each other again, the higher priority keeps the VIPs (keepalived's election,
+whatever `preempt` says) and the other leaves for BACKUP. The rules:
+
+- The node that yields (the loser) leaves MASTER for BACKUP. keepalived does that
+  only on an advert of a higher priority, so it was active beside the peer, unless
+  the advert was the peer's takeover: those carry keepalived.TAKEOVER_PRIORITY, not
+  the peer's configured priority (a peer whose own priority is 254 cannot be told
+  apart). The decision waits `quiet` seconds for that advert, since the FIFO and the
+  sockets are read in no fixed order. The loser usually is the node that became
+  active while it could not hear the peer, so its own MASTER-since is the start
+  (`start_known`).
+- The node that keeps the VIPs (the winner) is active and sees the peer's evidence:
+  the episode is open from the first evidence (the peer's gratuitous ARPs when it
+  became active, if they crossed; else its advert at the heal, and then the start is
+  only this node's own MASTER-since, `start_known` false, an upper bound of the
+  duration) and ends with the last evidence, `quiet` seconds later. Adverts alone
+  are not enough: at the heal the winner's advert often reaches the loser first, and
+  the loser yields without a word.
+- No episode: this node's own release and takeover, evidence within `quiet` seconds
+  of this node becoming active (an election settling), the peer's takeover, and,
+  with `preempt: true`, a peer of higher priority (it takes the VIPs back whenever
+  it returns, which looks the same here; the peer, the winner, records it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Both nodes active from `start` to `end` (Unix times), as this node saw it."""
+
+    start: float
+    end: float
+    #: Whether this node kept the VIPs when it ended.
+    kept_vips: bool
+    #: False when `start` is only when this node became active (the winner's view).
+    start_known: bool
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "duration": round(self.duration, 3)}
+
+
+class SplitBrainWatch:
+    """Turns this node's roles and its peer's adverts into split-brain episodes."""
+
+    def __init__(self, peer_priority: int, takeover_priority: int, quiet: float, peer_preempts: bool = False):
+        self.peer_priority = peer_priority
+        self.takeover_priority = takeover_priority
+        #: `preempt: true` and the peer's priority is above this node's.
+        self.peer_preempts = peer_preempts
+        #: Seconds without a peer advert after which the peer has yielded, and the
+        #: wait before a MASTER->BACKUP is judged.
+        self.quiet = quiet
+        self.role = "UNKNOWN"
+        self.master_since: float | None = None
+        self._handing_over_until = 0.0
+        self._open: tuple[float, bool] | None = None  # the winner's open episode: (start, start_known)
+        self._last_evidence = 0.0
+        self._peer_takeover_at = float("-inf")
+        self._pending_loss: tuple[float, float] | None = None  # (master since, left at)
+        self._ended: list[Episode] = []
+
+    def handing_over(self, until: float) -> None:
+        """This node releases or takes over until then: no episode is opened."""
+        self._handing_over_until = until
+
+    def set_role(self, role: str, at: float) -> None:
+        old, self.role = self.role, role
+        if role == old:
+            return
+        if role == "MASTER":
+            self.master_since = at
+            return
+        if old != "MASTER":
+            return
+        if self._open is not None:  # the peer's evidence came first: we yield
+            if at - self._peer_takeover_at > self.quiet:
+                self._end(self.master_since or self._open[0], at, kept=False, start_known=True)
+            self._open = None
+        elif role == "BACKUP" and at > self._handing_over_until and self.master_since is not None \
+                and not self.peer_preempts:
+            self._pending_loss = (self.master_since, at)
+        self.master_since = None
+
+    def peer_advert(self, priority: int, at: float) -> None:
+        if priority == 0:  # the peer is leaving: it gives the VIPs up
+            return
+        if priority == self.takeover_priority and priority != self.peer_priority:
+            self._peer_takeover_at = at
+            self._pending_loss = None
+            return
+        self._evidence(at, claim=False)
+
+    def peer_claims_vip(self, at: float) -> None:
+        """ARP for a VIP from the peer's MAC: it holds (or just took) the VIPs."""
+        self._evidence(at, claim=True)
+
+    def _evidence(self, at: float, claim: bool) -> None:
+        if self.role != "MASTER" or self.peer_preempts or at <= self._handing_over_until \
+                or self.master_since is None or at - self.master_since < self.quiet \
+                or at - self._peer_takeover_at < self.quiet:
+            return
+        self._last_evidence = at
+        if self._open is None:
+            self._open = (at, True) if claim else (self.master_since, False)
+
+    @property
+    def open(self) -> bool:
+        """An episode is open: this node probes whether the peer still holds the VIPs."""
+        return self._open is not None
+
+    def due(self, now: float) -> list[Episode]:
+        """Episodes that ended by `now` (each returned once)."""
+        if self._pending_loss is not None and now - self._pending_loss[1] >= self.quiet:
+            since, left = self._pending_loss
+            self._pending_loss = None
+            if left - self._peer_takeover_at > self.quiet:
+                self._end(since, left, kept=False, start_known=True)
+        if self._open is not None and now - self._last_evidence >= self.quiet:
+            self._end(self._open[0], self._last_evidence, kept=True, start_known=self._open[1])
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _end(self, start: float, end: float, kept: bool, start_known: bool) -> None:
+        self._open = None
+        self._ended.append(Episode(start, end, kept, start_known))
