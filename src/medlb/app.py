@@ -27,6 +27,8 @@ from medlb.control import ConfigHook, Listener, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.ha import node as ha_node
+from medlb.ha.channel import PairSync, read_sync_token
+from medlb.ha.generation import ConfigGeneration, text_hash
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
 from medlb.kernel.plane import KernelPlane
@@ -82,6 +84,10 @@ class App:
         self._admin: Any = None
         #: This node of the clustered pair (`ha:`), None for a lone medlb.
         self.pair: PairNode | None = None
+        #: The pair's sync channel (token, peer client, peer watcher), with `pair`.
+        self.pair_sync: PairSync | None = None
+        #: Which config this node runs (generation, hash), for the peer to compare.
+        self.generation: ConfigGeneration | None = None
         #: Told every change and audit entry (the admin side's live streams).
         self._listeners: list[Listener] = []
         #: Take part in every reload (the admin side's tokens).
@@ -109,6 +115,7 @@ class App:
         raise_open_files_limit()
         log_advisories(self.loaded)
         pair_node = self._pair_node(config)  # refuse a host that is neither node before anything runs
+        sync_token = read_sync_token(self.loaded) if pair_node is not None else ""
         if config.admin is not None:
             from medlb.admin.server import AdminServer
 
@@ -140,7 +147,7 @@ class App:
                 await self._data_plane_stop(0)
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
         if pair_node is not None:
-            await self._start_pair(pair_node)
+            await self._start_pair(pair_node, sync_token)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload("signal:SIGHUP")))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -161,12 +168,17 @@ class App:
         log.event("ha_node", node=node.name, address=str(node.address), priority=node.priority)
         return node
 
-    async def _start_pair(self, node: HaNode) -> None:
-        """keepalived for this node, once the data plane serves (its track script asks)."""
-        ha = self.loaded.config.ha
-        assert ha is not None
-        self.pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
-                             self._data_plane_problem, self._on_role)
+    async def _start_pair(self, node: HaNode, sync_token: str) -> None:
+        """keepalived for this node, once the data plane serves (its track script asks),
+        and the sync channel to the peer."""
+        ha, admin = self.loaded.config.ha, self.loaded.config.admin
+        assert ha is not None and admin is not None  # the loader refuses a pair without admin:
+        self.pair = pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
+                                    self._data_plane_problem, self._on_role)
+        self.generation = ConfigGeneration.under(self.loaded.state_dir, text_hash(self.loaded.text))
+        self.pair_sync = PairSync(node, pair.peer, admin.listen.port or 9443, sync_token, self.loaded.state_dir,
+                                  lambda: pair.role, self.generation.current)
+        self.on_config(self.pair_sync.prepare)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -176,6 +188,7 @@ class App:
             if self._admin is not None:
                 await self._admin.stop()
             raise StartError(f"the clustered pair cannot start keepalived: {exc}") from None
+        self.pair_sync.start()
 
     def _data_plane_problem(self) -> str | None:
         """Why this node cannot serve the VIPs now (keepalived's track script asks), or None."""
@@ -269,6 +282,8 @@ class App:
             except Exception as exc:  # noqa: BLE001 - the drain must happen whatever keepalived did
                 log.error("ha_release_failed", error=str(exc))
         left = await self._data_plane_stop(timeout)
+        if self.pair_sync is not None:
+            await self.pair_sync.stop()
         if self.pair is not None:
             await self.pair.close()
         await self.health.stop()
@@ -306,7 +321,13 @@ class App:
         return await self.kernel.metric_counts()
 
     async def ha_view(self) -> dict[str, Any] | None:
-        return None if self.pair is None else await self.pair.view()
+        if self.pair is None:
+            return None
+        view = await self.pair.view()
+        if self.pair_sync is not None and self.generation is not None:
+            view["peer"] = {**view["peer"], **self.pair_sync.view()}
+            view["config"] = {"generation": self.generation.generation, "hash": self.generation.hash}
+        return view
 
     def worker_views(self) -> list[dict[str, Any]] | None:
         return None if self.workers is None else [worker.view() for worker in self.workers.procs]
@@ -399,6 +420,8 @@ class App:
             self.health.base_dir = loaded.base_dir
             self.health.sync()
             self.loaded = loaded
+            if self.generation is not None and self.generation.hash != text_hash(loaded.text):
+                self.generation.commit(self.generation.generation + 1, text_hash(loaded.text))
             for commit in commits:
                 commit()
             self.reloads["ok"] += 1

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from medlb.config import LoadedConfig, Problem
 from medlb.runtime import Change, Server, Service
+
+if TYPE_CHECKING:
+    from medlb.ha.channel import PairSync
 
 #: Called with each message for the live streams: a runtime change or an audit entry.
 Listener = Callable[[dict[str, Any]], None]
@@ -90,6 +93,11 @@ class Control(Protocol):
         """The kernel's counters of every layer 4 service for /metrics, after
         `collect()`: {"error": last programming failure or None, "services": {name:
         {"mode", "servers": {name: {packets, bytes, new_flows, flows}}, "no_server"}}}."""
+
+    @property
+    def pair_sync(self) -> "PairSync | None":
+        """The pair's sync channel (its token, the peer client and watcher); None for
+        a medlb without `ha:`, or before the pair has started."""
 
     async def ha_view(self) -> dict[str, Any] | None:
         """This node of the clustered pair (role, since, peer, VIPs held, keepalived);

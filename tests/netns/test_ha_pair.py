@@ -31,7 +31,7 @@ SERVICE = {"name": "hl7-feed", "mode": "tcp", "listen": f"{VIP}:{CLOSING_PORT}",
            "servers": [{"name": role, "address": f"198.18.0.{host}:{CLOSING_PORT}"}
                        for role, host in (("rs1", 11), ("rs2", 12), ("rs3", 13))]}
 PAIR = {
-    "admin": {"listen": "0.0.0.0:9443", "token": TOKEN, "tls": "off"},
+    "admin": {"listen": "0.0.0.0:9443", "token": TOKEN, "tls": "auto"},  # the nodes sync over HTTPS
     "ha": {"nodes": [{"name": "lb-a", "address": BALANCER, "priority": 150},
                      {"name": "lb-b", "address": BALANCER2, "priority": 100}],
            "interface": "eth0", "virtual_router_id": 51, "advert_interval": "200ms", "vips": [f"{VIP}/24"],
@@ -140,7 +140,7 @@ def test_the_pair_fails_over_on_kill_9_adopts_keepalived_on_restart_and_moves_th
     metrics = active.api("GET", "/metrics")[1]
     assert f'medlb_ha_role{{node="{first}",role="MASTER"}} 1.0' in metrics
     status = active.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", "--url",
-                             "http://127.0.0.1:9443", "ha", "status").stdout
+                             "https://127.0.0.1:9443", "--insecure", "ha", "status").stdout
     assert f"node {first} (" in status and "): MASTER (active) since " in status, status
     assert f"held here: {VIP}/24" in status and "keepalived: pid " in status and ", running" in status, status
     print(f"\nelected: {first} holds {VIP}\n{status}")
@@ -221,3 +221,81 @@ def _parent(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+SYNC_TOKEN = "a-shared-ha-sync-token-0123456789"
+
+
+def wait_peer(node: MedlbNode, up: bool = True, in_sync: bool | None = True, timeout: float = 20) -> dict:
+    """Until the node's view of its peer is up (and its config in sync) or not; the view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = node.api("GET", "/api/v1/ha")[1]
+        peer = view["peer"]
+        if peer["up"] == up and (in_sync is None or peer["config_in_sync"] == in_sync):
+            return view
+        assert time.monotonic() < deadline, f"{view['node']} sees its peer as {peer}:\n{node.log()[-3000:]}"
+        time.sleep(0.1)
+
+
+def admin_fingerprint(node: MedlbNode) -> str:
+    from medlb.admin.tls import fingerprint
+
+    return fingerprint((node.workdir / "state" / "admin-tls" / "cert.pem").read_bytes())
+
+
+def test_the_sync_channel_takes_only_the_sync_token_and_pins_the_peer_certificate(pair):
+    topo, nodes = pair
+    for node in nodes.values():
+        node.start()
+    a, b = nodes["lb-a"], nodes["lb-b"]
+
+    # Each node sees the other up, with the same config, and pinned its certificate.
+    for node, peer in ((a, b), (b, a)):
+        view = wait_peer(node)
+        assert view["peer"]["cert_fingerprint"] == admin_fingerprint(peer)
+        pin = (node.workdir / "state" / "ha" / "peer-cert.sha256").read_text().strip()
+        assert pin == admin_fingerprint(peer)
+        assert view["config"]["generation"] >= 1 and view["config"]["hash"] == b.api("GET", "/api/v1/ha")[1][
+            "config"]["hash"]
+        metrics = node.api("GET", "/metrics")[1]
+        assert f'medlb_ha_peer_up{{node="{name_of(node)}",peer="{name_of(peer)}"}} 1.0' in metrics
+        assert f'medlb_ha_config_in_sync{{node="{name_of(node)}",peer="{name_of(peer)}"}} 1.0' in metrics
+
+    # The sync API: its token opens it, and nothing else does.
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", token=SYNC_TOKEN)
+    assert status == 200 and answer["node"] == "lb-a" and answer["role"] in ("MASTER", "BACKUP")
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False)  # an operator's token
+    assert status == 403 and answer["error"] == "the sync API takes the pair's sync token, not an operator's"
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False, token="not-the-sync-token")
+    assert status == 401, answer
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False, token=None)
+    assert status == 401, answer
+    audit = a.api("GET", "/api/v1/audit?q=ha_sync_refused")[1]
+    assert [entry["action"] for entry in audit] == ["ha_sync_refused"], audit
+    assert "not-the-sync-token" not in json.dumps(audit) and "not-the-sync-token" not in a.log()
+    # ... and the sync token is no operator: refused on every operator route.
+    for method, path, body in (("GET", "/api/v1/services", None), ("GET", "/api/v1/ha", None),
+                               ("POST", "/api/v1/services/hl7-feed/servers/rs1/state", {"state": "halt"})):
+        status, answer = a.api(method, path, body, check=False, token=SYNC_TOKEN)
+        assert status == 403 and "sync token opens only /api/v1/ha/sync/" in answer["error"], (path, answer)
+    assert a.server("hl7-feed", "rs1")["state"] == "online"
+
+    # The peer's certificate changes (a new one made at its start): refused, and said,
+    # until the operator removes the pin on this node.
+    pinned = admin_fingerprint(b)
+    b.stop(signal.SIGTERM)
+    for made in ("cert.pem", "key.pem"):
+        (b.workdir / "state" / "admin-tls" / made).unlink()
+    b.start()
+    view = wait_peer(a, up=False, in_sync=None)
+    deadline = time.monotonic() + 20
+    while "certificate changed" not in (view["peer"]["error"] or ""):
+        assert time.monotonic() < deadline, view["peer"]
+        time.sleep(0.2)
+        view = a.api("GET", "/api/v1/ha")[1]
+    assert pinned in view["peer"]["error"] and admin_fingerprint(b) in view["peer"]["error"]
+    assert view["peer"]["cert_fingerprint"] == pinned and view["peer"]["cert_seen"] == admin_fingerprint(b)
+    assert "ha_peer_unreachable" in a.log()
+    (a.workdir / "state" / "ha" / "peer-cert.sha256").unlink()
+    assert wait_peer(a)["peer"]["cert_fingerprint"] == admin_fingerprint(b)

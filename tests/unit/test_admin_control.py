@@ -54,6 +54,8 @@ class FakeControl:
         self.kernel: dict[str, Any] = {"error": None, "services": {}}
         #: What ha_view answers: None, not a node of a pair.
         self.ha: dict[str, Any] | None = None
+        #: The pair's sync channel: None, not a node of a pair.
+        self.pair_sync: Any = None
 
     @property
     def services(self) -> Any:

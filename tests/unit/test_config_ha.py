@@ -212,3 +212,10 @@ def test_the_pair_needs_an_admin_api_the_peer_can_reach():
     assert missing.path == "ha" and "the pair needs an admin: section" in missing.message
     assert loopback.path == "admin.listen" and loopback.line == 2
     assert "loopback only, but the peer node syncs over this admin API" in loopback.message
+
+
+def test_the_pair_needs_https_on_the_admin_api():
+    problem = only_problem(pair(admin='  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n  tls: "off"\n'))
+
+    assert problem.path == "admin.tls" and problem.line == 4
+    assert "the pair syncs configs and decisions over HTTPS: admin.tls must not be off" in problem.message
