@@ -22,13 +22,15 @@ from typing import Any, Mapping
 from medlb import descriptors, logs
 from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
+from medlb.config.loader import parse_config
 from medlb.config.models import L4_MODES, Config, HaNode
-from medlb.control import ConfigHook, Listener, ReloadResult
+from medlb.control import ConfigHook, Listener, PendingReload, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.ha import node as ha_node
 from medlb.ha.channel import PairSync, read_sync_token
-from medlb.ha.generation import ConfigGeneration, text_hash
+from medlb.ha.configsync import Bundle, ConfigSync, PeerRefused
+from medlb.ha.generation import ConfigGeneration
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
 from medlb.kernel.plane import KernelPlane
@@ -88,6 +90,8 @@ class App:
         self.pair_sync: PairSync | None = None
         #: Which config this node runs (generation, hash), for the peer to compare.
         self.generation: ConfigGeneration | None = None
+        #: Config changes made on both nodes or neither (with `pair_sync`).
+        self.config_sync: ConfigSync | None = None
         #: Told every change and audit entry (the admin side's live streams).
         self._listeners: list[Listener] = []
         #: Take part in every reload (the admin side's tokens).
@@ -100,7 +104,9 @@ class App:
         """A config medlb can run as written: a setting this release cannot honour (a
         mode, TLS, a check type) is refused rather than ignored, since ignoring `tls`
         would send patient data in clear."""
-        loaded = load_config(self.config_path, local_hosts=local_addresses())
+        return self._runnable(load_config(self.config_path, local_hosts=local_addresses()))
+
+    def _runnable(self, loaded: LoadedConfig) -> LoadedConfig:
         if loaded.warnings:
             raise ConfigError(loaded.source, loaded.warnings)
         if self.state_dir_override is not None:
@@ -175,10 +181,11 @@ class App:
         assert ha is not None and admin is not None  # the loader refuses a pair without admin:
         self.pair = pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
                                     self._data_plane_problem, self._on_role)
-        self.generation = ConfigGeneration.under(self.loaded.state_dir, text_hash(self.loaded.text))
+        self.generation = ConfigGeneration.under(self.loaded.state_dir, Bundle.of(self.loaded).hash)
         self.pair_sync = PairSync(node, pair.peer, admin.listen.port or 9443, sync_token, self.loaded.state_dir,
                                   lambda: pair.role, self.generation.current)
         self.on_config(self.pair_sync.prepare)
+        self.config_sync = ConfigSync(self, self.pair_sync, self.generation)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -261,6 +268,12 @@ class App:
             self.runtime.apply(SetState(service, server, stored.state, who=stored.changed_by))  # type: ignore[arg-type]
             target.state_changed_at = stored.changed_at
 
+    @property
+    def reload_lock(self) -> asyncio.Lock:
+        """Held by a reload from start to end (and, on the pair's passive node, from a
+        prepare received from the active one to its commit)."""
+        return self._reload_lock
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -326,7 +339,7 @@ class App:
         view = await self.pair.view()
         if self.pair_sync is not None and self.generation is not None:
             view["peer"] = {**view["peer"], **self.pair_sync.view()}
-            view["config"] = {"generation": self.generation.generation, "hash": self.generation.hash}
+            view["config"] = self.config_sync.view() if self.config_sync is not None else None
         return view
 
     def worker_views(self) -> list[dict[str, Any]] | None:
@@ -399,56 +412,106 @@ class App:
 
     async def reload(self, who: str, source: str = "") -> ReloadResult:
         """Re-read the config file and make it live everywhere, or nowhere: on any
-        problem (the file, an address, a certificate, a worker) keep running the old
-        config exactly as it was."""
+        problem (the file, an address, a certificate, a worker, the pair's other node)
+        keep running the old config exactly as it was."""
         async with self._reload_lock:
-            try:
-                loaded = self._load()
-                commits = [hook(loaded) for hook in self._config_hooks]
-            except ConfigError as exc:
-                return self._reload_failed(who, source, exc.problems)
-            plan = self.runtime.plan(loaded.config)
-            try:
-                prepared = await self._prepare_data_plane(plan, loaded)
-            except Refused as exc:
-                return self._reload_failed(who, source, [Problem("services", None, reason) for reason in exc.reasons],
-                                           exc.not_answered)
-            old_config = self.loaded.config
-            self.runtime.commit(plan)
-            self._apply_stored_states()
-            not_answered = await prepared.commit()
-            self.health.base_dir = loaded.base_dir
-            self.health.sync()
-            self.loaded = loaded
-            if self.generation is not None and self.generation.hash != text_hash(loaded.text):
-                self.generation.commit(self.generation.generation + 1, text_hash(loaded.text))
-            for commit in commits:
-                commit()
-            self.reloads["ok"] += 1
-            if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
-                    and old_config.admin.listen != loaded.config.admin.listen:
-                log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
-            if old_config.admin is not None and loaded.config.admin is not None \
-                    and old_config.admin.tls != loaded.config.admin.tls:
-                log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
-            if old_config.workers != loaded.config.workers:
-                log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
-            if old_config.state_dir != loaded.config.state_dir:
-                log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
-            if old_config.ha != loaded.config.ha:
-                log.warning("ha_needs_restart", reason="keepalived runs with the ha: section medlb started with")
-            detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
-            if not_answered:
-                detail["workers_not_answered"] = not_answered
-            self.audit(who, "reload", str(self.config_path), detail, source)
-            log.event("reloaded", who=who, services=len(self.runtime.services))
-            log_advisories(loaded)
-            notifier.reloaded()
-            return ReloadResult([], not_answered)
+            return await self._reload_locked(who, source)
+
+    async def _reload_locked(self, who: str, source: str) -> ReloadResult:
+        try:
+            loaded = self._load()
+        except ConfigError as exc:
+            return self._reload_failed(who, source, exc.problems)
+        sync = self.config_sync
+        bundle = sync.bundle(loaded) if sync is not None else None
+        if sync is not None and bundle is not None:
+            conflict = sync.edit_refusal(bundle, by_signal=who.startswith("signal:"))
+            if conflict is not None:
+                return self._edit_refused(who, source, conflict)
+        try:
+            pending = await self.prepare_reload(loaded)
+        except ConfigError as exc:
+            return self._reload_failed(who, source, exc.problems)
+        except Refused as exc:
+            return self._reload_failed(who, source, [Problem("services", None, reason) for reason in exc.reasons],
+                                       exc.not_answered)
+        if sync is None or bundle is None:
+            return await self.commit_reload(pending, who, source)
+        generation = sync.next_generation(bundle)
+        try:
+            peer = await sync.prepare_peer(bundle, generation)
+        except PeerRefused as exc:
+            await pending.prepared.discard()
+            result = self._reload_failed(who, source, [Problem("ha", None, f"the peer {exc.peer} refused: {problem}")
+                                                       for problem in exc.problems])
+            result.refused_by = exc.peer
+            return result
+        result = await self.commit_reload(pending, who, source, generation)
+        result.peer = await sync.commit_peer(peer, generation)
+        return result
+
+    def load_text(self, text: str) -> LoadedConfig:
+        """A config as `_load` reads it, from text the pair's other node sent (read
+        with its files, which are already in place)."""
+        return self._runnable(parse_config(text, str(self.config_path), self.config_path.resolve().parent,
+                                           read_files=True, local_hosts=local_addresses()))
+
+    async def prepare_reload(self, loaded: LoadedConfig) -> PendingReload:
+        """Everything of a reload that can fail, with nothing live changed: the admin
+        side's hooks and the data plane prepare. Raises ConfigError or Refused."""
+        commits = [hook(loaded) for hook in self._config_hooks]
+        plan = self.runtime.plan(loaded.config)
+        prepared = await self._prepare_data_plane(plan, loaded)
+        return PendingReload(loaded, plan, prepared, commits)
+
+    async def commit_reload(self, pending: PendingReload, who: str, source: str = "",
+                            generation: tuple[int, str] | None = None) -> ReloadResult:
+        """Make a prepared config live (this cannot fail); `generation`: the pair's
+        (generation, hash) it becomes."""
+        loaded = pending.loaded
+        old_config = self.loaded.config
+        self.runtime.commit(pending.plan)
+        self._apply_stored_states()
+        not_answered = await pending.prepared.commit()
+        self.health.base_dir = loaded.base_dir
+        self.health.sync()
+        self.loaded = loaded
+        if self.generation is not None and generation is not None:
+            self.generation.commit(*generation)
+        for commit in pending.commits:
+            commit()
+        self.reloads["ok"] += 1
+        if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
+                and old_config.admin.listen != loaded.config.admin.listen:
+            log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
+        if old_config.admin is not None and loaded.config.admin is not None \
+                and old_config.admin.tls != loaded.config.admin.tls:
+            log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
+        if old_config.workers != loaded.config.workers:
+            log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
+        if old_config.state_dir != loaded.config.state_dir:
+            log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
+        if old_config.ha != loaded.config.ha:
+            log.warning("ha_needs_restart", reason="keepalived runs with the ha: section medlb started with")
+        detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
+        if not_answered:
+            detail["workers_not_answered"] = not_answered
+        if generation is not None:
+            detail["generation"] = generation[0]
+        self.audit(who, "reload", str(self.config_path), detail, source)
+        log.event("reloaded", who=who, services=len(self.runtime.services))
+        log_advisories(loaded)
+        notifier.reloaded()
+        return ReloadResult([], not_answered)
 
     async def apply_config(self, text: str, who: str, source: str = "") -> ReloadResult:
         """Write a file over the config file and reload; a refused reload puts the old
-        file back. The previous file is kept beside it as FILE.previous."""
+        file back. The previous file is kept beside it as FILE.previous. The passive
+        node of a pair refuses, writing nothing."""
+        if self.config_sync is not None:
+            conflict = self.config_sync.edit_refusal(None, by_signal=False)
+            if conflict is not None:
+                return self._edit_refused(who, source, conflict)
         path = self.config_path
         old = path.read_text(encoding="utf-8")
         path.with_name(path.name + ".previous").write_text(old, encoding="utf-8")
@@ -456,9 +519,15 @@ class App:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, path)
         result = await self.reload(who, source)
-        if result.problems:
+        if result.problems or result.conflict:
             path.write_text(old, encoding="utf-8")
         return result
+
+    def _edit_refused(self, who: str, source: str, conflict: str) -> ReloadResult:
+        """The passive node of a pair changes nothing: said, audited and logged."""
+        self.audit(who, "reload", str(self.config_path), {"result": "refused", "reason": conflict}, source)
+        log.warning("reload_refused", who=who, reason=conflict)
+        return ReloadResult(conflict=conflict)
 
     def _reload_failed(self, who: str, source: str, problems: list[Problem],
                        not_answered: list[int] | None = None) -> ReloadResult:

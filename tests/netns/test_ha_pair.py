@@ -26,6 +26,7 @@ from topology import BALANCER, BALANCER2, Topology
 from traffic import CLOSING_PORT, NAMES, start_servers
 
 VIP = "198.18.0.100"
+SYNC_TOKEN = "a-shared-ha-sync-token-0123456789"
 ROLES = {"lb-a": "lb", "lb-b": "lb2"}
 SERVICE = {"name": "hl7-feed", "mode": "tcp", "listen": f"{VIP}:{CLOSING_PORT}", "health": {"type": "tcp"},
            "servers": [{"name": role, "address": f"198.18.0.{host}:{CLOSING_PORT}"}
@@ -95,14 +96,13 @@ def wait_role(node: MedlbNode, role: str, timeout: float = 20) -> dict:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+def start_pair(topology, tmp_path, shared: bool):  # noqa: F811 (the fixture imported above)
+    """Two nodes on one config text: one file both run (`shared`), or a byte-identical
+    copy each (as two hosts have), so that one node's writes do not reach the other."""
     need_tool("keepalived")
     need_tool("curl")
     topo = topology("pair")
     start_servers(topo)
-    shared = tmp_path / "medlb.yaml"  # the one file both nodes run
-    (tmp_path / "ha-token").write_text("a-shared-ha-sync-token-0123456789\n")
     nodes = {}
     for name, role in ROLES.items():
         workdir = tmp_path / name
@@ -111,12 +111,28 @@ def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
         named = ("--node", name) if name == "lb-b" else ()
         node = MedlbNode(topo[role], workdir, [SERVICE], run_args=(*named, "--state-dir", str(workdir / "state")),
                          **PAIR)
-        node.config_path = shared
+        if shared:
+            node.config_path = tmp_path / "medlb.yaml"
+        (node.config_path.parent / "ha-token").write_text(SYNC_TOKEN + "\n")
         node.config = {**node.config, "state_dir": str(tmp_path / "unused")}  # --state-dir wins
         node.write_config()
         nodes[name] = node
+    return topo, nodes
+
+
+@pytest.fixture
+def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+    topo, nodes = start_pair(topology, tmp_path, shared=True)
     yield topo, nodes
     for node in nodes.values():  # SIGTERM: each stops its keepalived; the topology kills what is left
+        node.stop(signal.SIGTERM)
+
+
+@pytest.fixture
+def pair_apart(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+    topo, nodes = start_pair(topology, tmp_path, shared=False)
+    yield topo, nodes
+    for node in nodes.values():
         node.stop(signal.SIGTERM)
 
 
@@ -223,9 +239,6 @@ def _parent(pid: int) -> int | None:
         return None
 
 
-SYNC_TOKEN = "a-shared-ha-sync-token-0123456789"
-
-
 def wait_peer(node: MedlbNode, up: bool = True, in_sync: bool | None = True, timeout: float = 20) -> dict:
     """Until the node's view of its peer is up (and its config in sync) or not; the view."""
     deadline = time.monotonic() + timeout
@@ -299,3 +312,116 @@ def test_the_sync_channel_takes_only_the_sync_token_and_pins_the_peer_certificat
     assert "ha_peer_unreachable" in a.log()
     (a.workdir / "state" / "ha" / "peer-cert.sha256").unlink()
     assert wait_peer(a)["peer"]["cert_fingerprint"] == admin_fingerprint(b)
+
+
+LATE_PORT, SQUATTED_PORT, THIRD_PORT = 7101, 7102, 7103
+
+
+def service_on(name: str, port: int) -> dict:
+    """A tcp service on every address of the node (so each node answers on its own)."""
+    return {**SERVICE, "name": name, "listen": f"0.0.0.0:{port}"}
+
+
+def config_with(node: MedlbNode, *extra: dict) -> str:
+    """The node's config file with more services."""
+    import yaml
+
+    data = yaml.safe_load(node.config_path.read_text())
+    data["services"] = [*data["services"], *extra]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def answers_at(topo: Topology, address: str, port: int, client_port: int) -> str | None:
+    done = topo["cli"].run(need_tool("timeout"), "3", sys.executable, str(NAMES), "--to", f"{address}:{port}",
+                           "--ports", f"{client_port}-{client_port}", check=False)
+    return json.loads(done.stdout)[str(client_port)] or None if done.returncode == 0 else None
+
+
+def services_of(node: MedlbNode) -> list[str]:
+    return sorted(service["name"] for service in node.api("GET", "/api/v1/services")[1])
+
+
+def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_apart):
+    topo, nodes = pair_apart
+    for node in nodes.values():
+        node.start()
+    deadline = time.monotonic() + 20
+    while len(holders(topo)) != 1:
+        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
+        time.sleep(0.05)
+    [first] = holders(topo)
+    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
+    wait_role(active, "MASTER")
+    wait_role(passive, "BACKUP")
+    wait_peer(active)
+    start_text = passive.config_path.read_text()
+
+    # The passive node takes no edit: apply and reload answer 409, a SIGHUP with a
+    # changed file is refused; nothing changes there.
+    edit = {"text": config_with(passive, service_on("late-feed", LATE_PORT))}
+    status, answer = passive.api("POST", "/api/v1/config/apply", edit, check=False)
+    assert status == 409 and answer["error"] == (f"{name_of(passive)} is the passive node of the pair: edit the "
+                                                 f"active node {first}, which syncs it here"), answer
+    assert passive.config_path.read_text() == start_text
+    status, answer = passive.api("POST", "/api/v1/reload", check=False)
+    assert status == 409 and f"edit the active node {first}" in answer["error"]
+    passive.config_path.write_text(edit["text"])
+    passive.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SIGHUP with a changed config refused" not in passive.log():
+        assert time.monotonic() < deadline, passive.log()[-3000:]
+        time.sleep(0.1)
+    passive.config_path.write_text(start_text)
+    assert services_of(passive) == ["hl7-feed"]
+    audit = passive.api("GET", "/api/v1/audit?q=reload")[1]
+    assert [entry["detail"].get("result") for entry in audit] == ["refused"] * 3, audit
+
+    # A change on the active node is applied on the passive one before the answer,
+    # audited there as coming from the peer; the new service answers on both.
+    status, answer = active.api("POST", "/api/v1/config/apply", edit)
+    assert answer["peer"] == f"the peer {name_of(passive)} runs it too (generation 2)", answer
+    assert services_of(passive) == ["hl7-feed", "late-feed"]
+    assert passive.config_path.read_text() == active.config_path.read_text() == edit["text"]
+    for node, address in ((active, BALANCER if first == "lb-a" else BALANCER2),
+                          (passive, BALANCER2 if first == "lb-a" else BALANCER)):
+        node.wait_health("late-feed", {"rs1": "up", "rs2": "up", "rs3": "up"})
+        assert answers_at(topo, address, LATE_PORT, 24000 + LATE_PORT % 100) in {"rs1", "rs2", "rs3"}
+    [received] = [entry for entry in passive.api("GET", "/api/v1/audit?q=reload")[1]
+                  if entry["detail"].get("result") == "ok"]
+    assert received["who"] == f"peer:{first}" and received["detail"]["generation"] == 2
+    for node, other in ((active, passive), (passive, active)):
+        assert wait_peer(node)["config"]["generation"] == 2
+        metrics = node.api("GET", "/metrics")[1]
+        assert f'medlb_ha_config_in_sync{{node="{name_of(node)}",peer="{name_of(other)}"}} 1.0' in metrics
+
+    # A config the peer cannot run (a port its host already uses) changes neither node.
+    topo.start(passive.node.role, [sys.executable, "-c", "import socket, time; s = socket.socket(); "
+                                   f"s.bind(('0.0.0.0', {SQUATTED_PORT})); s.listen(); print('ready', flush=True); "
+                                   "time.sleep(600)"])
+    refused = {"text": config_with(active, service_on("squatted", SQUATTED_PORT))}
+    status, answer = active.api("POST", "/api/v1/config/apply", refused, check=False)
+    assert status == 422, answer
+    assert answer["error"] == f"the peer {name_of(passive)} refused the config; neither node changed"
+    assert any(f"the peer {name_of(passive)} refused" in problem and str(SQUATTED_PORT) in problem
+               for problem in answer["problems"]), answer
+    for node in (active, passive):
+        assert services_of(node) == ["hl7-feed", "late-feed"]
+        assert node.config_path.read_text() == edit["text"]
+        assert wait_peer(node)["config"]["generation"] == 2
+    assert answers_at(topo, BALANCER if first == "lb-a" else BALANCER2, SQUATTED_PORT, 24050) is None
+
+    # The passive node is down during a change: the active commits alone, says so, and
+    # brings the peer up to date when it returns.
+    passive.stop(signal.SIGTERM)
+    third = {"text": config_with(active, service_on("third-feed", THIRD_PORT))}
+    status, answer = active.api("POST", "/api/v1/config/apply", third)
+    assert answer["peer"].startswith(f"the peer {name_of(passive)} is unreachable") and \
+        "it takes generation 3 when it answers again" in answer["peer"], answer
+    assert "third-feed" in services_of(active)
+    wait_peer(active, up=False, in_sync=None)
+    passive.start()
+    wait_peer(active, timeout=30)
+    assert services_of(passive) == ["hl7-feed", "late-feed", "third-feed"]
+    assert passive.config_path.read_text() == third["text"]
+    assert wait_peer(passive)["config"]["generation"] == 3
+    assert "ha_config_caught_up" in active.log()

@@ -588,14 +588,19 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     def reloaded(result: "ReloadResult", refusal: str) -> JSONResponse:
         """A reload's answer: 422 refused for its problems, 503 refused because a worker
         did not answer, else as any action (200, or 202 naming unconfirmed workers)."""
+        if result.conflict:
+            return JSONResponse({"error": result.conflict}, status_code=409)
+        if result.refused_by:
+            refusal = f"the peer {result.refused_by} refused the config; neither node changed"
         if result.problems:
             body = {"error": refusal, "problems": [str(p) for p in result.problems]}
             if result.not_answered:
                 return JSONResponse({**body, "settled": False, "workers_not_answered": result.not_answered},
                                     status_code=503)
             return JSONResponse(body, status_code=422)
+        peer = {"peer": result.peer} if result.peer else {}
         return confirmed({"status": "reloaded", "services": sorted(control.services),
-                          "advisories": advisories(control.loaded)}, result.not_answered)
+                          "advisories": advisories(control.loaded), **peer}, result.not_answered)
 
     api.include_router(channel.router(control))
 
