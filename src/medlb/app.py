@@ -340,6 +340,9 @@ class App:
         if self.pair_sync is not None and self.generation is not None:
             view["peer"] = {**view["peer"], **self.pair_sync.view()}
             view["config"] = self.config_sync.view() if self.config_sync is not None else None
+            in_sync = "in sync with the peer" if self.pair_sync.config_in_sync else "NOT in sync with the peer"
+            view["sync"] = (f"config generation {self.generation.generation}, {in_sync}; operator decisions are "
+                            "not synced yet: make each on both nodes")
         return view
 
     def worker_views(self) -> list[dict[str, Any]] | None:

@@ -425,3 +425,39 @@ def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_
     assert passive.config_path.read_text() == third["text"]
     assert wait_peer(passive)["config"]["generation"] == 3
     assert "ha_config_caught_up" in active.log()
+
+
+def test_a_node_that_committed_alone_keeps_its_change_when_it_returns_as_the_passive_node(pair_apart):
+    topo, nodes = pair_apart
+    for node in nodes.values():
+        node.start()
+    deadline = time.monotonic() + 20
+    while len(holders(topo)) != 1:
+        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
+        time.sleep(0.05)
+    [first] = holders(topo)
+    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
+    wait_role(active, "MASTER")
+    wait_peer(active)
+
+    # The passive node is away while the active one commits a change alone; then the
+    # active node stops, and the other starts and becomes active with the older config.
+    passive.stop(signal.SIGTERM)
+    edit = {"text": config_with(active, service_on("late-feed", LATE_PORT))}
+    assert "is unreachable" in active.api("POST", "/api/v1/config/apply", edit)[1]["peer"]
+    active.stop(signal.SIGTERM)
+    passive.start()
+    wait_role(passive, "MASTER", timeout=30)
+    assert services_of(passive) == ["hl7-feed"]
+
+    # The node that committed alone returns as the passive one: its generation is
+    # higher, so the active node takes its config, audited as coming from the peer.
+    active.start()
+    wait_role(active, "BACKUP")
+    view = wait_peer(passive, timeout=30)
+    assert view["config"]["generation"] == 2
+    assert services_of(passive) == ["hl7-feed", "late-feed"]
+    assert passive.config_path.read_text() == edit["text"]
+    taken = [entry for entry in passive.api("GET", "/api/v1/audit?q=reload")[1] if entry["detail"].get("result") == "ok"]
+    assert [entry["who"] for entry in taken] == [f"peer:{first}"], taken
+    assert "direction=\"from the peer\"" in passive.log() or "from the peer" in passive.log()

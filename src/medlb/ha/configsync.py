@@ -59,6 +59,9 @@ PEER_CALL_TIMEOUT = 30.0
 LOCK_WAIT = 10.0
 #: Seconds before the watcher tries again to bring a peer up to date that refused.
 CATCH_UP_RETRY = 30.0
+#: The peer's answers that judge the sync request, not the config (a sync token that
+#: differs, no `ha:` there): the peer is treated as unreachable, not as refusing.
+NOT_A_REFUSAL = (401, 403, 404)
 
 
 class PeerRefused(Exception):
@@ -267,6 +270,9 @@ class ConfigSync:
         body = {**bundle.as_json(), "generation": generation[0], "hash": generation[1]}
         try:
             status, answer = await self.pair.client.call("POST", "/config/prepare", body, PEER_CALL_TIMEOUT)
+            if status in NOT_A_REFUSAL:
+                raise PeerUnreachable(f"the peer {self.peer} answered {status}: "
+                                      f"{answer.get('error') if isinstance(answer, dict) else answer}")
         except PeerUnreachable as exc:
             self.peer_behind = f"unreachable at generation {generation[0]}: {exc}"
             log.warning("ha_config_peer_unreachable", peer=self.peer, generation=generation[0], error=str(exc),
@@ -497,20 +503,26 @@ def _config_routes(routes: APIRouter, control: "Control") -> None:
     def source(request: Request) -> str:
         return request.client.host if request.client else ""
 
+    async def body(request: Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            return None  # each receiver refuses a body that is not what it takes
+
     @routes.post("/config/prepare")
     async def prepare(request: Request) -> JSONResponse:
         """Check and prepare the active node's config and files; commit or discard follows."""
-        status, answer = await sync().receive_prepare(await request.json(), source(request))
+        status, answer = await sync().receive_prepare(await body(request), source(request))
         return JSONResponse(answer, status_code=status)
 
     @routes.post("/config/commit")
     async def commit(request: Request) -> JSONResponse:
-        status, answer = await sync().receive_commit(await request.json(), source(request))
+        status, answer = await sync().receive_commit(await body(request), source(request))
         return JSONResponse(answer, status_code=status)
 
     @routes.post("/config/discard")
     async def discard(request: Request) -> JSONResponse:
-        status, answer = await sync().receive_discard(await request.json())
+        status, answer = await sync().receive_discard(await body(request))
         return JSONResponse(answer, status_code=status)
 
     @routes.get("/config")

@@ -182,6 +182,7 @@ function pairLine() {
     (peer.error ? ` (${peer.error})` : "") + ".";
   return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} ${words[peer.role] || peer.role}, ` +
     (peer.config_in_sync ? "config in sync" : "config NOT in sync") +
+    (!peer.config_in_sync && h.config && h.config.peer_behind ? ` (${h.config.peer_behind})` : "") +
     (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + ".";
 }
 
