@@ -426,6 +426,17 @@ def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_
     assert wait_peer(passive)["config"]["generation"] == 3
     assert "ha_config_caught_up" in active.log()
 
+    # An edited file and SIGHUP on the active node go the same way.
+    sighup = config_with(active, service_on("fourth-feed", THIRD_PORT + 1))
+    active.config_path.write_text(sighup)
+    active.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "fourth-feed" not in services_of(passive):
+        assert time.monotonic() < deadline, active.log()[-3000:]
+        time.sleep(0.1)
+    assert passive.config_path.read_text() == sighup
+    assert wait_peer(active)["config"]["generation"] == 4
+
 
 def test_a_node_that_committed_alone_keeps_its_change_when_it_returns_as_the_passive_node(pair_apart):
     topo, nodes = pair_apart
