@@ -341,8 +341,9 @@ def services_of(node: MedlbNode) -> list[str]:
     return sorted(service["name"] for service in node.api("GET", "/api/v1/services")[1])
 
 
-def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_apart):
-    topo, nodes = pair_apart
+def started(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[str, MedlbNode, MedlbNode]:
+    """Both nodes started, one elected, each seeing the other: (the active node's
+    name, the active node, the passive node)."""
     for node in nodes.values():
         node.start()
     deadline = time.monotonic() + 20
@@ -354,6 +355,12 @@ def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_
     wait_role(active, "MASTER")
     wait_role(passive, "BACKUP")
     wait_peer(active)
+    return first, active, passive
+
+
+def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_apart):
+    topo, nodes = pair_apart
+    first, active, passive = started(topo, nodes)
     start_text = passive.config_path.read_text()
 
     # The passive node takes no edit: apply and reload answer 409, a SIGHUP with a
@@ -440,16 +447,7 @@ def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_
 
 def test_a_node_that_committed_alone_keeps_its_change_when_it_returns_as_the_passive_node(pair_apart):
     topo, nodes = pair_apart
-    for node in nodes.values():
-        node.start()
-    deadline = time.monotonic() + 20
-    while len(holders(topo)) != 1:
-        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
-        time.sleep(0.05)
-    [first] = holders(topo)
-    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
-    wait_role(active, "MASTER")
-    wait_peer(active)
+    first, active, passive = started(topo, nodes)
 
     # The passive node is away while the active one commits a change alone; then the
     # active node stops, and the other starts and becomes active with the older config.
