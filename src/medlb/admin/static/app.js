@@ -685,7 +685,8 @@ async function renderConfig() {
         `services: ${answer.services.join(", ")}. Established connections stay.`, "Apply and reload", true))) return;
     try {
       const applied = await api("POST", "/api/v1/config/apply", { text: text.value });
-      toast("Config applied and reloaded" + (applied.advisories.length ? `, with ${applied.advisories.length} advisory(ies): see below` : ""));
+      toast("Config applied and reloaded" + (applied.advisories.length ? `, with ${applied.advisories.length} advisory(ies): see below` : "") +
+            (applied.peer ? `; ${applied.peer}` : ""));  // the pair's other node: took it too, or is away
       route();
     }
     catch (e) { show(e.data.problems_at ? { valid: false, problems_at: e.data.problems_at } : refused(e)); }
