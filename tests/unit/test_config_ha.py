@@ -45,13 +45,14 @@ def test_the_issue_example_validates_as_written():
     assert ha.sync_token_file == "/etc/medlb/ha-token"
 
 
-def test_the_pair_runs_with_an_advisory_that_nothing_syncs_between_the_nodes_yet():
+def test_the_pair_runs_with_an_advisory_that_operator_decisions_do_not_sync_yet():
     loaded = parse_config(EXAMPLE)
 
     assert loaded.warnings == []
     [advisory] = [a for a in loaded.advisories if a.path == "ha"]
     assert advisory.line == 6
-    assert "make each config change, and each server or pool state and failback, on both nodes" in advisory.message
+    assert "config changes made on the active node are synced" in advisory.message
+    assert "make each server or pool state and failback on both nodes" in advisory.message
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():
