@@ -22,13 +22,17 @@ from typing import Any, Mapping
 from medlb import descriptors, logs
 from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
+from medlb.config.loader import parse_config
 from medlb.config.models import L4_MODES, Config, HaNode
-from medlb.control import ConfigHook, Listener, ReloadResult
+from medlb.control import ConfigHook, Listener, PendingReload, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.ha import node as ha_node
 from medlb.ha import handover
 from medlb.ha.splitbrain import Episode
+from medlb.ha.channel import PairSync, read_sync_token
+from medlb.ha.configsync import Bundle, ConfigSync, PeerRefused
+from medlb.ha.generation import ConfigGeneration
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
 from medlb.kernel.plane import KernelPlane
@@ -84,6 +88,12 @@ class App:
         self._admin: Any = None
         #: This node of the clustered pair (`ha:`), None for a lone medlb.
         self.pair: PairNode | None = None
+        #: The pair's sync channel (token, peer client, peer watcher), with `pair`.
+        self.pair_sync: PairSync | None = None
+        #: Which config this node runs (generation, hash), for the peer to compare.
+        self.generation: ConfigGeneration | None = None
+        #: Config changes made on both nodes or neither (with `pair_sync`).
+        self.config_sync: ConfigSync | None = None
         #: Told every change and audit entry (the admin side's live streams).
         self._listeners: list[Listener] = []
         #: Take part in every reload (the admin side's tokens).
@@ -96,7 +106,9 @@ class App:
         """A config medlb can run as written: a setting this release cannot honour (a
         mode, TLS, a check type) is refused rather than ignored, since ignoring `tls`
         would send patient data in clear."""
-        loaded = load_config(self.config_path, local_hosts=local_addresses())
+        return self._runnable(load_config(self.config_path, local_hosts=local_addresses()))
+
+    def _runnable(self, loaded: LoadedConfig) -> LoadedConfig:
         if loaded.warnings:
             raise ConfigError(loaded.source, loaded.warnings)
         if self.state_dir_override is not None:
@@ -111,6 +123,7 @@ class App:
         raise_open_files_limit()
         log_advisories(self.loaded)
         pair_node = self._pair_node(config)  # refuse a host that is neither node before anything runs
+        sync_token = read_sync_token(self.loaded) if pair_node is not None else ""
         if config.admin is not None:
             from medlb.admin.server import AdminServer
 
@@ -142,7 +155,7 @@ class App:
                 await self._data_plane_stop(0)
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
         if pair_node is not None:
-            await self._start_pair(pair_node)
+            await self._start_pair(pair_node, sync_token)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload("signal:SIGHUP")))
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -163,12 +176,19 @@ class App:
         log.event("ha_node", node=node.name, address=str(node.address), priority=node.priority)
         return node
 
-    async def _start_pair(self, node: HaNode) -> None:
-        """keepalived for this node, once the data plane serves (its track script asks)."""
-        ha = self.loaded.config.ha
-        assert ha is not None
-        self.pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
-                             self._data_plane_problem, self._on_role, on_split_brain=self._on_split_brain)
+    async def _start_pair(self, node: HaNode, sync_token: str) -> None:
+        """keepalived for this node, once the data plane serves (its track script asks),
+        and the sync channel to the peer."""
+        ha, admin = self.loaded.config.ha, self.loaded.config.admin
+        assert ha is not None and admin is not None  # the loader refuses a pair without admin:
+        self.pair = pair = PairNode(ha, node, self.loaded.state_dir, TRACK_SCRIPT_PYTHON + ["-m", "medlb"],
+                                    self._data_plane_problem, self._on_role,
+                                    on_split_brain=self._on_split_brain)
+        self.generation = ConfigGeneration.under(self.loaded.state_dir, Bundle.of(self.loaded).hash)
+        self.pair_sync = PairSync(node, pair.peer, admin.listen.port or 9443, sync_token, self.loaded.state_dir,
+                                  lambda: pair.role, self.generation.current)
+        self.on_config(self.pair_sync.prepare)
+        self.config_sync = ConfigSync(self, self.pair_sync, self.generation)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -178,6 +198,7 @@ class App:
             if self._admin is not None:
                 await self._admin.stop()
             raise StartError(f"the clustered pair cannot start keepalived: {exc}") from None
+        self.pair_sync.start()
 
     def _data_plane_problem(self) -> str | None:
         """Why this node cannot serve the VIPs now (keepalived's track script asks), or None."""
@@ -256,6 +277,12 @@ class App:
             self.runtime.apply(SetState(service, server, stored.state, who=stored.changed_by))  # type: ignore[arg-type]
             target.state_changed_at = stored.changed_at
 
+    @property
+    def reload_lock(self) -> asyncio.Lock:
+        """Held by a reload from start to end (and, on the pair's passive node, from a
+        prepare received from the active one to its commit)."""
+        return self._reload_lock
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -277,6 +304,8 @@ class App:
             except Exception as exc:  # noqa: BLE001 - the drain must happen whatever keepalived did
                 log.error("ha_release_failed", error=str(exc))
         left = await self._data_plane_stop(timeout)
+        if self.pair_sync is not None:
+            await self.pair_sync.stop()
         if self.pair is not None:
             await self.pair.close()
         await self.health.stop()
@@ -314,7 +343,16 @@ class App:
         return await self.kernel.metric_counts()
 
     async def ha_view(self) -> dict[str, Any] | None:
-        return None if self.pair is None else await self.pair.view()
+        if self.pair is None:
+            return None
+        view = await self.pair.view()
+        if self.pair_sync is not None and self.generation is not None:
+            view["peer"] = {**view["peer"], **self.pair_sync.view()}
+            view["config"] = self.config_sync.view() if self.config_sync is not None else None
+            in_sync = "in sync with the peer" if self.pair_sync.config_in_sync else "NOT in sync with the peer"
+            view["sync"] = (f"config generation {self.generation.generation}, {in_sync}; operator decisions are "
+                            "not synced yet: make each on both nodes")
+        return view
 
     async def ha_hand_over(self, action: str, who: str, source: str = "") -> dict[str, Any]:
         """`release` or `takeover` (medlb.ha.handover), audited before it runs."""
@@ -398,54 +436,106 @@ class App:
 
     async def reload(self, who: str, source: str = "") -> ReloadResult:
         """Re-read the config file and make it live everywhere, or nowhere: on any
-        problem (the file, an address, a certificate, a worker) keep running the old
-        config exactly as it was."""
+        problem (the file, an address, a certificate, a worker, the pair's other node)
+        keep running the old config exactly as it was."""
         async with self._reload_lock:
-            try:
-                loaded = self._load()
-                commits = [hook(loaded) for hook in self._config_hooks]
-            except ConfigError as exc:
-                return self._reload_failed(who, source, exc.problems)
-            plan = self.runtime.plan(loaded.config)
-            try:
-                prepared = await self._prepare_data_plane(plan, loaded)
-            except Refused as exc:
-                return self._reload_failed(who, source, [Problem("services", None, reason) for reason in exc.reasons],
-                                           exc.not_answered)
-            old_config = self.loaded.config
-            self.runtime.commit(plan)
-            self._apply_stored_states()
-            not_answered = await prepared.commit()
-            self.health.base_dir = loaded.base_dir
-            self.health.sync()
-            self.loaded = loaded
-            for commit in commits:
-                commit()
-            self.reloads["ok"] += 1
-            if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
-                    and old_config.admin.listen != loaded.config.admin.listen:
-                log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
-            if old_config.admin is not None and loaded.config.admin is not None \
-                    and old_config.admin.tls != loaded.config.admin.tls:
-                log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
-            if old_config.workers != loaded.config.workers:
-                log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
-            if old_config.state_dir != loaded.config.state_dir:
-                log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
-            if old_config.ha != loaded.config.ha:
-                log.warning("ha_needs_restart", reason="keepalived runs with the ha: section medlb started with")
-            detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
-            if not_answered:
-                detail["workers_not_answered"] = not_answered
-            self.audit(who, "reload", str(self.config_path), detail, source)
-            log.event("reloaded", who=who, services=len(self.runtime.services))
-            log_advisories(loaded)
-            notifier.reloaded()
-            return ReloadResult([], not_answered)
+            return await self._reload_locked(who, source)
+
+    async def _reload_locked(self, who: str, source: str) -> ReloadResult:
+        try:
+            loaded = self._load()
+        except ConfigError as exc:
+            return self._reload_failed(who, source, exc.problems)
+        sync = self.config_sync
+        bundle = sync.bundle(loaded) if sync is not None else None
+        if sync is not None and bundle is not None:
+            conflict = sync.edit_refusal(bundle, by_signal=who.startswith("signal:"))
+            if conflict is not None:
+                return self._edit_refused(who, source, conflict)
+        try:
+            pending = await self.prepare_reload(loaded)
+        except ConfigError as exc:
+            return self._reload_failed(who, source, exc.problems)
+        except Refused as exc:
+            return self._reload_failed(who, source, [Problem("services", None, reason) for reason in exc.reasons],
+                                       exc.not_answered)
+        if sync is None or bundle is None:
+            return await self.commit_reload(pending, who, source)
+        generation = sync.next_generation(bundle)
+        try:
+            peer = await sync.prepare_peer(bundle, generation)
+        except PeerRefused as exc:
+            await pending.prepared.discard()
+            result = self._reload_failed(who, source, [Problem("ha", None, f"the peer {exc.peer} refused: {problem}")
+                                                       for problem in exc.problems])
+            result.refused_by = exc.peer
+            return result
+        result = await self.commit_reload(pending, who, source, generation)
+        result.peer = await sync.commit_peer(peer, generation)
+        return result
+
+    def load_text(self, text: str) -> LoadedConfig:
+        """A config as `_load` reads it, from text the pair's other node sent (read
+        with its files, which are already in place)."""
+        return self._runnable(parse_config(text, str(self.config_path), self.config_path.resolve().parent,
+                                           read_files=True, local_hosts=local_addresses()))
+
+    async def prepare_reload(self, loaded: LoadedConfig) -> PendingReload:
+        """Everything of a reload that can fail, with nothing live changed: the admin
+        side's hooks and the data plane prepare. Raises ConfigError or Refused."""
+        commits = [hook(loaded) for hook in self._config_hooks]
+        plan = self.runtime.plan(loaded.config)
+        prepared = await self._prepare_data_plane(plan, loaded)
+        return PendingReload(loaded, plan, prepared, commits)
+
+    async def commit_reload(self, pending: PendingReload, who: str, source: str = "",
+                            generation: tuple[int, str] | None = None) -> ReloadResult:
+        """Make a prepared config live (this cannot fail); `generation`: the pair's
+        (generation, hash) it becomes."""
+        loaded = pending.loaded
+        old_config = self.loaded.config
+        self.runtime.commit(pending.plan)
+        self._apply_stored_states()
+        not_answered = await pending.prepared.commit()
+        self.health.base_dir = loaded.base_dir
+        self.health.sync()
+        self.loaded = loaded
+        if self.generation is not None and generation is not None:
+            self.generation.commit(*generation)
+        for commit in pending.commits:
+            commit()
+        self.reloads["ok"] += 1
+        if old_config.admin != loaded.config.admin and old_config.admin is not None and loaded.config.admin \
+                and old_config.admin.listen != loaded.config.admin.listen:
+            log.warning("admin_listen_needs_restart", listen=str(loaded.config.admin.listen))
+        if old_config.admin is not None and loaded.config.admin is not None \
+                and old_config.admin.tls != loaded.config.admin.tls:
+            log.warning("admin_tls_needs_restart")  # users, roles, timeouts apply at once
+        if old_config.workers != loaded.config.workers:
+            log.warning("workers_needs_restart", workers=loaded.config.workers, running=old_config.workers)
+        if old_config.state_dir != loaded.config.state_dir:
+            log.warning("state_dir_needs_restart", state_dir=loaded.config.state_dir)
+        if old_config.ha != loaded.config.ha:
+            log.warning("ha_needs_restart", reason="keepalived runs with the ha: section medlb started with")
+        detail: dict[str, Any] = {"result": "ok", "services": sorted(self.runtime.services)}
+        if not_answered:
+            detail["workers_not_answered"] = not_answered
+        if generation is not None:
+            detail["generation"] = generation[0]
+        self.audit(who, "reload", str(self.config_path), detail, source)
+        log.event("reloaded", who=who, services=len(self.runtime.services))
+        log_advisories(loaded)
+        notifier.reloaded()
+        return ReloadResult([], not_answered)
 
     async def apply_config(self, text: str, who: str, source: str = "") -> ReloadResult:
         """Write a file over the config file and reload; a refused reload puts the old
-        file back. The previous file is kept beside it as FILE.previous."""
+        file back. The previous file is kept beside it as FILE.previous. The passive
+        node of a pair refuses, writing nothing."""
+        if self.config_sync is not None:
+            conflict = self.config_sync.edit_refusal(None, by_signal=False)
+            if conflict is not None:
+                return self._edit_refused(who, source, conflict)
         path = self.config_path
         old = path.read_text(encoding="utf-8")
         path.with_name(path.name + ".previous").write_text(old, encoding="utf-8")
@@ -453,9 +543,15 @@ class App:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, path)
         result = await self.reload(who, source)
-        if result.problems:
+        if result.problems or result.conflict:
             path.write_text(old, encoding="utf-8")
         return result
+
+    def _edit_refused(self, who: str, source: str, conflict: str) -> ReloadResult:
+        """The passive node of a pair changes nothing: said, audited and logged."""
+        self.audit(who, "reload", str(self.config_path), {"result": "refused", "reason": conflict}, source)
+        log.warning("reload_refused", who=who, reason=conflict)
+        return ReloadResult(conflict=conflict)
 
     def _reload_failed(self, who: str, source: str, problems: list[Problem],
                        not_answered: list[int] | None = None) -> ReloadResult:

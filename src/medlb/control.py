@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from medlb.config import LoadedConfig, Problem
 from medlb.runtime import Change, Server, Service
+
+if TYPE_CHECKING:
+    from medlb.dataplane import Prepared
+    from medlb.ha.channel import PairSync
+    from medlb.ha.configsync import ConfigSync
+    from medlb.runtime.model import ReloadPlan
 
 #: Called with each message for the live streams: a runtime change or an audit entry.
 Listener = Callable[[dict[str, Any]], None]
@@ -28,13 +34,32 @@ ConfigHook = Callable[[LoadedConfig], Callable[[], None]]
 
 @dataclass
 class ReloadResult:
-    """What a reload did. With problems it was refused and nothing changed."""
+    """What a reload did. With problems, or a conflict, it was refused and nothing
+    changed."""
 
     problems: list[Problem] = field(default_factory=list)
     #: Workers that did not answer in time. With problems: they could not prepare the
     #: config, which refused it. Without: the config is live, and they have not yet
     #: confirmed it (each takes it when it runs again).
     not_answered: list[int] = field(default_factory=list)
+    #: Why this node takes no edit now (the passive node of a pair: the API's 409).
+    conflict: str | None = None
+    #: The pair's other node that refused the config (its reasons are the problems).
+    refused_by: str | None = None
+    #: What became of the pair's other node when the config went live (took it too,
+    #: or was unreachable and takes it when it returns).
+    peer: str | None = None
+
+
+@dataclass
+class PendingReload:
+    """A config prepared everywhere in this process, not yet live: commit or discard."""
+
+    loaded: LoadedConfig
+    plan: "ReloadPlan"
+    prepared: "Prepared"
+    #: What makes the admin side's hooks live with it.
+    commits: list[Callable[[], None]]
 
 
 class Control(Protocol):
@@ -90,6 +115,16 @@ class Control(Protocol):
         """The kernel's counters of every layer 4 service for /metrics, after
         `collect()`: {"error": last programming failure or None, "services": {name:
         {"mode", "servers": {name: {packets, bytes, new_flows, flows}}, "no_server"}}}."""
+
+    @property
+    def pair_sync(self) -> "PairSync | None":
+        """The pair's sync channel (its token, the peer client and watcher); None for
+        a medlb without `ha:`, or before the pair has started."""
+
+    @property
+    def config_sync(self) -> "ConfigSync | None":
+        """Config changes on both nodes of the pair or neither (the sync routes' side);
+        None without `ha:`."""
 
     async def ha_view(self) -> dict[str, Any] | None:
         """This node of the clustered pair (role, since, peer, VIPs held, keepalived);

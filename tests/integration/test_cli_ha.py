@@ -20,7 +20,7 @@ def test_check_accepts_the_pair_and_says_nothing_syncs_yet(tmp_path):
     assert result.returncode == 0, result.stderr
     assert ("pair: lb-a 198.18.0.4 (priority 150), lb-b 198.18.0.5 (priority 100); VIPs 198.18.0.100/24 on lb0; "
             "VRRP id 51 every 500ms, preempt off") in result.stdout
-    assert "advisories (medlb runs with these):\n  ha (line 6): the pair does not yet sync" in result.stdout
+    assert "advisories (medlb runs with these):\n  ha (line 6): the pair does not yet sync operator decisions" in result.stdout
 
 
 def test_run_on_a_host_that_is_neither_node_refuses_and_starts_nothing(tmp_path):

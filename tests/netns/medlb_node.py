@@ -78,9 +78,19 @@ class MedlbNode:
 
     # --- the API, through curl in the namespace ----------------------------------------
 
-    def api(self, method: str, path: str, body: Any = None, check: bool = True) -> tuple[int, Any]:
-        argv = ["curl", "-sS", "--max-time", "30", "-X", method, "-H", f"Authorization: Bearer {TOKEN}",
-                "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{ADMIN_PORT}{path}"]
+    @property
+    def url(self) -> str:
+        """The admin API inside the namespace (HTTPS unless `admin.tls: off`; a pair's
+        nodes must not turn it off, and their self-signed certificates are taken as they are)."""
+        scheme = "http" if self.config["admin"].get("tls") == "off" else "https"
+        return f"{scheme}://127.0.0.1:{ADMIN_PORT}"
+
+    def api(self, method: str, path: str, body: Any = None, check: bool = True,
+            token: str | None = TOKEN) -> tuple[int, Any]:
+        """(status, JSON answer) of one call; `token` None sends no Authorization."""
+        argv = ["curl", "-sS", "-k", "--max-time", "30", "-X", method,
+                *(["-H", f"Authorization: Bearer {token}"] if token is not None else []),
+                "-o", "-", "-w", "\n%{http_code}", f"{self.url}{path}"]
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
         done = self.node.run(*argv, check=False, timeout=40)

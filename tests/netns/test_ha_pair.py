@@ -26,12 +26,13 @@ from topology import BALANCER, BALANCER2, Topology
 from traffic import CLOSING_PORT, NAMES, start_servers
 
 VIP = "198.18.0.100"
+SYNC_TOKEN = "a-shared-ha-sync-token-0123456789"
 ROLES = {"lb-a": "lb", "lb-b": "lb2"}
 SERVICE = {"name": "hl7-feed", "mode": "tcp", "listen": f"{VIP}:{CLOSING_PORT}", "health": {"type": "tcp"},
            "servers": [{"name": role, "address": f"198.18.0.{host}:{CLOSING_PORT}"}
                        for role, host in (("rs1", 11), ("rs2", 12), ("rs3", 13))]}
 PAIR = {
-    "admin": {"listen": "0.0.0.0:9443", "token": TOKEN, "tls": "off"},
+    "admin": {"listen": "0.0.0.0:9443", "token": TOKEN, "tls": "auto"},  # the nodes sync over HTTPS
     "ha": {"nodes": [{"name": "lb-a", "address": BALANCER, "priority": 150},
                      {"name": "lb-b", "address": BALANCER2, "priority": 100}],
            "interface": "eth0", "virtual_router_id": 51, "advert_interval": "200ms", "vips": [f"{VIP}/24"],
@@ -95,14 +96,13 @@ def wait_role(node: MedlbNode, role: str, timeout: float = 20) -> dict:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+def start_pair(topology, tmp_path, shared: bool):  # noqa: F811 (the fixture imported above)
+    """Two nodes on one config text: one file both run (`shared`), or a byte-identical
+    copy each (as two hosts have), so that one node's writes do not reach the other."""
     need_tool("keepalived")
     need_tool("curl")
     topo = topology("pair")
     start_servers(topo)
-    shared = tmp_path / "medlb.yaml"  # the one file both nodes run
-    (tmp_path / "ha-token").write_text("a-shared-ha-sync-token-0123456789\n")
     nodes = {}
     for name, role in ROLES.items():
         workdir = tmp_path / name
@@ -111,12 +111,28 @@ def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
         named = ("--node", name) if name == "lb-b" else ()
         node = MedlbNode(topo[role], workdir, [SERVICE], run_args=(*named, "--state-dir", str(workdir / "state")),
                          **PAIR)
-        node.config_path = shared
+        if shared:
+            node.config_path = tmp_path / "medlb.yaml"
+        (node.config_path.parent / "ha-token").write_text(SYNC_TOKEN + "\n")
         node.config = {**node.config, "state_dir": str(tmp_path / "unused")}  # --state-dir wins
         node.write_config()
         nodes[name] = node
+    return topo, nodes
+
+
+@pytest.fixture
+def pair(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+    topo, nodes = start_pair(topology, tmp_path, shared=True)
     yield topo, nodes
     for node in nodes.values():  # SIGTERM: each stops its keepalived; the topology kills what is left
+        node.stop(signal.SIGTERM)
+
+
+@pytest.fixture
+def pair_apart(topology, tmp_path):  # noqa: F811 (the fixture imported above)
+    topo, nodes = start_pair(topology, tmp_path, shared=False)
+    yield topo, nodes
+    for node in nodes.values():
         node.stop(signal.SIGTERM)
 
 
@@ -140,7 +156,7 @@ def test_the_pair_fails_over_on_kill_9_adopts_keepalived_on_restart_and_moves_th
     metrics = active.api("GET", "/metrics")[1]
     assert f'medlb_ha_role{{node="{first}",role="MASTER"}} 1.0' in metrics
     status = active.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", "--url",
-                             "http://127.0.0.1:9443", "ha", "status").stdout
+                             "https://127.0.0.1:9443", "--insecure", "ha", "status").stdout
     assert f"node {first} (" in status and "): MASTER (active) since " in status, status
     assert f"held here: {VIP}/24" in status and "keepalived: pid " in status and ", running" in status, status
     print(f"\nelected: {first} holds {VIP}\n{status}")
@@ -221,3 +237,236 @@ def _parent(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def wait_peer(node: MedlbNode, up: bool = True, in_sync: bool | None = True, timeout: float = 20) -> dict:
+    """Until the node's view of its peer is up (and its config in sync) or not; the view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = node.api("GET", "/api/v1/ha")[1]
+        peer = view["peer"]
+        if peer["up"] == up and (in_sync is None or peer["config_in_sync"] == in_sync):
+            return view
+        assert time.monotonic() < deadline, f"{view['node']} sees its peer as {peer}:\n{node.log()[-3000:]}"
+        time.sleep(0.1)
+
+
+def admin_fingerprint(node: MedlbNode) -> str:
+    from medlb.admin.tls import fingerprint
+
+    return fingerprint((node.workdir / "state" / "admin-tls" / "cert.pem").read_bytes())
+
+
+def test_the_sync_channel_takes_only_the_sync_token_and_pins_the_peer_certificate(pair):
+    topo, nodes = pair
+    for node in nodes.values():
+        node.start()
+    a, b = nodes["lb-a"], nodes["lb-b"]
+
+    # Each node sees the other up, with the same config, and pinned its certificate.
+    for node, peer in ((a, b), (b, a)):
+        view = wait_peer(node)
+        assert view["peer"]["cert_fingerprint"] == admin_fingerprint(peer)
+        pin = (node.workdir / "state" / "ha" / "peer-cert.sha256").read_text().strip()
+        assert pin == admin_fingerprint(peer)
+        assert view["config"]["generation"] >= 1 and view["config"]["hash"] == b.api("GET", "/api/v1/ha")[1][
+            "config"]["hash"]
+        metrics = node.api("GET", "/metrics")[1]
+        assert f'medlb_ha_peer_up{{node="{name_of(node)}",peer="{name_of(peer)}"}} 1.0' in metrics
+        assert f'medlb_ha_config_in_sync{{node="{name_of(node)}",peer="{name_of(peer)}"}} 1.0' in metrics
+
+    # The sync API: its token opens it, and nothing else does.
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", token=SYNC_TOKEN)
+    assert status == 200 and answer["node"] == "lb-a" and answer["role"] in ("MASTER", "BACKUP")
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False)  # an operator's token
+    assert status == 403 and answer["error"] == "the sync API takes the pair's sync token, not an operator's"
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False, token="not-the-sync-token")
+    assert status == 401, answer
+    status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False, token=None)
+    assert status == 401, answer
+    audit = a.api("GET", "/api/v1/audit?q=ha_sync_refused")[1]
+    assert [entry["action"] for entry in audit] == ["ha_sync_refused"], audit
+    assert "not-the-sync-token" not in json.dumps(audit) and "not-the-sync-token" not in a.log()
+    # ... and the sync token is no operator: refused on every operator route.
+    for method, path, body in (("GET", "/api/v1/services", None), ("GET", "/api/v1/ha", None),
+                               ("POST", "/api/v1/services/hl7-feed/servers/rs1/state", {"state": "halt"})):
+        status, answer = a.api(method, path, body, check=False, token=SYNC_TOKEN)
+        assert status == 403 and "sync token opens only /api/v1/ha/sync/" in answer["error"], (path, answer)
+    assert a.server("hl7-feed", "rs1")["state"] == "online"
+
+    # The peer's certificate changes (a new one made at its start): refused, and said,
+    # until the operator removes the pin on this node.
+    pinned = admin_fingerprint(b)
+    b.stop(signal.SIGTERM)
+    for made in ("cert.pem", "key.pem"):
+        (b.workdir / "state" / "admin-tls" / made).unlink()
+    b.start()
+    view = wait_peer(a, up=False, in_sync=None)
+    deadline = time.monotonic() + 20
+    while "certificate changed" not in (view["peer"]["error"] or ""):
+        assert time.monotonic() < deadline, view["peer"]
+        time.sleep(0.2)
+        view = a.api("GET", "/api/v1/ha")[1]
+    assert pinned in view["peer"]["error"] and admin_fingerprint(b) in view["peer"]["error"]
+    assert view["peer"]["cert_fingerprint"] == pinned and view["peer"]["cert_seen"] == admin_fingerprint(b)
+    assert "ha_peer_unreachable" in a.log()
+    (a.workdir / "state" / "ha" / "peer-cert.sha256").unlink()
+    assert wait_peer(a)["peer"]["cert_fingerprint"] == admin_fingerprint(b)
+
+
+LATE_PORT, SQUATTED_PORT, THIRD_PORT = 7101, 7102, 7103
+
+
+def service_on(name: str, port: int) -> dict:
+    """A tcp service on every address of the node (so each node answers on its own)."""
+    return {**SERVICE, "name": name, "listen": f"0.0.0.0:{port}"}
+
+
+def config_with(node: MedlbNode, *extra: dict) -> str:
+    """The node's config file with more services."""
+    import yaml
+
+    data = yaml.safe_load(node.config_path.read_text())
+    data["services"] = [*data["services"], *extra]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def answers_at(topo: Topology, address: str, port: int, client_port: int) -> str | None:
+    done = topo["cli"].run(need_tool("timeout"), "3", sys.executable, str(NAMES), "--to", f"{address}:{port}",
+                           "--ports", f"{client_port}-{client_port}", check=False)
+    return json.loads(done.stdout)[str(client_port)] or None if done.returncode == 0 else None
+
+
+def services_of(node: MedlbNode) -> list[str]:
+    return sorted(service["name"] for service in node.api("GET", "/api/v1/services")[1])
+
+
+def started(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[str, MedlbNode, MedlbNode]:
+    """Both nodes started, one elected, each seeing the other: (the active node's
+    name, the active node, the passive node)."""
+    for node in nodes.values():
+        node.start()
+    deadline = time.monotonic() + 20
+    while len(holders(topo)) != 1:
+        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
+        time.sleep(0.05)
+    [first] = holders(topo)
+    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
+    wait_role(active, "MASTER")
+    wait_role(passive, "BACKUP")
+    wait_peer(active)
+    return first, active, passive
+
+
+def test_config_changes_are_made_on_the_active_node_and_on_both_or_neither(pair_apart):
+    topo, nodes = pair_apart
+    first, active, passive = started(topo, nodes)
+    start_text = passive.config_path.read_text()
+
+    # The passive node takes no edit: apply and reload answer 409, a SIGHUP with a
+    # changed file is refused; nothing changes there.
+    edit = {"text": config_with(passive, service_on("late-feed", LATE_PORT))}
+    status, answer = passive.api("POST", "/api/v1/config/apply", edit, check=False)
+    assert status == 409 and answer["error"] == (f"{name_of(passive)} is the passive node of the pair: edit the "
+                                                 f"active node {first}, which syncs it here"), answer
+    assert passive.config_path.read_text() == start_text
+    status, answer = passive.api("POST", "/api/v1/reload", check=False)
+    assert status == 409 and f"edit the active node {first}" in answer["error"]
+    passive.config_path.write_text(edit["text"])
+    passive.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SIGHUP with a changed config refused" not in passive.log():
+        assert time.monotonic() < deadline, passive.log()[-3000:]
+        time.sleep(0.1)
+    passive.config_path.write_text(start_text)
+    assert services_of(passive) == ["hl7-feed"]
+    audit = passive.api("GET", "/api/v1/audit?q=reload")[1]
+    assert [entry["detail"].get("result") for entry in audit] == ["refused"] * 3, audit
+
+    # A change on the active node is applied on the passive one before the answer,
+    # audited there as coming from the peer; the new service answers on both.
+    status, answer = active.api("POST", "/api/v1/config/apply", edit)
+    assert answer["peer"] == f"the peer {name_of(passive)} runs it too (generation 2)", answer
+    assert services_of(passive) == ["hl7-feed", "late-feed"]
+    assert passive.config_path.read_text() == active.config_path.read_text() == edit["text"]
+    for node, address in ((active, BALANCER if first == "lb-a" else BALANCER2),
+                          (passive, BALANCER2 if first == "lb-a" else BALANCER)):
+        node.wait_health("late-feed", {"rs1": "up", "rs2": "up", "rs3": "up"})
+        assert answers_at(topo, address, LATE_PORT, 24000 + LATE_PORT % 100) in {"rs1", "rs2", "rs3"}
+    [received] = [entry for entry in passive.api("GET", "/api/v1/audit?q=reload")[1]
+                  if entry["detail"].get("result") == "ok"]
+    assert received["who"] == f"peer:{first}" and received["detail"]["generation"] == 2
+    for node, other in ((active, passive), (passive, active)):
+        assert wait_peer(node)["config"]["generation"] == 2
+        metrics = node.api("GET", "/metrics")[1]
+        assert f'medlb_ha_config_in_sync{{node="{name_of(node)}",peer="{name_of(other)}"}} 1.0' in metrics
+
+    # A config the peer cannot run (a port its host already uses) changes neither node.
+    topo.start(passive.node.role, [sys.executable, "-c", "import socket, time; s = socket.socket(); "
+                                   f"s.bind(('0.0.0.0', {SQUATTED_PORT})); s.listen(); print('ready', flush=True); "
+                                   "time.sleep(600)"])
+    refused = {"text": config_with(active, service_on("squatted", SQUATTED_PORT))}
+    status, answer = active.api("POST", "/api/v1/config/apply", refused, check=False)
+    assert status == 422, answer
+    assert answer["error"] == f"the peer {name_of(passive)} refused the config; neither node changed"
+    assert any(f"the peer {name_of(passive)} refused" in problem and str(SQUATTED_PORT) in problem
+               for problem in answer["problems"]), answer
+    for node in (active, passive):
+        assert services_of(node) == ["hl7-feed", "late-feed"]
+        assert node.config_path.read_text() == edit["text"]
+        assert wait_peer(node)["config"]["generation"] == 2
+    assert answers_at(topo, BALANCER if first == "lb-a" else BALANCER2, SQUATTED_PORT, 24050) is None
+
+    # The passive node is down during a change: the active commits alone, says so, and
+    # brings the peer up to date when it returns.
+    passive.stop(signal.SIGTERM)
+    third = {"text": config_with(active, service_on("third-feed", THIRD_PORT))}
+    status, answer = active.api("POST", "/api/v1/config/apply", third)
+    assert answer["peer"].startswith(f"the peer {name_of(passive)} is unreachable") and \
+        "it takes generation 3 when it answers again" in answer["peer"], answer
+    assert "third-feed" in services_of(active)
+    wait_peer(active, up=False, in_sync=None)
+    passive.start()
+    wait_peer(active, timeout=30)
+    assert services_of(passive) == ["hl7-feed", "late-feed", "third-feed"]
+    assert passive.config_path.read_text() == third["text"]
+    assert wait_peer(passive)["config"]["generation"] == 3
+    assert "ha_config_caught_up" in active.log()
+
+    # An edited file and SIGHUP on the active node go the same way.
+    sighup = config_with(active, service_on("fourth-feed", THIRD_PORT + 1))
+    active.config_path.write_text(sighup)
+    active.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "fourth-feed" not in services_of(passive):
+        assert time.monotonic() < deadline, active.log()[-3000:]
+        time.sleep(0.1)
+    assert passive.config_path.read_text() == sighup
+    assert wait_peer(active)["config"]["generation"] == 4
+
+
+def test_a_node_that_committed_alone_keeps_its_change_when_it_returns_as_the_passive_node(pair_apart):
+    topo, nodes = pair_apart
+    first, active, passive = started(topo, nodes)
+
+    # The passive node is away while the active one commits a change alone; then the
+    # active node stops, and the other starts and becomes active with the older config.
+    passive.stop(signal.SIGTERM)
+    edit = {"text": config_with(active, service_on("late-feed", LATE_PORT))}
+    assert "is unreachable" in active.api("POST", "/api/v1/config/apply", edit)[1]["peer"]
+    active.stop(signal.SIGTERM)
+    passive.start()
+    wait_role(passive, "MASTER", timeout=30)
+    assert services_of(passive) == ["hl7-feed"]
+
+    # The node that committed alone returns as the passive one: its generation is
+    # higher, so the active node takes its config, audited as coming from the peer.
+    active.start()
+    wait_role(active, "BACKUP")
+    view = wait_peer(passive, timeout=30)
+    assert view["config"]["generation"] == 2
+    assert services_of(passive) == ["hl7-feed", "late-feed"]
+    assert passive.config_path.read_text() == edit["text"]
+    taken = [entry for entry in passive.api("GET", "/api/v1/audit?q=reload")[1] if entry["detail"].get("result") == "ok"]
+    assert [entry["who"] for entry in taken] == [f"peer:{first}"], taken
+    assert "direction=\"from the peer\"" in passive.log() or "from the peer" in passive.log()

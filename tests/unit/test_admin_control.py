@@ -56,6 +56,9 @@ class FakeControl:
         self.kernel: dict[str, Any] = {"error": None, "services": {}}
         #: What ha_view answers: None, not a node of a pair.
         self.ha: dict[str, Any] | None = None
+        #: The pair's sync channel: None, not a node of a pair.
+        self.pair_sync: Any = None
+        self.config_sync: Any = None
 
     @property
     def services(self) -> Any:
@@ -209,3 +212,42 @@ def test_release_and_takeover_need_the_admin_role_and_a_refusal_is_409_with_the_
     answer = api.post("/api/v1/ha/takeover")
     assert answer.status_code == 200 and answer.json()["done"] is True
     assert fake.calls[-1] == ("ha", "takeover", "root")
+
+
+SYNC = "the-pairs-sync-token-0123456789"
+
+
+def test_the_sync_api_takes_only_the_sync_token_and_the_sync_token_is_no_operator(fake: FakeControl, tmp_path: Path):
+    import ipaddress
+
+    from medlb.config.models import HaNode
+    from medlb.ha.channel import PairSync
+
+    me = HaNode(name="lb-a", address=ipaddress.IPv4Address("198.18.0.4"), priority=150)
+    peer = HaNode(name="lb-b", address=ipaddress.IPv4Address("198.18.0.5"), priority=100)
+    fake.pair_sync = PairSync(me, peer, 9443, SYNC, tmp_path, lambda: "MASTER", lambda: (3, "abc"))
+
+    status = client(fake, SYNC).get("/api/v1/ha/sync/status")
+    assert status.status_code == 200
+    assert {key: status.json()[key] for key in ("node", "role", "generation", "hash")} == \
+        {"node": "lb-a", "role": "MASTER", "generation": 3, "hash": "abc"}
+    operator = client(fake, OPERATOR).get("/api/v1/ha/sync/status")
+    assert operator.status_code == 403
+    assert operator.json()["error"] == "the sync API takes the pair's sync token, not an operator's"
+    assert fake.calls == []  # someone who can log in: refused, not audited
+    wrong = client(fake, "a-wrong-sync-token-0123456789").post("/api/v1/ha/sync/config/commit", json={"id": "x"})
+    assert wrong.status_code == 401
+    assert fake.calls == [("audit", "(unknown)", "ha_sync_refused", "/api/v1/ha/sync/config/commit")]
+    for method, path in (("GET", "/api/v1/services"), ("POST", "/api/v1/services/pacs/servers/A/state"),
+                         ("GET", "/metrics")):
+        answer = client(fake, SYNC).request(method, path, json={"state": "halt"} if method == "POST" else None)
+        assert answer.status_code == 403, path
+        assert answer.json()["error"].startswith("the pair's sync token opens only /api/v1/ha/sync/")
+    assert fake.runtime.server("pacs", "A").state == "online"
+
+
+def test_the_peer_is_in_the_metrics(fake: FakeControl):
+    fake.ha = {"node": "lb-a", "role": "MASTER", "peer": {"name": "lb-b", "up": True, "config_in_sync": False}}
+    text = client(fake, VIEWER).get("/metrics").text
+    assert 'medlb_ha_peer_up{node="lb-a",peer="lb-b"} 1.0' in text
+    assert 'medlb_ha_config_in_sync{node="lb-a",peer="lb-b"} 0.0' in text

@@ -45,13 +45,14 @@ def test_the_issue_example_validates_as_written():
     assert ha.sync_token_file == "/etc/medlb/ha-token"
 
 
-def test_the_pair_runs_with_an_advisory_that_nothing_syncs_between_the_nodes_yet():
+def test_the_pair_runs_with_an_advisory_that_operator_decisions_do_not_sync_yet():
     loaded = parse_config(EXAMPLE)
 
     assert loaded.warnings == []
     [advisory] = [a for a in loaded.advisories if a.path == "ha"]
     assert advisory.line == 6
-    assert "make each config change, and each server or pool state and failback, on both nodes" in advisory.message
+    assert "config changes made on the active node are synced" in advisory.message
+    assert "make each server or pool state and failback on both nodes" in advisory.message
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():
@@ -212,3 +213,10 @@ def test_the_pair_needs_an_admin_api_the_peer_can_reach():
     assert missing.path == "ha" and "the pair needs an admin: section" in missing.message
     assert loopback.path == "admin.listen" and loopback.line == 2
     assert "loopback only, but the peer node syncs over this admin API" in loopback.message
+
+
+def test_the_pair_needs_https_on_the_admin_api():
+    problem = only_problem(pair(admin='  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n  tls: "off"\n'))
+
+    assert problem.path == "admin.tls" and problem.line == 4
+    assert "the pair syncs configs and decisions over HTTPS: admin.tls must not be off" in problem.message

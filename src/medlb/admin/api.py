@@ -34,6 +34,7 @@ from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.loader import parse_config
 from medlb.kernel.host import local_addresses
 from medlb.config.models import AdminConfig
+from medlb.ha import channel
 from medlb.runtime import Conflict, NotFound
 
 STATIC = Path(__file__).parent / "static"
@@ -121,6 +122,9 @@ def caller(request: Request) -> Principal:
             if hmac.compare_digest(secret.encode(), token.strip().encode()):
                 found = principal
         if found is None:
+            pair = console.control.pair_sync
+            if pair is not None and pair.is_token(token.strip()):
+                raise ApiError(403, channel.SYNC_ON_OPERATOR)  # the pair's secret is no principal
             raise ApiError(401, "the token is not valid", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return found
     session_id = request.cookies.get(COOKIE, "")
@@ -151,10 +155,20 @@ def refuse_before_body(scope: Any) -> Response | None:
     if scope["path"] in PUBLIC_PATHS or scope["path"].startswith("/static/"):
         return None
     try:
-        caller(Request(scope))
+        if scope["path"].startswith(channel.SYNC_PREFIX + "/"):
+            channel.sync_caller(Request(scope))
+        else:
+            caller(Request(scope))
     except ApiError as exc:
         return exc.response()
+    except channel.SyncRefused as exc:
+        return sync_refused(exc)
     return None
+
+
+def sync_refused(exc: channel.SyncRefused) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
 
 def advisories(loaded: LoadedConfig) -> list[str]:
@@ -224,6 +238,10 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
+
+    @api.exception_handler(channel.SyncRefused)
+    async def _sync_refused(request: Request, exc: channel.SyncRefused) -> JSONResponse:
+        return sync_refused(exc)
 
     @api.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -579,14 +597,21 @@ def create_api(control: "Control", console: "Console | None" = None) -> FastAPI:
     def reloaded(result: "ReloadResult", refusal: str) -> JSONResponse:
         """A reload's answer: 422 refused for its problems, 503 refused because a worker
         did not answer, else as any action (200, or 202 naming unconfirmed workers)."""
+        if result.conflict:
+            return JSONResponse({"error": result.conflict}, status_code=409)
+        if result.refused_by:
+            refusal = f"the peer {result.refused_by} refused the config; neither node changed"
         if result.problems:
             body = {"error": refusal, "problems": [str(p) for p in result.problems]}
             if result.not_answered:
                 return JSONResponse({**body, "settled": False, "workers_not_answered": result.not_answered},
                                     status_code=503)
             return JSONResponse(body, status_code=422)
+        peer = {"peer": result.peer} if result.peer else {}
         return confirmed({"status": "reloaded", "services": sorted(control.services),
-                          "advisories": advisories(control.loaded)}, result.not_answered)
+                          "advisories": advisories(control.loaded), **peer}, result.not_answered)
+
+    api.include_router(channel.router(control))
 
     # --- the page ------------------------------------------------------------------
 

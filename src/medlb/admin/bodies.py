@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medlb.config.models import AdminConfig
 
-#: The routes that take a whole config file; every other body is a few fields.
-CONFIG_PATHS = ("/api/v1/config/validate", "/api/v1/config/apply")
+#: The routes that take a whole config file (the last: with its files, from the pair's
+#: other node); every other body is a few fields.
+CONFIG_PATHS = ("/api/v1/config/validate", "/api/v1/config/apply", "/api/v1/ha/sync/config/prepare")
 
 
 def body_cap(path: str, admin: AdminConfig) -> tuple[int, str]:

@@ -380,6 +380,16 @@ def _ha_metrics(ha: Mapping[str, Any] | None) -> Iterator[Metric]:
     for name in HA_ROLES:
         role.add_metric([ha["node"], name], 1 if ha["role"] == name else 0)
     yield role
+    peer = ha.get("peer", {})
+    if "up" in peer:  # the sync channel watches the peer
+        up = GaugeMetricFamily("medlb_ha_peer_up", "1 while the peer node answers on the sync channel",
+                               labels=["node", "peer"])
+        up.add_metric([ha["node"], peer["name"]], 1 if peer["up"] else 0)
+        in_sync = GaugeMetricFamily("medlb_ha_config_in_sync",
+                                    "1 while the peer runs the same config (generation and hash) as this node",
+                                    labels=["node", "peer"])
+        in_sync.add_metric([ha["node"], peer["name"]], 1 if peer["config_in_sync"] else 0)
+        yield from (up, in_sync)
 
 
 class _HaCollector:

@@ -107,7 +107,33 @@ def file_problems(data: dict[str, Any], base_dir: Path, where: Locations) -> lis
     """Every file the config names that cannot be used. Each section that names files
     is validated alone, so a mistake elsewhere in the file hides none of these."""
     problems: list[Problem] = []
-    check = FileCheck(base_dir, lambda path, message: problems.append(where.problem(path, message)))
+    visit_files(FileCheck(base_dir, lambda path, message: problems.append(where.problem(path, message))), data)
+    return problems
+
+
+class _Names(FileCheck):
+    """Reads nothing; keeps the path of every file the config names, as written."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("."), lambda path, message: None)
+        self.named: list[str] = []
+
+    def read(self, key: PathKey, written: str) -> bytes | None:
+        if written not in self.named:
+            self.named.append(written)
+        return None
+
+
+def named_files(data: dict[str, Any]) -> list[str]:
+    """Every file the config names (certificates, keys, CAs, token files), as written:
+    what travels with the config to the pair's other node."""
+    names = _Names()
+    visit_files(names, data)
+    return names.named
+
+
+def visit_files(check: FileCheck, data: dict[str, Any]) -> None:
+    """Give `check` every file the config names, at its key."""
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
     if isinstance(admin.get("token_file"), str):
         check.secret(("admin", "token_file"), admin["token_file"])
@@ -123,7 +149,6 @@ def file_problems(data: dict[str, Any], base_dir: Path, where: Locations) -> lis
         check.secret(("ha", "sync_token_file"), ha["sync_token_file"])
     for index, service in enumerate(written_services(data)):
         _service_files(check, ("services", index), service)
-    return problems
 
 
 def _service_files(check: FileCheck, base: PathKey, service: dict[str, Any]) -> None:

@@ -45,9 +45,9 @@ from medlb.config.wording import explain
 
 from medlb.config.problems import ConfigError, Locations, PathKey, Problem, format_path
 
-#: The pair runs, but nothing carries a change from one node to the other yet (issue 14).
-HA_NOT_SYNCED = ("the pair does not yet sync its config or operator decisions: make each config change, and "
-                 "each server or pool state and failback, on both nodes (docs/ha.md)")
+#: The pair syncs its config, not yet the operator's decisions (issue 14 item 4).
+HA_NOT_SYNCED = ("the pair does not yet sync operator decisions (config changes made on the active node are "
+                 "synced): make each server or pool state and failback on both nodes (docs/ha.md)")
 
 
 __all__ = ["ConfigError", "LoadedConfig", "Locations", "PathKey", "Problem", "format_path", "load_config",
@@ -68,6 +68,8 @@ class LoadedConfig:
     #: Where every key and list item is, for problems found later (the host checks of
     #: the kernel layer 4 modes).
     where: Locations = field(default_factory=Locations, repr=False)
+    #: The text it was read from (the pair compares and sends it).
+    text: str = field(default="", repr=False)
 
     def problem(self, path: PathKey, message: str) -> Problem:
         """A problem at `path` of this file, on its line."""
@@ -422,7 +424,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     if problems or config is None:
         raise ConfigError(source, sorted(problems, key=lambda problem: (problem.line or 0, problem.column or 0)))
     return LoadedConfig(config, source, base_dir or Path.cwd(), _availability(config, where),
-                        _advisories(config, where, open_files), where)
+                        _advisories(config, where, open_files), where, text)
 
 
 def _admin_checks(admin: AdminConfig, add: Add) -> None:
@@ -508,6 +510,9 @@ def _ha_checks(ha: HaConfig, admin: AdminConfig | None, admin_written: bool, add
     if not admin_written:
         add(("ha",), "the pair needs an admin: section: the nodes sync their config and "
                      "operator decisions over each other's admin API")
+    elif admin is not None and admin.tls == "off":
+        add(("admin", "tls"), "the pair syncs configs and decisions over HTTPS: admin.tls must not be off "
+                              "(auto makes a self-signed certificate, which the peer pins on first contact)")
     elif admin is not None and _loopback(admin.listen.host):
         add(("admin", "listen"), f"{admin.listen} is loopback only, but the peer node syncs over this admin API; "
                                  "listen on an address the other node reaches (0.0.0.0 on both nodes)")

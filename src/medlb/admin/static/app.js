@@ -163,11 +163,27 @@ function chart(points, key, opts) {
 // ---------------------------------------------------------------- views
 
 async function loadServices() {
-  const [services, history, workers] = await Promise.all([
-    api("GET", "/api/v1/services"), api("GET", "/api/v1/history"), api("GET", "/api/v1/workers")]);
+  const [services, history, workers, ha] = await Promise.all([
+    api("GET", "/api/v1/services"), api("GET", "/api/v1/history"), api("GET", "/api/v1/workers"),
+    api("GET", "/api/v1/ha").catch((e) => (e.status === 404 ? null : Promise.reject(e)))]);
   state.services = services;
   state.history = history.services;
   state.workers = workers;
+  state.ha = ha;
+}
+
+// "Pair: this node ACTIVE, lb-b PASSIVE, config in sync"; null for a lone medlb.
+function pairLine() {
+  const h = state.ha;
+  if (!h) return null;
+  const words = { MASTER: "ACTIVE", BACKUP: "PASSIVE", FAULT: "FAULT", STOP: "STOPPED", UNKNOWN: "UNKNOWN" };
+  const peer = h.peer || {};
+  if (!peer.up) return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} peer unreachable` +
+    (peer.error ? ` (${peer.error})` : "") + ".";
+  return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} ${words[peer.role] || peer.role}, ` +
+    (peer.config_in_sync ? "config in sync" : "config NOT in sync") +
+    (!peer.config_in_sync && h.config && h.config.peer_behind ? ` (${h.config.peer_behind})` : "") +
+    (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + ".";
 }
 
 function workersLine() {
@@ -208,6 +224,8 @@ function renderOverview() {
           el("p", { id: "overview-summary" },
              `${rows.length} services: ${counts.ok || 0} OK, ${counts.warn || 0} need attention, ${counts.bad || 0} down.`),
           el("p", { id: "workers-summary", class: "muted" }, workersLine()),
+          ...(pairLine() ? [el("p", { id: "pair-summary", class: state.ha.peer && state.ha.peer.up ? "" : "bad" },
+                                pairLine())] : []),
           el("div", { class: "table-wrap" }, table)];
 }
 
@@ -667,7 +685,8 @@ async function renderConfig() {
         `services: ${answer.services.join(", ")}. Established connections stay.`, "Apply and reload", true))) return;
     try {
       const applied = await api("POST", "/api/v1/config/apply", { text: text.value });
-      toast("Config applied and reloaded" + (applied.advisories.length ? `, with ${applied.advisories.length} advisory(ies): see below` : ""));
+      toast("Config applied and reloaded" + (applied.advisories.length ? `, with ${applied.advisories.length} advisory(ies): see below` : "") +
+            (applied.peer ? `; ${applied.peer}` : ""));  // the pair's other node: took it too, or is away
       route();
     }
     catch (e) { show(e.data.problems_at ? { valid: false, problems_at: e.data.problems_at } : refused(e)); }
