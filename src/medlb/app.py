@@ -28,6 +28,7 @@ from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
 from medlb.ha import node as ha_node
 from medlb.ha.channel import PairSync, read_sync_token
+from medlb.ha.decisions import DecisionSync
 from medlb.ha.generation import ConfigGeneration, text_hash
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
@@ -86,6 +87,8 @@ class App:
         self.pair: PairNode | None = None
         #: The pair's sync channel (token, peer client, peer watcher), with `pair`.
         self.pair_sync: PairSync | None = None
+        #: The operator decisions shared with the peer, with `pair_sync`.
+        self.decisions: DecisionSync | None = None
         #: Which config this node runs (generation, hash), for the peer to compare.
         self.generation: ConfigGeneration | None = None
         #: Told every change and audit entry (the admin side's live streams).
@@ -179,6 +182,7 @@ class App:
         self.pair_sync = PairSync(node, pair.peer, admin.listen.port or 9443, sync_token, self.loaded.state_dir,
                                   lambda: pair.role, self.generation.current)
         self.on_config(self.pair_sync.prepare)
+        self.decisions = DecisionSync(self, self.pair_sync, ha.decisions_wait)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -189,11 +193,14 @@ class App:
                 await self._admin.stop()
             raise StartError(f"the clustered pair cannot start keepalived: {exc}") from None
         self.pair_sync.start()
+        self.decisions.start()
 
     def _data_plane_problem(self) -> str | None:
         """Why this node cannot serve the VIPs now (keepalived's track script asks), or None."""
         if self.workers is not None and not any(worker.alive for worker in self.workers.procs):
             return "no data-plane worker is running"
+        if self.decisions is not None and not self.decisions.ready:
+            return "taking the peer's operator decisions first (ha.decisions_wait)"
         return None
 
     def _on_role(self, old: str, new: str) -> None:
@@ -282,6 +289,8 @@ class App:
             except Exception as exc:  # noqa: BLE001 - the drain must happen whatever keepalived did
                 log.error("ha_release_failed", error=str(exc))
         left = await self._data_plane_stop(timeout)
+        if self.decisions is not None:
+            await self.decisions.stop()
         if self.pair_sync is not None:
             await self.pair_sync.stop()
         if self.pair is not None:
@@ -326,6 +335,8 @@ class App:
         view = await self.pair.view()
         if self.pair_sync is not None and self.generation is not None:
             view["peer"] = {**view["peer"], **self.pair_sync.view()}
+            if self.decisions is not None:
+                view["peer"]["decisions_in_sync"] = self.decisions.in_sync
             view["config"] = {"generation": self.generation.generation, "hash": self.generation.hash}
         return view
 
@@ -488,6 +499,8 @@ class App:
             self.publish({"type": "change", **record})
             if change.kind == "failed_over" and hasattr(self, "store"):
                 self.store.save_failed_over(change.service, change.subject, change.new == "true")
+            if change.kind in ("state", "failed_over") and self.decisions is not None:
+                self.decisions.changed()  # the peer carries them too
 
 
 def raise_open_files_limit() -> None:

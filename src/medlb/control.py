@@ -21,6 +21,7 @@ from medlb.runtime import Change, Server, Service
 
 if TYPE_CHECKING:
     from medlb.ha.channel import PairSync
+    from medlb.ha.decisions import DecisionSync
 
 #: Called with each message for the live streams: a runtime change or an audit entry.
 Listener = Callable[[dict[str, Any]], None]
@@ -98,6 +99,10 @@ class Control(Protocol):
     def pair_sync(self) -> "PairSync | None":
         """The pair's sync channel (its token, the peer client and watcher); None for
         a medlb without `ha:`, or before the pair has started."""
+
+    @property
+    def decisions(self) -> "DecisionSync | None":
+        """The operator decisions shared with the peer; None without a pair."""
 
     async def ha_view(self) -> dict[str, Any] | None:
         """This node of the clustered pair (role, since, peer, VIPs held, keepalived);

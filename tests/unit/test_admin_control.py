@@ -56,6 +56,7 @@ class FakeControl:
         self.ha: dict[str, Any] | None = None
         #: The pair's sync channel: None, not a node of a pair.
         self.pair_sync: Any = None
+        self.decisions: Any = None
 
     @property
     def services(self) -> Any:

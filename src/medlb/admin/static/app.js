@@ -182,6 +182,7 @@ function pairLine() {
     (peer.error ? ` (${peer.error})` : "") + ".";
   return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} ${words[peer.role] || peer.role}, ` +
     (peer.config_in_sync ? "config in sync" : "config NOT in sync") +
+    (peer.decisions_in_sync === undefined ? "" : peer.decisions_in_sync ? ", decisions in sync" : ", decisions NOT in sync") +
     (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + ".";
 }
 
