@@ -45,9 +45,9 @@ from medlb.config.wording import explain
 
 from medlb.config.problems import ConfigError, Locations, PathKey, Problem, format_path
 
-#: The pair runs, but nothing carries a change from one node to the other yet (issue 14).
-HA_NOT_SYNCED = ("the pair does not yet sync its config or operator decisions: make each config change, and "
-                 "each server or pool state and failback, on both nodes (docs/ha.md)")
+#: The pair syncs operator decisions, but not yet its config (issue 14).
+HA_NOT_SYNCED = ("the pair does not yet sync its config: make each config change on both nodes (operator "
+                 "decisions are synced; docs/ha.md)")
 
 
 __all__ = ["ConfigError", "LoadedConfig", "Locations", "PathKey", "Problem", "format_path", "load_config",
