@@ -45,13 +45,13 @@ def test_the_issue_example_validates_as_written():
     assert ha.sync_token_file == "/etc/medlb/ha-token"
 
 
-def test_the_pair_runs_with_an_advisory_that_nothing_syncs_between_the_nodes_yet():
+def test_the_pair_runs_with_an_advisory_that_its_config_does_not_sync_yet():
     loaded = parse_config(EXAMPLE)
 
     assert loaded.warnings == []
     [advisory] = [a for a in loaded.advisories if a.path == "ha"]
     assert advisory.line == 6
-    assert "make each config change, and each server or pool state and failback, on both nodes" in advisory.message
+    assert "make each config change on both nodes (operator decisions are synced" in advisory.message
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():
@@ -219,3 +219,15 @@ def test_the_pair_needs_https_on_the_admin_api():
 
     assert problem.path == "admin.tls" and problem.line == 4
     assert "the pair syncs configs and decisions over HTTPS: admin.tls must not be off" in problem.message
+
+
+@pytest.mark.parametrize("value, seconds", [("", 5.0), ("0s", 0.0), ("300s", 300.0), ("500ms", 0.5)])
+def test_decisions_wait_defaults_to_5s_and_is_0_to_300s(value, seconds):
+    ha = parse_config(pair(decisions_wait=value)).config.ha
+
+    assert ha is not None and ha.decisions_wait == seconds
+
+
+@pytest.mark.parametrize("value", ["301s", "-1s"])
+def test_decisions_wait_past_its_bounds_is_refused_at_its_key(value):
+    assert only_problem(pair(decisions_wait=value)).path == "ha.decisions_wait"

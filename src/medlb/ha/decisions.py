@@ -132,6 +132,8 @@ class DecisionSync:
         #: This node has decisions the peer has not confirmed.
         self.out_of_date = False
         self._applying = False
+        #: Counts this node's changes, so one made while an exchange is on its way is sent after it.
+        self._changes = 0
         self._wake = asyncio.Event()
         #: (this node's digest, the peer's) at the last exchange: not repeated while both stay.
         self._exchanged: tuple[str, str | None] | None = None
@@ -169,6 +171,7 @@ class DecisionSync:
         """An operator state or a latch changed here: push it (not while taking the peer's)."""
         if self._applying:
             return
+        self._changes += 1
         self.out_of_date = True
         self._wake.set()
 
@@ -213,7 +216,7 @@ class DecisionSync:
     async def exchange(self) -> bool:
         """Send this node's decisions, take what the peer answers with; True when done."""
         self.out_of_date = True
-        mine = self.snapshot()
+        sent, mine = self._changes, self.snapshot()
         try:
             status, answer = await self.pair.client.call(
                 "POST", "/decisions", {"node": self.pair.node.name, "decisions": to_wire(mine)}, PUSH_TIMEOUT)
@@ -228,7 +231,7 @@ class DecisionSync:
             return False
         await self.take(self.pair.peer.name, theirs)
         self._error = None
-        self.out_of_date = False
+        self.out_of_date = self._changes != sent
         self._exchanged = (digest(self.stored()), answer.get("digest") if isinstance(answer.get("digest"), str)
                            else None)
         return True
