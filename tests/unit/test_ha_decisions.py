@@ -68,3 +68,21 @@ def test_the_wire_form_round_trips_and_bad_rows_are_refused_by_index():
             from_wire([row, bad])
     with pytest.raises(ValueError, match="must be a list"):
         from_wire({"decisions": []})
+
+
+def test_the_store_keeps_an_online_decision_and_a_latch_set_again_keeps_its_time(tmp_path):
+    from medlb.store import Store
+
+    store = Store(tmp_path)
+    store.save_server_state("pacs", "node1", "halt", "alice", changed_at=100.0)
+    store.save_server_state("pacs", "node1", "online", "bob", changed_at=200.0)
+    stored = store.server_states()[("pacs", "node1")]
+    assert (stored.state, stored.changed_at, stored.changed_by) == ("online", 200.0, "bob")  # beats the halt
+
+    store.save_failed_over("pacs", "main", True, changed_at=300.0)
+    store.save_failed_over("pacs", "main", True)  # the runtime saying it again, e.g. after the peer's copy
+    assert store.failover_latches() == {("pacs", "main"): (True, 300.0)}
+    store.save_failed_over("pacs", "main", False)
+    [(flag, at)] = store.failover_latches().values()
+    assert flag is False and at > 300.0
+    store.close()
