@@ -204,22 +204,25 @@ class DecisionSync:
     async def _catch_up(self) -> None:
         """At start: take the peer's decisions (and give it this node's) before this node
         may become active; an unreachable peer is waited for `wait` seconds at most."""
-        deadline = time.monotonic() + self.wait
-        while not await self.exchange() and time.monotonic() + RETRY_EVERY < deadline:
-            await asyncio.sleep(RETRY_EVERY)
-        if self.out_of_date:
+        self.out_of_date = True  # until the peer has answered once
+        deadline, taken = time.monotonic() + self.wait, False
+        while not taken and (left := deadline - time.monotonic()) > 0:
+            taken = await self.exchange(min(PUSH_TIMEOUT, left))
+            if not taken:
+                await asyncio.sleep(min(RETRY_EVERY, max(0.0, deadline - time.monotonic())))
+        if not taken:
             log.warning("ha_decisions_not_taken", peer=self.pair.peer.name, waited=self.wait, error=self._error,
                         result="this node runs its own stored decisions; the watcher sends them when the peer "
                                "answers")
         self.ready = True
 
-    async def exchange(self) -> bool:
+    async def exchange(self, timeout: float = PUSH_TIMEOUT) -> bool:
         """Send this node's decisions, take what the peer answers with; True when done."""
         self.out_of_date = True
         sent, mine = self._changes, self.snapshot()
         try:
             status, answer = await self.pair.client.call(
-                "POST", "/decisions", {"node": self.pair.node.name, "decisions": to_wire(mine)}, PUSH_TIMEOUT)
+                "POST", "/decisions", {"node": self.pair.node.name, "decisions": to_wire(mine)}, timeout)
             if status != 200 or not isinstance(answer, dict):
                 raise PeerUnreachable(f"the peer {self.pair.peer.name} answered {status}: "
                                       f"{answer.get('error') if isinstance(answer, dict) else answer}")
