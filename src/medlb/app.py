@@ -32,6 +32,7 @@ from medlb.ha import handover
 from medlb.ha.splitbrain import Episode
 from medlb.ha.channel import PairSync, read_sync_token
 from medlb.ha.configsync import Bundle, ConfigSync, PeerRefused
+from medlb.ha.decisions import DecisionSync
 from medlb.ha.generation import ConfigGeneration
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
@@ -90,6 +91,8 @@ class App:
         self.pair: PairNode | None = None
         #: The pair's sync channel (token, peer client, peer watcher), with `pair`.
         self.pair_sync: PairSync | None = None
+        #: The operator decisions shared with the peer, with `pair_sync`.
+        self.decisions: DecisionSync | None = None
         #: Which config this node runs (generation, hash), for the peer to compare.
         self.generation: ConfigGeneration | None = None
         #: Config changes made on both nodes or neither (with `pair_sync`).
@@ -189,6 +192,7 @@ class App:
                                   lambda: pair.role, self.generation.current)
         self.on_config(self.pair_sync.prepare)
         self.config_sync = ConfigSync(self, self.pair_sync, self.generation)
+        self.decisions = DecisionSync(self, self.pair_sync, ha.decisions_wait)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -199,11 +203,14 @@ class App:
                 await self._admin.stop()
             raise StartError(f"the clustered pair cannot start keepalived: {exc}") from None
         self.pair_sync.start()
+        self.decisions.start()
 
     def _data_plane_problem(self) -> str | None:
         """Why this node cannot serve the VIPs now (keepalived's track script asks), or None."""
         if self.workers is not None and not any(worker.alive for worker in self.workers.procs):
             return "no data-plane worker is running"
+        if self.decisions is not None and not self.decisions.ready:
+            return "taking the peer's operator decisions first (ha.decisions_wait)"
         return None
 
     def _on_role(self, old: str, new: str) -> None:
@@ -304,6 +311,8 @@ class App:
             except Exception as exc:  # noqa: BLE001 - the drain must happen whatever keepalived did
                 log.error("ha_release_failed", error=str(exc))
         left = await self._data_plane_stop(timeout)
+        if self.decisions is not None:
+            await self.decisions.stop()
         if self.pair_sync is not None:
             await self.pair_sync.stop()
         if self.pair is not None:
@@ -349,9 +358,13 @@ class App:
         if self.pair_sync is not None and self.generation is not None:
             view["peer"] = {**view["peer"], **self.pair_sync.view()}
             view["config"] = self.config_sync.view() if self.config_sync is not None else None
-            in_sync = "in sync with the peer" if self.pair_sync.config_in_sync else "NOT in sync with the peer"
-            view["sync"] = (f"config generation {self.generation.generation}, {in_sync}; operator decisions are "
-                            "not synced yet: make each on both nodes")
+            config = "config in sync with the peer" if self.pair_sync.config_in_sync else "config NOT in sync with the peer"
+            decisions = "operator decisions not known yet"
+            if self.decisions is not None:
+                view["peer"]["decisions_in_sync"] = self.decisions.in_sync
+                decisions = ("operator decisions in sync" if self.decisions.in_sync
+                             else "operator decisions NOT in sync")
+            view["sync"] = f"config generation {self.generation.generation}, {config}; {decisions}"
         return view
 
     async def ha_hand_over(self, action: str, who: str, source: str = "") -> dict[str, Any]:
@@ -581,6 +594,8 @@ class App:
             self.publish({"type": "change", **record})
             if change.kind == "failed_over" and hasattr(self, "store"):
                 self.store.save_failed_over(change.service, change.subject, change.new == "true")
+            if change.kind in ("state", "failed_over") and self.decisions is not None:
+                self.decisions.changed()  # the peer carries them too
 
 
 def raise_open_files_limit() -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from medlb.ha.channel import PairSync
     from medlb.ha.configsync import ConfigSync
     from medlb.runtime.model import ReloadPlan
+    from medlb.ha.decisions import DecisionSync
 
 #: Called with each message for the live streams: a runtime change or an audit entry.
 Listener = Callable[[dict[str, Any]], None]
@@ -125,6 +126,10 @@ class Control(Protocol):
     def config_sync(self) -> "ConfigSync | None":
         """Config changes on both nodes of the pair or neither (the sync routes' side);
         None without `ha:`."""
+
+    @property
+    def decisions(self) -> "DecisionSync | None":
+        """The operator decisions shared with the peer; None without a pair."""
 
     async def ha_view(self) -> dict[str, Any] | None:
         """This node of the clustered pair (role, since, peer, VIPs held, keepalived);

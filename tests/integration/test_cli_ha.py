@@ -14,13 +14,13 @@ def medlb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "medlb", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
-def test_check_accepts_the_pair_and_says_nothing_syncs_yet(tmp_path):
+def test_check_accepts_the_pair(tmp_path):
     result = medlb("check", "--no-host", str(EXAMPLE), cwd=tmp_path)  # it names /etc/medlb files
 
     assert result.returncode == 0, result.stderr
     assert ("pair: lb-a 198.18.0.4 (priority 150), lb-b 198.18.0.5 (priority 100); VIPs 198.18.0.100/24 on lb0; "
             "VRRP id 51 every 500ms, preempt off") in result.stdout
-    assert "advisories (medlb runs with these):\n  ha (line 6): the pair does not yet sync operator decisions" in result.stdout
+    assert "ha (line" not in result.stdout  # config and decisions are synced: nothing to advise
 
 
 def test_run_on_a_host_that_is_neither_node_refuses_and_starts_nothing(tmp_path):

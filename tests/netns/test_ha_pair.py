@@ -275,7 +275,12 @@ def test_the_sync_channel_takes_only_the_sync_token_and_pins_the_peer_certificat
         assert f'medlb_ha_peer_up{{node="{name_of(node)}",peer="{name_of(peer)}"}} 1.0' in metrics
         assert f'medlb_ha_config_in_sync{{node="{name_of(node)}",peer="{name_of(peer)}"}} 1.0' in metrics
 
-    # The sync API: its token opens it, and nothing else does.
+    # The sync API: its token opens it, and nothing else does. (A node started before
+    # its peer is FAULT until it has taken the peer's decisions: see docs/ha.md.)
+    deadline = time.monotonic() + 20
+    while role_of(a) not in ("MASTER", "BACKUP"):
+        assert time.monotonic() < deadline, a.api("GET", "/api/v1/ha")[1]
+        time.sleep(0.1)
     status, answer = a.api("GET", "/api/v1/ha/sync/status", token=SYNC_TOKEN)
     assert status == 200 and answer["node"] == "lb-a" and answer["role"] in ("MASTER", "BACKUP")
     status, answer = a.api("GET", "/api/v1/ha/sync/status", check=False)  # an operator's token

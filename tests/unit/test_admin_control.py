@@ -59,6 +59,7 @@ class FakeControl:
         #: The pair's sync channel: None, not a node of a pair.
         self.pair_sync: Any = None
         self.config_sync: Any = None
+        self.decisions: Any = None
 
     @property
     def services(self) -> Any:

@@ -45,14 +45,32 @@ def test_the_issue_example_validates_as_written():
     assert ha.sync_token_file == "/etc/medlb/ha-token"
 
 
-def test_the_pair_runs_with_an_advisory_that_operator_decisions_do_not_sync_yet():
+def test_the_pair_runs_with_no_advisory_when_everything_its_services_keep_is_synced():
     loaded = parse_config(EXAMPLE)
 
     assert loaded.warnings == []
+    assert [a for a in loaded.advisories if a.path == "ha"] == []
+
+
+def test_the_pair_says_which_services_lose_what_at_a_failover():
+    services = """\
+services:
+  - name: viewer
+    mode: tcp
+    listen: "198.18.0.100:8080"
+    persistence: source-ip
+    servers: [{name: a, address: "198.18.0.11:8080"}]
+  - name: hl7
+    mode: tcp
+    listen: "198.18.0.100:2575"
+    servers: [{name: a, address: "198.18.0.11:2575"}]
+"""
+    loaded = parse_config(pair() + services)
+
     [advisory] = [a for a in loaded.advisories if a.path == "ha"]
-    assert advisory.line == 6
-    assert "config changes made on the active node are synced" in advisory.message
-    assert "make each server or pool state and failback on both nodes" in advisory.message
+    assert "source-IP persistence entries do not move to the peer (clients of viewer are placed afresh)" \
+        in advisory.message
+    assert "hl7" not in advisory.message and "l4-nat" not in advisory.message
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():
@@ -220,3 +238,15 @@ def test_the_pair_needs_https_on_the_admin_api():
 
     assert problem.path == "admin.tls" and problem.line == 4
     assert "the pair syncs configs and decisions over HTTPS: admin.tls must not be off" in problem.message
+
+
+@pytest.mark.parametrize("value, seconds", [("", 5.0), ("0s", 0.0), ("300s", 300.0), ("500ms", 0.5)])
+def test_decisions_wait_defaults_to_5s_and_is_0_to_300s(value, seconds):
+    ha = parse_config(pair(decisions_wait=value)).config.ha
+
+    assert ha is not None and ha.decisions_wait == seconds
+
+
+@pytest.mark.parametrize("value", ["301s", "-1s"])
+def test_decisions_wait_past_its_bounds_is_refused_at_its_key(value):
+    assert only_problem(pair(decisions_wait=value)).path == "ha.decisions_wait"

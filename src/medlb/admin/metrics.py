@@ -390,6 +390,12 @@ def _ha_metrics(ha: Mapping[str, Any] | None) -> Iterator[Metric]:
                                     labels=["node", "peer"])
         in_sync.add_metric([ha["node"], peer["name"]], 1 if peer["config_in_sync"] else 0)
         yield from (up, in_sync)
+    if "decisions_in_sync" in peer:
+        decisions = GaugeMetricFamily("medlb_ha_decisions_in_sync",
+                                      "1 while the peer has this node's operator decisions and routes alike",
+                                      labels=["node", "peer"])
+        decisions.add_metric([ha["node"], peer["name"]], 1 if peer["decisions_in_sync"] else 0)
+        yield decisions
 
 
 class _HaCollector:

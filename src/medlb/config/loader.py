@@ -45,9 +45,10 @@ from medlb.config.wording import explain
 
 from medlb.config.problems import ConfigError, Locations, PathKey, Problem, format_path
 
-#: The pair syncs its config, not yet the operator's decisions (issue 14 item 4).
-HA_NOT_SYNCED = ("the pair does not yet sync operator decisions (config changes made on the active node are "
-                 "synced): make each server or pool state and failback on both nodes (docs/ha.md)")
+#: What a failover of the pair does not carry across: the pair syncs its config and the
+#: operator's decisions, but not the workers' memory nor the kernel's connection table.
+HA_NOT_CARRIED = ("at a failover of the pair, {what}; the config and operator decisions are synced "
+                  "(docs/ha.md, \"What a failover does to established connections\")")
 
 
 __all__ = ["ConfigError", "LoadedConfig", "Locations", "PathKey", "Problem", "format_path", "load_config",
@@ -377,8 +378,25 @@ def _advisories(config: Config, where: Locations, open_files: int | None) -> lis
             f"({descriptors.PER_CONNECTION} descriptors each, {room.reserve} kept in reserve per process); "
             "beyond that clients are refused. Raise the limit (LimitNOFILE) or lower max_connections")))
     if config.ha is not None:
-        advisories.append(where.problem(("ha",), HA_NOT_SYNCED))
+        not_carried = ha_not_carried(config)
+        if not_carried:
+            advisories.append(where.problem(("ha",), HA_NOT_CARRIED.format(what="; ".join(not_carried))))
     return advisories
+
+
+def ha_not_carried(config: Config) -> list[str]:
+    """What of this config's services does not move to the peer at a failover (source-IP
+    persistence lives in each worker's memory; NAT connections in this node's conntrack)."""
+    sticky = [s.name for s in config.services if s.persistence.type == "source-ip"]
+    nat = [s.name for s in config.services if s.mode == "l4-nat"]
+    said = []
+    if sticky:
+        said.append(f"source-IP persistence entries do not move to the peer (clients of {', '.join(sticky)} "
+                    "are placed afresh)")
+    if nat:
+        said.append(f"l4-nat connections are not carried (conntrackd is not run): clients of {', '.join(nat)} "
+                    "reconnect")
+    return said
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,

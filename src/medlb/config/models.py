@@ -636,6 +636,10 @@ class HaConfig(Strict):
     vips: list[Annotated[ipaddress.IPv4Interface, BeforeValidator(_parse_vip)]] = Field(min_length=1)
     #: The secret both nodes share to authenticate their sync requests (VRRPv3 has none).
     sync_token_file: str = Field(min_length=1)
+    #: How long a starting node waits for its peer's operator decisions before its
+    #: track script may say alive (so before it may become active) when the peer does
+    #: not answer. 0 to not wait.
+    decisions_wait: Duration = Field(default=5.0, ge=0.0, le=300.0)
 
     @field_validator("nodes")
     @classmethod

@@ -32,7 +32,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +57,7 @@ STATUS_TIMEOUT = 2.0
 #: The largest answer the client reads from the peer (a config with its files).
 MAX_ANSWER = 64 * 2**20
 #: Modules that add sync routes with @sync_routes; the router imports them.
-SYNC_MODULES: tuple[str, ...] = ("medlb.ha.configsync",)
+SYNC_MODULES: tuple[str, ...] = ("medlb.ha.configsync", "medlb.ha.decisions")
 OPERATOR_ON_SYNC = "the sync API takes the pair's sync token, not an operator's"
 SYNC_ON_OPERATOR = f"the pair's sync token opens only {SYNC_PREFIX}/...; send an operator's token"
 
@@ -207,6 +207,8 @@ class PeerState:
     version: str | None = None
     last_seen: float | None = None
     error: str | None = None
+    #: The whole status it answered (what other modules add with `status_parts`).
+    answer: dict[str, Any] = field(default_factory=dict)
 
 
 #: Called after every status the watcher got (or failed to get).
@@ -226,6 +228,8 @@ class PairSync:
         self.client = PeerClient(peer, port, lambda: self.token, state_dir / "ha" / PIN_NAME)
         self.state = PeerState()
         self.listeners: list[PeerListener] = []
+        #: Each adds its fields to this node's status (the peer finds them in `state.answer`).
+        self.status_parts: list[Callable[[], dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
     def prepare(self, loaded: LoadedConfig) -> Callable[[], None]:
@@ -245,7 +249,8 @@ class PairSync:
     def status(self) -> dict[str, Any]:
         """What GET /sync/status answers, and what the peer compares with its own."""
         generation, digest = self.version()
-        return {"node": self.node.name, "role": self.role(), "generation": generation, "hash": digest,
+        parts = {name: value for part in self.status_parts for name, value in part().items()}
+        return {**parts, "node": self.node.name, "role": self.role(), "generation": generation, "hash": digest,
                 "version": __version__, "time": time.time()}
 
     @property
@@ -284,7 +289,7 @@ class PairSync:
             self.state = PeerState(True, str(answer.get("role", "UNKNOWN")),
                                    generation if isinstance(generation, int) else None,
                                    answer.get("hash") if isinstance(answer.get("hash"), str) else None,
-                                   str(answer.get("version", "")), time.time(), None)
+                                   str(answer.get("version", "")), time.time(), None, answer)
             if not was_up:
                 log.event("ha_peer_up", peer=self.peer.name, role=self.state.role, version=self.state.version,
                           in_sync=self.config_in_sync)

@@ -445,5 +445,5 @@ class PairNode:
             "split_brain": None if self.last_split_brain is None else self.last_split_brain.as_dict(),
             "keepalived": {"pid": self.pid, "running": self.keepalived_running(), "adopted": self.adopted,
                            "restarts": self.restarts, "log": str(self.files.directory / "keepalived.log")},
-            "sync": "not yet available: make each config change and operator decision on both nodes",
+            "sync": "the sync channel has not started",  # App.ha_view says what it syncs
         }

@@ -55,24 +55,34 @@ class Store:
         rows = self._db.execute("SELECT service, server, state, changed_at, changed_by FROM server_state")
         return {(service, server): StoredState(state, at, by) for service, server, state, at, by in rows}
 
-    def save_server_state(self, service: str, server: str, state: str, who: str) -> None:
-        """Online is the default, so it is stored by deleting the row."""
+    def save_server_state(self, service: str, server: str, state: str, who: str,
+                          changed_at: float | None = None) -> None:
+        """Online is stored too (not by deleting the row): the pair's nodes merge their
+        decisions by when each was made, so putting a server back online must have a
+        time that beats the halt it undoes (ha/decisions.py)."""
         with self._db:
-            if state == "online":
-                self._db.execute("DELETE FROM server_state WHERE service=? AND server=?", (service, server))
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO server_state VALUES (?, ?, ?, ?, ?)",
-                    (service, server, state, time.time(), who))
+            self._db.execute("INSERT OR REPLACE INTO server_state VALUES (?, ?, ?, ?, ?)",
+                             (service, server, state, time.time() if changed_at is None else changed_at, who))
 
     def failed_over_pools(self) -> set[tuple[str, str]]:
         rows = self._db.execute("SELECT service, pool FROM pool_failover WHERE failed_over=1")
         return {(service, pool) for service, pool in rows}
 
-    def save_failed_over(self, service: str, pool: str, failed_over: bool) -> None:
+    def failover_latches(self) -> dict[tuple[str, str], tuple[bool, float]]:
+        """Every pool's stored latch, set or not, with when it last changed."""
+        rows = self._db.execute("SELECT service, pool, failed_over, changed_at FROM pool_failover")
+        return {(service, pool): (bool(flag), at) for service, pool, flag, at in rows}
+
+    def save_failed_over(self, service: str, pool: str, failed_over: bool, changed_at: float | None = None) -> None:
+        """A latch that already holds this value keeps its time: it did not change (the
+        peer's copy of the same latch, applied here, must not look newer than it is)."""
         with self._db:
+            stored = self._db.execute("SELECT failed_over FROM pool_failover WHERE service=? AND pool=?",
+                                      (service, pool)).fetchone()
+            if stored is not None and bool(stored[0]) == failed_over and changed_at is None:
+                return
             self._db.execute("INSERT OR REPLACE INTO pool_failover VALUES (?, ?, ?, ?)",
-                             (service, pool, int(failed_over), time.time()))
+                             (service, pool, int(failed_over), time.time() if changed_at is None else changed_at))
 
     # --- audit -------------------------------------------------------------------------
 

@@ -183,6 +183,7 @@ function pairLine() {
   return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} ${words[peer.role] || peer.role}, ` +
     (peer.config_in_sync ? "config in sync" : "config NOT in sync") +
     (!peer.config_in_sync && h.config && h.config.peer_behind ? ` (${h.config.peer_behind})` : "") +
+    (peer.decisions_in_sync === undefined ? "" : peer.decisions_in_sync ? ", decisions in sync" : ", decisions NOT in sync") +
     (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + ".";
 }
 
