@@ -284,14 +284,22 @@ class MllpClient(asyncio.Protocol):
         self.answer(placeholder, reply)
 
     def answer(self, delivery: Delivery, reply: bytes) -> None:
-        """Write answers in the order the sender sent the messages."""
+        """Write answers in the order the sender sent the messages.
+
+        The answers ready now go out in one write: when an earlier message's ACK
+        releases later ones that were already answered, a pipelining sender gets
+        them all in one segment rather than one system call each."""
         delivery.reply = reply
         pending = self.pending
+        if not pending or pending[0] is not delivery:
+            return  # an earlier message is still waiting for its answer
+        ready: list[bytes] = []
         while pending and pending[0].reply is not None:
             done = pending.popleft()
             self.pending_bytes -= len(done.payload)
-            if not self.closed:
-                self.transport.write(done.reply)  # type: ignore[arg-type]
+            ready.append(done.reply)  # type: ignore[arg-type]
+        if not self.closed:
+            self.transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
         if self.stopping:
             if not pending:
                 self.close()
