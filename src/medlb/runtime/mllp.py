@@ -163,6 +163,10 @@ class Engine:
         # health (or a reload): spares a hash per server for every message.
         self._owners: dict[bytes, Server] = {}
         self._owners_for: Service | None = None
+        # The servers of the live Service (a reload builds a new one): whether a link's
+        # server is still the service's, asked on every ACK, without a scan by name.
+        self._members: frozenset[Server] = frozenset()
+        self._members_for: Service | None = None
         self._type_labels: dict[bytes, str] = {}
         self._reaper_armed = False
         self.stopping = False
@@ -459,8 +463,15 @@ class Engine:
                 self._send(link, waiting.popleft())
                 return
             self._redispatch_waiting(server)
-        if not server.available or self.service.server(server.name) is not server:
+        if not server.available or not self._is_member(server):
             self._close(link, "the server no longer takes work")
+
+    def _is_member(self, server: Server) -> bool:
+        """Whether `server` is one of the live Service's own (not one a reload replaced)."""
+        service = self.service
+        if self._members_for is not service:
+            self._members, self._members_for = frozenset(service.servers()), service
+        return server in self._members
 
     def _redispatch_waiting(self, server: Server) -> None:
         for waiter in self.waiting.pop(server, None) or ():
