@@ -501,3 +501,26 @@ def test_answers_held_behind_a_late_ack_go_out_together_in_the_senders_order(med
     # The held path really ran: a message before the last waited for the silent server.
     assert "SILENT" in [first_tries[control_id] for control_id in ids[:-1]]
     assert "GOOD" in first_tries.values()
+
+
+def test_pipelined_links_carry_several_senders_messages_each_ack_to_its_sender_in_order(medlb, backends, tmp_path):
+    """pipeline: 4 over one connection to the engine: three senders pipeline at once,
+    so messages of several senders are in flight on that connection together (written
+    together when ready together); each sender gets its own messages' ACKs, in order."""
+    vip, engine_port = free_ports(2)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("E1", engine_port, log)
+    service = mllp_service("adt", vip, [server("E1", engine_port)], server_connections=1, pipeline=4)
+    service["health"] = {"type": "none"}
+    lb = medlb([service])
+
+    async def senders() -> list[list[hl7.Message]]:
+        return await asyncio.gather(*(send_batch(vip, [adt(f"S{s}-{i}", f"MRN{s}-{i % 3}") for i in range(20)])
+                                      for s in range(3)))
+
+    answers = asyncio.run(senders())
+
+    for s, sender_answers in enumerate(answers):
+        assert [msa(a) for a in sender_answers] == [("AA", f"S{s}-{i}") for i in range(20)]
+    assert len(received(log)) == 60
+    assert lb.service("adt")["mllp"]["mismatched_acks"] == 0

@@ -78,6 +78,9 @@ class Dispatcher:
         self.handle = handle
         self.engine = engine.Engine(lambda: handle.service)
         self._reaper: asyncio.TimerHandle | None = None
+        #: With `pipeline` > 1: frames for each link, written together once the loop has
+        #: run every callback of this pass (several senders' messages, one write).
+        self._writes: dict[Link, list[bytes]] = {}
         #: Unfinished frames of all the service's senders in this process.
         self.budget = mllp.Budget(self.config.partial_frames_budget)
         self._runtime = handle.runtime
@@ -130,11 +133,16 @@ class Dispatcher:
         """Carry out the engine's actions in its order (the commonest first)."""
         for action in actions:
             if isinstance(action, engine.Write):
-                transport = action.link.io.transport
-                assert transport is not None
-                transport.write(action.frame)
+                if self.config.pipeline > 1:
+                    self._write_soon(action.link.io, action.frame)
+                else:
+                    transport = action.link.io.transport
+                    assert transport is not None
+                    transport.write(action.frame)
             elif isinstance(action, engine.ArmAckTimer):
                 link: Link = action.link.io
+                if link.timer is not None:
+                    link.timer.cancel()
                 link.timer = asyncio.get_running_loop().call_later(action.delay, link.ack_timeout)
             elif isinstance(action, engine.CancelAckTimer):
                 link = action.link.io
@@ -157,6 +165,24 @@ class Dispatcher:
                     self._reaper = asyncio.get_running_loop().call_later(action.delay, self._reap)
             elif isinstance(action, engine.Warn):
                 log.warning(action.event, **action.fields)
+
+    def _write_soon(self, link: Link, frame: bytes) -> None:
+        if not self._writes:
+            asyncio.get_running_loop().call_soon(self._flush_writes)
+        frames = self._writes.get(link)
+        if frames is None:
+            self._writes[link] = [frame]
+        else:
+            frames.append(frame)
+
+    def _flush_writes(self) -> None:
+        """One write per link for the frames of this pass. A link aborted meanwhile
+        drops its frames: the engine hears `link_lost` and sends them elsewhere."""
+        writes, self._writes = self._writes, {}
+        for link, frames in writes.items():
+            transport = link.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _connect(self, state: engine.Link) -> None:
         link = Link(self, state)
