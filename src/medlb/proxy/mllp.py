@@ -78,6 +78,9 @@ class Dispatcher:
         self.handle = handle
         self.engine = engine.Engine(lambda: handle.service)
         self._reaper: asyncio.TimerHandle | None = None
+        # Made by a sender's connection, so in the loop. Kept: on Python 3.11 each
+        # asyncio.get_running_loop() is a getpid system call, once per message here.
+        self._loop = asyncio.get_running_loop()
         #: With `pipeline` > 1: frames for each link, written together once the loop has
         #: run every callback of this pass (several senders' messages, one write).
         self._writes: dict[Link, list[bytes]] = {}
@@ -143,7 +146,7 @@ class Dispatcher:
                 link: Link = action.link.io
                 if link.timer is not None:
                     link.timer.cancel()
-                link.timer = asyncio.get_running_loop().call_later(action.delay, link.ack_timeout)
+                link.timer = self._loop.call_later(action.delay, link.ack_timeout)
             elif isinstance(action, engine.CancelAckTimer):
                 link = action.link.io
                 if link.timer is not None:
@@ -162,13 +165,13 @@ class Dispatcher:
                 # else still connecting: _connect aborts what it gets, the link being closed
             elif isinstance(action, engine.ReapLater):
                 if self._reaper is None:
-                    self._reaper = asyncio.get_running_loop().call_later(action.delay, self._reap)
+                    self._reaper = self._loop.call_later(action.delay, self._reap)
             elif isinstance(action, engine.Warn):
                 log.warning(action.event, **action.fields)
 
     def _write_soon(self, link: Link, frame: bytes) -> None:
         if not self._writes:
-            asyncio.get_running_loop().call_soon(self._flush_writes)
+            self._loop.call_soon(self._flush_writes)
         frames = self._writes.get(link)
         if frames is None:
             self._writes[link] = [frame]
@@ -187,7 +190,7 @@ class Dispatcher:
     def _connect(self, state: engine.Link) -> None:
         link = Link(self, state)
         server = state.server
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         host, port = server.address_for(self.service.config.addresses[0].port or 0)
         limits = self.service.config.limits
 
