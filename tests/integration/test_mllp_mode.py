@@ -475,3 +475,52 @@ def test_many_senders_stalled_mid_message_cannot_grow_medlb_past_the_budget(medl
     assert grown < 40 * 2**20
     wait_until(lambda: lb.service("lab")["mllp"]["partial_frame_bytes"] == 0, 15, what="the partials released")
     assert msa(send(vip, [adt("AFTER1", "MRN3")])[0]) == ("AA", "AFTER1")
+
+
+def test_answers_held_behind_a_late_ack_go_out_together_in_the_senders_order(medlb, backends, tmp_path):
+    """A sender pipelines messages for many patients. Those owned by a server that never
+    answers wait for ack_timeout and go to the other server; the ACKs of the rest come
+    at once and are held until the late one is in. Then every held answer goes out (one
+    write), each the ACK of its own message, in the order the sender sent them."""
+    vip, silent, good = free_ports(3)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("SILENT", silent, log, mode="silent")
+    backends.start_mllp("GOOD", good, log)
+    service = mllp_service("adt", vip, [server("SILENT", silent), server("GOOD", good)], ack_timeout="500ms",
+                           retries=1)
+    service["health"] = {"type": "none"}
+    medlb([service])
+    ids = [f"H{i}" for i in range(12)]
+
+    answers = send(vip, [adt(control_id, f"MRN{i}") for i, control_id in enumerate(ids)])
+
+    assert [msa(a) for a in answers] == [("AA", control_id) for control_id in ids]
+    first_tries = {}
+    for record in received(log):
+        first_tries.setdefault(record["id"], record["server"])
+    # The held path really ran: a message before the last waited for the silent server.
+    assert "SILENT" in [first_tries[control_id] for control_id in ids[:-1]]
+    assert "GOOD" in first_tries.values()
+
+
+def test_pipelined_links_carry_several_senders_messages_each_ack_to_its_sender_in_order(medlb, backends, tmp_path):
+    """pipeline: 4 over one connection to the engine: three senders pipeline at once,
+    so messages of several senders are in flight on that connection together (written
+    together when ready together); each sender gets its own messages' ACKs, in order."""
+    vip, engine_port = free_ports(2)
+    log = tmp_path / "received.jsonl"
+    backends.start_mllp("E1", engine_port, log)
+    service = mllp_service("adt", vip, [server("E1", engine_port)], server_connections=1, pipeline=4)
+    service["health"] = {"type": "none"}
+    lb = medlb([service])
+
+    async def senders() -> list[list[hl7.Message]]:
+        return await asyncio.gather(*(send_batch(vip, [adt(f"S{s}-{i}", f"MRN{s}-{i % 3}") for i in range(20)])
+                                      for s in range(3)))
+
+    answers = asyncio.run(senders())
+
+    for s, sender_answers in enumerate(answers):
+        assert [msa(a) for a in sender_answers] == [("AA", f"S{s}-{i}") for i in range(20)]
+    assert len(received(log)) == 60
+    assert lb.service("adt")["mllp"]["mismatched_acks"] == 0

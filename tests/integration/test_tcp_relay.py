@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import struct
+
+import pytest
 
 from helpers import (LOOPBACK, connect, consecutive_free_ports, free_port, free_ports, server, service, wait_until,
                      who_answers)
@@ -134,3 +138,30 @@ def test_a_client_aborted_while_its_server_connect_hangs_leaves_the_server_with_
     finally:
         for sock in fillers + accepted + [stuck]:
             sock.close()
+
+
+def _kernel_sockets(filter_expression: str) -> list[str]:
+    """`ss` lines (with timers) for the established sockets the filter selects."""
+    out = subprocess.run(["ss", "-tnoH", "state", "established", filter_expression], capture_output=True,
+                         text=True, check=True)
+    return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) is not installed")
+def test_relayed_connections_keep_tcp_keepalive_on_both_sides(medlb, backends):
+    """A peer that vanishes without a FIN (power cut, cable) is found by TCP keepalive:
+    medlb's socket to the client and its socket to the server both have it on."""
+    vip, pa = free_ports(2)
+    backends.start("A", pa)
+    medlb([service("ris", vip, [server("A", pa)])])
+    sock, name = connect(vip)
+    assert name == "A"
+    # medlb's side of the client connection (source port vip) and its connection to
+    # the server (destination port pa); the test's and the backend's own sockets are
+    # not selected.
+    def both_keepalive() -> bool:
+        lines = _kernel_sockets(f"( sport = :{vip} or dport = :{pa} )")
+        return len(lines) == 2 and all("timer:(keepalive" in line for line in lines)
+
+    wait_until(both_keepalive, 5, what="keepalive on both of medlb's sockets")
+    sock.close()

@@ -534,3 +534,16 @@ def test_a_partial_frames_budget_below_max_message_size_is_refused_with_its_path
     problem = only_problem(services(service("mode: mllp\nmllp: {max_message_size: 1MiB, partial_frames_budget: 512KiB}")))
     assert problem.path == "services[0].mllp.partial_frames_budget"
     assert "max_message_size" in problem.message
+
+
+# --- mllp: messages in flight per server connection -----------------------------------
+
+
+def test_pipeline_defaults_to_one_message_at_a_time_and_takes_1_to_64():
+    assert parse_config(yaml(services(service("mode: mllp")))).config.services[0].mllp.pipeline == 1
+    for edge in (1, 64):
+        loaded = parse_config(yaml(services(service(f"mode: mllp\nmllp: {{pipeline: {edge}}}"))))
+        assert loaded.config.services[0].mllp.pipeline == edge
+    for outside in (0, 65):
+        problem = only_problem(services(service(f"mode: mllp\nmllp: {{pipeline: {outside}}}")))
+        assert problem.path == "services[0].mllp.pipeline"

@@ -205,7 +205,16 @@ def pick(items: list, index: int):
 @settings(max_examples=150, deadline=None)
 @given(steps)
 def test_any_event_sequence_keeps_the_delivery_rules(sequence):
-    h = Harness(retries=1, server_connections=2, ack_timeout=5)
+    keeps_the_delivery_rules(sequence, Harness(retries=1, server_connections=2, ack_timeout=5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps)
+def test_any_event_sequence_keeps_the_delivery_rules_with_pipelined_links(sequence):
+    keeps_the_delivery_rules(sequence, Harness(retries=1, server_connections=2, ack_timeout=5, pipeline=3))
+
+
+def keeps_the_delivery_rules(sequence, h: Harness) -> None:
     deliveries: list[engine.Delivery] = []
     for n, step in enumerate(sequence):
         kind = step[0]
@@ -216,7 +225,9 @@ def test_any_event_sequence_keeps_the_delivery_rules(sequence):
         elif kind == "refuse" and h.connecting:
             h.run(h.engine.link_lost(h.connecting.pop(step[1] % len(h.connecting)), "connect failed"))
         elif kind == "ack" and (link := pick(list(h.in_flight()), step[1])) is not None:
-            h.ack_in_flight(link, step[2])
+            # Any message on the link, not only the oldest: an engine may answer out of order.
+            delivery = pick(list(link.in_flight), step[1] // 2)
+            h.answer(link, ack(delivery.header.control_id.decode(), step[2]))
         elif kind == "wrong_ack" and (link := pick(list(h.in_flight()), step[1])) is not None:
             h.answer(link, ack("NOT-" + link.delivery.header.control_id.decode()))
         elif kind == "drop" and (link := pick(list(h.in_flight()), step[1])) is not None:
@@ -231,10 +242,11 @@ def test_any_event_sequence_keeps_the_delivery_rules(sequence):
         elif kind == "leave" and (delivery := pick(deliveries, step[1])) is not None:
             h.run(h.engine.cancel(delivery))
 
-        # One message per ordering key on a link (connected or not), ever.
-        keys = Counter(link.delivery.key for links in h.engine.links.values() for link in links
-                       if link.delivery is not None)
+        # One message per ordering key on the links (connected or not), ever.
+        keys = Counter(d.key for links in h.engine.links.values() for link in links for d in link.in_flight)
         assert all(count == 1 for count in keys.values()), keys
+        assert all(len(link.in_flight) <= svc(h.runtime).config.mllp.pipeline
+                   for links in h.engine.links.values() for link in links)
         # The head of each key's queue is the oldest message of that key not yet answered.
         for key, queue in h.engine.keys.items():
             assert all(d.key == key and not d.done for d in queue)
@@ -254,3 +266,53 @@ def test_any_event_sequence_keeps_the_delivery_rules(sequence):
     owed = {id(d) for queue in h.engine.keys.values() for d in queue}
     for delivery in deliveries:
         assert (id(delivery) in answered) or delivery.client is None or id(delivery) in owed
+
+
+def test_pipelined_messages_share_one_link_and_each_ack_reaches_its_own_sender():
+    """pipeline: 2, one connection: two patients' messages are written before either
+    ACK; the engine answers the second first and each sender still gets its own ACK."""
+    h = Harness(servers=("e1",), server_connections=1, pipeline=2)
+    first = h.send("M1", "P1", client="sender1")
+    second = h.send("M2", "P2", client="sender2")
+    h.connect_all()
+    (link,) = h.engine.links[svc(h.runtime).server("e1")]
+    assert [lnk for lnk, _ in h.written] == [link, link]
+    assert written_ids(h) == ["M1", "M2"]
+
+    h.answer(link, ack("M2"))
+    h.answer(link, ack("M1"))
+
+    assert [(d.client, code) for (d, _), code in zip(h.replies, h.reply_codes())] == [
+        ("sender2", ("AA", "M2")), ("sender1", ("AA", "M1"))]
+    assert first.done and second.done and not link.in_flight
+
+
+def test_a_pipelined_link_lost_sends_every_message_on_it_to_another_server():
+    h = Harness(servers=("e1", "e2"), server_connections=1, pipeline=3)
+    patients = [f"P{i}" for i in range(12)]
+    for i, patient in enumerate(patients):
+        h.send(f"M{i}", patient)
+    h.connect_all()
+    busiest = max((link for links in h.engine.links.values() for link in links), key=lambda l: len(l.in_flight))
+    on_it = [d.header.control_id.decode() for d in busiest.in_flight]
+    assert len(on_it) > 1
+
+    h.run(h.engine.link_lost(busiest))
+    h.connect_all()
+    while h.in_flight():
+        h.ack_in_flight(next(iter(h.in_flight())))
+
+    answers = dict((control_id, code) for code, control_id in h.reply_codes())
+    assert all(answers[control_id] == "AA" for control_id in on_it)
+    assert len(answers) == len(patients)
+
+
+def test_two_messages_with_one_control_id_are_never_on_one_link_together():
+    """An ACK names its message by MSH-10 only: two senders' messages with the same
+    MSH-10 in flight on one link would make it ambiguous."""
+    h = Harness(servers=("e1",), server_connections=2, pipeline=4)
+    h.send("SAME", "P1", client="sender1")
+    h.send("SAME", "P2", client="sender2")
+    h.connect_all()
+    links = h.engine.links[svc(h.runtime).server("e1")]
+    assert sorted(len(link.in_flight) for link in links) == [1, 1]

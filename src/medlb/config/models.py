@@ -309,6 +309,10 @@ class MllpConfig(Strict):
     max_message_size: Size = Field(16 * 1024 * 1024, ge=1024)
     #: Persistent connections medlb keeps to each server (one message in flight on each).
     server_connections: int = Field(4, ge=1, le=256)
+    #: Messages medlb may write on one server connection before the first one's ACK
+    #: (1: one at a time, as MLLP senders do). Only for engines that answer pipelined
+    #: messages; ready messages to one connection then go out in one write.
+    pipeline: int = Field(1, ge=1, le=64)
     #: Messages one sender may have waiting for their ACK before medlb stops reading it.
     max_queued: int = Field(256, ge=1, le=100_000)
     #: Bytes of one sender's messages medlb holds before it stops reading from it.

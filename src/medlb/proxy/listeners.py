@@ -74,12 +74,17 @@ def bound_socket(name: str, address: HostPort, reuse_port: bool = False,
     An address among `floating` (the pair's VIPs) is bound with IP_FREEBIND: the passive
     node listens on VIPs its peer holds, and serves the instant keepalived moves them
     here, with nothing to rebind. Any other address must be on this host, so a listen
-    address mistyped is refused at start rather than listening for nobody."""
+    address mistyped is refused at start rather than listening for nobody.
+
+    SO_KEEPALIVE is set here once: Linux copies it to every connection accepted on the
+    socket, which spares each one a setsockopt (and uvloop's two getsockname to make a
+    socket object for it) on the connect path."""
     assert address.port is not None
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # inherited by accepted sockets
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:

@@ -78,6 +78,12 @@ class Dispatcher:
         self.handle = handle
         self.engine = engine.Engine(lambda: handle.service)
         self._reaper: asyncio.TimerHandle | None = None
+        # Made by a sender's connection, so in the loop. Kept: on Python 3.11 each
+        # asyncio.get_running_loop() is a getpid system call, once per message here.
+        self._loop = asyncio.get_running_loop()
+        #: With `pipeline` > 1: frames for each link, written together once the loop has
+        #: run every callback of this pass (several senders' messages, one write).
+        self._writes: dict[Link, list[bytes]] = {}
         #: Unfinished frames of all the service's senders in this process.
         self.budget = mllp.Budget(self.config.partial_frames_budget)
         self._runtime = handle.runtime
@@ -130,12 +136,17 @@ class Dispatcher:
         """Carry out the engine's actions in its order (the commonest first)."""
         for action in actions:
             if isinstance(action, engine.Write):
-                transport = action.link.io.transport
-                assert transport is not None
-                transport.write(action.frame)
+                if self.config.pipeline > 1:
+                    self._write_soon(action.link.io, action.frame)
+                else:
+                    transport = action.link.io.transport
+                    assert transport is not None
+                    transport.write(action.frame)
             elif isinstance(action, engine.ArmAckTimer):
                 link: Link = action.link.io
-                link.timer = asyncio.get_running_loop().call_later(action.delay, link.ack_timeout)
+                if link.timer is not None:
+                    link.timer.cancel()
+                link.timer = self._loop.call_later(action.delay, link.ack_timeout)
             elif isinstance(action, engine.CancelAckTimer):
                 link = action.link.io
                 if link.timer is not None:
@@ -154,14 +165,32 @@ class Dispatcher:
                 # else still connecting: _connect aborts what it gets, the link being closed
             elif isinstance(action, engine.ReapLater):
                 if self._reaper is None:
-                    self._reaper = asyncio.get_running_loop().call_later(action.delay, self._reap)
+                    self._reaper = self._loop.call_later(action.delay, self._reap)
             elif isinstance(action, engine.Warn):
                 log.warning(action.event, **action.fields)
+
+    def _write_soon(self, link: Link, frame: bytes) -> None:
+        if not self._writes:
+            self._loop.call_soon(self._flush_writes)
+        frames = self._writes.get(link)
+        if frames is None:
+            self._writes[link] = [frame]
+        else:
+            frames.append(frame)
+
+    def _flush_writes(self) -> None:
+        """One write per link for the frames of this pass. A link aborted meanwhile
+        drops its frames: the engine hears `link_lost` and sends them elsewhere."""
+        writes, self._writes = self._writes, {}
+        for link, frames in writes.items():
+            transport = link.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _connect(self, state: engine.Link) -> None:
         link = Link(self, state)
         server = state.server
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         host, port = server.address_for(self.service.config.addresses[0].port or 0)
         limits = self.service.config.limits
 
@@ -284,14 +313,22 @@ class MllpClient(asyncio.Protocol):
         self.answer(placeholder, reply)
 
     def answer(self, delivery: Delivery, reply: bytes) -> None:
-        """Write answers in the order the sender sent the messages."""
+        """Write answers in the order the sender sent the messages.
+
+        The answers ready now go out in one write: when an earlier message's ACK
+        releases later ones that were already answered, a pipelining sender gets
+        them all in one segment rather than one system call each."""
         delivery.reply = reply
         pending = self.pending
+        if not pending or pending[0] is not delivery:
+            return  # an earlier message is still waiting for its answer
+        ready: list[bytes] = []
         while pending and pending[0].reply is not None:
             done = pending.popleft()
             self.pending_bytes -= len(done.payload)
-            if not self.closed:
-                self.transport.write(done.reply)  # type: ignore[arg-type]
+            ready.append(done.reply)  # type: ignore[arg-type]
+        if not self.closed:
+            self.transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
         if self.stopping:
             if not pending:
                 self.close()

@@ -83,6 +83,8 @@ def admit(service: Service) -> bool:
 
 
 def _keepalive(transport: asyncio.BaseTransport) -> None:
+    """TCP keepalive on a connection medlb opened to a server. (Accepted client
+    connections inherit it from the listening socket: see listeners.bound_socket.)"""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
@@ -251,7 +253,6 @@ class TcpClient(asyncio.Protocol):
         server = self.server
         assert server is not None
         _keepalive(transport)
-        _keepalive(self.transport)
         transport.set_write_buffer_limits(high=self.service.config.limits.buffer_size)
         if self.early:
             early, self.early = self.early, b""

@@ -64,19 +64,32 @@ class Delivery:
 
 
 class Link:
-    """The engine's view of one persistent connection to a server (one message at a time)."""
+    """The engine's view of one persistent connection to a server: one message at a
+    time, or up to `mllp.pipeline` written before the first one's ACK."""
 
-    __slots__ = ("server", "delivery", "connected", "closed", "last_used", "close_reason", "io")
+    __slots__ = ("server", "in_flight", "connected", "closed", "last_used", "close_reason", "io")
 
     def __init__(self, server: Server, now: float):
         self.server = server
-        self.delivery: Delivery | None = None
+        #: The messages on this link waiting for their ACK, oldest first.
+        self.in_flight: collections.deque[Delivery] = collections.deque()
         self.connected = False
         self.closed = False
         self.last_used = now
         self.close_reason = "the connection closed before the ACK"
         #: The I/O layer's object for this link (a transport protocol); the engine never reads it.
         self.io: Any = None
+
+    @property
+    def delivery(self) -> Delivery | None:
+        """The oldest message waiting for its ACK here; None when the link is idle."""
+        return self.in_flight[0] if self.in_flight else None
+
+    def holds_control_id(self, delivery: Delivery) -> bool:
+        """Whether a message with `delivery`'s MSH-10 is already in flight here: two
+        would make an ACK ambiguous, so the second waits or takes another link."""
+        control_id = delivery.header.control_id
+        return any(other.header.control_id == control_id for other in self.in_flight)
 
 
 # --- actions --------------------------------------------------------------------------
@@ -99,7 +112,8 @@ class Write:
 
 @dataclass(slots=True)
 class ArmAckTimer:
-    """Call `ack_timeout(link)` after `delay` seconds unless cancelled first."""
+    """Call `ack_timeout(link)` after `delay` seconds unless cancelled first; replaces
+    the link's timer if one is armed (it then times the link's next oldest message)."""
 
     link: Link
     delay: float
@@ -163,6 +177,10 @@ class Engine:
         # health (or a reload): spares a hash per server for every message.
         self._owners: dict[bytes, Server] = {}
         self._owners_for: Service | None = None
+        # The servers of the live Service (a reload builds a new one): whether a link's
+        # server is still the service's, asked on every ACK, without a scan by name.
+        self._members: frozenset[Server] = frozenset()
+        self._members_for: Service | None = None
         self._type_labels: dict[bytes, str] = {}
         self._reaper_armed = False
         self.stopping = False
@@ -240,14 +258,13 @@ class Engine:
         link.connected = True
         link.server.active += 1
         link.server.total += 1
-        if link.delivery is not None:
-            self._write(link, link.delivery)
+        for delivery in link.in_flight:
+            self._write(link, delivery)
         return self._take()
 
     def answer(self, link: Link, payload: bytes) -> list[Action]:
         """A whole frame from the server on `link`: relayed only if its MSA-2 is the
-        MSH-10 of the message in flight there."""
-        delivery = link.delivery
+        MSH-10 of a message in flight there (no two on one link share an MSH-10)."""
         stats = self.stats
         try:
             ack = parse_ack(payload)
@@ -255,13 +272,18 @@ class Engine:
             stats.mismatched_acks += 1
             self._warn("unreadable_answer", service=self.name, server=link.server.name)
             return self._take()
-        if delivery is None or not delivery.sent_at or ack.acked_control_id != delivery.header.control_id:
+        delivery = None
+        for candidate in link.in_flight:
+            if candidate.sent_at and ack.acked_control_id == candidate.header.control_id:
+                delivery = candidate
+                break
+        if delivery is None:
             # Never relay an answer as another message's ACK (a late or wrong MSA-2).
             stats.mismatched_acks += 1
             self._warn("mismatched_ack", service=self.name, server=link.server.name,
-                       expected="none" if delivery is None else "msa2_equal_to_msh10")
+                       expected="msa2_equal_to_msh10" if link.in_flight else "none")
             return self._take()
-        self._free(link)
+        self._free(link, delivery)
         code = ack.code.decode("ascii", "replace")[:2] or "??"
         stats.acks[(link.server.name, code)] += 1
         if code not in ("AA", "CA"):  # the engine's own refusal, relayed as it is
@@ -317,7 +339,7 @@ class Engine:
         current = set(service.servers())
         for server, links in list(self.links.items()):
             for link in list(links):
-                if link.delivery is None and (now - link.last_used > idle_timeout or not server.available
+                if not link.in_flight and (now - link.last_used > idle_timeout or not server.available
                                               or server not in current):
                     self._close(link, "idle")
         if any(self.links.values()):
@@ -346,7 +368,7 @@ class Engine:
         if server is None:
             self._fail(delivery, NAK_NO_SERVER)
             return
-        link = self._free_link(server)
+        link = self._free_link(server, delivery)
         if link is None:
             delivery.server = server
             self.waiting.setdefault(server, collections.deque()).append(delivery)
@@ -366,10 +388,14 @@ class Engine:
                 owners[key] = server
         return server
 
-    def _free_link(self, server: Server) -> Link | None:
+    def _free_link(self, server: Server, delivery: Delivery) -> Link | None:
+        """A link to `server` with room for `delivery` (the first, so that pipelined
+        messages share a write), or a new one up to server_connections."""
         links = self.links.setdefault(server, [])
+        depth = self.config.pipeline
         for link in links:
-            if link.delivery is None and not link.closed:
+            if len(link.in_flight) < depth and not link.closed and not (link.in_flight and
+                                                                        link.holds_control_id(delivery)):
                 return link
         if len(links) >= self.config.server_connections:
             return None
@@ -380,8 +406,8 @@ class Engine:
         return link
 
     def _send(self, link: Link, delivery: Delivery) -> None:
-        assert link.delivery is None, "one message in flight per link"
-        link.delivery = delivery
+        assert len(link.in_flight) < self.config.pipeline, "at most `pipeline` messages in flight per link"
+        link.in_flight.append(delivery)
         delivery.server = None
         delivery.link = link
         if link.connected:
@@ -399,17 +425,24 @@ class Engine:
         stats.messages[(delivery.type_label, server.name)] += 1
         server.bytes_to_server += len(frame)
         stats.in_flight += 1
-        self._actions.append(ArmAckTimer(link, self.config.ack_timeout))
+        if link.in_flight[0] is delivery:  # the timer times the oldest message on the link
+            self._actions.append(ArmAckTimer(link, self.config.ack_timeout))
 
-    def _free(self, link: Link) -> Delivery | None:
-        """The in-flight delivery is answered (or abandoned): the link is free again."""
-        delivery, link.delivery = link.delivery, None
-        if delivery is not None and delivery.sent_at:
-            self._actions.append(CancelAckTimer(link))
+    def _free(self, link: Link, delivery: Delivery) -> None:
+        """`delivery` is answered (or abandoned): off the link, which has room again."""
+        was_oldest = link.in_flight[0] is delivery
+        link.in_flight.remove(delivery)
+        if delivery.sent_at:
             link.server.in_flight -= 1
             self.stats.in_flight -= 1
-        link.last_used = self.clock()
-        return delivery
+            if not link.in_flight:
+                self._actions.append(CancelAckTimer(link))
+        now = self.clock()
+        link.last_used = now
+        if was_oldest and link.in_flight and link.connected and not link.closed:
+            # The next oldest was written with the one answered: it has what is left of its time.
+            oldest = link.in_flight[0]
+            self._actions.append(ArmAckTimer(link, max(0.0, oldest.sent_at + self.config.ack_timeout - now)))
 
     def _close(self, link: Link, why: str) -> None:
         if link.closed:
@@ -425,8 +458,12 @@ class Engine:
         links = self.links.get(link.server)
         if links is not None and link in links:
             links.remove(link)
-        delivery = self._free(link)
-        if delivery is not None and not delivery.done:
+        abandoned = list(link.in_flight)
+        for delivery in abandoned:
+            self._free(link, delivery)
+        for delivery in abandoned:
+            if delivery.done:
+                continue
             delivery.link = None
             delivery.tried.add(link.server)
             delivery.failures += 1
@@ -448,19 +485,33 @@ class Engine:
                 self._dispatch(waiter)
 
     def _next_on_link(self, link: Link) -> None:
-        """A link just came free: give it a waiting message, or close it if unwanted.
+        """A link just got room: give it waiting messages, or close it if unwanted.
         (Finishing a message may already have handed the link its key's next one.)"""
-        if link.delivery is not None or link.closed:
+        depth = self.config.pipeline
+        if len(link.in_flight) >= depth or link.closed:
             return
         server = link.server
         waiting = self.waiting.get(server)
         if waiting:
             if server.available:
-                self._send(link, waiting.popleft())
-                return
-            self._redispatch_waiting(server)
-        if not server.available or self.service.server(server.name) is not server:
+                while waiting and len(link.in_flight) < depth and not (link.in_flight and
+                                                                       link.holds_control_id(waiting[0])):
+                    self._send(link, waiting.popleft())
+                if link.in_flight:
+                    return
+            else:
+                self._redispatch_waiting(server)
+        if link.in_flight:
+            return  # still waiting for other ACKs: not closed under them
+        if not server.available or not self._is_member(server):
             self._close(link, "the server no longer takes work")
+
+    def _is_member(self, server: Server) -> bool:
+        """Whether `server` is one of the live Service's own (not one a reload replaced)."""
+        service = self.service
+        if self._members_for is not service:
+            self._members, self._members_for = frozenset(service.servers()), service
+        return server in self._members
 
     def _redispatch_waiting(self, server: Server) -> None:
         for waiter in self.waiting.pop(server, None) or ():
