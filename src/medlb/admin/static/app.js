@@ -178,13 +178,22 @@ function pairLine() {
   if (!h) return null;
   const words = { MASTER: "ACTIVE", BACKUP: "PASSIVE", FAULT: "FAULT", STOP: "STOPPED", UNKNOWN: "UNKNOWN" };
   const peer = h.peer || {};
+  const split = splitBrainText(h.split_brain);
   if (!peer.up) return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} peer unreachable` +
-    (peer.error ? ` (${peer.error})` : "") + ".";
+    (peer.error ? ` (${peer.error})` : "") + "." + split;
   return `Pair: this node (${h.node}) ${words[h.role] || h.role}, ${peer.name} ${words[peer.role] || peer.role}, ` +
     (peer.config_in_sync ? "config in sync" : "config NOT in sync") +
     (!peer.config_in_sync && h.config && h.config.peer_behind ? ` (${h.config.peer_behind})` : "") +
     (peer.decisions_in_sync === undefined ? "" : peer.decisions_in_sync ? ", decisions in sync" : ", decisions NOT in sync") +
-    (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + ".";
+    (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + "." + split;
+}
+
+// The last split brain this node saw: when, for how long, and who kept the VIPs.
+function splitBrainText(episode) {
+  if (!episode) return "";
+  const since = episode.start_known ? fmtTime(episode.start) : `${fmtTime(episode.start)} or earlier`;
+  return ` Last split brain (both nodes active): ${since}, for ${episode.duration} s; this node ` +
+    (episode.kept_vips ? "kept the VIPs." : "gave the VIPs up.");
 }
 
 function workersLine() {
