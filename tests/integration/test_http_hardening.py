@@ -254,3 +254,16 @@ def test_a_slow_head_within_the_limit_and_a_long_keepalive_pause_are_served(medl
     assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
     sock.close()
     assert lb.service("api")["http"]["errors"].get("header_timeout", 0) == 0
+
+
+def test_a_client_asking_connection_close_gets_its_answer_then_the_close(medlb, backends, tmp_path):
+    # A keep-alive server: the close must come from medlb honouring its client.
+    vip, pa = free_ports(2)
+    _start_length_server(backends, "A", pa, tmp_path / "requests.log")
+    medlb([http_service("api", vip, [server("a", pa)], health={"type": "none"})])
+
+    for _ in range(3):  # and each time: the head reader has no state left from the last
+        answer, closed = _exchange(vip, b"GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"A GET /bye")
+        assert b"connection: close" in answer.lower()
+        assert closed, "medlb kept the connection open after the client's Connection: close"
