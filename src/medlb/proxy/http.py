@@ -112,7 +112,8 @@ class Upstream(asyncio.Protocol):
     time (`client`), and none while it waits in the pool."""
 
     __slots__ = ("server", "transport", "client", "idle_since", "reused", "closed", "write_paused", "reading_head",
-                 "method", "head", "length", "coding", "rewrite", "left", "chunks", "until_close", "keep")
+                 "method", "head", "length", "coding", "rewrite", "left", "chunks", "until_close", "keep",
+                 "parser")
 
     def __init__(self, server: Server):
         self.server = server
@@ -132,6 +133,7 @@ class Upstream(asyncio.Protocol):
         self.chunks: ChunkedBody | None = None
         self.until_close = False
         self.keep = False
+        self.parser: httptools.HttpResponseParser | None = None  # while a head is fed to it
 
     def usable(self, now: float, max_idle: float) -> bool:
         return not self.closed and not self.transport.is_closing() and now - self.idle_since < max_idle
@@ -193,6 +195,11 @@ class Upstream(asyncio.Protocol):
 
     # --- httptools callback (a response head) ---------------------------------------------
 
+    def on_headers_complete(self) -> None:
+        # Read here: once a message is complete (a 204 ends at its head), llhttp answers
+        # True whatever the server's Connection header said.
+        self.keep = self.parser.should_keep_alive()  # type: ignore[union-attr]
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-length":
@@ -218,12 +225,13 @@ class Upstream(asyncio.Protocol):
         head = data[:end]
         self.length = self.coding = None
         self.rewrite = False
-        parser = httptools.HttpResponseParser(self)
+        parser = self.parser = httptools.HttpResponseParser(self)
         try:
             parser.feed_data(head)
             status = parser.get_status_code()
             framing = rules.response_framing(self.method, status, self.length, self.coding)
         except (httptools.HttpParserError, ValueError) as exc:
+            self.parser = None
             client.upstream_failed(self, UpstreamFailed(f"not a valid HTTP response: {exc}", retry=self.reused))
             return
         if status < 200:  # informational: passed on (but a 101 for an upgrade medlb never asked for)
@@ -232,8 +240,9 @@ class Upstream(asyncio.Protocol):
             if end < len(data):
                 self._response_head(client, data[end:])
             return
+        self.parser = None
         self.reading_head = False
-        self.keep = parser.should_keep_alive() and framing != rules.UNTIL_CLOSE
+        self.keep = self.keep and framing != rules.UNTIL_CLOSE
         self.until_close = framing == rules.UNTIL_CLOSE
         self.chunks = ChunkedBody() if framing == rules.CHUNKED else None
         self.left = framing
@@ -835,7 +844,8 @@ class HttpClient(asyncio.Protocol):
         self._release_server(upstream)
         if self.closing:
             return
-        if failure.retry and self.chunks is None and not self.left and self.state == DONE:
+        # Only a request without a body: what of a body has passed is not kept.
+        if failure.retry and not self.framing_seen and self.state == DONE:
             self.fresh_only = True  # a pooled connection the server had closed: try a new one
             self._dispatch()
             return
