@@ -160,7 +160,9 @@ def env_with_src() -> dict[str, str]:
 
 def nginx_config(port: int, directory: Path, host: str = LOOPBACK) -> Path:
     """An nginx.conf answering `/` with 3 bytes and `/1m.bin` with 1 MiB, keep-alive on;
-    one worker, so that it competes for the cores as one process."""
+    one worker, so that it competes for the cores as one process. nginx must not be what
+    limits a proxy in front of it: `/` is answered from the config (no file, no
+    sendfile), and the 1 MiB file is kept open (`open_file_cache`) and sent by sendfile."""
     (directory / "www").mkdir(exist_ok=True)
     (directory / "www" / "1m.bin").write_bytes(b"m" * ONE_MB)
     # nginx's workers run as an unprivileged user; mkdtemp made the folder private.
@@ -179,6 +181,11 @@ http {{
         listen {host}:{port} backlog=4096;
         root {directory}/www;
         location = / {{ return 200 "ok\\n"; }}
+        location = /1m.bin {{
+            sendfile on;
+            open_file_cache max=16 inactive=10m;
+            open_file_cache_valid 10m;
+        }}
     }}
 }}
 """)

@@ -52,7 +52,7 @@ def chart(rows: list[Row], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    plotted = [r for r in rows if r.ratio is not None]
+    plotted = [r for r in rows if r.ratio is not None and r.target.startswith(("<=", ">="))]
     if not plotted:
         return False
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(plotted) + 1.5))

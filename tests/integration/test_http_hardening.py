@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -254,3 +255,60 @@ def test_a_slow_head_within_the_limit_and_a_long_keepalive_pause_are_served(medl
     assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
     sock.close()
     assert lb.service("api")["http"]["errors"].get("header_timeout", 0) == 0
+
+
+def test_a_client_asking_connection_close_gets_its_answer_then_the_close(medlb, backends, tmp_path):
+    # A keep-alive server: the close must come from medlb honouring its client.
+    vip, pa = free_ports(2)
+    _start_length_server(backends, "A", pa, tmp_path / "requests.log")
+    medlb([http_service("api", vip, [server("a", pa)], health={"type": "none"})])
+
+    for _ in range(3):  # and each time: the head reader has no state left from the last
+        answer, closed = _exchange(vip, b"GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"A GET /bye")
+        assert b"connection: close" in answer.lower()
+        assert closed, "medlb kept the connection open after the client's Connection: close"
+
+
+def test_a_server_that_said_connection_close_on_a_bodiless_answer_is_not_asked_again(medlb):
+    # A 204 ends at its head: llhttp then reports keep-alive whatever the server said.
+    # This server answers "204, Connection: close", closes only after a while, and
+    # never reads another request on that connection.
+    vip, pa = free_ports(2)
+    listener = socket.create_server((LOOPBACK, pa))
+    seen: list[tuple[bytes, bytes]] = []
+
+    def serve() -> None:
+        for answer in (b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"):
+            conn, _ = listener.accept()
+            conn.settimeout(3)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data or (b"Content-Length: 5\r\n" in data
+                                                   and len(data.partition(b"\r\n\r\n")[2]) < 5):
+                    if not (piece := conn.recv(65536)):
+                        break
+                    data += piece
+            except TimeoutError:
+                pass
+            head, _, body = data.partition(b"\r\n\r\n")
+            seen.append((head.split(b" ", 2)[1], body))
+            conn.sendall(answer)
+            time.sleep(1.0)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        medlb([http_service("api", vip, [server("a", pa)], health={"type": "none"})])
+        first, _ = _exchange(vip, b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 204 ")
+        # A body: medlb cannot send this request twice, so a reused dead connection is a 502.
+        second, _ = _exchange(vip, b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                   b"Connection: close\r\n\r\nhello")
+        assert second.startswith(b"HTTP/1.1 200 "), second
+        assert seen == [(b"/first", b""), (b"/second", b"hello")]
+    finally:
+        thread.join(timeout=5)
+        listener.close()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Protocol, Sequence
 
 Headers = list[tuple[bytes, bytes]]
@@ -248,15 +249,22 @@ def _append(head_without_end: bytes, added: Headers) -> bytes:
     return head_without_end + b"".join(b"\r\n" + key + b": " + value for key, value in added) + b"\r\n\r\n"
 
 
+@lru_cache(maxsize=4096)
+def _forwarding_lines(client_ip: str, tls: bool, host: bytes) -> bytes:
+    """The forwarding header lines and the empty line, as inserted at a head's end: the
+    same few (client, host) pairs come again and again on a keep-alive connection."""
+    return _append(b"", forwarding_headers(client_ip, tls, host))
+
+
 def forward_request_head(head: bytes, client_ip: str, tls: bool, host: bytes, rewrite: bool,
                          cookie_name: bytes | None) -> bytes:
     """A request head as medlb forwards it, by request_headers' rules. `rewrite` is False
     when the caller's parse saw no header to drop or change (no hop-by-hop or
     forwarding header, no Cookie when `cookie_name` is set): then the forwarding
     headers are only added before the empty line."""
-    added = forwarding_headers(client_ip, tls, host)
     if not rewrite:
-        return _append(head[:-4], added)
+        return head[:-4] + _forwarding_lines(client_ip, tls, host)
+    added = forwarding_headers(client_ip, tls, host)
     lines = _head_lines(head)
     listed = set()
     for line in lines[1:]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -63,9 +64,26 @@ HEAD, BODY, DONE = range(3)
 #: wait for a first byte, the response head's deadline, a body's progress.
 NO_DEADLINE, HEAD_DEADLINE, KEEPALIVE, RESPONSE_DEADLINE, BODY_PROGRESS = range(5)
 
+#: The running loop and its clock (libuv's time, taken once per loop iteration), found
+#: once per connection rather than per request: asyncio.get_running_loop() costs a
+#: getpid system call in Python 3.11.
+_loop: asyncio.AbstractEventLoop | None = None
+_clock = time.monotonic
+
+
+def _loop_clock() -> None:
+    global _loop, _clock
+    loop = asyncio.get_running_loop()
+    if loop is not _loop:
+        _loop, _clock = loop, loop.time
+
+
 #: Request header names whose presence calls for more than inserting the forwarding
 #: headers (with Cookie when persistence is by cookie).
 _REWRITE = rules.HOP_BY_HOP | rules.FORWARDING_HEADERS
+
+
+_NONE_TRIED: frozenset[Server] = frozenset()
 
 
 class UpstreamFailed(Exception):
@@ -94,7 +112,8 @@ class Upstream(asyncio.Protocol):
     time (`client`), and none while it waits in the pool."""
 
     __slots__ = ("server", "transport", "client", "idle_since", "reused", "closed", "write_paused", "reading_head",
-                 "method", "head", "length", "coding", "rewrite", "left", "chunks", "until_close", "keep")
+                 "method", "head", "length", "coding", "rewrite", "left", "chunks", "until_close", "keep",
+                 "parser")
 
     def __init__(self, server: Server):
         self.server = server
@@ -114,6 +133,7 @@ class Upstream(asyncio.Protocol):
         self.chunks: ChunkedBody | None = None
         self.until_close = False
         self.keep = False
+        self.parser: httptools.HttpResponseParser | None = None  # while a head is fed to it
 
     def usable(self, now: float, max_idle: float) -> bool:
         return not self.closed and not self.transport.is_closing() and now - self.idle_since < max_idle
@@ -175,6 +195,11 @@ class Upstream(asyncio.Protocol):
 
     # --- httptools callback (a response head) ---------------------------------------------
 
+    def on_headers_complete(self) -> None:
+        # Read here: once a message is complete (a 204 ends at its head), llhttp answers
+        # True whatever the server's Connection header said.
+        self.keep = self.parser.should_keep_alive()  # type: ignore[union-attr]
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-length":
@@ -200,12 +225,13 @@ class Upstream(asyncio.Protocol):
         head = data[:end]
         self.length = self.coding = None
         self.rewrite = False
-        parser = httptools.HttpResponseParser(self)
+        parser = self.parser = httptools.HttpResponseParser(self)
         try:
             parser.feed_data(head)
             status = parser.get_status_code()
             framing = rules.response_framing(self.method, status, self.length, self.coding)
         except (httptools.HttpParserError, ValueError) as exc:
+            self.parser = None
             client.upstream_failed(self, UpstreamFailed(f"not a valid HTTP response: {exc}", retry=self.reused))
             return
         if status < 200:  # informational: passed on (but a 101 for an upgrade medlb never asked for)
@@ -214,8 +240,9 @@ class Upstream(asyncio.Protocol):
             if end < len(data):
                 self._response_head(client, data[end:])
             return
+        self.parser = None
         self.reading_head = False
-        self.keep = parser.should_keep_alive() and framing != rules.UNTIL_CLOSE
+        self.keep = self.keep and framing != rules.UNTIL_CLOSE
         self.until_close = framing == rules.UNTIL_CLOSE
         self.chunks = ChunkedBody() if framing == rules.CHUNKED else None
         self.left = framing
@@ -263,7 +290,7 @@ class ServerPools:
 
     def take(self, server: Server, max_idle: float) -> Upstream | None:
         stack = self.idle.get(server)
-        now = time.monotonic()
+        now = _clock()
         while stack:
             upstream = stack.pop()
             if upstream.usable(now, max_idle):
@@ -277,7 +304,7 @@ class ServerPools:
         if len(stack) >= limit:
             upstream.close()
             return
-        upstream.idle_since = time.monotonic()
+        upstream.idle_since = _clock()
         stack.append(upstream)
 
     def close_all(self) -> None:
@@ -300,6 +327,51 @@ def _pools(handle: "ServiceHandle") -> ServerPools:
     return handle.http_pools
 
 
+class RequestHeads:
+    """The one llhttp request parser of the process, with its callbacks. Each head is fed
+    whole, at once, and llhttp is ready for the next head after it (a head followed by a
+    body, or one it refused, gets a new parser): so no idle connection holds a parser
+    (about 650 bytes each) and none is made per request. `client` is the connection
+    whose head is being read."""
+
+    __slots__ = ("parser", "client")
+
+    def __init__(self) -> None:
+        self.client: HttpClient = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+
+    def renew(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+
+    # httptools callbacks: what the exchange needs from the head, and whether the head
+    # needs more than the forwarding headers inserted.
+    def on_url(self, url: bytes) -> None:
+        self.client.target += url
+
+    def on_headers_complete(self) -> None:
+        # Read here: once the message is complete, llhttp answers True whatever the
+        # request's Connection header said.
+        self.client.keep_alive = self.parser.should_keep_alive()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        client = self.client
+        client.headers += 1
+        name = name.lower()
+        if name == b"host":
+            client.host = value
+        elif name in (b"content-length", b"transfer-encoding"):
+            client.framing_seen = True
+        elif name == b"cookie" and client.cookie_name is not None:
+            client.rewrite = True
+            if client.cookie is None:
+                client.cookie = rules.cookie_value(((name, value),), client.cookie_name)
+        elif name in _REWRITE or b"_" in name and rules.is_forwarding_header(name):
+            client.rewrite = True
+
+
+_heads = RequestHeads()
+
+
 def http_factory(handle: "ServiceHandle", local_port: int) -> "HttpClient":
     return HttpClient(handle, local_port)
 
@@ -308,7 +380,7 @@ class HttpClient(asyncio.Protocol):
     """One client connection: a sequence of request/response exchanges."""
 
     __slots__ = ("handle", "service", "local_port", "transport", "plain_on_tls", "client_ip", "tls", "counted",
-                 "closing", "state", "buf", "parser", "deadline", "watch", "moved", "mark", "upstream", "server",
+                 "closing", "state", "buf", "deadline", "watch", "moved", "mark", "upstream", "server",
                  "method", "target", "keep_alive", "host", "cookie", "cookie_name", "rewrite", "framing_seen",
                  "headers", "left", "chunks", "out_head", "started", "tried", "fresh_only", "attempts",
                  "in_flight", "responding", "close_after", "__weakref__")
@@ -324,8 +396,7 @@ class HttpClient(asyncio.Protocol):
         self.counted = False
         self.closing = False
         self.state = HEAD
-        self.buf = bytearray()  # a head still incomplete, or bytes read ahead of their turn
-        self.parser: httptools.HttpRequestParser | None = None
+        self.buf: bytes | bytearray = b""  # a head still incomplete, or bytes read ahead of their turn
         #: Loop time of the deadline idle_check watches (`watch` says which).
         self.deadline = 0.0
         self.watch = NO_DEADLINE
@@ -351,7 +422,7 @@ class HttpClient(asyncio.Protocol):
         self.chunks: ChunkedBody | None = None
         self.out_head = b""
         self.started = 0.0
-        self.tried: set[Server] = set()
+        self.tried: set[Server] | frozenset[Server] = _NONE_TRIED
         self.fresh_only = False
         self.attempts = 0
         self.responding = False
@@ -367,13 +438,14 @@ class HttpClient(asyncio.Protocol):
             return
         self.counted = True
         peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if peer else ""
+        # Interned: the connections from one address share the string.
+        self.client_ip = sys.intern(peer[0]) if peer else ""
         self.tls = bool(transport.get_extra_info("tls"))
         transport.set_write_buffer_limits(high=self.service.config.limits.buffer_size)  # type: ignore[attr-defined]
         self.handle.connections.add(self)
+        _loop_clock()
         config = self.service.config.http
         assert config is not None
-        self.parser = httptools.HttpRequestParser(self)
         self._watch(HEAD_DEADLINE, config.header_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -389,8 +461,15 @@ class HttpClient(asyncio.Protocol):
         elif not self.closing:
             # Read ahead (a pipelined request, or a body while its server is connected):
             # kept, with reading paused, until its turn.
-            self.buf += data
+            self._hold(data)
             self.transport.pause_reading()
+
+    def _hold(self, data: bytes | bytearray) -> None:
+        """Keep bytes for later; an idle connection holds no buffer (b"")."""
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf = bytearray(data)
 
     def eof_received(self) -> bool:
         if self.state == HEAD:
@@ -447,7 +526,7 @@ class HttpClient(asyncio.Protocol):
     def _watch(self, what: int, seconds: float = 0.0) -> None:
         self.watch = what
         if seconds:
-            self.deadline = asyncio.get_running_loop().time() + seconds
+            self.deadline = _clock() + seconds
         self.mark = -1
 
     def idle_check(self, now: float) -> None:
@@ -493,25 +572,6 @@ class HttpClient(asyncio.Protocol):
 
     # --- a request head -----------------------------------------------------------------
 
-    # httptools callbacks: what the exchange needs from the head, and whether the head
-    # needs more than the forwarding headers inserted.
-    def on_url(self, url: bytes) -> None:
-        self.target += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers += 1
-        name = name.lower()
-        if name == b"host":
-            self.host = value
-        elif name in (b"content-length", b"transfer-encoding"):
-            self.framing_seen = True
-        elif name == b"cookie" and self.cookie_name is not None:
-            self.rewrite = True
-            if self.cookie is None:
-                self.cookie = rules.cookie_value(((name, value),), self.cookie_name)
-        elif name in _REWRITE or b"_" in name and rules.is_forwarding_header(name):
-            self.rewrite = True
-
     def _request_head(self, data: bytes | bytearray) -> None:
         config = self._config()
         if self.watch == KEEPALIVE:
@@ -522,27 +582,32 @@ class HttpClient(asyncio.Protocol):
                 self._stats().errors["header_too_large"] += 1
                 self._error(431, "The request head is too large.\n")
             elif data is not self.buf:
-                self.buf += data
+                self._hold(data)
             return
         head = bytes(data[:end])
         rest = data[end:]
         if data is self.buf:
-            self.buf = bytearray()
+            self.buf = b""
         self.service = self.handle.service  # new requests see a reload
         self._reset_request()
         persistence = self.service.config.persistence
         if persistence.type == "cookie":
             self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
-        parser = self.parser
-        assert parser is not None
+        parser = _heads.parser
+        _heads.client = self
         refusal: Refusal | None = None
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
-            self.parser = httptools.HttpRequestParser(self)  # medlb drops Upgrade: it is a plain request
+            _heads.renew()  # medlb drops Upgrade: it is a plain request
         except httptools.HttpParserError:
-            self.parser = httptools.HttpRequestParser(self)
+            _heads.renew()
             refusal = check_request_head(head) or rules.Refusal("bad_request", "The request is not valid HTTP/1.1.\n")
+        else:
+            if self.framing_seen or not self.keep_alive:
+                # llhttp now waits for this head's body, or takes nothing more after a
+                # last request: the next head gets a new parser.
+                _heads.renew()
         if refusal is None and self.framing_seen:
             refusal = check_request_head(head)
         if refusal is not None:
@@ -557,7 +622,8 @@ class HttpClient(asyncio.Protocol):
             self._error(431, f"More than {config.max_headers} header lines.\n")
             return
         self.method = parser.get_method()
-        self.keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
+        line_end = head.index(b"\n")
+        self.keep_alive = self.keep_alive and head[line_end - 10:line_end].rstrip(b"\r").endswith(b" HTTP/1.1")
         self._begin(head, rest)
 
     def _refuse(self, refusal: Refusal) -> None:
@@ -581,8 +647,6 @@ class HttpClient(asyncio.Protocol):
             else:
                 start = lowered.index(b"\ncontent-length:") + 16
                 self.left = int(head[start:head.index(b"\n", start)].strip(b" \t\r"))
-            # llhttp's state now waits for that body: the next head gets a new parser.
-            self.parser = httptools.HttpRequestParser(self)
         self.state = BODY if self.chunks is not None or self.left else DONE
         if rest:
             self.buf = bytearray(rest)
@@ -656,7 +720,7 @@ class HttpClient(asyncio.Protocol):
             server.connect_failures += 1
             log.debug("connect_failed", service=service.name, server=server.name,
                       reason="timeout" if isinstance(exc, TimeoutError) else str(exc))
-            self.tried.add(server)
+            self.tried = self.tried | {server}
             if not self.closing:
                 self._dispatch()
             return
@@ -676,7 +740,7 @@ class HttpClient(asyncio.Protocol):
         head = self.out_head
         server.bytes_to_server += len(head)
         if self.state == BODY and self.buf:
-            data, self.buf = bytes(self.buf), bytearray()
+            data, self.buf = bytes(self.buf), b""
             self._request_body(data, 0, head)
         else:
             upstream.transport.write(head)
@@ -721,7 +785,7 @@ class HttpClient(asyncio.Protocol):
             return
         self.state = DONE
         if stop < size:
-            self.buf += data[stop:]
+            self._hold(data[stop:])
             self.transport.pause_reading()
         if upstream.reading_head:
             self._request_sent()
@@ -780,7 +844,8 @@ class HttpClient(asyncio.Protocol):
         self._release_server(upstream)
         if self.closing:
             return
-        if failure.retry and self.chunks is None and not self.left and self.state == DONE:
+        # Only a request without a body: what of a body has passed is not kept.
+        if failure.retry and not self.framing_seen and self.state == DONE:
             self.fresh_only = True  # a pooled connection the server had closed: try a new one
             self._dispatch()
             return
@@ -815,9 +880,12 @@ class HttpClient(asyncio.Protocol):
         self.state = HEAD
         self.moved = 0
         self.responding = False
+        # Not held while the connection idles:
+        self.out_head = self.target = self.host = self.method = b""
+        self.started = 0.0
         config = self._config()
         if self.buf:
-            data, self.buf = self.buf, bytearray()
+            data, self.buf = self.buf, b""
             self._watch(HEAD_DEADLINE, config.header_timeout)
             self._request_head(bytes(data))
         else:

@@ -87,6 +87,10 @@ class MllpStats:
         return "other"
 
 
+#: "1xx".."9xx" by status // 100, made once rather than per response.
+_STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))
+
+
 @dataclass
 class HttpStats:
     """Requests of mode http. Status classes (2xx..5xx) and server names only."""
@@ -107,7 +111,7 @@ class HttpStats:
         self.last_errors.add(status=status, reason=reason, server=server)
 
     def observe(self, server: str, status: int, seconds: float) -> None:
-        self.requests[(server, f"{status // 100}xx")] += 1
+        self.requests[(server, _STATUS_CLASSES[status // 100])] += 1
         histogram = self.latency.get(server)
         if histogram is None:
             histogram = self.latency[server] = _response_histogram()
