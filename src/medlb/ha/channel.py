@@ -57,7 +57,7 @@ STATUS_TIMEOUT = 2.0
 #: The largest answer the client reads from the peer (a config with its files).
 MAX_ANSWER = 64 * 2**20
 #: Modules that add sync routes with @sync_routes; the router imports them.
-SYNC_MODULES: tuple[str, ...] = ("medlb.ha.configsync", "medlb.ha.decisions")
+SYNC_MODULES: tuple[str, ...] = ("medlb.ha.configsync", "medlb.ha.decisions", "medlb.ha.sticky")
 OPERATOR_ON_SYNC = "the sync API takes the pair's sync token, not an operator's"
 SYNC_ON_OPERATOR = f"the pair's sync token opens only {SYNC_PREFIX}/...; send an operator's token"
 
