@@ -42,6 +42,7 @@ from medlb import __version__, logs
 from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.loader import read_secret
 from medlb.config.models import HaNode
+from medlb.tasks import cancel
 
 if TYPE_CHECKING:
     from medlb.control import Control
@@ -262,10 +263,7 @@ class PairSync:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _watch(self) -> None:
         while True:

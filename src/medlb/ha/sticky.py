@@ -17,13 +17,13 @@ for a source-IP service and a server its own config has, and at most the service
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
 from medlb import logs
+from medlb.tasks import cancel
 from medlb.ha.channel import PairSync, PeerUnreachable, SyncRefused, sync_routes
 from medlb.runtime.persistence import Tables, export_tables, from_wire, load_tables, to_wire
 
@@ -78,10 +78,7 @@ class StickySync:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:
