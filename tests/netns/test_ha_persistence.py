@@ -13,7 +13,7 @@ from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from test_ha_decisions import names_through, wait_for
 from test_ha_decisions import start_pair as start_both
-from test_ha_pair import SERVICE, VIP, fail_over, name_of, pair  # noqa: F401 (pair: a fixture)
+from test_ha_pair import SERVICE, SYNC_TOKEN, VIP, fail_over, name_of, pair  # noqa: F401 (pair: a fixture)
 from traffic import CLOSING_PORT
 
 VIEWER_PORT = 7003
@@ -50,6 +50,14 @@ def test_a_client_returns_to_its_server_after_the_active_node_is_killed(pair):
                     and persistence_sync(passive)["taken"] >= 1)
     sent = persistence_sync(active)
     assert sent["error"] is None and sent["sent"] >= 1 and sent["interval"] == 0.5
+    # The active node keeps its own clients' entries; a malformed push changes nothing.
+    other = {"viewer": [["c0000201", "rs1", 300]]}
+    status, answer = active.api("POST", "/api/v1/ha/sync/persistence", {"node": "x", "tables": other},
+                                check=False, token=SYNC_TOKEN)
+    assert status == 409 and "is active" in answer["error"], answer
+    status, answer = passive.api("POST", "/api/v1/ha/sync/persistence", {"node": "x", "tables": {"viewer": "x"}},
+                                 check=False, token=SYNC_TOKEN)
+    assert status == 400 and "not a set of persistence entries" in answer["error"], answer
     print(f"\nthe entry reached {name_of(passive)} {took:.2f} s after the client's last connection (polled)")
 
     active.stop(signal.SIGKILL)
