@@ -33,6 +33,7 @@ from medlb.ha.splitbrain import Episode
 from medlb.ha.channel import PairSync, read_sync_token
 from medlb.ha.configsync import Bundle, ConfigSync, PeerRefused
 from medlb.ha.decisions import DecisionSync
+from medlb.ha.sticky import StickySync
 from medlb.ha.generation import ConfigGeneration
 from medlb.ha.supervisor import PairNode
 from medlb.kernel.host import addresses, local_addresses
@@ -93,6 +94,8 @@ class App:
         self.pair_sync: PairSync | None = None
         #: The operator decisions shared with the peer, with `pair_sync`.
         self.decisions: DecisionSync | None = None
+        #: Source-IP persistence entries copied to the passive node, with `pair_sync`.
+        self.sticky: StickySync | None = None
         #: Which config this node runs (generation, hash), for the peer to compare.
         self.generation: ConfigGeneration | None = None
         #: Config changes made on both nodes or neither (with `pair_sync`).
@@ -193,6 +196,7 @@ class App:
         self.on_config(self.pair_sync.prepare)
         self.config_sync = ConfigSync(self, self.pair_sync, self.generation)
         self.decisions = DecisionSync(self, self.pair_sync, ha.decisions_wait)
+        self.sticky = StickySync(self, self.pair_sync)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -204,6 +208,7 @@ class App:
             raise StartError(f"the clustered pair cannot start keepalived: {exc}") from None
         self.pair_sync.start()
         self.decisions.start()
+        self.sticky.start()
 
     def _data_plane_problem(self) -> str | None:
         """Why this node cannot serve the VIPs now (keepalived's track script asks), or None."""
@@ -305,6 +310,8 @@ class App:
             await self.workers.collect()
             active = self.workers.count_connections()
         log.event("stopping", active_connections=active, stop_timeout=timeout)
+        if self.sticky is not None and self.pair is not None and self.pair.role == "MASTER":
+            await self.sticky.push()  # the last entries, while the peer is still passive and takes them
         if self.pair is not None:
             try:
                 await self.pair.release()  # the peer takes the VIPs before this node drains
@@ -313,6 +320,8 @@ class App:
         left = await self._data_plane_stop(timeout)
         if self.decisions is not None:
             await self.decisions.stop()
+        if self.sticky is not None:
+            await self.sticky.stop()
         if self.pair_sync is not None:
             await self.pair_sync.stop()
         if self.pair is not None:
@@ -365,6 +374,8 @@ class App:
                 decisions = ("operator decisions in sync" if self.decisions.in_sync
                              else "operator decisions NOT in sync")
             view["sync"] = f"config generation {self.generation.generation}, {config}; {decisions}"
+        if self.sticky is not None:
+            view["persistence_sync"] = self.sticky.view()
         return view
 
     async def ha_hand_over(self, action: str, who: str, source: str = "") -> dict[str, Any]:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from medlb.ha.configsync import ConfigSync
     from medlb.runtime.model import ReloadPlan
     from medlb.ha.decisions import DecisionSync
+    from medlb.ha.sticky import StickySync
 
 #: Called with each message for the live streams: a runtime change or an audit entry.
 Listener = Callable[[dict[str, Any]], None]
@@ -130,6 +131,10 @@ class Control(Protocol):
     @property
     def decisions(self) -> "DecisionSync | None":
         """The operator decisions shared with the peer; None without a pair."""
+
+    @property
+    def sticky(self) -> "StickySync | None":
+        """Source-IP persistence entries copied to the passive node; None without a pair."""
 
     async def ha_view(self) -> dict[str, Any] | None:
         """This node of the clustered pair (role, since, peer, VIPs held, keepalived);

@@ -8,6 +8,7 @@ finds such calls). `spawn` holds each task in a set until it is done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -20,3 +21,11 @@ def spawn(coroutine: Coroutine[Any, Any, Any], name: str | None = None) -> async
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a long-running task (None: there is none) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -64,13 +64,32 @@ services:
     mode: tcp
     listen: "198.18.0.100:2575"
     servers: [{name: a, address: "198.18.0.11:2575"}]
+  - name: ris
+    mode: l4-nat
+    listen: "198.18.0.100:104"
+    l4: {interface: eth0}
+    servers: [{name: a, address: "198.18.0.11:104"}]
 """
     loaded = parse_config(pair() + services)
 
     [advisory] = [a for a in loaded.advisories if a.path == "ha"]
-    assert "source-IP persistence entries do not move to the peer (clients of viewer are placed afresh)" \
+    assert "l4-nat connections are not carried (conntrackd is not run): clients of ris reconnect" \
         in advisory.message
-    assert "hl7" not in advisory.message and "l4-nat" not in advisory.message
+    assert "viewer" not in advisory.message and "hl7" not in advisory.message
+
+
+def test_source_ip_persistence_is_carried_so_it_needs_no_advisory():
+    services = """\
+services:
+  - name: viewer
+    mode: tcp
+    listen: "198.18.0.100:8080"
+    persistence: source-ip
+    servers: [{name: a, address: "198.18.0.11:8080"}]
+"""
+    loaded = parse_config(pair() + services)
+
+    assert [a for a in loaded.advisories if a.path == "ha"] == []
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():
@@ -250,3 +269,15 @@ def test_decisions_wait_defaults_to_5s_and_is_0_to_300s(value, seconds):
 @pytest.mark.parametrize("value", ["301s", "-1s"])
 def test_decisions_wait_past_its_bounds_is_refused_at_its_key(value):
     assert only_problem(pair(decisions_wait=value)).path == "ha.decisions_wait"
+
+
+@pytest.mark.parametrize("value, seconds", [("", 2.0), ("500ms", 0.5), ("60s", 60.0)])
+def test_persistence_sync_interval_defaults_to_2s_and_is_half_a_second_to_60s(value, seconds):
+    ha = parse_config(pair(persistence_sync_interval=value)).config.ha
+
+    assert ha is not None and ha.persistence_sync_interval == seconds
+
+
+@pytest.mark.parametrize("value", ["499ms", "61s"])
+def test_persistence_sync_interval_past_its_bounds_is_refused_at_its_key(value):
+    assert only_problem(pair(persistence_sync_interval=value)).path == "ha.persistence_sync_interval"

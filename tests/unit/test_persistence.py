@@ -1,6 +1,9 @@
 """Source-IP persistence: the bounded stick table and how client addresses are grouped."""
 
-from medlb.runtime.persistence import StickTable, client_key
+import pytest
+
+from medlb.runtime.persistence import (StickTable, client_key, export_tables, from_wire, load_tables, merge,
+                                       to_wire)
 from runtime_helpers import clients, make_runtime, pick, svc
 
 KEY_A, KEY_B, KEY_C = b"client-a", b"client-b", b"client-c"
@@ -129,3 +132,65 @@ def test_no_persistence_means_no_table():
     runtime = make_runtime({"a": 1, "b": 1})
     assert svc(runtime).sticky is None
     assert {pick(runtime, "192.0.2.7") for _ in range(4)} == {"a", "b"}
+
+
+# --- copying the tables to the pair's peer (medlb/ha/sticky.py) --------------------------
+
+
+def test_a_client_placed_on_one_node_goes_to_the_same_server_on_the_other():
+    """Each node its own monotonic clock: what travels is the time left, not an instant."""
+    active = make_runtime({"a": 1, "b": 1, "c": 1}, persistence={"type": "source-ip", "timeout": "300s"})
+    passive = make_runtime({"a": 1, "b": 1, "c": 1}, persistence={"type": "source-ip", "timeout": "300s"})
+    placed = {client: svc(active).pick(client, now=1000.0).name for client in clients(30)}
+
+    sent = to_wire(export_tables(active.services, now=1100.0))
+    taken = load_tables(passive.services, from_wire(sent), now=50.0)
+
+    assert taken == 30
+    assert {left for _, _, left in svc(passive).sticky.export(now=50.0)} == {200.0}  # as left when sent
+    assert {client: svc(passive).pick(client, now=51.0).name for client in clients(30)} == placed
+
+
+def test_expired_entries_do_not_travel():
+    table = StickTable(timeout=100, max_entries=10)
+    table.put(KEY_A, "vna1", now=0)
+    table.put(KEY_B, "vna2", now=50)
+    assert table.export(now=120) == [(KEY_B, "vna2", 30)]
+
+
+def test_the_peer_keeps_at_most_max_entries_the_freshest():
+    table = StickTable(timeout=300, max_entries=2)
+    taken = table.load([(KEY_A, "vna1", 10.0), (KEY_B, "vna2", 200.0), (KEY_C, "vna1", 100.0)], now=0)
+    assert taken == 2 and len(table) == 2 and table.evictions == 0
+    assert table.get(KEY_A, now=1) is None and table.get(KEY_B, now=1) == "vna2" and table.get(KEY_C, now=1) == "vna1"
+
+
+def test_time_left_is_capped_at_the_peers_timeout():
+    table = StickTable(timeout=60, max_entries=10)
+    table.load([(KEY_A, "vna1", 3600.0)], now=0)
+    assert table.get(KEY_A, now=59) == "vna1" and table.get(KEY_A, now=61) is None
+
+
+def test_entries_for_servers_or_services_the_peer_does_not_have_are_dropped():
+    passive = make_runtime({"a": 1, "b": 1}, persistence={"type": "source-ip"})
+    taken = load_tables(passive.services, {"svc": [(KEY_A, "gone", 100.0), (KEY_B, "a", 100.0)],
+                                           "other": [(KEY_C, "a", 100.0)]}, now=0)
+    assert taken == 1 and len(svc(passive).sticky) == 1
+
+
+def test_a_service_without_persistence_takes_nothing():
+    passive = make_runtime({"a": 1, "b": 1})
+    assert load_tables(passive.services, {"svc": [(KEY_A, "a", 100.0)]}, now=0) == 0
+
+
+def test_workers_tables_merge_keeping_the_most_time_left():
+    merged = merge([{"svc": [(KEY_A, "a", 10.0), (KEY_B, "b", 5.0)]}, {"svc": [(KEY_A, "b", 50.0)]}, {}])
+    assert sorted(merged["svc"]) == [(KEY_A, "b", 50.0), (KEY_B, "b", 5.0)]
+
+
+@pytest.mark.parametrize("body", [[], {"svc": "x"}, {"svc": [["zz", "a", 1]]}, {"svc": [["00", 1, 1]]},
+                                  {"svc": [["00", "a", "nan"]]}, {"svc": [["00", "a", True]]},
+                                  {"svc": [["00", "a"]]}])
+def test_what_is_not_a_set_of_entries_is_refused(body):
+    with pytest.raises(ValueError):
+        from_wire(body)

@@ -47,7 +47,8 @@ from medlb.config.problems import ConfigError, Locations, PathKey, Problem, form
 
 #: What a failover of the pair does not carry across: the pair syncs its config and the
 #: operator's decisions, but not the workers' memory nor the kernel's connection table.
-HA_NOT_CARRIED = ("at a failover of the pair, {what}; the config and operator decisions are synced "
+HA_NOT_CARRIED = ("at a failover of the pair, {what}; the config, operator decisions and source-IP "
+                  "persistence entries are synced "
                   "(docs/ha.md, \"What a failover does to established connections\")")
 
 
@@ -385,18 +386,13 @@ def _advisories(config: Config, where: Locations, open_files: int | None) -> lis
 
 
 def ha_not_carried(config: Config) -> list[str]:
-    """What of this config's services does not move to the peer at a failover (source-IP
-    persistence lives in each worker's memory; NAT connections in this node's conntrack)."""
-    sticky = [s.name for s in config.services if s.persistence.type == "source-ip"]
+    """What of this config's services does not move to the peer at a failover (NAT
+    connections live in this node's conntrack; source-IP persistence entries are copied
+    to the peer, medlb/ha/sticky.py)."""
     nat = [s.name for s in config.services if s.mode == "l4-nat"]
-    said = []
-    if sticky:
-        said.append(f"source-IP persistence entries do not move to the peer (clients of {', '.join(sticky)} "
-                    "are placed afresh)")
-    if nat:
-        said.append(f"l4-nat connections are not carried (conntrackd is not run): clients of {', '.join(nat)} "
-                    "reconnect")
-    return said
+    if not nat:
+        return []
+    return [f"l4-nat connections are not carried (conntrackd is not run): clients of {', '.join(nat)} reconnect"]
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,

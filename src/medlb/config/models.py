@@ -644,6 +644,9 @@ class HaConfig(Strict):
     #: track script may say alive (so before it may become active) when the peer does
     #: not answer. 0 to not wait.
     decisions_wait: Duration = Field(default=5.0, ge=0.0, le=300.0)
+    #: How often the active node copies its source-IP persistence entries to the
+    #: passive one: what a failover can lose is the entries made in the last interval.
+    persistence_sync_interval: Duration = Field(default=2.0, ge=0.5, le=60.0)
 
     @field_validator("nodes")
     @classmethod

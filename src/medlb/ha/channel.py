@@ -42,6 +42,7 @@ from medlb import __version__, logs
 from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.loader import read_secret
 from medlb.config.models import HaNode
+from medlb.tasks import cancel
 
 if TYPE_CHECKING:
     from medlb.control import Control
@@ -57,7 +58,7 @@ STATUS_TIMEOUT = 2.0
 #: The largest answer the client reads from the peer (a config with its files).
 MAX_ANSWER = 64 * 2**20
 #: Modules that add sync routes with @sync_routes; the router imports them.
-SYNC_MODULES: tuple[str, ...] = ("medlb.ha.configsync", "medlb.ha.decisions")
+SYNC_MODULES: tuple[str, ...] = ("medlb.ha.configsync", "medlb.ha.decisions", "medlb.ha.sticky")
 OPERATOR_ON_SYNC = "the sync API takes the pair's sync token, not an operator's"
 SYNC_ON_OPERATOR = f"the pair's sync token opens only {SYNC_PREFIX}/...; send an operator's token"
 
@@ -262,10 +263,7 @@ class PairSync:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _watch(self) -> None:
         while True:

@@ -27,7 +27,6 @@ peer's decisions before its track script may say alive (`ha.decisions_wait` at m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Request
 
 from medlb import logs
+from medlb.tasks import cancel
 from medlb.ha.channel import PairSync, PeerUnreachable, SyncRefused, sync_caller, sync_routes
 from medlb.runtime import NotFound, SetFailedOver, SetState
 from medlb.runtime.events import STATES
@@ -188,10 +188,7 @@ class DecisionSync:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         await self._catch_up()

@@ -39,6 +39,7 @@ from medlb.dataplane import Refused
 from medlb.proxy.listeners import BindError, TlsSetup, bound_socket, floating_hosts, tls_setup
 from medlb.runtime import Change, Runtime, Service
 from medlb.runtime.model import ReloadPlan
+from medlb.runtime.persistence import Tables, merge
 from medlb.tasks import spawn
 from medlb.workers import board
 from medlb.workers.channel import Channel, ChannelClosed
@@ -517,6 +518,34 @@ class Workers:
 
     def count_connections(self) -> int:
         return sum(worker.connections for worker in self.procs)
+
+    # --- source-IP persistence, for the pair's peer -----------------------------------
+
+    async def sticky_tables(self) -> Tables:
+        """Every worker's source-IP entries as one set (a worker that does not answer is left out)."""
+        async def one(worker: WorkerProcess) -> Tables:
+            ident = next(self._ids)
+            try:
+                answer = await self._ask(worker, {"type": "sticky", "id": ident}, ("sticky", ident), ANSWER_TIMEOUT)
+            except (ChannelClosed, TimeoutError):
+                return {}
+            return answer["tables"]
+
+        return merge(list(await asyncio.gather(*(one(w) for w in self.procs if w.alive))))
+
+    async def load_sticky(self, tables: Tables) -> int:
+        """Give every worker the entries (a client is steered to one worker by its address;
+        each worker keeps at most max_entries); how many the most taking worker took."""
+        async def one(worker: WorkerProcess) -> int:
+            ident = next(self._ids)
+            try:
+                answer = await self._ask(worker, {"type": "sticky_load", "id": ident, "tables": tables},
+                                         ("sticky_loaded", ident), ANSWER_TIMEOUT)
+            except (ChannelClosed, TimeoutError):
+                return 0
+            return int(answer["taken"])
+
+        return max(await asyncio.gather(*(one(w) for w in self.procs if w.alive)), default=0)
 
 
 def _probe(name: str, address: HostPort, floating: frozenset[str]) -> None:

@@ -18,12 +18,14 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 from medlb import logs
 from medlb.dataplane import Refused
 from medlb.proxy.listeners import ListenerPlan, Listeners
 from medlb.runtime import Runtime, Snapshot
+from medlb.runtime.persistence import export_tables, load_tables
 from medlb.runtime.model import ReloadPlan
 from medlb.workers.board import Board
 from medlb.workers.channel import Channel, ChannelClosed
@@ -97,6 +99,12 @@ class Worker:
             tls = {name: handle.tls.stats for name, handle in self.listeners.handles.items() if handle.tls is not None}
             await self._reply({"type": "stats", "id": message["id"], "counters": counters(self.runtime, tls),
                                "connections": self.listeners.count_connections()})
+        elif kind == "sticky":
+            await self._reply({"type": "sticky", "id": message["id"],
+                               "tables": export_tables(self.runtime.services, time.monotonic())})
+        elif kind == "sticky_load":
+            taken = load_tables(self.runtime.services, message["tables"], time.monotonic())
+            await self._reply({"type": "sticky_loaded", "id": message["id"], "taken": taken})
         elif kind == "stop":
             await self._abort()
             left = await self.listeners.stop(message["timeout"])
