@@ -16,7 +16,7 @@ import time
 from conftest import need_tool
 from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
-from test_ha_pair import SERVICE, VIP, fail_over, holders, name_of, pair, wait_peer, wait_role  # noqa: F401
+from test_ha_pair import SERVICE, VIP, fail_over, holders, name_of, pair, elect_pair, wait_peer, wait_role  # noqa: F401
 from topology import Topology
 from traffic import CLOSING_PORT, NAMES
 
@@ -27,23 +27,6 @@ PACS = {"name": "pacs", "mode": "tcp", "listen": f"{VIP}:{PACS_PORT}", "failback
         "health": {"type": "tcp", "interval": "1s", "timeout": "1s", "rise": 1, "fall": 1},
         "servers": [{"name": "rs1", "address": f"198.18.0.11:{CLOSING_PORT}"}],
         "backup": [{"name": "rs3", "address": f"198.18.0.13:{CLOSING_PORT}"}]}
-
-
-def start_pair(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[MedlbNode, MedlbNode]:
-    """Start both nodes; (active, passive) once one holds the VIP and each sees the other."""
-    for node in nodes.values():
-        node.start()
-    deadline = time.monotonic() + 20
-    while len(holders(topo)) != 1:
-        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
-        time.sleep(0.05)
-    [first] = holders(topo)
-    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
-    wait_role(active, "MASTER")
-    wait_role(passive, "BACKUP")
-    wait_peer(active)
-    wait_peer(passive)
-    return active, passive
 
 
 def names_through(topo: Topology, port: int, first_client_port: int, count: int = 30) -> list[str]:
@@ -68,7 +51,7 @@ def decisions_in_sync(node: MedlbNode) -> bool:
 
 def test_a_halt_on_the_active_node_is_in_force_on_the_passive_one_and_after_the_active_dies(pair):
     topo, nodes = pair
-    active, passive = start_pair(topo, nodes)
+    active, passive = elect_pair(topo, nodes)
     wait_for("decisions in sync", lambda: decisions_in_sync(active) and decisions_in_sync(passive))
 
     active.set_state("hl7-feed", "rs1", "halt")
@@ -107,7 +90,7 @@ def test_a_failover_latch_set_on_the_active_node_travels_and_holds_after_a_failo
     topo, nodes = pair
     for node in nodes.values():
         node.write_config([SERVICE, PACS])
-    active, passive = start_pair(topo, nodes)
+    active, passive = elect_pair(topo, nodes)
     for node in (active, passive):
         node.wait_health("pacs", {"rs1": "up", "rs3": "up"})
 
@@ -148,7 +131,7 @@ def test_a_failover_latch_set_on_the_active_node_travels_and_holds_after_a_failo
 
 def test_a_passive_node_down_during_a_halt_takes_it_when_it_returns(pair):
     topo, nodes = pair
-    active, passive = start_pair(topo, nodes)
+    active, passive = elect_pair(topo, nodes)
 
     passive.stop(signal.SIGTERM)
     started = time.monotonic()

@@ -11,24 +11,8 @@ import time
 
 from medlb_node import TOKEN, MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
-from test_ha_pair import SERVICE, VIP, fail_over, holders, name_of, pair, reaches, wait_role  # noqa: F401 (pair: a fixture)
-from topology import Topology
+from test_ha_pair import SERVICE, VIP, fail_over, holders, name_of, pair, reaches, elect_pair, wait_role  # noqa: F401 (pair: a fixture)
 from traffic import HTTP_PORT, LINE_PORT, curl
-
-
-def elected(topo: Topology, nodes: dict[str, MedlbNode]) -> tuple[MedlbNode, MedlbNode]:
-    """Start both nodes; (active, passive) once one alone holds the VIP."""
-    for node in nodes.values():
-        node.start()
-    deadline = time.monotonic() + 20
-    while len(holders(topo)) != 1:
-        assert time.monotonic() < deadline, f"no single holder of the VIP: {holders(topo)}"
-        time.sleep(0.05)
-    [first] = holders(topo)
-    active, passive = (nodes["lb-a"], nodes["lb-b"]) if first == "lb-a" else (nodes["lb-b"], nodes["lb-a"])
-    wait_role(active, "MASTER")
-    wait_role(passive, "BACKUP")
-    return active, passive
 
 
 def ctl(node: MedlbNode, *args: str, check: bool = True) -> str:
@@ -42,7 +26,7 @@ def ctl(node: MedlbNode, *args: str, check: bool = True) -> str:
 
 def test_an_interface_going_down_moves_the_vip_and_clients_follow(pair):
     topo, nodes = pair
-    active, passive = elected(topo, nodes)
+    active, passive = elect_pair(topo, nodes, see_peers=False)
     active.node.run("ip", "link", "set", "eth0", "down")
     took = fail_over(topo, name_of(passive), range(24001, 25000))
     print(f"\n{name_of(active)}'s eth0 down: {name_of(passive)} holds the VIP and serves after {took:.2f} s")
@@ -51,7 +35,7 @@ def test_an_interface_going_down_moves_the_vip_and_clients_follow(pair):
 
 def test_with_preempt_off_the_returning_node_stays_passive_until_takeover_and_release_hands_back(pair):
     topo, nodes = pair
-    active, passive = elected(topo, nodes)
+    active, passive = elect_pair(topo, nodes, see_peers=False)
     first, second = name_of(active), name_of(passive)
 
     # Refused, nothing changed: release on the passive node, takeover on the active one.
@@ -101,7 +85,7 @@ def test_with_preempt_off_the_returning_node_stays_passive_until_takeover_and_re
 
 def test_a_split_brain_heals_to_one_active_node_and_both_audit_the_episode(pair):
     topo, nodes = pair
-    active, passive = elected(topo, nodes)
+    active, passive = elect_pair(topo, nodes, see_peers=False)
     # VRRP (IP protocol 112) dropped both ways inside the active node's namespace.
     active.node.run("nft", "-f", "-", input=(
         "table inet medlbtest_vrrp {\n"
@@ -152,7 +136,7 @@ def test_a_layer_7_and_an_l4_dr_service_keep_working_through_a_failover_and_a_dr
           "health": {"type": "tcp", "port": LINE_PORT, "interval": "300ms", "timeout": "300ms"},
           "servers": [{"name": node.role, "address": node.address} for node in topo.servers]}
     nodes["lb-a"].write_config([SERVICE, dr])  # the one file both nodes run
-    active, passive = elected(topo, nodes)
+    active, passive = elect_pair(topo, nodes, see_peers=False)
     every = {"rs1", "rs2", "rs3"}
     for node in (active, passive):
         node.wait_kernel("pacs", every)

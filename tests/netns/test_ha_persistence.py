@@ -12,8 +12,7 @@ import time
 from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from test_ha_decisions import names_through, wait_for
-from test_ha_decisions import start_pair as start_both
-from test_ha_pair import SERVICE, SYNC_TOKEN, VIP, fail_over, name_of, pair  # noqa: F401 (pair: a fixture)
+from test_ha_pair import SERVICE, SYNC_TOKEN, VIP, fail_over, name_of, pair, elect_pair  # noqa: F401 (pair: a fixture)
 from traffic import CLOSING_PORT
 
 VIEWER_PORT = 7003
@@ -31,7 +30,7 @@ def test_a_client_returns_to_its_server_after_the_active_node_is_killed(pair):
     for node in nodes.values():
         node.config["ha"] = {**node.config["ha"], "persistence_sync_interval": "500ms"}
         node.write_config([SERVICE, VIEWER])
-    active, passive = start_both(topo, nodes)
+    active, passive = elect_pair(topo, nodes)
 
     # The client is placed on rs3, where a fresh round robin would not put it first:
     # rs1 and rs2 are halted while it connects, then put back.
