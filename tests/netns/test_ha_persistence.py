@@ -11,7 +11,7 @@ import time
 
 from medlb_node import MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
-from test_ha_decisions import names_through, wait_for
+from test_ha_pair_decisions import names_through, wait_for
 from test_ha_pair import SERVICE, SYNC_TOKEN, VIP, fail_over, name_of, pair, elect_pair  # noqa: F401 (pair: a fixture)
 from traffic import CLOSING_PORT
 
