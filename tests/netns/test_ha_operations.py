@@ -12,6 +12,7 @@ import time
 from medlb_node import TOKEN, MedlbNode
 from netns_fixtures import kernel_tools, topology  # noqa: F401 (pytest fixtures)
 from test_ha_pair import SERVICE, VIP, fail_over, holders, name_of, pair, reaches, elect_pair, wait_role  # noqa: F401 (pair: a fixture)
+from topology import Topology
 from traffic import HTTP_PORT, LINE_PORT, curl
 
 
@@ -22,6 +23,25 @@ def ctl(node: MedlbNode, *args: str, check: bool = True) -> str:
     done = node.node.run("env", f"MEDLB_TOKEN={TOKEN}", sys.executable, "-m", "medlb", "ctl", *url, *args,
                          check=check, timeout=60)
     return done.stdout + done.stderr
+
+
+def split_brain(topo: Topology, active: MedlbNode, passive: MedlbNode) -> None:
+    """VRRP (IP protocol 112) dropped both ways inside the active node's namespace (the
+    sync channel, HTTPS, still passes), until both nodes hold the VIP and are MASTER."""
+    active.node.run("nft", "-f", "-", input=(
+        "table inet medlbtest_vrrp {\n"
+        " chain in { type filter hook input priority -300; ip protocol 112 drop; }\n"
+        " chain out { type filter hook output priority -300; ip protocol 112 drop; }\n}\n"))
+    deadline = time.monotonic() + 20
+    while sorted(holders(topo)) != ["lb-a", "lb-b"]:
+        assert time.monotonic() < deadline, f"the VIP is on {holders(topo)}, not on both"
+        time.sleep(0.05)
+    wait_role(passive, "MASTER")
+    wait_role(active, "MASTER")
+
+
+def heal_vrrp(node: MedlbNode) -> None:
+    node.node.run("nft", "delete", "table", "inet", "medlbtest_vrrp")
 
 
 def test_an_interface_going_down_moves_the_vip_and_clients_follow(pair):
@@ -86,19 +106,9 @@ def test_with_preempt_off_the_returning_node_stays_passive_until_takeover_and_re
 def test_a_split_brain_heals_to_one_active_node_and_both_audit_the_episode(pair):
     topo, nodes = pair
     active, passive = elect_pair(topo, nodes, see_peers=False)
-    # VRRP (IP protocol 112) dropped both ways inside the active node's namespace.
-    active.node.run("nft", "-f", "-", input=(
-        "table inet medlbtest_vrrp {\n"
-        " chain in { type filter hook input priority -300; ip protocol 112 drop; }\n"
-        " chain out { type filter hook output priority -300; ip protocol 112 drop; }\n}\n"))
-    deadline = time.monotonic() + 20
-    while sorted(holders(topo)) != ["lb-a", "lb-b"]:
-        assert time.monotonic() < deadline, f"the VIP is on {holders(topo)}, not on both"
-        time.sleep(0.05)
-    wait_role(passive, "MASTER")
-    assert wait_role(active, "MASTER")
+    split_brain(topo, active, passive)
     time.sleep(1)  # both active for a while
-    active.node.run("nft", "delete", "table", "inet", "medlbtest_vrrp")
+    heal_vrrp(active)
     healed = time.monotonic()
     while len(holders(topo)) != 1:
         assert time.monotonic() - healed < 20, f"the VIP is on {holders(topo)} after the heal"

@@ -188,6 +188,12 @@ function pairLine() {
     (peer.cert_fingerprint ? `; peer certificate SHA-256 ${peer.cert_fingerprint}` : "") + "." + split;
 }
 
+// Red on the overview: the peer cannot be reached, or both nodes hold the VIPs (a split brain now).
+function pairTrouble() {
+  const peer = state.ha.peer || {};
+  return !peer.up || (state.ha.role === "MASTER" && peer.role === "MASTER");
+}
+
 // The last split brain this node saw: when, for how long, and who kept the VIPs.
 function splitBrainText(episode) {
   if (!episode) return "";
@@ -234,8 +240,7 @@ function renderOverview() {
           el("p", { id: "overview-summary" },
              `${rows.length} services: ${counts.ok || 0} OK, ${counts.warn || 0} need attention, ${counts.bad || 0} down.`),
           el("p", { id: "workers-summary", class: "muted" }, workersLine()),
-          ...(pairLine() ? [el("p", { id: "pair-summary", class: state.ha.peer && state.ha.peer.up ? "" : "bad" },
-                                pairLine())] : []),
+          ...(pairLine() ? [el("p", { id: "pair-summary", class: pairTrouble() ? "bad" : "" }, pairLine())] : []),
           el("div", { class: "table-wrap" }, table)];
 }
 
