@@ -24,12 +24,14 @@ RULES: dict[str, tuple[str, ...]] = {
     "runtime": SANS_IO,
     "config": SANS_IO,
     "kernel": ("medlb.proxy", "medlb.admin", "medlb.workers", "medlb.app"),
-    "ha": ("medlb.proxy", "medlb.workers", "medlb.app"),
+    "ha": ("medlb.proxy", "medlb.workers"),  # medlb.app for types only (TYPES_ONLY)
     "health": ("medlb.proxy", "medlb.admin", "medlb.workers", "medlb.app"),
 }
 #: package -> modules it may import for type annotations only (under TYPE_CHECKING).
 TYPES_ONLY: dict[str, tuple[str, ...]] = {
     "admin": ("medlb.app",),
+    # The pair's sync modules (decisions, persistence) act on the App they are given.
+    "ha": ("medlb.app",),
 }
 
 
