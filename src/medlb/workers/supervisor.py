@@ -504,16 +504,22 @@ class Workers:
             self._collecting = asyncio.get_running_loop().create_task(self._collect())
         await asyncio.shield(self._collecting)
 
-    async def _collect(self) -> None:
-        async def one(worker: WorkerProcess) -> None:
+    async def _ask_each(self, message: dict[str, Any], answer_type: str) -> list[tuple[WorkerProcess, Any]]:
+        """Ask every live worker at once; (worker, its answer) for those that answered in
+        time (one that did not is left out: the caller keeps what it had)."""
+        async def one(worker: WorkerProcess) -> tuple[WorkerProcess, Any] | None:
             ident = next(self._ids)
             try:
-                answer = await self._ask(worker, {"type": "stats", "id": ident}, ("stats", ident), ANSWER_TIMEOUT)
+                return worker, await self._ask(worker, {**message, "id": ident}, (answer_type, ident), ANSWER_TIMEOUT)
             except (ChannelClosed, TimeoutError):
-                return  # keep what it said last
-            worker.last_counters, worker.connections = answer["counters"], answer["connections"]
+                return None
 
-        await asyncio.gather(*(one(w) for w in self.procs if w.alive))
+        answers = await asyncio.gather(*(one(w) for w in self.procs if w.alive))
+        return [answer for answer in answers if answer is not None]
+
+    async def _collect(self) -> None:
+        for worker, answer in await self._ask_each({"type": "stats"}, "stats"):
+            worker.last_counters, worker.connections = answer["counters"], answer["connections"]
         fold_counters(self.runtime, [w.last_counters for w in self.procs], self.retired)
 
     def count_connections(self) -> int:
@@ -523,29 +529,13 @@ class Workers:
 
     async def sticky_tables(self) -> Tables:
         """Every worker's source-IP entries as one set (a worker that does not answer is left out)."""
-        async def one(worker: WorkerProcess) -> Tables:
-            ident = next(self._ids)
-            try:
-                answer = await self._ask(worker, {"type": "sticky", "id": ident}, ("sticky", ident), ANSWER_TIMEOUT)
-            except (ChannelClosed, TimeoutError):
-                return {}
-            return answer["tables"]
-
-        return merge(list(await asyncio.gather(*(one(w) for w in self.procs if w.alive))))
+        return merge([answer["tables"] for _, answer in await self._ask_each({"type": "sticky"}, "sticky")])
 
     async def load_sticky(self, tables: Tables) -> int:
         """Give every worker the entries (a client is steered to one worker by its address;
         each worker keeps at most max_entries); how many the most taking worker took."""
-        async def one(worker: WorkerProcess) -> int:
-            ident = next(self._ids)
-            try:
-                answer = await self._ask(worker, {"type": "sticky_load", "id": ident, "tables": tables},
-                                         ("sticky_loaded", ident), ANSWER_TIMEOUT)
-            except (ChannelClosed, TimeoutError):
-                return 0
-            return int(answer["taken"])
-
-        return max(await asyncio.gather(*(one(w) for w in self.procs if w.alive)), default=0)
+        answers = await self._ask_each({"type": "sticky_load", "tables": tables}, "sticky_loaded")
+        return max((int(answer["taken"]) for _, answer in answers), default=0)
 
 
 def _probe(name: str, address: HostPort, floating: frozenset[str]) -> None:
