@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from medlb.notify import notifier
 from medlb.config import ConfigError, LoadedConfig, Problem, load_config
 from medlb.config.loader import parse_config
 from medlb.config.models import L4_MODES, Config, HaNode
+from medlb.atomic import write_atomically
 from medlb.control import ConfigHook, Listener, PendingReload, ReloadResult
 from medlb.dataplane import AllOf, DataPlane, Prepared, Refused
 from medlb.health import HealthManager
@@ -563,9 +563,7 @@ class App:
         path = self.config_path
         old = path.read_text(encoding="utf-8")
         path.with_name(path.name + ".previous").write_text(old, encoding="utf-8")
-        temporary = path.with_name(path.name + ".uploading")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomically(path, text, path.stat().st_mode & 0o777)
         result = await self.reload(who, source)
         if result.problems or result.conflict:
             path.write_text(old, encoding="utf-8")

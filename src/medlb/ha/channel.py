@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import importlib
 import json
-import os
 import ssl
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from medlb.atomic import write_atomically
 from medlb import __version__, logs
 from medlb.config import ConfigError, LoadedConfig, Problem
 from medlb.config.loader import read_secret
@@ -111,10 +111,7 @@ class PeerClient:
     def _pin(self, seen: str) -> None:
         pinned = self.pinned()
         if pinned is None:
-            self.pin_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            temporary = self.pin_file.with_name(self.pin_file.name + ".new")
-            temporary.write_text(seen + "\n")
-            os.replace(temporary, self.pin_file)
+            write_atomically(self.pin_file, seen + "\n")
             log.event("ha_peer_pinned", peer=self.peer.name, sha256_fingerprint=seen, pin=str(self.pin_file))
         elif not hmac.compare_digest(pinned, seen):
             raise PeerUnreachable(f"the peer {self.peer.name}'s admin certificate changed: pinned {pinned}, now "

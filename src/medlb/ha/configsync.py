@@ -26,7 +26,6 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from medlb.atomic import write_atomically
 from medlb import logs
 from medlb.config import ConfigError, LoadedConfig
 from medlb.config.files import named_files
@@ -129,18 +129,6 @@ def names_in(text: str) -> list[str]:
 def resolve(base_dir: Path, written: str) -> Path:
     path = Path(written)
     return path if path.is_absolute() else base_dir / path
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(path.name + ".medlb-sync")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
 
 
 @dataclass

@@ -10,17 +10,13 @@ read at start differs from the one kept, and the generation goes up by one.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medlb.atomic import write_atomically
+
 FILE_NAME = "config-generation.json"
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -47,8 +43,5 @@ class ConfigGeneration:
 
     def commit(self, generation: int, digest: str) -> None:
         """Keep a new (generation, hash), atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self.path.with_name(self.path.name + ".new")
-        temporary.write_text(json.dumps({"generation": generation, "hash": digest}))
-        os.replace(temporary, self.path)
+        write_atomically(self.path, json.dumps({"generation": generation, "hash": digest}))
         self.generation, self.hash = generation, digest

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medlb.atomic import write_atomically
 from medlb import logs
 from medlb.config.models import HaConfig, HaNode
 from medlb.ha import alive, keepalived
@@ -217,9 +218,7 @@ class PairNode:
                 return False
         except OSError:
             pass
-        temporary = self.files.config.with_name(self.files.config.name + ".new")
-        temporary.write_text(text)
-        os.replace(temporary, self.files.config)
+        write_atomically(self.files.config, text)
         return True
 
     async def _answer_alive(self) -> None:
@@ -302,9 +301,7 @@ class PairNode:
 
     def _write_json(self, path: Path, value: Any) -> None:
         with contextlib.suppress(OSError):
-            temporary = path.with_name(path.name + ".new")
-            temporary.write_text(json.dumps(value))
-            os.replace(temporary, path)
+            write_atomically(path, json.dumps(value))
 
     # --- split brain --------------------------------------------------------------------
 
