@@ -66,6 +66,12 @@ SYNC_ON_OPERATOR = f"the pair's sync token opens only {SYNC_PREFIX}/...; send an
 class PeerUnreachable(Exception):
     """The peer did not answer, or cannot be trusted; the message says which and why."""
 
+    @classmethod
+    def answered(cls, peer: str, status: int, answer: Any) -> "PeerUnreachable":
+        """The peer answered, but not as asked (its status and its error, in its words)."""
+        said = answer.get("error") if isinstance(answer, dict) else answer
+        return cls(f"the peer {peer} answered {status}: {said}")
+
 
 class SyncRefused(Exception):
     """A sync request refused on its credentials (the API answers it as JSON)."""
@@ -273,8 +279,7 @@ class PairSync:
         try:
             status, answer = await self.client.call("GET", "/status", timeout=STATUS_TIMEOUT)
             if status != 200 or not isinstance(answer, dict):
-                raise PeerUnreachable(f"the peer {self.peer.name} answered {status}: "
-                                      f"{answer.get('error') if isinstance(answer, dict) else answer}")
+                raise PeerUnreachable.answered(self.peer.name, status, answer)
         except PeerUnreachable as exc:
             self.state.up, self.state.error = False, str(exc)
             if was_up or was_error != self.state.error:

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import secrets
 import time
@@ -89,8 +90,9 @@ class Bundle:
                 files[name] = resolve(loaded.base_dir, name).read_bytes()
         return cls(loaded.text, files)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        """Asked several times per change (refusal, generation, prepare): hashed once."""
         digest = hashlib.sha256(self.text.encode("utf-8"))
         for name in sorted(self.files):
             digest.update(b"\0" + name.encode("utf-8") + b"\0" + hashlib.sha256(self.files[name]).digest())
@@ -259,8 +261,7 @@ class ConfigSync:
         try:
             status, answer = await self.pair.client.call("POST", "/config/prepare", body, PEER_CALL_TIMEOUT)
             if status in NOT_A_REFUSAL:
-                raise PeerUnreachable(f"the peer {self.peer} answered {status}: "
-                                      f"{answer.get('error') if isinstance(answer, dict) else answer}")
+                raise PeerUnreachable.answered(self.peer, status, answer)
         except PeerUnreachable as exc:
             self.peer_behind = f"unreachable at generation {generation[0]}: {exc}"
             log.warning("ha_config_peer_unreachable", peer=self.peer, generation=generation[0], error=str(exc),

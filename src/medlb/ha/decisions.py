@@ -221,8 +221,7 @@ class DecisionSync:
             status, answer = await self.pair.client.call(
                 "POST", "/decisions", {"node": self.pair.node.name, "decisions": to_wire(mine)}, timeout)
             if status != 200 or not isinstance(answer, dict):
-                raise PeerUnreachable(f"the peer {self.pair.peer.name} answered {status}: "
-                                      f"{answer.get('error') if isinstance(answer, dict) else answer}")
+                raise PeerUnreachable.answered(self.pair.peer.name, status, answer)
             theirs = from_wire(answer.get("decisions"))
         except (PeerUnreachable, ValueError) as exc:
             if self._error != str(exc):

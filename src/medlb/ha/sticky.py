@@ -95,8 +95,7 @@ class StickySync:
             status, answer = await self.pair.client.call(
                 "POST", "/persistence", {"node": self.pair.node.name, "tables": to_wire(tables)}, PUSH_TIMEOUT)
             if status != 200:
-                raise PeerUnreachable(f"the peer {self.pair.peer.name} answered {status}: "
-                                      f"{answer.get('error') if isinstance(answer, dict) else answer}")
+                raise PeerUnreachable.answered(self.pair.peer.name, status, answer)
         except PeerUnreachable as exc:
             if self._error != str(exc):
                 log.warning("ha_persistence_not_sent", peer=self.pair.peer.name, error=str(exc))
