@@ -123,6 +123,11 @@ class App:
         return loaded
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Before anything runs: a stop asked for while starting is honoured once started,
+        # rather than killing a half-started node by the signal's default action.
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
         self.loaded = self._load()
         config = self.loaded.config
         logs.setup(self.log_level or config.log.level, self.log_format or config.log.format)
@@ -162,10 +167,7 @@ class App:
                 raise StartError(f"the admin API cannot listen on {config.admin.listen}: {exc.strerror}") from None
         if pair_node is not None:
             await self._start_pair(pair_node, sync_token)
-        loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload("signal:SIGHUP")))
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
         log.event("started", config=str(self.config_path), services=len(config.services),
                   admin=str(config.admin.listen) if config.admin else "off", state_dir=str(self.loaded.state_dir))
         notifier.started(self)  # READY=1 for systemd once the first checks have run

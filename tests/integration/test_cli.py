@@ -290,6 +290,37 @@ def test_run_with_json_log_format_writes_one_json_object_per_line(tmp_path):
     assert any(r["event"] == "health_changed" and r["level"] == "warning" for r in records)
 
 
+def test_sigterm_as_soon_as_medlb_logs_its_first_line_is_a_clean_stop(tmp_path):
+    """A SIGTERM that came while medlb was still starting (its checks already running,
+    the admin API not yet listening) killed it by the default action, exit -15, without
+    "stopped": a supervisor stopping a node that had just started saw a crash. The
+    stop is honoured from the first line medlb logs; it stops once started."""
+    vip, admin, closed = free_ports(3)
+    path = write(tmp_path, f"""
+        admin: {{listen: "{LOOPBACK}:{admin}", token: {TOKEN}, tls: "off"}}
+        state_dir: ./state
+        services:
+          - name: pacs
+            listen: {LOOPBACK}:{vip}
+            health: {{type: tcp, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}}
+            servers:
+              - {{name: pacs1, address: "{LOOPBACK}:{closed}"}}
+        """)
+    log = tmp_path / "medlb.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "medlb", "run", "-c", str(path), "--log-format", "json"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_until(lambda: proc.poll() is not None or log.stat().st_size > 0, 15, interval=0.001,
+                   what="medlb to log its first line")
+        proc.terminate()
+        assert proc.wait(20) == 0, log.read_text()
+    finally:
+        proc.kill()
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines() if line.strip()]
+    assert events[-1] == "stopped", events
+
+
 def test_json_log_stays_json_after_a_malformed_request_to_the_admin_port(tmp_path):
     proc, log, admin = start_json_logging(tmp_path)
     try:
