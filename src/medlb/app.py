@@ -199,6 +199,11 @@ class App:
         self.config_sync = ConfigSync(self, self.pair_sync, self.generation)
         self.decisions = DecisionSync(self, self.pair_sync, ha.decisions_wait)
         self.sticky = StickySync(self, self.pair_sync)
+        # Each node tells its last split brain; the other records it if it saw none of it.
+        self.pair_sync.status_parts.append(
+            lambda: {"split_brain": None if pair.last_split_brain is None else pair.last_split_brain.as_dict()})
+        self.pair_sync.listeners.append(
+            lambda sync: pair.peer_told(sync.state.answer.get("split_brain")) if sync.state.up else None)
         try:
             await self.pair.start()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:

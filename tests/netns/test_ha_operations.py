@@ -178,3 +178,41 @@ def test_a_layer_7_and_an_l4_dr_service_keep_working_through_a_failover_and_a_dr
     assert carried > 0
     assert {curl(topo, "/name", port).strip() for port in range(29001, 29013)} <= every  # new DR flows
     assert reaches(topo, 29100) in every
+
+
+def test_the_node_that_kept_the_vips_records_a_split_brain_it_heard_nothing_of(pair):
+    """lb-b's reign is hidden from lb-a: its gratuitous ARPs and its answers for the VIP
+    are dropped at the switch, and lb-a hears none of its adverts, while lb-b hears
+    lb-a's at the heal and yields. lb-a saw nothing of the episode; lb-b, which gave
+    the VIPs up, saw it surely and tells it over the sync channel, so both pages and
+    both audits have it. (Before, lb-a showed no split brain: the page test's flake.)"""
+    topo, nodes = pair
+    active, passive = elect_pair(topo, nodes, see_peers=False)
+    topo["sw"].run("nft", "-f", "-", input=(
+        "table bridge medlbtest_arp {\n"
+        f' chain vip_arp {{ type filter hook forward priority -300; iifname "p-lb2" arp saddr ip {VIP} drop; }}\n}}\n'))
+    try:
+        split_brain(topo, active, passive)
+        time.sleep(1)  # both active for a while
+        heal_vrrp(active)
+        nodes["lb-a"].node.run("nft", "-f", "-", input=(  # lb-a still hears nothing from lb-b
+            "table inet medlbtest_vrrp {\n chain in { type filter hook input priority -300; ip protocol 112 drop; }\n}\n"))
+        wait_role(nodes["lb-b"], "BACKUP")
+        assert holders(topo) == ["lb-a"]
+        episodes = {}
+        for name, node in nodes.items():
+            deadline = time.monotonic() + 10
+            while not (episode := node.api("GET", "/api/v1/ha")[1]["split_brain"]):
+                assert time.monotonic() < deadline, f"{name} shows no split brain:\n{node.log()[-3000:]}"
+                time.sleep(0.1)
+            [entry] = [e for e in node.api("GET", "/api/v1/audit?q=ha_split_brain")[1] if e["action"] == "ha_split_brain"]
+            assert entry["detail"] == episode, entry
+            episodes[name] = (episode, entry["text"])
+            print(f"{name}: {entry['text']}")
+        (a, a_text), (b, _) = episodes["lb-a"], episodes["lb-b"]
+        assert b["kept_vips"] is False and b["told_by_peer"] is False and b["start_known"] is True
+        assert a["kept_vips"] is True and a["told_by_peer"] is True and a_text.endswith("kept the VIPs (as the peer saw it)")
+        assert (a["start"], a["end"], a["duration"]) == (b["start"], b["end"], b["duration"]) and a["duration"] > 0
+    finally:
+        topo["sw"].run("nft", "delete", "table", "bridge", "medlbtest_arp", check=False)
+        nodes["lb-a"].node.run("nft", "delete", "table", "inet", "medlbtest_vrrp", check=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medlb.ha.splitbrain import SplitBrainWatch
+from medlb.ha.splitbrain import Episode, SplitBrainWatch, told_by_peer
 
 QUIET = 0.6  # 3 adverts of 200 ms
 PEER = 150
@@ -108,3 +108,47 @@ def test_the_gratuitous_arps_of_the_peers_takeover_open_nothing():
     sb.peer_claims_vip(40.01)
     sb.set_role("BACKUP", 40.02)
     assert sb.due(50.0) == []
+
+
+# --- what the peer tells over the sync channel ------------------------------------------
+
+def test_a_node_that_saw_nothing_takes_the_peers_episode_as_its_other_side():
+    """The winner of a quick heal may hear nothing of the peer's short reign; the loser
+    saw it surely and tells it. The winner then records it, as the one that kept the VIPs."""
+    loser = watch()
+    loser.set_role("MASTER", 20.0)
+    loser.peer_advert(PEER, 23.0)
+    loser.set_role("BACKUP", 23.01)
+    [lost] = loser.due(24.0)
+
+    told = told_by_peer(lost.as_dict(), own=None)
+
+    assert told is not None
+    assert (told.start, told.end, told.kept_vips, told.start_known, told.told_by_peer) == \
+        (20.0, 23.01, True, True, True)
+    assert told_by_peer(told.as_dict(), own=lost) is None  # and the loser does not take it back
+
+
+def test_a_node_that_saw_the_episode_or_a_later_one_does_not_take_the_peers():
+    own = Episode(10.0, 23.2, kept_vips=True, start_known=False)
+    peer = Episode(20.0, 23.0, kept_vips=False, start_known=True).as_dict()
+    assert told_by_peer(peer, own) is None
+    older = Episode(1.0, 5.0, kept_vips=True, start_known=True)
+    assert told_by_peer(peer, older) == Episode(20.0, 23.0, True, True, told_by_peer=True)
+
+
+@pytest.mark.parametrize("told", [None, "x", {}, {"start": "a", "end": 1, "kept_vips": 0, "start_known": 1},
+                                  {"start": 5.0, "end": 4.0, "kept_vips": False, "start_known": True}])
+def test_what_is_not_an_episode_is_ignored(told):
+    assert told_by_peer(told, None) is None
+
+
+def test_an_episode_still_settling_here_makes_the_peers_wait():
+    sb = watch()
+    sb.set_role("MASTER", 10.0)
+    sb.peer_advert(PEER, 50.0)
+    assert sb.settling  # open: this node's own record is coming
+    sb.due(51.0)
+    assert not sb.settling
+    sb.set_role("BACKUP", 60.0)
+    assert sb.settling  # a loss being judged

@@ -59,7 +59,8 @@ def _split_brain(target: str, detail: dict[str, Any]) -> str:
     kept = "kept the VIPs" if detail.get("kept_vips") else "gave them up"
     at_most = "" if detail.get("start_known") else " at most"
     return (f"Split brain: both nodes active for{at_most} {float(detail.get('duration') or 0):.1f} s from "
-            f"{start:%Y-%m-%d %H:%M:%S} UTC; node {target} {kept}")
+            f"{start:%Y-%m-%d %H:%M:%S} UTC; node {target} {kept}"
+            + (" (as the peer saw it)" if detail.get("told_by_peer") else ""))
 
 
 def _reload(target: str, detail: dict[str, Any]) -> str:

@@ -25,6 +25,11 @@ whatever `preempt` says) and the other leaves for BACKUP. The rules:
   duration) and ends with the last evidence, `quiet` seconds later. Adverts alone
   are not enough: at the heal the winner's advert often reaches the loser first, and
   the loser yields without a word.
+- Either node may miss what the other saw (a gratuitous ARP that did not cross, a
+  heal so quick that the winner heard nothing from the peer's short reign). Each
+  node tells its last episode in its sync status, and a node with no record of it
+  takes it as the other side of the same episode (`told_by_peer`): both nodes then
+  show and audit it, as the loser, who saw it surely, lived it.
 - No episode: this node's own release and takeover, evidence within `quiet` seconds
   of this node becoming active (an election settling), the peer's takeover, and,
   with `preempt: true`, a peer of higher priority (it takes the VIPs back whenever
@@ -47,6 +52,8 @@ class Episode:
     kept_vips: bool
     #: False when `start` is only when this node became active (the winner's view).
     start_known: bool
+    #: This node saw nothing of it; the peer told it over the sync channel.
+    told_by_peer: bool = False
 
     @property
     def duration(self) -> float:
@@ -54,6 +61,22 @@ class Episode:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "duration": round(self.duration, 3)}
+
+
+def told_by_peer(told: Any, own: Episode | None) -> Episode | None:
+    """The peer's last episode (its `as_dict`) as this node lived it, when this node
+    has no record of it: its own last episode ended before the peer's began. None
+    when it has, or when what the peer sent is not an episode."""
+    if not isinstance(told, dict) or told.get("told_by_peer"):  # never pass on what we told
+        return None
+    try:
+        start, end = float(told["start"]), float(told["end"])
+        kept, start_known = bool(told["kept_vips"]), bool(told["start_known"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if end < start or (own is not None and own.end >= start):
+        return None
+    return Episode(start, end, not kept, start_known, told_by_peer=True)
 
 
 class SplitBrainWatch:
@@ -124,6 +147,11 @@ class SplitBrainWatch:
     def open(self) -> bool:
         """An episode is open: this node probes whether the peer still holds the VIPs."""
         return self._open is not None
+
+    @property
+    def settling(self) -> bool:
+        """An episode of this node's own may still end: what the peer tells waits."""
+        return self._open is not None or self._pending_loss is not None
 
     def due(self, now: float) -> list[Episode]:
         """Episodes that ended by `now` (each returned once)."""

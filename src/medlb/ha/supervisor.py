@@ -41,7 +41,7 @@ from medlb import logs
 from medlb.config.models import HaConfig, HaNode
 from medlb.ha import alive, keepalived
 from medlb.ha.adverts import AdvertWatch, ClaimWatch
-from medlb.ha.splitbrain import Episode, SplitBrainWatch
+from medlb.ha.splitbrain import Episode, SplitBrainWatch, told_by_peer
 
 log = logs.get_logger("medlb.ha")
 
@@ -313,7 +313,7 @@ class PairNode:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             saved = json.loads(self.split_brain_file.read_text())
             self.last_split_brain = Episode(float(saved["start"]), float(saved["end"]), bool(saved["kept_vips"]),
-                                            bool(saved["start_known"]))
+                                            bool(saved["start_known"]), bool(saved.get("told_by_peer")))
 
     def _peer_advert(self, priority: int) -> None:
         if priority:
@@ -331,10 +331,22 @@ class PairNode:
 
     def _split_brain_due(self) -> None:
         for episode in self.split_brain.due(time.time()):
-            self.last_split_brain = episode
-            self._write_json(self.split_brain_file, episode.as_dict())
-            if self.on_split_brain is not None:
-                self.on_split_brain(episode)
+            self._record(episode)
+
+    def peer_told(self, told: Any) -> None:
+        """The peer's last episode, from its sync status: recorded here too when this
+        node has none of it (medlb.ha.splitbrain.told_by_peer)."""
+        if self.split_brain.settling:
+            return
+        episode = told_by_peer(told, self.last_split_brain)
+        if episode is not None:
+            self._record(episode)
+
+    def _record(self, episode: Episode) -> None:
+        self.last_split_brain = episode
+        self._write_json(self.split_brain_file, episode.as_dict())
+        if self.on_split_brain is not None:
+            self.on_split_brain(episode)
 
     # --- a takeover's config (medlb.ha.handover) ----------------------------------------
 
