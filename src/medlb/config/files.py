@@ -41,18 +41,20 @@ class FileCheck:
             self.add(key, f"cannot read {file}: {exc.strerror}")
             return None
 
-    def secret(self, key: PathKey, written: str) -> None:
-        """A token file: text whose first line is the secret."""
+    def secret(self, key: PathKey, written: str) -> str | None:
+        """A token file: text whose first line is the secret (returned, as run reads it)."""
         data = self.read(key, written)
         if data is None:
-            return
+            return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             self.add(key, f"{self.path(written)} is not UTF-8 text")
-            return
+            return None
         if not text.strip():
             self.add(key, f"{self.path(written)} is empty; it holds the token on its first line")
+            return None
+        return text.strip().splitlines()[0].strip()
 
     def certificates(self, key: PathKey, written: str, what: str = "certificate") -> list[Any]:
         from cryptography import x509
@@ -135,18 +137,26 @@ def named_files(data: dict[str, Any]) -> list[str]:
 def visit_files(check: FileCheck, data: dict[str, Any]) -> None:
     """Give `check` every file the config names, at its key."""
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    operators: set[str] = {admin["token"]} if isinstance(admin.get("token"), str) else set()
     if isinstance(admin.get("token_file"), str):
-        check.secret(("admin", "token_file"), admin["token_file"])
+        operators.add(check.secret(("admin", "token_file"), admin["token_file"]) or "")
     tokens = admin.get("tokens") if isinstance(admin.get("tokens"), list) else []
     for index, token in enumerate(tokens):
+        if isinstance(token, dict) and isinstance(token.get("token"), str):
+            operators.add(token["token"])
         if isinstance(token, dict) and isinstance(token.get("token_file"), str):
-            check.secret(("admin", "tokens", index, "token_file"), token["token_file"])
+            operators.add(check.secret(("admin", "tokens", index, "token_file"), token["token_file"]) or "")
     admin_tls = valid(AdminTlsConfig, admin.get("tls"))
     if admin_tls is not None:
         check.pair(("admin", "tls", "cert"), admin_tls.cert, ("admin", "tls", "key"), admin_tls.key)
     ha = data.get("ha") if isinstance(data.get("ha"), dict) else {}
     if isinstance(ha.get("sync_token_file"), str):
-        check.secret(("ha", "sync_token_file"), ha["sync_token_file"])
+        sync = check.secret(("ha", "sync_token_file"), ha["sync_token_file"])
+        if sync is not None and sync in operators:
+            # The sync API takes what no operator may (a whole config, decisions as the
+            # peer's): one secret for both would let an operator's token act as the peer.
+            check.add(("ha", "sync_token_file"), f"{check.path(ha['sync_token_file'])} holds an admin token "
+                                                 "of this config: give the pair a secret of its own")
     for index, service in enumerate(written_services(data)):
         _service_files(check, ("services", index), service)
 
