@@ -242,7 +242,17 @@ def test_run_exits_2_on_an_invalid_config(tmp_path):
 
 
 def start_json_logging(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
-    """medlb run --log-format json with a server that is down (so it logs warnings too)."""
+    """medlb run --log-format json with a server that is down (so it logs warnings
+    too), once it has logged a health change."""
+    proc, log, admin = run_json_logging(tmp_path)
+    wait_until(lambda: proc.poll() is not None or "health_changed" in log.read_text(), 15,
+               what="medlb to log a health change")
+    assert proc.poll() is None, log.read_text()
+    return proc, log, admin
+
+
+def run_json_logging(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """medlb run --log-format json with a server that is down, just started."""
     vip, admin, closed = free_ports(3)
     path = write(tmp_path, f"""
         admin: {{listen: "{LOOPBACK}:{admin}", token: {TOKEN}, tls: "off"}}
@@ -258,9 +268,6 @@ def start_json_logging(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, i
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "medlb", "run", "-c", str(path), "--log-format", "json"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-    wait_until(lambda: proc.poll() is not None or "health_changed" in log.read_text(), 15,
-               what="medlb to log a health change")
-    assert proc.poll() is None, log.read_text()
     return proc, log, admin
 
 
@@ -295,21 +302,7 @@ def test_sigterm_as_soon_as_medlb_logs_its_first_line_is_a_clean_stop(tmp_path):
     the admin API not yet listening) killed it by the default action, exit -15, without
     "stopped": a supervisor stopping a node that had just started saw a crash. The
     stop is honoured from the first line medlb logs; it stops once started."""
-    vip, admin, closed = free_ports(3)
-    path = write(tmp_path, f"""
-        admin: {{listen: "{LOOPBACK}:{admin}", token: {TOKEN}, tls: "off"}}
-        state_dir: ./state
-        services:
-          - name: pacs
-            listen: {LOOPBACK}:{vip}
-            health: {{type: tcp, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}}
-            servers:
-              - {{name: pacs1, address: "{LOOPBACK}:{closed}"}}
-        """)
-    log = tmp_path / "medlb.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "medlb", "run", "-c", str(path), "--log-format", "json"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc, log, _ = run_json_logging(tmp_path)
     try:
         wait_until(lambda: proc.poll() is not None or log.stat().st_size > 0, 15, interval=0.001,
                    what="medlb to log its first line")

@@ -103,6 +103,19 @@ def test_with_preempt_off_the_returning_node_stays_passive_until_takeover_and_re
         assert node.api("GET", "/api/v1/ha")[1]["split_brain"] is None
 
 
+def recorded_split_brain(name: str, node: MedlbNode, timeout: float = 10) -> tuple[dict, dict]:
+    """The node's last split brain as GET /api/v1/ha shows it, and its one audit entry
+    (whose detail is the same episode)."""
+    deadline = time.monotonic() + timeout
+    while not (episode := node.api("GET", "/api/v1/ha")[1]["split_brain"]):
+        assert time.monotonic() < deadline, f"{name} shows no split brain:\n{node.log()[-3000:]}"
+        time.sleep(0.1)
+    audit = node.api("GET", "/api/v1/audit?q=ha_split_brain")[1]
+    [entry] = [entry for entry in audit if entry["action"] == "ha_split_brain"]
+    assert entry["detail"] == episode, entry
+    return episode, entry
+
+
 def test_a_split_brain_heals_to_one_active_node_and_both_audit_the_episode(pair):
     topo, nodes = pair
     active, passive = elect_pair(topo, nodes, see_peers=False)
@@ -120,13 +133,8 @@ def test_a_split_brain_heals_to_one_active_node_and_both_audit_the_episode(pair)
     assert holders(topo) == ["lb-a"]
     episodes = {}
     for name, node in nodes.items():
-        deadline = time.monotonic() + 10
-        while not (episode := node.api("GET", "/api/v1/ha")[1]["split_brain"]):
-            assert time.monotonic() < deadline, f"{name} shows no split brain:\n{node.log()[-3000:]}"
-            time.sleep(0.1)
-        audit = node.api("GET", "/api/v1/audit?q=ha_split_brain")[1]
-        [entry] = [entry for entry in audit if entry["action"] == "ha_split_brain"]
-        assert entry["detail"] == episode and entry["text"].startswith("Split brain: both nodes active for "), entry
+        episode, entry = recorded_split_brain(name, node)
+        assert entry["text"].startswith("Split brain: both nodes active for "), entry
         episodes[name] = episode
         print(f"{name}: {episode}")
     assert episodes["lb-a"]["kept_vips"] is True and episodes["lb-b"]["kept_vips"] is False
@@ -201,12 +209,7 @@ def test_the_node_that_kept_the_vips_records_a_split_brain_it_heard_nothing_of(p
         assert holders(topo) == ["lb-a"]
         episodes = {}
         for name, node in nodes.items():
-            deadline = time.monotonic() + 10
-            while not (episode := node.api("GET", "/api/v1/ha")[1]["split_brain"]):
-                assert time.monotonic() < deadline, f"{name} shows no split brain:\n{node.log()[-3000:]}"
-                time.sleep(0.1)
-            [entry] = [e for e in node.api("GET", "/api/v1/audit?q=ha_split_brain")[1] if e["action"] == "ha_split_brain"]
-            assert entry["detail"] == episode, entry
+            episode, entry = recorded_split_brain(name, node)
             episodes[name] = (episode, entry["text"])
             print(f"{name}: {entry['text']}")
         (a, a_text), (b, _) = episodes["lb-a"], episodes["lb-b"]
