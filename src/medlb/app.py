@@ -193,10 +193,13 @@ class App:
                                     self._data_plane_problem, self._on_role,
                                     on_split_brain=self._on_split_brain)
         self.generation = ConfigGeneration.under(self.loaded.state_dir, Bundle.of(self.loaded).hash)
+        # The sync timings are read here, once: a reload that changes them logs
+        # ha_needs_restart, as for the rest of ha:.
         self.pair_sync = PairSync(node, pair.peer, admin.listen.port or 9443, sync_token, self.loaded.state_dir,
-                                  lambda: pair.role, self.generation.current)
+                                  lambda: pair.role, self.generation.current,
+                                  check_interval=ha.peer_check_interval, timeout=ha.peer_timeout)
         self.on_config(self.pair_sync.prepare)
-        self.config_sync = ConfigSync(self, self.pair_sync, self.generation)
+        self.config_sync = ConfigSync(self, self.pair_sync, self.generation, ha.config_sync_timeout)
         self.decisions = DecisionSync(self, self.pair_sync, ha.decisions_wait)
         self.sticky = StickySync(self, self.pair_sync)
         # Each node tells its last split brain; the other records it if it saw none of it.

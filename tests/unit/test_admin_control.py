@@ -226,7 +226,8 @@ def test_the_sync_api_takes_only_the_sync_token_and_the_sync_token_is_no_operato
 
     me = HaNode(name="lb-a", address=ipaddress.IPv4Address("198.18.0.4"), priority=150)
     peer = HaNode(name="lb-b", address=ipaddress.IPv4Address("198.18.0.5"), priority=100)
-    fake.pair_sync = PairSync(me, peer, 9443, SYNC, tmp_path, lambda: "MASTER", lambda: (3, "abc"))
+    fake.pair_sync = PairSync(me, peer, 9443, SYNC, tmp_path, lambda: "MASTER", lambda: (3, "abc"),
+                              check_interval=1.0, timeout=5.0)
 
     status = client(fake, SYNC).get("/api/v1/ha/sync/status")
     assert status.status_code == 200

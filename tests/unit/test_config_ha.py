@@ -281,3 +281,38 @@ def test_persistence_sync_interval_defaults_to_2s_and_is_half_a_second_to_60s(va
 @pytest.mark.parametrize("value", ["499ms", "61s"])
 def test_persistence_sync_interval_past_its_bounds_is_refused_at_its_key(value):
     assert only_problem(pair(persistence_sync_interval=value)).path == "ha.persistence_sync_interval"
+
+
+@pytest.mark.parametrize("value, seconds", [("", 1.0), ("200ms", 0.2), ("60s", 60.0)])
+def test_peer_check_interval_defaults_to_1s_and_is_200ms_to_60s(value, seconds):
+    ha = parse_config(pair(peer_check_interval=value)).config.ha
+
+    assert ha is not None and ha.peer_check_interval == seconds
+
+
+@pytest.mark.parametrize("value, seconds", [("", 5.0), ("200ms", 0.2), ("60s", 60.0)])
+def test_peer_timeout_defaults_to_5s_and_is_200ms_to_60s(value, seconds):
+    ha = parse_config(pair(peer_timeout=value)).config.ha
+
+    assert ha is not None and ha.peer_timeout == seconds
+
+
+@pytest.mark.parametrize("value, seconds", [("", 30.0), ("1s", 1.0), ("10m", 600.0)])
+def test_config_sync_timeout_defaults_to_30s_and_is_1s_to_10m(value, seconds):
+    ha = parse_config(pair(config_sync_timeout=value)).config.ha
+
+    assert ha is not None and ha.config_sync_timeout == seconds
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("peer_check_interval", "199ms", "peer_check_interval is a duration from 200ms to 1m, not 199ms"),
+    ("peer_check_interval", "61s", "peer_check_interval is a duration from 200ms to 1m, not 61s"),
+    ("peer_timeout", "100ms", "peer_timeout is a duration from 200ms to 1m, not 100ms"),
+    ("peer_timeout", "2m", "peer_timeout is a duration from 200ms to 1m, not 2m"),
+    ("config_sync_timeout", "999ms", "config_sync_timeout is a duration from 1s to 10m, not 999ms"),
+    ("config_sync_timeout", "601s", "config_sync_timeout is a duration from 1s to 10m, not 601s"),
+])
+def test_the_sync_timings_past_their_bounds_are_refused_at_their_key(key, value, message):
+    problem = only_problem(pair(**{key: value}))
+
+    assert problem.path == f"ha.{key}" and problem.message == message

@@ -647,6 +647,25 @@ class HaConfig(Strict):
     #: How often the active node copies its source-IP persistence entries to the
     #: passive one: what a failover can lose is the entries made in the last interval.
     persistence_sync_interval: Duration = Field(default=2.0, ge=0.5, le=60.0)
+    #: How often each node asks its peer's status (up or down, role, config and
+    #: decisions in sync): how late the page, the metrics and the catch-ups learn of a
+    #: change on the peer. One small request each time.
+    peer_check_interval: Duration = Field(default=1.0, ge=0.2, le=60.0)
+    #: How long a status call, a decision push or a persistence push may take before the
+    #: peer counts as unreachable for it. One value for the three, and 5 s rather than
+    #: the 2 s a status call needs: before answering a push the peer has its workers
+    #: route by the decisions (up to 1 s) or take the entries (up to 2 s for a worker's
+    #: answer), so 2 s would call a busy but working peer unreachable and push again.
+    #: The cost: a peer whose packets are dropped (not refused, as a stopped one's
+    #: are) shows as down after 5 s rather than 2; keepalived, not this, moves the VIPs.
+    peer_timeout: Duration = Field(default=5.0, ge=0.2, le=60.0)
+    #: How long the peer may take to prepare a config (check it, bind, load
+    #: certificates, ask its workers), to commit it, or to hand over its own; and how
+    #: long the peer keeps a prepared config (with its reload lock held) for the commit.
+    #: 30 s: a prepare may wait up to 10 s for a reload in progress on the peer, then
+    #: 5 s for its workers (30 s for one just started); a peer slower than this counts
+    #: as unreachable: the active node commits alone and catches the peer up later.
+    config_sync_timeout: Duration = Field(default=30.0, ge=1.0, le=600.0)
 
     @field_validator("nodes")
     @classmethod

@@ -52,9 +52,6 @@ log = logs.get_logger("medlb.ha")
 SYNC_PREFIX = "/api/v1/ha/sync"
 #: The pinned fingerprint of the peer's admin certificate, under STATE/ha/.
 PIN_NAME = "peer-cert.sha256"
-#: How often the watcher asks the peer's status, and how long one call may take.
-WATCH_EVERY = 1.0
-STATUS_TIMEOUT = 2.0
 #: The largest answer the client reads from the peer (a config with its files).
 MAX_ANSWER = 64 * 2**20
 #: Modules that add sync routes with @sync_routes; the router imports them.
@@ -223,8 +220,13 @@ class PairSync:
     """This node's side of the channel: the sync token, the client, the peer watcher."""
 
     def __init__(self, node: HaNode, peer: HaNode, port: int, token: str, state_dir: Path,
-                 role: Callable[[], str], version: Callable[[], tuple[int, str]]):
+                 role: Callable[[], str], version: Callable[[], tuple[int, str]], *,
+                 check_interval: float, timeout: float):
         self.node, self.peer = node, peer
+        #: `ha.peer_check_interval`: how often the watcher asks the peer's status.
+        self.check_interval = check_interval
+        #: `ha.peer_timeout`: how long a status call (and a decision or persistence push) may take.
+        self.timeout = timeout
         self.token = token
         self.role = role
         #: This node's config (generation, hash).
@@ -271,13 +273,13 @@ class PairSync:
     async def _watch(self) -> None:
         while True:
             await self.poll()
-            await asyncio.sleep(WATCH_EVERY)
+            await asyncio.sleep(self.check_interval)
 
     async def poll(self) -> None:
         """Ask the peer's status once; log when it comes and goes."""
         was_up, was_error = self.state.up, self.state.error
         try:
-            status, answer = await self.client.call("GET", "/status", timeout=STATUS_TIMEOUT)
+            status, answer = await self.client.call("GET", "/status", timeout=self.timeout)
             if status != 200 or not isinstance(answer, dict):
                 raise PeerUnreachable.answered(self.peer.name, status, answer)
         except PeerUnreachable as exc:

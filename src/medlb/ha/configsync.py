@@ -13,7 +13,7 @@ a tie, the active node's config).
 
 On the peer, the files are put in place for the preparation (a reload reads them
 where the config names them) and the previous contents are kept: a refusal, a
-discard from the active node, or no commit within PREPARE_TIMEOUT puts them back.
+discard from the active node, or no commit within `ha.config_sync_timeout` puts them back.
 The config file itself is written (atomically, the old one kept as FILE.previous)
 only at the commit. The passive node takes no edit of its own: the API answers 409
 and a SIGHUP whose files changed is refused and logged.
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
 
 log = logs.get_logger("medlb.ha")
 
-#: How long the peer keeps a prepared config for the active node's commit.
-PREPARE_TIMEOUT = 30.0
-#: How long the active node waits for the peer's prepare and commit answers.
-PEER_CALL_TIMEOUT = 30.0
 #: How long a prepare waits for a reload in progress on the peer before it is refused.
 LOCK_WAIT = 10.0
 #: Seconds before the watcher tries again to bring a peer up to date that refused.
@@ -209,8 +205,12 @@ class Staged:
 
 
 class ConfigSync:
-    def __init__(self, host: Host, pair: PairSync, generation: ConfigGeneration):
+    def __init__(self, host: Host, pair: PairSync, generation: ConfigGeneration, timeout: float):
         self.host, self.pair, self.generation = host, pair, generation
+        #: `ha.config_sync_timeout`: how long the active node waits for the peer's
+        #: prepare, commit and config answers, and how long the peer keeps a prepared
+        #: config for the active node's commit.
+        self.timeout = timeout
         self.staged: Staged | None = None
         #: Why the peer is not up to date (it was unreachable or refused), for the view.
         self.peer_behind: str | None = None
@@ -259,7 +259,7 @@ class ConfigSync:
             return None
         body = {**bundle.as_json(), "generation": generation[0], "hash": generation[1]}
         try:
-            status, answer = await self.pair.client.call("POST", "/config/prepare", body, PEER_CALL_TIMEOUT)
+            status, answer = await self.pair.client.call("POST", "/config/prepare", body, self.timeout)
             if status in NOT_A_REFUSAL:
                 raise PeerUnreachable.answered(self.peer, status, answer)
         except PeerUnreachable as exc:
@@ -284,7 +284,7 @@ class ConfigSync:
                     f"{generation[0]} when it answers again")
         try:
             status, answer = await self.pair.client.call("POST", "/config/commit", {"id": prepared.id},
-                                                         PEER_CALL_TIMEOUT)
+                                                         self.timeout)
         except PeerUnreachable as exc:
             status, answer = 0, {"error": str(exc)}
         if status != 200:
@@ -349,7 +349,7 @@ class ConfigSync:
     async def _take_peers(self) -> None:
         """The peer has a newer config (it committed alone while this node was away);
         with the reload lock held."""
-        status, answer = await self.pair.client.call("GET", "/config", timeout=PEER_CALL_TIMEOUT)
+        status, answer = await self.pair.client.call("GET", "/config", timeout=self.timeout)
         if status != 200 or not isinstance(answer, dict):
             raise PeerUnreachable(f"the peer {self.peer} did not give its config: HTTP {status}")
         try:
@@ -397,7 +397,7 @@ class ConfigSync:
         except BaseException:
             self.host.reload_lock.release()
             raise
-        staged.expiry = asyncio.get_running_loop().call_later(PREPARE_TIMEOUT, lambda: spawn(self._expire(staged)))
+        staged.expiry = asyncio.get_running_loop().call_later(self.timeout, lambda: spawn(self._expire(staged)))
         self.staged = staged
         log.event("ha_config_prepared", peer=self.peer, generation=generation[0], source=source)
         return 200, {"prepared": staged.id}
@@ -406,7 +406,7 @@ class ConfigSync:
         staged = self._take_staged(body)
         if staged is None:
             return 409, {"error": f"{self.me} holds no prepared config with that id (it is kept "
-                                  f"{PREPARE_TIMEOUT:g} s); nothing changed"}
+                                  f"{self.timeout:g} s); nothing changed"}
         try:
             await self._finish(staged, f"peer:{self.peer}", source)
         finally:
@@ -438,7 +438,7 @@ class ConfigSync:
             return
         self.staged = None
         log.warning("ha_config_prepare_expired", peer=self.peer, generation=staged.generation[0],
-                    reason=f"no commit within {PREPARE_TIMEOUT:g} s; nothing changed")
+                    reason=f"no commit within {self.timeout:g} s; nothing changed")
         try:
             await self._abandon(staged)
         finally:

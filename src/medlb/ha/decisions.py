@@ -51,8 +51,6 @@ log = logs.get_logger("medlb.ha")
 SERVER, LATCH = "server", "latch"
 #: The value a decision has when no row says otherwise.
 DEFAULTS = {SERVER: "online", LATCH: "false"}
-#: How long a push to the peer may take (the peer settles its workers before answering).
-PUSH_TIMEOUT = 5.0
 #: How often a starting node asks an unreachable peer again, within decisions_wait.
 RETRY_EVERY = 0.5
 
@@ -142,6 +140,12 @@ class DecisionSync:
         pair.status_parts.append(lambda: {"decisions": digest(self.stored())})
         pair.listeners.append(self._on_peer)
 
+    @property
+    def push_timeout(self) -> float:
+        """How long a push may take (the peer settles its workers before answering): the
+        pair's `ha.peer_timeout`, which its status calls take too."""
+        return self.pair.timeout
+
     # --- what this node holds -----------------------------------------------------------
 
     def stored(self) -> Decisions:
@@ -204,7 +208,7 @@ class DecisionSync:
         self.out_of_date = True  # until the peer has answered once
         deadline, taken = time.monotonic() + self.wait, False
         while not taken and (left := deadline - time.monotonic()) > 0:
-            taken = await self.exchange(min(PUSH_TIMEOUT, left))
+            taken = await self.exchange(min(self.push_timeout, left))
             if not taken:
                 await asyncio.sleep(min(RETRY_EVERY, max(0.0, deadline - time.monotonic())))
         if not taken:
@@ -213,13 +217,15 @@ class DecisionSync:
                                "answers")
         self.ready = True
 
-    async def exchange(self, timeout: float = PUSH_TIMEOUT) -> bool:
-        """Send this node's decisions, take what the peer answers with; True when done."""
+    async def exchange(self, timeout: float | None = None) -> bool:
+        """Send this node's decisions, take what the peer answers with; True when done.
+        `timeout`: `push_timeout` unless given."""
         self.out_of_date = True
         sent, mine = self._changes, self.snapshot()
         try:
             status, answer = await self.pair.client.call(
-                "POST", "/decisions", {"node": self.pair.node.name, "decisions": to_wire(mine)}, timeout)
+                "POST", "/decisions", {"node": self.pair.node.name, "decisions": to_wire(mine)},
+                self.push_timeout if timeout is None else timeout)
             if status != 200 or not isinstance(answer, dict):
                 raise PeerUnreachable.answered(self.pair.peer.name, status, answer)
             theirs = from_wire(answer.get("decisions"))

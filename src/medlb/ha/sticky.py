@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logs.get_logger("medlb.ha")
 
-#: How long one push may take (the peer hands the entries to its workers first).
-PUSH_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 2.0
 
 
@@ -54,6 +52,12 @@ class StickySync:
         """`ha.persistence_sync_interval` of the config this node runs (a reload changes it)."""
         ha = self.app.loaded.config.ha
         return ha.persistence_sync_interval if ha is not None else DEFAULT_INTERVAL
+
+    @property
+    def push_timeout(self) -> float:
+        """How long one push may take (the peer hands the entries to its workers first):
+        the pair's `ha.peer_timeout`, which its status calls take too."""
+        return self.pair.timeout
 
     async def tables(self) -> Tables:
         if self.app.workers is not None:
@@ -93,7 +97,8 @@ class StickySync:
             return False
         try:
             status, answer = await self.pair.client.call(
-                "POST", "/persistence", {"node": self.pair.node.name, "tables": to_wire(tables)}, PUSH_TIMEOUT)
+                "POST", "/persistence", {"node": self.pair.node.name, "tables": to_wire(tables)},
+                self.push_timeout)
             if status != 200:
                 raise PeerUnreachable.answered(self.pair.peer.name, status, answer)
         except PeerUnreachable as exc:
