@@ -406,13 +406,14 @@ class HttpClient(asyncio.Protocol):
         self.server: Server | None = None
         self.in_flight = False  # counted in http_stats.in_flight
         self.responding = False  # the response head was written: medlb can no longer answer
+        self.method = self.target = self.host = self.out_head = b""
+        self.started = 0.0
         self._reset_request()
 
     def _reset_request(self) -> None:
-        self.method = b""
-        self.target = b""
+        """Per-request fields; method, target, host and out_head are emptied when an
+        exchange ends (_next), and `started` is set with each request."""
         self.keep_alive = True
-        self.host = b""
         self.cookie: str | None = None
         self.cookie_name: bytes | None = None
         self.rewrite = False
@@ -420,8 +421,6 @@ class HttpClient(asyncio.Protocol):
         self.headers = 0
         self.left = 0
         self.chunks: ChunkedBody | None = None
-        self.out_head = b""
-        self.started = 0.0
         self.tried: set[Server] | frozenset[Server] = _NONE_TRIED
         self.fresh_only = False
         self.attempts = 0
@@ -573,24 +572,30 @@ class HttpClient(asyncio.Protocol):
     # --- a request head -----------------------------------------------------------------
 
     def _request_head(self, data: bytes | bytearray) -> None:
-        config = self._config()
-        if self.watch == KEEPALIVE:
-            self._watch(HEAD_DEADLINE, config.header_timeout)  # the first byte came
         end = head_length(data)
         if end is None:
+            config = self._config()
+            if self.watch == KEEPALIVE:
+                # The first byte came; a head that comes whole in one read, as most do,
+                # needs no deadline of its own.
+                self._watch(HEAD_DEADLINE, config.header_timeout)
             if len(data) > config.max_header_size:
                 self._stats().errors["header_too_large"] += 1
                 self._error(431, "The request head is too large.\n")
             elif data is not self.buf:
                 self._hold(data)
             return
-        head = bytes(data[:end])
-        rest = data[end:]
+        if end == len(data) and type(data) is bytes:
+            head, rest = data, b""  # the usual read: one head, nothing after it
+        else:
+            head = bytes(data[:end])
+            rest = data[end:]
         if data is self.buf:
             self.buf = b""
-        self.service = self.handle.service  # new requests see a reload
+        service = self.service = self.handle.service  # new requests see a reload
+        config = service.config.http
         self._reset_request()
-        persistence = self.service.config.persistence
+        persistence = service.config.persistence
         if persistence.type == "cookie":
             self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
         parser = _heads.parser
@@ -613,13 +618,13 @@ class HttpClient(asyncio.Protocol):
         if refusal is not None:
             self._refuse(refusal)
             return
-        if end > config.max_header_size:
+        if end > config.max_header_size:  # type: ignore[union-attr]
             self._stats().errors["header_too_large"] += 1
             self._error(431, "The request head is too large.\n")
             return
-        if self.headers > config.max_headers:
+        if self.headers > config.max_headers:  # type: ignore[union-attr]
             self._stats().errors["too_many_headers"] += 1
-            self._error(431, f"More than {config.max_headers} header lines.\n")
+            self._error(431, f"More than {config.max_headers} header lines.\n")  # type: ignore[union-attr]
             return
         self.method = parser.get_method()
         line_end = head.index(b"\n")
@@ -632,7 +637,7 @@ class HttpClient(asyncio.Protocol):
 
     def _begin(self, head: bytes, rest: bytes | bytearray) -> None:
         """A request head passed the rules: find its body's framing, then a server."""
-        stats = self._stats()
+        stats = self.service.http_stats
         if self.plain_on_tls:
             self._refuse_plain()
             return
@@ -652,7 +657,7 @@ class HttpClient(asyncio.Protocol):
             self.buf = bytearray(rest)
         self.out_head = rules.forward_request_head(head, self.client_ip, self.tls, self.host, self.rewrite,
                                                    self.cookie_name)
-        self._watch(NO_DEADLINE)
+        self.watch = NO_DEADLINE
         self.started = time.monotonic()
         stats.in_flight += 1
         self.in_flight = True
@@ -678,10 +683,11 @@ class HttpClient(asyncio.Protocol):
     def _dispatch(self) -> None:
         """Take a pooled connection to the chosen server, or start connecting to one."""
         service = self.service
-        stats = self._stats()
+        stats = service.http_stats
         limits = service.config.limits
-        config = self._config()
-        pool_name = rules.route(config.routes, self.target)
+        config = service.config.http
+        routes = config.routes  # type: ignore[union-attr]
+        pool_name = rules.route(routes, self.target) if routes else "default"
         while self.attempts < 2 + limits.connect_retries:
             self.attempts += 1
             server = service.server_for_cookie(self.cookie, pool_name) if self.cookie else None
@@ -696,7 +702,8 @@ class HttpClient(asyncio.Protocol):
                     stats.gateway_error(503, "no_server")
                     self._error(503, "No server is available to take this request.\n")
                 return
-            upstream = None if self.fresh_only else _pools(self.handle).take(server, config.server_idle_timeout)
+            upstream = None if self.fresh_only else _pools(self.handle).take(
+                server, config.server_idle_timeout)  # type: ignore[union-attr]
             if upstream is not None:
                 self._attach(upstream)
                 return
@@ -736,7 +743,9 @@ class HttpClient(asyncio.Protocol):
         self.upstream, self.server = upstream, server
         server.active += 1
         server.total += 1
-        upstream.begin(self, self.method)
+        upstream.client = self
+        upstream.method = self.method
+        upstream.reading_head = True
         head = self.out_head
         server.bytes_to_server += len(head)
         if self.state == BODY and self.buf:
@@ -744,8 +753,9 @@ class HttpClient(asyncio.Protocol):
             self._request_body(data, 0, head)
         else:
             upstream.transport.write(head)
-        if self.state == DONE:
-            self._request_sent()
+        if self.state == DONE:  # its answer must start in time
+            self.watch = RESPONSE_DEADLINE
+            self.deadline = _clock() + self.service.config.http.server_timeout  # type: ignore[union-attr]
         elif not upstream.write_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -795,7 +805,7 @@ class HttpClient(asyncio.Protocol):
     def response_started(self, upstream: Upstream, status: int, head: bytes) -> bytes | None:
         """The head the client gets for the server's; the caller writes it."""
         service = self.service
-        stats = self._stats()
+        stats = service.http_stats
         server = upstream.server
         added: rules.Headers = []
         if self.cookie_name is not None:
@@ -807,8 +817,9 @@ class HttpClient(asyncio.Protocol):
         if self.close_after:
             added.append((b"connection", b"close"))
         self.responding = True
-        stats.observe(server.name, status, time.monotonic() - self.started)
-        self._watch(BODY_PROGRESS)
+        stats.observe(server.name, status, time.monotonic() - self.started)  # type: ignore[union-attr]
+        self.watch = BODY_PROGRESS
+        self.mark = -1
         return rules.forward_response_head(head, upstream.rewrite, added)
 
     def response_done(self, upstream: Upstream) -> None:
@@ -822,8 +833,15 @@ class HttpClient(asyncio.Protocol):
         if upstream.keep and not upstream.closed:
             if upstream.transport is not None:
                 upstream.transport.resume_reading()  # if the client's buffer had paused it
-            self._end_exchange(upstream)
-            _pools(self.handle).give(upstream, self._config().server_idle_connections)
+            # _end_exchange, inline:
+            if upstream.client is self:
+                upstream.client = None
+                upstream.server.active -= 1
+            self.upstream = self.server = None
+            if self.in_flight:
+                self.in_flight = False
+                self.service.http_stats.in_flight -= 1  # type: ignore[union-attr]
+            _pools(self.handle).give(upstream, self.service.config.http.server_idle_connections)  # type: ignore[union-attr]
         else:
             upstream.close()
             self._end_exchange(upstream)
@@ -882,14 +900,16 @@ class HttpClient(asyncio.Protocol):
         self.responding = False
         # Not held while the connection idles:
         self.out_head = self.target = self.host = self.method = b""
-        self.started = 0.0
-        config = self._config()
+        service = self.service
+        config = service.config.http
         if self.buf:
             data, self.buf = self.buf, b""
-            self._watch(HEAD_DEADLINE, config.header_timeout)
+            self._watch(HEAD_DEADLINE, config.header_timeout)  # type: ignore[union-attr]
             self._request_head(bytes(data))
         else:
-            self._watch(KEEPALIVE, min(config.keepalive_timeout, self.service.config.limits.idle_timeout))
+            self.watch = KEEPALIVE
+            self.deadline = _clock() + min(config.keepalive_timeout,  # type: ignore[union-attr]
+                                           service.config.limits.idle_timeout)
         if self.state == HEAD and not self.transport.is_closing():
             self.transport.resume_reading()
 
