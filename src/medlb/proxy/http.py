@@ -156,12 +156,6 @@ class Upstream(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
-    def begin(self, client: "HttpClient", method: bytes) -> None:
-        self.client = client
-        self.method = method
-        self.reading_head = True
-        self.head = b""
-
     # --- asyncio ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -262,7 +256,14 @@ class Upstream(asyncio.Protocol):
         self.chunks = ChunkedBody() if framing == rules.CHUNKED else None
         self.left = framing
         out = client.response_started(self, status, head)
-        if end < len(data):
+        rest = len(data) - end
+        if rest == framing and rest <= SMALL_BODY:  # the usual small answer: head and whole body in one read
+            client.transport.write(out + data[end:])
+            self.left = 0
+            client.moved += rest
+            self.server.bytes_to_client += rest
+            client.response_done(self)
+        elif rest:
             self._response_body(client, data, end, out)
         else:
             client.transport.write(out)
@@ -432,7 +433,7 @@ class HttpClient(asyncio.Protocol):
 
     def _reset_request(self) -> None:
         """Per-request fields; method, target, host and out_head are emptied when an
-        exchange ends (_next), and `started` is set with each request."""
+        exchange ends (response_done), and `started` is set with each request."""
         self.keep_alive = True
         self.cookie: str | None = None
         self.cookie_name: bytes | None = None
@@ -864,7 +865,27 @@ class HttpClient(asyncio.Protocol):
         else:
             upstream.close()
             self._end_exchange(upstream)
-        self._next()
+        # Ready for the next request on this connection (or close, if this one said so).
+        if self.close_after or self.closing:
+            self.close()
+            return
+        self.state = HEAD
+        self.moved = 0
+        self.responding = False
+        # Not held while the connection idles:
+        self.out_head = self.target = self.host = self.method = b""
+        service = self.service
+        config = service.config.http
+        if self.buf:
+            data, self.buf = self.buf, b""
+            self._watch(HEAD_DEADLINE, config.header_timeout)  # type: ignore[union-attr]
+            self._request_head(bytes(data))
+        else:
+            self.watch = KEEPALIVE
+            self.deadline = _clock() + min(config.keepalive_timeout,  # type: ignore[union-attr]
+                                           service.config.limits.idle_timeout)
+        if self.state == HEAD and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def response_failed(self, upstream: Upstream) -> None:
         """The server connection failed after its response started: close both."""
@@ -908,29 +929,6 @@ class HttpClient(asyncio.Protocol):
         if self.in_flight:
             self.in_flight = False
             self._stats().in_flight -= 1
-
-    def _next(self) -> None:
-        """Ready for the next request on this connection (or close, if this one said so)."""
-        if self.close_after or self.closing:
-            self.close()
-            return
-        self.state = HEAD
-        self.moved = 0
-        self.responding = False
-        # Not held while the connection idles:
-        self.out_head = self.target = self.host = self.method = b""
-        service = self.service
-        config = service.config.http
-        if self.buf:
-            data, self.buf = self.buf, b""
-            self._watch(HEAD_DEADLINE, config.header_timeout)  # type: ignore[union-attr]
-            self._request_head(bytes(data))
-        else:
-            self.watch = KEEPALIVE
-            self.deadline = _clock() + min(config.keepalive_timeout,  # type: ignore[union-attr]
-                                           service.config.limits.idle_timeout)
-        if self.state == HEAD and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     # --- medlb's own answers ------------------------------------------------------------------
 
