@@ -722,7 +722,7 @@ class HttpClient(asyncio.Protocol):
                     stats.gateway_error(503, "no_server")
                     self._error(503, "No server is available to take this request.\n")
                 return
-            upstream = None if self.fresh_only else _pools(self.handle).take(
+            upstream = None if self.fresh_only else (self.handle.http_pools or _pools(self.handle)).take(
                 server, config.server_idle_timeout)  # type: ignore[union-attr]
             if upstream is not None:
                 self._attach(upstream)
@@ -861,7 +861,8 @@ class HttpClient(asyncio.Protocol):
             if self.in_flight:
                 self.in_flight = False
                 self.service.http_stats.in_flight -= 1  # type: ignore[union-attr]
-            _pools(self.handle).give(upstream, self.service.config.http.server_idle_connections)  # type: ignore[union-attr]
+            (self.handle.http_pools or _pools(self.handle)).give(
+                upstream, self.service.config.http.server_idle_connections)  # type: ignore[union-attr]
         else:
             upstream.close()
             self._end_exchange(upstream)

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterator, Literal
 
 from medlb.config.models import Config, DicomConfig, ServerConfig, ServiceConfig, SourceIpPersistence
@@ -150,6 +151,13 @@ class Server:
     def display_address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port is None else f"{host}:{self.port}"
+
+
+@lru_cache(maxsize=1024)
+def _cookie_value(service: str, server: str) -> str:
+    """Service.cookie_value, computed once per (service, server) pair rather than per
+    response: http mode sets the cookie on every answer to a client without it."""
+    return hashlib.sha256(f"medlb\0{service}\0{server}".encode()).hexdigest()[:20]
 
 
 def _takes_work(server: Server) -> bool:
@@ -376,7 +384,7 @@ class Service:
     def cookie_value(self, server: Server) -> str:
         """The persistence cookie's value for a server: opaque (a hash of the service and
         server names, never an address), and stable across restarts and reloads."""
-        return hashlib.sha256(f"medlb\0{self.name}\0{server.name}".encode()).hexdigest()[:20]
+        return _cookie_value(self.name, server.name)
 
     def server_for_cookie(self, value: str, pool_name: str = "default") -> Server | None:
         """The server a persistence cookie names, if it may still take its clients: a
