@@ -49,6 +49,7 @@ from medlb.tasks import spawn
 
 if TYPE_CHECKING:
     from medlb.proxy.tcp import ServiceHandle
+    from medlb.runtime import Service
 
 log = get_logger("medlb.http")
 
@@ -89,6 +90,41 @@ _RESPONSE_NAMES = rules.HOP_BY_HOP | {b"content-length", b"transfer-encoding"}
 
 
 _NONE_TRIED: frozenset[Server] = frozenset()
+
+
+class HttpSettings:
+    """What each request reads of its service's config, copied once per Service into
+    slots (kept as `service.http_settings`): an attribute of a pydantic model costs
+    about three of a slot's, and an exchange read some twenty."""
+
+    __slots__ = ("header_timeout", "max_header_size", "max_headers", "routes", "attempts", "server_timeout",
+                 "server_idle_timeout", "server_idle_connections", "keepalive_timeout", "cookie_name",
+                 "cookie_max_age")
+
+    def __init__(self, service: "Service"):
+        config = service.config
+        http = config.http
+        assert http is not None
+        self.header_timeout = http.header_timeout
+        self.max_header_size = http.max_header_size
+        self.max_headers = http.max_headers
+        self.routes = http.routes
+        self.attempts = 2 + config.limits.connect_retries  # the first try and the retries
+        self.server_timeout = http.server_timeout
+        self.server_idle_timeout = http.server_idle_timeout
+        self.server_idle_connections = http.server_idle_connections
+        #: A kept-alive connection's wait for its next request (idle_timeout bounds it too).
+        self.keepalive_timeout = min(http.keepalive_timeout, config.limits.idle_timeout)
+        persistence = config.persistence
+        self.cookie_name: bytes | None = persistence.name.encode() if persistence.type == "cookie" else None  # type: ignore[union-attr]
+        self.cookie_max_age: float | None = getattr(persistence, "max_age", None)
+
+
+def _settings(service: "Service") -> HttpSettings:
+    settings = service.http_settings
+    if settings is None:
+        settings = service.http_settings = HttpSettings(service)
+    return settings  # type: ignore[no-any-return]
 
 
 class UpstreamFailed(Exception):
@@ -429,6 +465,7 @@ class HttpClient(asyncio.Protocol):
         self.responding = False  # the response head was written: medlb can no longer answer
         self.method = self.target = self.host = self.out_head = b""
         self.started = 0.0
+        self.cookie_name: bytes | None = None
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -436,7 +473,6 @@ class HttpClient(asyncio.Protocol):
         exchange ends (response_done), and `started` is set with each request."""
         self.keep_alive = True
         self.cookie: str | None = None
-        self.cookie_name: bytes | None = None
         self.rewrite = False
         self.framing_seen = False
         self.left = 0
@@ -613,11 +649,9 @@ class HttpClient(asyncio.Protocol):
         if data is self.buf:
             self.buf = b""
         service = self.service = self.handle.service  # new requests see a reload
-        config = service.config.http
+        settings = service.http_settings or _settings(service)
         self._reset_request()
-        persistence = service.config.persistence
-        if persistence.type == "cookie":
-            self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
+        self.cookie_name = settings.cookie_name
         parser = _heads.parser
         _heads.client = self
         refusal: Refusal | None = None
@@ -638,13 +672,13 @@ class HttpClient(asyncio.Protocol):
         if refusal is not None:
             self._refuse(refusal)
             return
-        if end > config.max_header_size:  # type: ignore[union-attr]
+        if end > settings.max_header_size:
             self._stats().errors["header_too_large"] += 1
             self._error(431, "The request head is too large.\n")
             return
-        if head.count(b"\n") - 2 > config.max_headers:  # header lines: all but the first and the empty one
+        if head.count(b"\n") - 2 > settings.max_headers:  # header lines: all but the first and the empty one
             self._stats().errors["too_many_headers"] += 1
-            self._error(431, f"More than {config.max_headers} header lines.\n")  # type: ignore[union-attr]
+            self._error(431, f"More than {settings.max_headers} header lines.\n")
             return
         self.method = parser.get_method()
         line_end = head.index(b"\n")
@@ -704,11 +738,10 @@ class HttpClient(asyncio.Protocol):
         """Take a pooled connection to the chosen server, or start connecting to one."""
         service = self.service
         stats = service.http_stats
-        limits = service.config.limits
-        config = service.config.http
-        routes = config.routes  # type: ignore[union-attr]
+        settings = service.http_settings or _settings(service)
+        routes = settings.routes
         pool_name = rules.route(routes, self.target) if routes else "default"
-        while self.attempts < 2 + limits.connect_retries:
+        while self.attempts < settings.attempts:
             self.attempts += 1
             server = service.server_for_cookie(self.cookie, pool_name) if self.cookie else None
             if server is None or server in self.tried:
@@ -723,7 +756,7 @@ class HttpClient(asyncio.Protocol):
                     self._error(503, "No server is available to take this request.\n")
                 return
             upstream = None if self.fresh_only else (self.handle.http_pools or _pools(self.handle)).take(
-                server, config.server_idle_timeout)  # type: ignore[union-attr]
+                server, settings.server_idle_timeout)
             if upstream is not None:
                 self._attach(upstream)
                 return
@@ -775,7 +808,7 @@ class HttpClient(asyncio.Protocol):
             upstream.transport.write(head)
         if self.state == DONE:  # its answer must start in time
             self.watch = RESPONSE_DEADLINE
-            self.deadline = _clock() + self.service.config.http.server_timeout  # type: ignore[union-attr]
+            self.deadline = _clock() + self.service.http_settings.server_timeout
         elif not upstream.write_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -831,8 +864,8 @@ class HttpClient(asyncio.Protocol):
         if self.cookie_name is not None:
             value = service.cookie_value(server)
             if value != self.cookie:
-                added.append(rules.set_cookie(self.cookie_name, value,
-                                              getattr(service.config.persistence, "max_age", None), self.tls))
+                added.append(rules.set_cookie(self.cookie_name, value, _settings(service).cookie_max_age,
+                                              self.tls))
         self.close_after = self.closing or not self.keep_alive or upstream.until_close
         if self.close_after:
             added.append((b"connection", b"close"))
@@ -862,7 +895,7 @@ class HttpClient(asyncio.Protocol):
                 self.in_flight = False
                 self.service.http_stats.in_flight -= 1  # type: ignore[union-attr]
             (self.handle.http_pools or _pools(self.handle)).give(
-                upstream, self.service.config.http.server_idle_connections)  # type: ignore[union-attr]
+                upstream, self.service.http_settings.server_idle_connections)
         else:
             upstream.close()
             self._end_exchange(upstream)
@@ -875,16 +908,14 @@ class HttpClient(asyncio.Protocol):
         self.responding = False
         # Not held while the connection idles:
         self.out_head = self.target = self.host = self.method = b""
-        service = self.service
-        config = service.config.http
+        settings = self.service.http_settings
         if self.buf:
             data, self.buf = self.buf, b""
-            self._watch(HEAD_DEADLINE, config.header_timeout)  # type: ignore[union-attr]
+            self._watch(HEAD_DEADLINE, settings.header_timeout)
             self._request_head(bytes(data))
         else:
             self.watch = KEEPALIVE
-            self.deadline = _clock() + min(config.keepalive_timeout,  # type: ignore[union-attr]
-                                           service.config.limits.idle_timeout)
+            self.deadline = _clock() + settings.keepalive_timeout
         if self.state == HEAD and not self.transport.is_closing():
             self.transport.resume_reading()
 

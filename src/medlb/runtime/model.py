@@ -304,6 +304,9 @@ class Service:
         self.tls: Any = None
         #: Request counters of mode http (runtime.stats.HttpStats).
         self.http_stats: HttpStats | None = HttpStats() if config.mode == "http" else None
+        #: Mode http: the config values each request reads, in slots (proxy.http.HttpSettings),
+        #: made by the proxy at the first request.
+        self.http_settings: Any = None
 
     @property
     def mode(self) -> str:
