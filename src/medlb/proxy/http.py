@@ -116,7 +116,9 @@ class HttpSettings:
         #: A kept-alive connection's wait for its next request (idle_timeout bounds it too).
         self.keepalive_timeout = min(http.keepalive_timeout, config.limits.idle_timeout)
         persistence = config.persistence
-        self.cookie_name: bytes | None = persistence.name.encode() if persistence.type == "cookie" else None  # type: ignore[union-attr]
+        self.cookie_name: bytes | None = None
+        if persistence.type == "cookie":
+            self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
         self.cookie_max_age: float | None = getattr(persistence, "max_age", None)
 
 
@@ -890,7 +892,8 @@ class HttpClient(asyncio.Protocol):
             if upstream.client is self:
                 upstream.client = None
                 upstream.server.active -= 1
-            self.upstream = self.server = None
+            if self.upstream is upstream:
+                self.upstream = self.server = None
             if self.in_flight:
                 self.in_flight = False
                 self.service.http_stats.in_flight -= 1  # type: ignore[union-attr]
