@@ -796,7 +796,7 @@ class HttpClient(asyncio.Protocol):
         """Send the request head, and what of the body has come, to this server."""
         server = upstream.server
         self.upstream, self.server = upstream, server
-        server.active += 1
+        server.add_active(1)
         server.total += 1
         upstream.client = self
         upstream.method = self.method
@@ -891,7 +891,7 @@ class HttpClient(asyncio.Protocol):
             # _end_exchange, inline:
             if upstream.client is self:
                 upstream.client = None
-                upstream.server.active -= 1
+                upstream.server.add_active(-1)
             if self.upstream is upstream:
                 self.upstream = self.server = None
             if self.in_flight:
@@ -952,7 +952,7 @@ class HttpClient(asyncio.Protocol):
     def _release_server(self, upstream: Upstream) -> None:
         if upstream.client is self:
             upstream.client = None
-            upstream.server.active -= 1
+            upstream.server.add_active(-1)
         if self.upstream is upstream:
             self.upstream = self.server = None
 

@@ -124,6 +124,13 @@ class Server:
         if self.shared is not None:
             self.shared.write(value)
 
+    def add_active(self, change: int) -> None:
+        """`active += change` in one call instead of the property's two (mode http
+        counts each request in and out)."""
+        self._active = value = self._active + change
+        if self.shared is not None:
+            self.shared.write(value)
+
     @property
     def cluster_active(self) -> int:
         """Connections every worker together has open to the server (leastconn's measure)."""
