@@ -104,3 +104,9 @@ def test_keep_alive_exchanges_forward_heads_and_follow_a_reload():
         assert client.transport.written.endswith(b"More than 2 header lines.\n")  # type: ignore[attr-defined]
 
     asyncio.run(run())
+
+
+def test_names_passed_over_unlowered_are_none_the_head_callbacks_act_on():
+    lowered = {name.lower() for name in http._PASSED_OVER}
+    assert not lowered & (http._REQUEST_NAMES | http._RESPONSE_NAMES)
+    assert not any(b"_" in name for name in lowered)  # no look-alike of a forwarding header

@@ -87,6 +87,12 @@ _REWRITE = rules.HOP_BY_HOP | rules.FORWARDING_HEADERS
 _REQUEST_NAMES = _REWRITE | {b"host", b"content-length", b"transfer-encoding", b"cookie"}
 #: The response header names Upstream.on_header acts on.
 _RESPONSE_NAMES = rules.HOP_BY_HOP | {b"content-length", b"transfer-encoding"}
+#: Header names, exactly as clients and servers commonly spell them, that neither
+#: on_header acts on: passed over without lowering them (a new bytes object each).
+_PASSED_OVER = frozenset({b"Server", b"Date", b"Content-Type", b"Last-Modified", b"ETag", b"Accept-Ranges",
+                          b"Cache-Control", b"Expires", b"Vary", b"Content-Encoding", b"User-Agent", b"Accept",
+                          b"Accept-Encoding", b"Accept-Language", b"Referer", b"Origin", b"Authorization",
+                          b"If-None-Match", b"If-Modified-Since", b"Content-Language", b"Location"})
 
 
 _NONE_TRIED: frozenset[Server] = frozenset()
@@ -246,6 +252,8 @@ class Upstream(asyncio.Protocol):
         self.keep = self.parser.should_keep_alive()  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name in _PASSED_OVER:
+            return
         name = name.lower()
         if name not in _RESPONSE_NAMES:
             return
@@ -410,6 +418,8 @@ class RequestHeads:
         self.client.keep_alive = self.parser.should_keep_alive()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name in _PASSED_OVER:
+            return
         name = name.lower()
         if name not in _REQUEST_NAMES:  # most headers: one look-up
             if b"_" in name and rules.is_forwarding_header(name):
