@@ -110,3 +110,4 @@ def test_names_passed_over_unlowered_are_none_the_head_callbacks_act_on():
     lowered = {name.lower() for name in http._PASSED_OVER}
     assert not lowered & (http._REQUEST_NAMES | http._RESPONSE_NAMES)
     assert not any(b"_" in name for name in lowered)  # no look-alike of a forwarding header
+    assert all(spelled.lower() == name for spelled, name in http._SPELLED.items())

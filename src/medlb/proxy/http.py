@@ -93,6 +93,9 @@ _PASSED_OVER = frozenset({b"Server", b"Date", b"Content-Type", b"Last-Modified",
                           b"Cache-Control", b"Expires", b"Vary", b"Content-Encoding", b"User-Agent", b"Accept",
                           b"Accept-Encoding", b"Accept-Language", b"Referer", b"Origin", b"Authorization",
                           b"If-None-Match", b"If-Modified-Since", b"Content-Language", b"Location"})
+#: The names the callbacks act on, as commonly spelled, with their lower-case form.
+_SPELLED = {name.title(): name for name in _REQUEST_NAMES | _RESPONSE_NAMES}
+_SPELLED[b"TE"] = b"te"
 
 
 _NONE_TRIED: frozenset[Server] = frozenset()
@@ -254,7 +257,7 @@ class Upstream(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if name in _PASSED_OVER:
             return
-        name = name.lower()
+        name = _SPELLED.get(name) or name.lower()
         if name not in _RESPONSE_NAMES:
             return
         if name == b"content-length":
@@ -420,7 +423,7 @@ class RequestHeads:
     def on_header(self, name: bytes, value: bytes) -> None:
         if name in _PASSED_OVER:
             return
-        name = name.lower()
+        name = _SPELLED.get(name) or name.lower()
         if name not in _REQUEST_NAMES:  # most headers: one look-up
             if b"_" in name and rules.is_forwarding_header(name):
                 self.client.rewrite = True
