@@ -103,6 +103,16 @@ def test_keep_alive_exchanges_forward_heads_and_follow_a_reload():
         client.data_received(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
         assert client.transport.written.endswith(b"More than 2 header lines.\n")  # type: ignore[attr-defined]
 
+        # HTTP/1.0: answered, then closed; an HTTP/1.1 request on a new connection is kept.
+        client = http.HttpClient(handle, 8080)
+        client.connection_made(Recording(("192.0.2.7", 5556)))  # type: ignore[arg-type]
+        _, to_client = _exchange(client, upstream, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
+        assert b"\r\nconnection: close\r\n" in to_client and client.transport.closed  # type: ignore[attr-defined]
+        client = http.HttpClient(handle, 8080)
+        client.connection_made(Recording(("192.0.2.7", 5557)))  # type: ignore[arg-type]
+        _, to_client = _exchange(client, upstream, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert b"connection: close" not in to_client and not client.transport.closed  # type: ignore[attr-defined]
+
     asyncio.run(run())
 
 

@@ -696,8 +696,9 @@ class HttpClient(asyncio.Protocol):
             self._error(431, f"More than {settings.max_headers} header lines.\n")
             return
         self.method = parser.get_method()
-        line_end = head.index(b"\n")
-        self.keep_alive = self.keep_alive and head[line_end - 10:line_end].rstrip(b"\r").endswith(b" HTTP/1.1")
+        line_end = head.index(b"\n")  # the request line ends with CRLF, or a bare LF
+        self.keep_alive = self.keep_alive and (head.endswith(b" HTTP/1.1\r", 0, line_end)
+                                               or head.endswith(b" HTTP/1.1", 0, line_end))
         self._begin(head, rest)
 
     def _refuse(self, refusal: Refusal) -> None:
