@@ -297,6 +297,7 @@ class Service:
         if isinstance(persistence, SourceIpPersistence):
             self.sticky = StickTable(persistence.timeout, persistence.max_entries)
         self._schedulers: dict[tuple[str, str], Scheduler] = {}
+        self._by_source = config.scheduler == "source"
         #: With workers: round robin's numbering of picks shared by all of them, per
         #: (pool, tier), so the rotation is over every worker together.
         self.cursors: dict[tuple[str, str], Callable[[], int]] = {}
@@ -361,7 +362,7 @@ class Service:
         """
         pool = self.pools[pool_name]
         tier = pool.active
-        servers = pool.tier_servers(tier)
+        servers = pool.primary if tier == "primary" else pool.tier_servers(tier)
         key: bytes | None = None
         sticky = self.sticky
         if sticky is not None:
@@ -373,7 +374,9 @@ class Service:
                     if server.name == name and server.keeps_persistent and server not in exclude:
                         sticky.put(key, name, now)
                         return server
-        candidates = [s for s in servers if s.available and s.weight > 0 and s not in exclude]
+        # Server.available written out: this runs for each new connection, or each http request.
+        candidates = [s for s in servers
+                      if s.state == "online" and s.health == "up" and s.weight > 0 and s not in exclude]
         if not candidates and exclude and tier == "primary":
             tier = "backup"
             candidates = [s for s in pool.backup if s.available and s.weight > 0 and s not in exclude]
@@ -383,7 +386,7 @@ class Service:
         if scheduler is None:
             scheduler = self._schedulers[(pool_name, tier)] = make_scheduler(
                 self.config.scheduler, self.cursors.get((pool_name, tier)))
-        if key is None and self.config.scheduler == "source":
+        if key is None and self._by_source:
             key = client_key(client_ip)
         server = scheduler.pick(candidates, key)
         if sticky is not None and server is not None and key is not None:
