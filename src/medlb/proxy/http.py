@@ -49,6 +49,7 @@ from medlb.tasks import spawn
 
 if TYPE_CHECKING:
     from medlb.proxy.tcp import ServiceHandle
+    from medlb.runtime import Service
 
 log = get_logger("medlb.http")
 
@@ -81,9 +82,60 @@ def _loop_clock() -> None:
 #: Request header names whose presence calls for more than inserting the forwarding
 #: headers (with Cookie when persistence is by cookie).
 _REWRITE = rules.HOP_BY_HOP | rules.FORWARDING_HEADERS
+#: The request header names RequestHeads.on_header acts on (besides look-alikes of
+#: the forwarding headers).
+_REQUEST_NAMES = _REWRITE | {b"host", b"content-length", b"transfer-encoding", b"cookie"}
+#: The response header names Upstream.on_header acts on.
+_RESPONSE_NAMES = rules.HOP_BY_HOP | {b"content-length", b"transfer-encoding"}
+#: Header names, exactly as clients and servers commonly spell them, that neither
+#: on_header acts on: passed over without lowering them (a new bytes object each).
+_PASSED_OVER = frozenset({b"Server", b"Date", b"Content-Type", b"Last-Modified", b"ETag", b"Accept-Ranges",
+                          b"Cache-Control", b"Expires", b"Vary", b"Content-Encoding", b"User-Agent", b"Accept",
+                          b"Accept-Encoding", b"Accept-Language", b"Referer", b"Origin", b"Authorization",
+                          b"If-None-Match", b"If-Modified-Since", b"Content-Language", b"Location"})
+#: The names the callbacks act on, as commonly spelled, with their lower-case form.
+_SPELLED = {name.title(): name for name in _REQUEST_NAMES | _RESPONSE_NAMES}
+_SPELLED[b"TE"] = b"te"
 
 
 _NONE_TRIED: frozenset[Server] = frozenset()
+
+
+class HttpSettings:
+    """What each request reads of its service's config, copied once per Service into
+    slots (kept as `service.http_settings`): an attribute of a pydantic model costs
+    about three of a slot's, and an exchange read some twenty."""
+
+    __slots__ = ("header_timeout", "max_header_size", "max_headers", "routes", "attempts", "server_timeout",
+                 "server_idle_timeout", "server_idle_connections", "keepalive_timeout", "cookie_name",
+                 "cookie_max_age")
+
+    def __init__(self, service: "Service"):
+        config = service.config
+        http = config.http
+        assert http is not None
+        self.header_timeout = http.header_timeout
+        self.max_header_size = http.max_header_size
+        self.max_headers = http.max_headers
+        self.routes = http.routes
+        self.attempts = 2 + config.limits.connect_retries  # the first try and the retries
+        self.server_timeout = http.server_timeout
+        self.server_idle_timeout = http.server_idle_timeout
+        self.server_idle_connections = http.server_idle_connections
+        #: A kept-alive connection's wait for its next request (idle_timeout bounds it too).
+        self.keepalive_timeout = min(http.keepalive_timeout, config.limits.idle_timeout)
+        persistence = config.persistence
+        self.cookie_name: bytes | None = None
+        if persistence.type == "cookie":
+            self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
+        self.cookie_max_age: float | None = getattr(persistence, "max_age", None)
+
+
+def _settings(service: "Service") -> HttpSettings:
+    settings = service.http_settings
+    if settings is None:
+        settings = service.http_settings = HttpSettings(service)
+    return settings  # type: ignore[no-any-return]
 
 
 class UpstreamFailed(Exception):
@@ -96,15 +148,26 @@ class UpstreamFailed(Exception):
         self.status = status
 
 
+#: Body bytes up to this many are joined to the head in one bytes object and written
+#: by one transport.write: uvloop's writelines costs about 0.9 µs more (a memoryview,
+#: a write context, writev), more than copying a small body.
+SMALL_BODY = 4096
+
+
 def _pass_on(transport: asyncio.Transport, data: bytes, pos: int, end: int, head: bytes | None) -> int:
     """Write data[pos:end], after `head` if given (one system call for both), without
-    copying it: a bytes slice of a large read costs page faults. Returns its length."""
+    copying it unless it is small: a bytes slice of a large read costs page faults.
+    Returns its length."""
+    count = end - pos
+    if head is not None and count <= SMALL_BODY:
+        transport.write(head + data[pos:end])
+        return count
     body = data if pos == 0 and end == len(data) else memoryview(data)[pos:end]
     if head is None:
         transport.write(body)
     else:
         transport.writelines((head, body))
-    return end - pos
+    return count
 
 
 class Upstream(asyncio.Protocol):
@@ -135,19 +198,10 @@ class Upstream(asyncio.Protocol):
         self.keep = False
         self.parser: httptools.HttpResponseParser | None = None  # while a head is fed to it
 
-    def usable(self, now: float, max_idle: float) -> bool:
-        return not self.closed and not self.transport.is_closing() and now - self.idle_since < max_idle
-
     def close(self) -> None:
         self.closed = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
-
-    def begin(self, client: "HttpClient", method: bytes) -> None:
-        self.client = client
-        self.method = method
-        self.reading_head = True
-        self.head = b""
 
     # --- asyncio ----------------------------------------------------------------------
 
@@ -201,13 +255,17 @@ class Upstream(asyncio.Protocol):
         self.keep = self.parser.should_keep_alive()  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
+        if name in _PASSED_OVER:
+            return
+        name = _SPELLED.get(name) or name.lower()
+        if name not in _RESPONSE_NAMES:
+            return
         if name == b"content-length":
             self.length = value
         elif name == b"transfer-encoding":
             self.coding = value if self.coding is None else self.coding + b"," + value
-        elif name in rules.HOP_BY_HOP:
-            self.rewrite = True
+        else:
+            self.rewrite = True  # hop-by-hop
 
     # --- the response ---------------------------------------------------------------------
 
@@ -247,7 +305,14 @@ class Upstream(asyncio.Protocol):
         self.chunks = ChunkedBody() if framing == rules.CHUNKED else None
         self.left = framing
         out = client.response_started(self, status, head)
-        if end < len(data):
+        rest = len(data) - end
+        if rest == framing and rest <= SMALL_BODY:  # the usual small answer: head and whole body in one read
+            client.transport.write(out + data[end:])
+            self.left = 0
+            client.moved += rest
+            self.server.bytes_to_client += rest
+            client.response_done(self)
+        elif rest:
             self._response_body(client, data, end, out)
         else:
             client.transport.write(out)
@@ -290,10 +355,12 @@ class ServerPools:
 
     def take(self, server: Server, max_idle: float) -> Upstream | None:
         stack = self.idle.get(server)
+        if not stack:
+            return None
         now = _clock()
         while stack:
             upstream = stack.pop()
-            if upstream.usable(now, max_idle):
+            if not upstream.closed and now - upstream.idle_since < max_idle and not upstream.transport.is_closing():
                 upstream.reused = True
                 return upstream
             upstream.close()
@@ -354,19 +421,24 @@ class RequestHeads:
         self.client.keep_alive = self.parser.should_keep_alive()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name in _PASSED_OVER:
+            return
+        name = _SPELLED.get(name) or name.lower()
+        if name not in _REQUEST_NAMES:  # most headers: one look-up
+            if b"_" in name and rules.is_forwarding_header(name):
+                self.client.rewrite = True
+            return
         client = self.client
-        client.headers += 1
-        name = name.lower()
         if name == b"host":
             client.host = value
-        elif name in (b"content-length", b"transfer-encoding"):
+        elif name == b"content-length" or name == b"transfer-encoding":
             client.framing_seen = True
-        elif name == b"cookie" and client.cookie_name is not None:
+        elif name != b"cookie":
+            client.rewrite = True  # in _REWRITE
+        elif client.cookie_name is not None:
             client.rewrite = True
             if client.cookie is None:
                 client.cookie = rules.cookie_value(((name, value),), client.cookie_name)
-        elif name in _REWRITE or b"_" in name and rules.is_forwarding_header(name):
-            client.rewrite = True
 
 
 _heads = RequestHeads()
@@ -382,7 +454,7 @@ class HttpClient(asyncio.Protocol):
     __slots__ = ("handle", "service", "local_port", "transport", "plain_on_tls", "client_ip", "tls", "counted",
                  "closing", "state", "buf", "deadline", "watch", "moved", "mark", "upstream", "server",
                  "method", "target", "keep_alive", "host", "cookie", "cookie_name", "rewrite", "framing_seen",
-                 "headers", "left", "chunks", "out_head", "started", "tried", "fresh_only", "attempts",
+                 "left", "chunks", "out_head", "started", "tried", "fresh_only", "attempts",
                  "in_flight", "responding", "close_after", "__weakref__")
 
     def __init__(self, handle: "ServiceHandle", local_port: int):
@@ -406,22 +478,20 @@ class HttpClient(asyncio.Protocol):
         self.server: Server | None = None
         self.in_flight = False  # counted in http_stats.in_flight
         self.responding = False  # the response head was written: medlb can no longer answer
+        self.method = self.target = self.host = self.out_head = b""
+        self.started = 0.0
+        self.cookie_name: bytes | None = None
         self._reset_request()
 
     def _reset_request(self) -> None:
-        self.method = b""
-        self.target = b""
+        """Per-request fields; method, target, host and out_head are emptied when an
+        exchange ends (response_done), and `started` is set with each request."""
         self.keep_alive = True
-        self.host = b""
         self.cookie: str | None = None
-        self.cookie_name: bytes | None = None
         self.rewrite = False
         self.framing_seen = False
-        self.headers = 0
         self.left = 0
         self.chunks: ChunkedBody | None = None
-        self.out_head = b""
-        self.started = 0.0
         self.tried: set[Server] | frozenset[Server] = _NONE_TRIED
         self.fresh_only = False
         self.attempts = 0
@@ -573,26 +643,30 @@ class HttpClient(asyncio.Protocol):
     # --- a request head -----------------------------------------------------------------
 
     def _request_head(self, data: bytes | bytearray) -> None:
-        config = self._config()
-        if self.watch == KEEPALIVE:
-            self._watch(HEAD_DEADLINE, config.header_timeout)  # the first byte came
         end = head_length(data)
         if end is None:
+            config = self._config()
+            if self.watch == KEEPALIVE:
+                # The first byte came; a head that comes whole in one read, as most do,
+                # needs no deadline of its own.
+                self._watch(HEAD_DEADLINE, config.header_timeout)
             if len(data) > config.max_header_size:
                 self._stats().errors["header_too_large"] += 1
                 self._error(431, "The request head is too large.\n")
             elif data is not self.buf:
                 self._hold(data)
             return
-        head = bytes(data[:end])
-        rest = data[end:]
+        if end == len(data) and type(data) is bytes:
+            head, rest = data, b""  # the usual read: one head, nothing after it
+        else:
+            head = bytes(data[:end])
+            rest = data[end:]
         if data is self.buf:
             self.buf = b""
-        self.service = self.handle.service  # new requests see a reload
+        service = self.service = self.handle.service  # new requests see a reload
+        settings = service.http_settings or _settings(service)
         self._reset_request()
-        persistence = self.service.config.persistence
-        if persistence.type == "cookie":
-            self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
+        self.cookie_name = settings.cookie_name
         parser = _heads.parser
         _heads.client = self
         refusal: Refusal | None = None
@@ -613,17 +687,18 @@ class HttpClient(asyncio.Protocol):
         if refusal is not None:
             self._refuse(refusal)
             return
-        if end > config.max_header_size:
+        if end > settings.max_header_size:
             self._stats().errors["header_too_large"] += 1
             self._error(431, "The request head is too large.\n")
             return
-        if self.headers > config.max_headers:
+        if head.count(b"\n") - 2 > settings.max_headers:  # header lines: all but the first and the empty one
             self._stats().errors["too_many_headers"] += 1
-            self._error(431, f"More than {config.max_headers} header lines.\n")
+            self._error(431, f"More than {settings.max_headers} header lines.\n")
             return
         self.method = parser.get_method()
-        line_end = head.index(b"\n")
-        self.keep_alive = self.keep_alive and head[line_end - 10:line_end].rstrip(b"\r").endswith(b" HTTP/1.1")
+        line_end = head.index(b"\n")  # the request line ends with CRLF, or a bare LF
+        self.keep_alive = self.keep_alive and (head.endswith(b" HTTP/1.1\r", 0, line_end)
+                                               or head.endswith(b" HTTP/1.1", 0, line_end))
         self._begin(head, rest)
 
     def _refuse(self, refusal: Refusal) -> None:
@@ -632,7 +707,7 @@ class HttpClient(asyncio.Protocol):
 
     def _begin(self, head: bytes, rest: bytes | bytearray) -> None:
         """A request head passed the rules: find its body's framing, then a server."""
-        stats = self._stats()
+        stats = self.service.http_stats
         if self.plain_on_tls:
             self._refuse_plain()
             return
@@ -652,7 +727,7 @@ class HttpClient(asyncio.Protocol):
             self.buf = bytearray(rest)
         self.out_head = rules.forward_request_head(head, self.client_ip, self.tls, self.host, self.rewrite,
                                                    self.cookie_name)
-        self._watch(NO_DEADLINE)
+        self.watch = NO_DEADLINE
         self.started = time.monotonic()
         stats.in_flight += 1
         self.in_flight = True
@@ -678,11 +753,11 @@ class HttpClient(asyncio.Protocol):
     def _dispatch(self) -> None:
         """Take a pooled connection to the chosen server, or start connecting to one."""
         service = self.service
-        stats = self._stats()
-        limits = service.config.limits
-        config = self._config()
-        pool_name = rules.route(config.routes, self.target)
-        while self.attempts < 2 + limits.connect_retries:
+        stats = service.http_stats
+        settings = service.http_settings or _settings(service)
+        routes = settings.routes
+        pool_name = rules.route(routes, self.target) if routes else "default"
+        while self.attempts < settings.attempts:
             self.attempts += 1
             server = service.server_for_cookie(self.cookie, pool_name) if self.cookie else None
             if server is None or server in self.tried:
@@ -696,7 +771,8 @@ class HttpClient(asyncio.Protocol):
                     stats.gateway_error(503, "no_server")
                     self._error(503, "No server is available to take this request.\n")
                 return
-            upstream = None if self.fresh_only else _pools(self.handle).take(server, config.server_idle_timeout)
+            upstream = None if self.fresh_only else (self.handle.http_pools or _pools(self.handle)).take(
+                server, settings.server_idle_timeout)
             if upstream is not None:
                 self._attach(upstream)
                 return
@@ -734,9 +810,11 @@ class HttpClient(asyncio.Protocol):
         """Send the request head, and what of the body has come, to this server."""
         server = upstream.server
         self.upstream, self.server = upstream, server
-        server.active += 1
+        server.add_active(1)
         server.total += 1
-        upstream.begin(self, self.method)
+        upstream.client = self
+        upstream.method = self.method
+        upstream.reading_head = True
         head = self.out_head
         server.bytes_to_server += len(head)
         if self.state == BODY and self.buf:
@@ -744,8 +822,9 @@ class HttpClient(asyncio.Protocol):
             self._request_body(data, 0, head)
         else:
             upstream.transport.write(head)
-        if self.state == DONE:
-            self._request_sent()
+        if self.state == DONE:  # its answer must start in time
+            self.watch = RESPONSE_DEADLINE
+            self.deadline = _clock() + self.service.http_settings.server_timeout
         elif not upstream.write_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -795,20 +874,21 @@ class HttpClient(asyncio.Protocol):
     def response_started(self, upstream: Upstream, status: int, head: bytes) -> bytes | None:
         """The head the client gets for the server's; the caller writes it."""
         service = self.service
-        stats = self._stats()
+        stats = service.http_stats
         server = upstream.server
         added: rules.Headers = []
         if self.cookie_name is not None:
             value = service.cookie_value(server)
             if value != self.cookie:
-                added.append(rules.set_cookie(self.cookie_name, value,
-                                              getattr(service.config.persistence, "max_age", None), self.tls))
+                added.append(rules.set_cookie(self.cookie_name, value, _settings(service).cookie_max_age,
+                                              self.tls))
         self.close_after = self.closing or not self.keep_alive or upstream.until_close
         if self.close_after:
             added.append((b"connection", b"close"))
         self.responding = True
-        stats.observe(server.name, status, time.monotonic() - self.started)
-        self._watch(BODY_PROGRESS)
+        stats.observe(server.name, status, time.monotonic() - self.started)  # type: ignore[union-attr]
+        self.watch = BODY_PROGRESS
+        self.mark = -1
         return rules.forward_response_head(head, upstream.rewrite, added)
 
     def response_done(self, upstream: Upstream) -> None:
@@ -822,12 +902,39 @@ class HttpClient(asyncio.Protocol):
         if upstream.keep and not upstream.closed:
             if upstream.transport is not None:
                 upstream.transport.resume_reading()  # if the client's buffer had paused it
-            self._end_exchange(upstream)
-            _pools(self.handle).give(upstream, self._config().server_idle_connections)
+            # _end_exchange, inline:
+            if upstream.client is self:
+                upstream.client = None
+                upstream.server.add_active(-1)
+            if self.upstream is upstream:
+                self.upstream = self.server = None
+            if self.in_flight:
+                self.in_flight = False
+                self.service.http_stats.in_flight -= 1  # type: ignore[union-attr]
+            (self.handle.http_pools or _pools(self.handle)).give(
+                upstream, self.service.http_settings.server_idle_connections)
         else:
             upstream.close()
             self._end_exchange(upstream)
-        self._next()
+        # Ready for the next request on this connection (or close, if this one said so).
+        if self.close_after or self.closing:
+            self.close()
+            return
+        self.state = HEAD
+        self.moved = 0
+        self.responding = False
+        # Not held while the connection idles:
+        self.out_head = self.target = self.host = self.method = b""
+        settings = self.service.http_settings
+        if self.buf:
+            data, self.buf = self.buf, b""
+            self._watch(HEAD_DEADLINE, settings.header_timeout)
+            self._request_head(bytes(data))
+        else:
+            self.watch = KEEPALIVE
+            self.deadline = _clock() + settings.keepalive_timeout
+        if self.state == HEAD and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def response_failed(self, upstream: Upstream) -> None:
         """The server connection failed after its response started: close both."""
@@ -859,7 +966,7 @@ class HttpClient(asyncio.Protocol):
     def _release_server(self, upstream: Upstream) -> None:
         if upstream.client is self:
             upstream.client = None
-            upstream.server.active -= 1
+            upstream.server.add_active(-1)
         if self.upstream is upstream:
             self.upstream = self.server = None
 
@@ -871,27 +978,6 @@ class HttpClient(asyncio.Protocol):
         if self.in_flight:
             self.in_flight = False
             self._stats().in_flight -= 1
-
-    def _next(self) -> None:
-        """Ready for the next request on this connection (or close, if this one said so)."""
-        if self.close_after or self.closing:
-            self.close()
-            return
-        self.state = HEAD
-        self.moved = 0
-        self.responding = False
-        # Not held while the connection idles:
-        self.out_head = self.target = self.host = self.method = b""
-        self.started = 0.0
-        config = self._config()
-        if self.buf:
-            data, self.buf = self.buf, b""
-            self._watch(HEAD_DEADLINE, config.header_timeout)
-            self._request_head(bytes(data))
-        else:
-            self._watch(KEEPALIVE, min(config.keepalive_timeout, self.service.config.limits.idle_timeout))
-        if self.state == HEAD and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     # --- medlb's own answers ------------------------------------------------------------------
 

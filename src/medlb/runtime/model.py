@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterator, Literal
 
 from medlb.config.models import Config, DicomConfig, ServerConfig, ServiceConfig, SourceIpPersistence
@@ -123,6 +124,13 @@ class Server:
         if self.shared is not None:
             self.shared.write(value)
 
+    def add_active(self, change: int) -> None:
+        """`active += change` in one call instead of the property's two (mode http
+        counts each request in and out)."""
+        self._active = value = self._active + change
+        if self.shared is not None:
+            self.shared.write(value)
+
     @property
     def cluster_active(self) -> int:
         """Connections every worker together has open to the server (leastconn's measure)."""
@@ -150,6 +158,13 @@ class Server:
     def display_address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port is None else f"{host}:{self.port}"
+
+
+@lru_cache(maxsize=1024)
+def _cookie_value(service: str, server: str) -> str:
+    """Service.cookie_value, computed once per (service, server) pair rather than per
+    response: http mode sets the cookie on every answer to a client without it."""
+    return hashlib.sha256(f"medlb\0{service}\0{server}".encode()).hexdigest()[:20]
 
 
 def _takes_work(server: Server) -> bool:
@@ -282,6 +297,7 @@ class Service:
         if isinstance(persistence, SourceIpPersistence):
             self.sticky = StickTable(persistence.timeout, persistence.max_entries)
         self._schedulers: dict[tuple[str, str], Scheduler] = {}
+        self._by_source = config.scheduler == "source"
         #: With workers: round robin's numbering of picks shared by all of them, per
         #: (pool, tier), so the rotation is over every worker together.
         self.cursors: dict[tuple[str, str], Callable[[], int]] = {}
@@ -296,6 +312,9 @@ class Service:
         self.tls: Any = None
         #: Request counters of mode http (runtime.stats.HttpStats).
         self.http_stats: HttpStats | None = HttpStats() if config.mode == "http" else None
+        #: Mode http: the config values each request reads, in slots (proxy.http.HttpSettings),
+        #: made by the proxy at the first request.
+        self.http_settings: Any = None
 
     @property
     def mode(self) -> str:
@@ -343,7 +362,7 @@ class Service:
         """
         pool = self.pools[pool_name]
         tier = pool.active
-        servers = pool.tier_servers(tier)
+        servers = pool.primary if tier == "primary" else pool.tier_servers(tier)
         key: bytes | None = None
         sticky = self.sticky
         if sticky is not None:
@@ -355,7 +374,9 @@ class Service:
                     if server.name == name and server.keeps_persistent and server not in exclude:
                         sticky.put(key, name, now)
                         return server
-        candidates = [s for s in servers if s.available and s.weight > 0 and s not in exclude]
+        # Server.available written out: this runs for each new connection, or each http request.
+        candidates = [s for s in servers
+                      if s.state == "online" and s.health == "up" and s.weight > 0 and s not in exclude]
         if not candidates and exclude and tier == "primary":
             tier = "backup"
             candidates = [s for s in pool.backup if s.available and s.weight > 0 and s not in exclude]
@@ -365,7 +386,7 @@ class Service:
         if scheduler is None:
             scheduler = self._schedulers[(pool_name, tier)] = make_scheduler(
                 self.config.scheduler, self.cursors.get((pool_name, tier)))
-        if key is None and self.config.scheduler == "source":
+        if key is None and self._by_source:
             key = client_key(client_ip)
         server = scheduler.pick(candidates, key)
         if sticky is not None and server is not None and key is not None:
@@ -376,7 +397,7 @@ class Service:
     def cookie_value(self, server: Server) -> str:
         """The persistence cookie's value for a server: opaque (a hash of the service and
         server names, never an address), and stable across restarts and reloads."""
-        return hashlib.sha256(f"medlb\0{self.name}\0{server.name}".encode()).hexdigest()[:20]
+        return _cookie_value(self.name, server.name)
 
     def server_for_cookie(self, value: str, pool_name: str = "default") -> Server | None:
         """The server a persistence cookie names, if it may still take its clients: a

@@ -8,6 +8,7 @@ grow the metrics without bound. No label ever holds message content.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,8 +112,11 @@ class HttpStats:
         self.last_errors.add(status=status, reason=reason, server=server)
 
     def observe(self, server: str, status: int, seconds: float) -> None:
+        """Once per response: Histogram.observe is written out here (one call less)."""
         self.requests[(server, _STATUS_CLASSES[status // 100])] += 1
         histogram = self.latency.get(server)
         if histogram is None:
             histogram = self.latency[server] = _response_histogram()
-        histogram.observe(seconds)
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.sum += seconds
+        histogram.count += 1
