@@ -36,3 +36,21 @@ def one_service(key_and_value: str = "", name: str = "svc") -> str:
             servers: [{{name: s1, address: "10.0.0.1"}}]
             {key_and_value}
         """
+
+
+#: The two nodes of the issue's example pair.
+NODES = """\
+    - {name: lb-a, address: "198.18.0.4", priority: 150}
+    - {name: lb-b, address: "198.18.0.5", priority: 100}
+"""
+
+
+def ha_config(nodes: str = NODES, admin: str = '  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n',
+              **keys: str) -> str:
+    """A config with an `ha:` section; `keys` replace (or, as "", drop) the example's keys."""
+    values = {"interface": "lb0", "virtual_router_id": "51", "advert_interval": "500ms", "preempt": "false",
+              "vips": '["198.18.0.100/24"]', "sync_token_file": "/etc/medlb/ha-token"}
+    values.update(keys)
+    body = "".join(f"  {key}: {value}\n" for key, value in values.items() if value != "")
+    head = f"admin:\n{admin}" if admin else ""
+    return f"{head}ha:\n  nodes:\n{nodes}{body}"

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from config_helpers import one_service, only_problem, problems
+from config_helpers import ha_config, one_service, only_problem, problems
 from tlscerts import TestCA
 
 from medlb.config import ConfigError, load_config, parse_config
@@ -182,19 +182,8 @@ def test_a_sync_token_that_is_also_an_operators_token_is_refused(tmp_path, opera
     both, an operator's token would act as the peer (and the sync API refuses operators)."""
     (tmp_path / "ops-token").write_text("0123456789abcdef-shared\n")
     (tmp_path / "ha-token").write_text("0123456789abcdef-shared\n")
-    found = load_problems(tmp_path, f"""
-        admin:
-          listen: "0.0.0.0:9443"
-          {operator}
-        ha:
-          nodes:
-            - {{name: lb-a, address: "198.18.0.4", priority: 150}}
-            - {{name: lb-b, address: "198.18.0.5", priority: 100}}
-          interface: lb0
-          virtual_router_id: 51
-          vips: ["198.18.0.100/24"]
-          sync_token_file: ha-token
-        """)
+    found = load_problems(tmp_path, ha_config(admin=f'  listen: "0.0.0.0:9443"\n  {operator}\n',
+                                              sync_token_file="ha-token"))
     assert len(found) == 1 and found[0].startswith("ha.sync_token_file (line "), found
     assert "ha-token holds an admin token of this config: give the pair a secret of its own" in found[0]
     assert "0123456789abcdef" not in found[0]  # a secret is never printed
@@ -204,15 +193,6 @@ def test_a_sync_token_of_its_own_passes(tmp_path):
     (tmp_path / "ops-token").write_text("0123456789abcdef-operator\n")
     (tmp_path / "ha-token").write_text("0123456789abcdef-the-pair\n")
     path = tmp_path / "medlb.yaml"
-    path.write_text(textwrap.dedent("""
-        admin: {listen: "0.0.0.0:9443", token_file: ops-token}
-        ha:
-          nodes:
-            - {name: lb-a, address: "198.18.0.4", priority: 150}
-            - {name: lb-b, address: "198.18.0.5", priority: 100}
-          interface: lb0
-          virtual_router_id: 51
-          vips: ["198.18.0.100/24"]
-          sync_token_file: ha-token
-        """))
+    path.write_text(ha_config(admin='  listen: "0.0.0.0:9443"\n  token_file: ops-token\n',
+                              sync_token_file="ha-token"))
     assert load_config(path).config.ha is not None

@@ -8,29 +8,12 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from config_helpers import only_problem
+from config_helpers import NODES, ha_config, only_problem
 
 from medlb.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "examples" / "ha.yaml").read_text()
-
-NODES = """\
-    - {name: lb-a, address: "198.18.0.4", priority: 150}
-    - {name: lb-b, address: "198.18.0.5", priority: 100}
-"""
-
-
-def pair(nodes: str = NODES, admin: str = '  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n',
-         **keys: str) -> str:
-    """A config with an `ha:` section; `keys` replace (or, as "", drop) the example's keys."""
-    values = {"interface": "lb0", "virtual_router_id": "51", "advert_interval": "500ms", "preempt": "false",
-              "vips": '["198.18.0.100/24"]', "sync_token_file": "/etc/medlb/ha-token"}
-    values.update(keys)
-    body = "".join(f"  {key}: {value}\n" for key, value in values.items() if value != "")
-    head = f"admin:\n{admin}" if admin else ""
-    return f"{head}ha:\n  nodes:\n{nodes}{body}"
-
 
 
 def test_the_issue_example_validates_as_written():
@@ -70,7 +53,7 @@ services:
     l4: {interface: eth0}
     servers: [{name: a, address: "198.18.0.11:104"}]
 """
-    loaded = parse_config(pair() + services)
+    loaded = parse_config(ha_config() + services)
 
     [advisory] = [a for a in loaded.advisories if a.path == "ha"]
     assert "l4-nat connections are not carried (conntrackd is not run): clients of ris reconnect" \
@@ -87,13 +70,13 @@ services:
     persistence: source-ip
     servers: [{name: a, address: "198.18.0.11:8080"}]
 """
-    loaded = parse_config(pair() + services)
+    loaded = parse_config(ha_config() + services)
 
     assert [a for a in loaded.advisories if a.path == "ha"] == []
 
 
 def test_defaults_advert_interval_one_second_and_no_preempt():
-    ha = parse_config(pair(advert_interval="", preempt="")).config.ha
+    ha = parse_config(ha_config(advert_interval="", preempt="")).config.ha
 
     assert ha is not None and ha.advert_interval == 1.0 and ha.preempt is False and ha.advert_centiseconds == 100
 
@@ -109,7 +92,7 @@ def test_a_config_without_ha_has_no_pair_and_no_note():
     (NODES + '    - {name: lb-c, address: "198.18.0.6", priority: 50}\n', 3),
 ])
 def test_exactly_two_nodes(nodes, count):
-    problem = only_problem(pair(nodes))
+    problem = only_problem(ha_config(nodes))
 
     assert problem.path == "ha.nodes" and problem.line == 5
     assert problem.message == f"the pair has exactly two nodes in this release, not {count}"
@@ -123,7 +106,7 @@ def test_exactly_two_nodes(nodes, count):
 def test_the_two_nodes_differ_in_name_address_and_priority(key, second, words):
     nodes = f'    - {{name: lb-a, address: "198.18.0.4", priority: 150}}\n    - {second}\n'
 
-    problem = only_problem(pair(nodes))
+    problem = only_problem(ha_config(nodes))
 
     assert problem.path == f"ha.nodes[1].{key}" and problem.line == 7
     assert words in problem.message
@@ -134,7 +117,7 @@ def test_a_node_name_that_could_inject_into_keepalived_config_is_refused(name):
     nodes = NODES.replace("lb-a", name.replace("\n", "\\n").replace('"', '\\"'))
     nodes = nodes.replace("{name: ", '{name: "', 1).replace(", address", '", address', 1)
 
-    problem = only_problem(pair(nodes))
+    problem = only_problem(ha_config(nodes))
 
     assert problem.path == "ha.nodes[0].name"
     assert "is not a node name: 1 to 32 letters, digits, '-' or '_'" in problem.message
@@ -142,21 +125,21 @@ def test_a_node_name_that_could_inject_into_keepalived_config_is_refused(name):
 
 @pytest.mark.parametrize("interface", ['"lb 0"', '"lb0;x"', '"a234567890123456"', '"lb0}"', '"-lb0"', '"lb/0"'])
 def test_an_interface_that_is_not_a_plain_name_is_refused(interface):
-    problem = only_problem(pair(interface=interface))
+    problem = only_problem(ha_config(interface=interface))
 
     assert problem.path == "ha.interface"
     assert "is not an interface name: 1 to 15 letters" in problem.message
 
 
 def test_a_fifteen_character_interface_is_accepted():
-    ha = parse_config(pair(interface="a23456789012345")).config.ha
+    ha = parse_config(ha_config(interface="a23456789012345")).config.ha
 
     assert ha is not None and ha.interface == "a23456789012345"
 
 
 @pytest.mark.parametrize("value, ok", [("0", False), ("1", True), ("255", True), ("256", False)])
 def test_virtual_router_id_is_1_to_255(value, ok):
-    text = pair(virtual_router_id=value)
+    text = ha_config(virtual_router_id=value)
     if ok:
         assert parse_config(text).config.ha.virtual_router_id == int(value)  # type: ignore[union-attr]
     else:
@@ -166,7 +149,7 @@ def test_virtual_router_id_is_1_to_255(value, ok):
 @pytest.mark.parametrize("value, seconds", [("10ms", 0.01), ("70ms", 0.07), ("40950ms", 40.95), ("2s", 2.0),
                                             ("0.25", 0.25)])
 def test_advert_interval_in_centiseconds_from_10ms_to_40_95s(value, seconds):
-    ha = parse_config(pair(advert_interval=value)).config.ha
+    ha = parse_config(ha_config(advert_interval=value)).config.ha
 
     assert ha is not None and ha.advert_interval == seconds and ha.advert_centiseconds == round(seconds * 100)
 
@@ -180,7 +163,7 @@ def test_advert_interval_in_centiseconds_from_10ms_to_40_95s(value, seconds):
     ("soon", "expected a duration"),
 ])
 def test_advert_interval_refused_off_the_centisecond_grid_or_out_of_range(value, words):
-    problem = only_problem(pair(advert_interval=value))
+    problem = only_problem(ha_config(advert_interval=value))
 
     assert problem.path == "ha.advert_interval" and problem.line == 10
     assert words in problem.message
@@ -199,7 +182,7 @@ def test_advert_interval_refused_off_the_centisecond_grid_or_out_of_range(value,
     ("[]", "ha.vips", "at least one VIP"),
 ])
 def test_vips_are_ipv4_host_addresses_with_a_prefix_and_no_node_address(vips, path, words):
-    problem = only_problem(pair(vips=vips))
+    problem = only_problem(ha_config(vips=vips))
 
     assert problem.path == path
     assert words in problem.message
@@ -209,21 +192,21 @@ def test_at_most_twenty_vips():
     vips = "[" + ", ".join(f'"198.18.1.{i}/24"' for i in range(1, 22)) + "]"
     twenty = "[" + ", ".join(f'"198.18.1.{i}/24"' for i in range(1, 21)) + "]"
 
-    assert len(parse_config(pair(vips=twenty)).config.ha.vips) == 20  # type: ignore[union-attr]
-    problem = only_problem(pair(vips=vips))
+    assert len(parse_config(ha_config(vips=twenty)).config.ha.vips) == 20  # type: ignore[union-attr]
+    problem = only_problem(ha_config(vips=vips))
     assert problem.path == "ha.vips" and "at most 20 VIPs" in problem.message
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "169.254.1.1", "not-an-ip"])
 def test_a_node_address_is_an_ipv4_address_on_a_segment(address):
-    problem = only_problem(pair(NODES.replace("198.18.0.5", address)))
+    problem = only_problem(ha_config(NODES.replace("198.18.0.5", address)))
 
     assert problem.path == "ha.nodes[1].address"
 
 
 @pytest.mark.parametrize("priority, ok", [("0", False), ("1", True), ("254", True), ("255", False)])
 def test_priority_is_1_to_254(priority, ok):
-    text = pair(NODES.replace("priority: 100", f"priority: {priority}"))
+    text = ha_config(NODES.replace("priority: 100", f"priority: {priority}"))
     if ok:
         parse_config(text)
     else:
@@ -232,20 +215,20 @@ def test_priority_is_1_to_254(priority, ok):
 
 @pytest.mark.parametrize("key", ["interface", "virtual_router_id", "vips", "sync_token_file"])
 def test_required_keys(key):
-    problem = only_problem(pair(**{key: ""}))
+    problem = only_problem(ha_config(**{key: ""}))
 
     assert problem.path == f"ha.{key}" and problem.message == "this key is required"
 
 
 def test_an_unknown_key_is_refused():
-    problem = only_problem(pair(preemt="true"))
+    problem = only_problem(ha_config(preemt="true"))
 
     assert problem.path == "ha.preemt"
 
 
 def test_the_pair_needs_an_admin_api_the_peer_can_reach():
-    missing = only_problem(pair(admin=""))
-    loopback = only_problem(pair(admin='  listen: "127.0.0.1:9443"\n  token_file: /etc/medlb/token\n'))
+    missing = only_problem(ha_config(admin=""))
+    loopback = only_problem(ha_config(admin='  listen: "127.0.0.1:9443"\n  token_file: /etc/medlb/token\n'))
 
     assert missing.path == "ha" and "the pair needs an admin: section" in missing.message
     assert loopback.path == "admin.listen" and loopback.line == 2
@@ -253,7 +236,7 @@ def test_the_pair_needs_an_admin_api_the_peer_can_reach():
 
 
 def test_the_pair_needs_https_on_the_admin_api():
-    problem = only_problem(pair(admin='  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n  tls: "off"\n'))
+    problem = only_problem(ha_config(admin='  listen: "0.0.0.0:9443"\n  token_file: /etc/medlb/token\n  tls: "off"\n'))
 
     assert problem.path == "admin.tls" and problem.line == 4
     assert "the pair syncs configs and decisions over HTTPS: admin.tls must not be off" in problem.message
@@ -261,45 +244,45 @@ def test_the_pair_needs_https_on_the_admin_api():
 
 @pytest.mark.parametrize("value, seconds", [("", 5.0), ("0s", 0.0), ("300s", 300.0), ("500ms", 0.5)])
 def test_decisions_wait_defaults_to_5s_and_is_0_to_300s(value, seconds):
-    ha = parse_config(pair(decisions_wait=value)).config.ha
+    ha = parse_config(ha_config(decisions_wait=value)).config.ha
 
     assert ha is not None and ha.decisions_wait == seconds
 
 
 @pytest.mark.parametrize("value", ["301s", "-1s"])
 def test_decisions_wait_past_its_bounds_is_refused_at_its_key(value):
-    assert only_problem(pair(decisions_wait=value)).path == "ha.decisions_wait"
+    assert only_problem(ha_config(decisions_wait=value)).path == "ha.decisions_wait"
 
 
 @pytest.mark.parametrize("value, seconds", [("", 2.0), ("500ms", 0.5), ("60s", 60.0)])
 def test_persistence_sync_interval_defaults_to_2s_and_is_half_a_second_to_60s(value, seconds):
-    ha = parse_config(pair(persistence_sync_interval=value)).config.ha
+    ha = parse_config(ha_config(persistence_sync_interval=value)).config.ha
 
     assert ha is not None and ha.persistence_sync_interval == seconds
 
 
 @pytest.mark.parametrize("value", ["499ms", "61s"])
 def test_persistence_sync_interval_past_its_bounds_is_refused_at_its_key(value):
-    assert only_problem(pair(persistence_sync_interval=value)).path == "ha.persistence_sync_interval"
+    assert only_problem(ha_config(persistence_sync_interval=value)).path == "ha.persistence_sync_interval"
 
 
 @pytest.mark.parametrize("value, seconds", [("", 1.0), ("200ms", 0.2), ("60s", 60.0)])
 def test_peer_check_interval_defaults_to_1s_and_is_200ms_to_60s(value, seconds):
-    ha = parse_config(pair(peer_check_interval=value)).config.ha
+    ha = parse_config(ha_config(peer_check_interval=value)).config.ha
 
     assert ha is not None and ha.peer_check_interval == seconds
 
 
 @pytest.mark.parametrize("value, seconds", [("", 5.0), ("200ms", 0.2), ("60s", 60.0)])
 def test_peer_timeout_defaults_to_5s_and_is_200ms_to_60s(value, seconds):
-    ha = parse_config(pair(peer_timeout=value)).config.ha
+    ha = parse_config(ha_config(peer_timeout=value)).config.ha
 
     assert ha is not None and ha.peer_timeout == seconds
 
 
 @pytest.mark.parametrize("value, seconds", [("", 30.0), ("1s", 1.0), ("10m", 600.0)])
 def test_config_sync_timeout_defaults_to_30s_and_is_1s_to_10m(value, seconds):
-    ha = parse_config(pair(config_sync_timeout=value)).config.ha
+    ha = parse_config(ha_config(config_sync_timeout=value)).config.ha
 
     assert ha is not None and ha.config_sync_timeout == seconds
 
@@ -313,6 +296,6 @@ def test_config_sync_timeout_defaults_to_30s_and_is_1s_to_10m(value, seconds):
     ("config_sync_timeout", "601s", "config_sync_timeout is a duration from 1s to 10m, not 601s"),
 ])
 def test_the_sync_timings_past_their_bounds_are_refused_at_their_key(key, value, message):
-    problem = only_problem(pair(**{key: value}))
+    problem = only_problem(ha_config(**{key: value}))
 
     assert problem.path == f"ha.{key}" and problem.message == message

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from config_helpers import ha_config
 
 from medlb.config.models import HaNode
 from medlb.ha import channel
@@ -105,20 +106,6 @@ def test_config_calls_to_the_peer_and_a_prepared_config_keep_config_sync_timeout
     assert status == 409 and "it is kept 42 s" in answer["error"]
 
 
-CONFIG = """\
-state_dir: {state}
-admin:
-  listen: "0.0.0.0:9443"
-  token_file: {dir}/token
-ha:
-  nodes:
-    - {{name: lb-a, address: "198.18.0.4", priority: 150}}
-    - {{name: lb-b, address: "198.18.0.5", priority: 100}}
-  interface: lb0
-  virtual_router_id: 51
-  vips: ["198.18.0.100/24"]
-  sync_token_file: {dir}/ha-token
-{timings}"""
 
 
 def test_start_pair_hands_the_configs_timings_to_the_sync_objects(tmp_path, monkeypatch):
@@ -138,7 +125,9 @@ def test_start_pair_hands_the_configs_timings_to_the_sync_objects(tmp_path, monk
         monkeypatch.setattr(kind, "start", lambda self: None)
 
     def started(timings: str) -> App:
-        path.write_text(CONFIG.format(state=tmp_path / "state", dir=tmp_path, timings=timings))
+        path.write_text(f"state_dir: {tmp_path / 'state'}\n"
+                        + ha_config(admin=f'  listen: "0.0.0.0:9443"\n  token_file: {tmp_path}/token\n',
+                                    sync_token_file=f"{tmp_path}/ha-token") + timings)
 
         async def scenario() -> App:
             app = App(path, node="lb-a")

@@ -9,6 +9,7 @@ import asyncio
 
 import yaml
 
+from bench.http_exchange_cost import CountingTransport
 from medlb.config import parse_config
 from medlb.dataplane import Connections
 from medlb.proxy import http
@@ -19,33 +20,24 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\nConnectio
             b"Keep-Alive: timeout=5\r\n\r\nok\n")
 
 
-class Recording:
+class Recording(CountingTransport):
+    """bench's transport, recording what is written and whether it was closed."""
+
     def __init__(self, peer: tuple[str, int]):
-        self.peer = peer
+        super().__init__(peer)
         self.written = b""
         self.closed = False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return self.peer if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
     def is_closing(self) -> bool:
         return self.closed
 
     def write(self, data: bytes) -> None:
+        super().write(data)
         self.written += bytes(data)
 
-    def writelines(self, pieces: list[bytes]) -> None:
-        for piece in pieces:
-            self.write(piece)
+    def writelines(self, pieces: list[bytes]) -> None:  # type: ignore[override]
+        super().writelines(pieces)
+        self.written += b"".join(bytes(piece) for piece in pieces)
 
     def close(self) -> None:
         self.closed = True
