@@ -16,7 +16,8 @@ WORKER_TESTS := tests/integration/test_operator_states.py tests/integration/test
 	tests/integration/test_backpressure.py \
 	tests/integration/test_reload_live.py tests/integration/test_mllp_mode.py tests/integration/test_stop.py \
 	tests/integration/test_dicom_mode.py tests/integration/test_http_mode.py tests/integration/test_tls_layer.py \
-	tests/integration/test_http_hardening.py tests/integration/test_http_streaming.py tests/integration/test_http_orthanc.py
+	tests/integration/test_http_hardening.py tests/integration/test_http_streaming.py tests/integration/test_http_orthanc.py \
+	tests/integration/test_http_checks.py
 # These assert an exact split of connections by leastconn counts at one instant, which
 # holds in one process only; they run in the first pass. (Round robin rotates over every
 # worker together, so its exact splits run in both.)
