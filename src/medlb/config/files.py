@@ -137,15 +137,16 @@ def named_files(data: dict[str, Any]) -> list[str]:
 def visit_files(check: FileCheck, data: dict[str, Any]) -> None:
     """Give `check` every file the config names, at its key."""
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
-    operators: set[str] = {admin["token"]} if isinstance(admin.get("token"), str) else set()
+    # The operators' secrets, inline or read from their files.
+    operators: list[str | None] = [admin.get("token")]
     if isinstance(admin.get("token_file"), str):
-        operators.add(check.secret(("admin", "token_file"), admin["token_file"]) or "")
+        operators.append(check.secret(("admin", "token_file"), admin["token_file"]))
     tokens = admin.get("tokens") if isinstance(admin.get("tokens"), list) else []
     for index, token in enumerate(tokens):
-        if isinstance(token, dict) and isinstance(token.get("token"), str):
-            operators.add(token["token"])
-        if isinstance(token, dict) and isinstance(token.get("token_file"), str):
-            operators.add(check.secret(("admin", "tokens", index, "token_file"), token["token_file"]) or "")
+        if isinstance(token, dict):
+            operators.append(token.get("token"))
+            if isinstance(token.get("token_file"), str):
+                operators.append(check.secret(("admin", "tokens", index, "token_file"), token["token_file"]))
     admin_tls = valid(AdminTlsConfig, admin.get("tls"))
     if admin_tls is not None:
         check.pair(("admin", "tls", "cert"), admin_tls.cert, ("admin", "tls", "key"), admin_tls.key)

@@ -38,7 +38,7 @@ whatever `preempt` says) and the other leaves for BACKUP. The rules:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -62,6 +62,13 @@ class Episode:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "duration": round(self.duration, 3)}
 
+    @classmethod
+    def from_dict(cls, saved: Any) -> "Episode":
+        """An episode from its `as_dict` (a file, the peer's status); raises KeyError,
+        TypeError or ValueError for anything else."""
+        return cls(float(saved["start"]), float(saved["end"]), bool(saved["kept_vips"]),
+                   bool(saved["start_known"]), bool(saved.get("told_by_peer")))
+
 
 def told_by_peer(told: Any, own: Episode | None) -> Episode | None:
     """The peer's last episode (its `as_dict`) as this node lived it, when this node
@@ -70,13 +77,12 @@ def told_by_peer(told: Any, own: Episode | None) -> Episode | None:
     if not isinstance(told, dict) or told.get("told_by_peer"):  # never pass on what we told
         return None
     try:
-        start, end = float(told["start"]), float(told["end"])
-        kept, start_known = bool(told["kept_vips"]), bool(told["start_known"])
+        episode = Episode.from_dict(told)
     except (KeyError, TypeError, ValueError):
         return None
-    if end < start or (own is not None and own.end >= start):
+    if episode.end < episode.start or (own is not None and own.end >= episode.start):
         return None
-    return Episode(start, end, not kept, start_known, told_by_peer=True)
+    return replace(episode, kept_vips=not episode.kept_vips, told_by_peer=True)
 
 
 class SplitBrainWatch:

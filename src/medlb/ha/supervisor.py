@@ -311,9 +311,7 @@ class PairNode:
 
     def _restore_split_brain(self) -> None:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            saved = json.loads(self.split_brain_file.read_text())
-            self.last_split_brain = Episode(float(saved["start"]), float(saved["end"]), bool(saved["kept_vips"]),
-                                            bool(saved["start_known"]), bool(saved.get("told_by_peer")))
+            self.last_split_brain = Episode.from_dict(json.loads(self.split_brain_file.read_text()))
 
     def _peer_advert(self, priority: int) -> None:
         if priority:

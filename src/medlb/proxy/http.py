@@ -49,7 +49,6 @@ from medlb.tasks import spawn
 
 if TYPE_CHECKING:
     from medlb.proxy.tcp import ServiceHandle
-    from medlb.runtime import Service
 
 log = get_logger("medlb.http")
 
@@ -99,43 +98,6 @@ _SPELLED[b"TE"] = b"te"
 
 
 _NONE_TRIED: frozenset[Server] = frozenset()
-
-
-class HttpSettings:
-    """What each request reads of its service's config, copied once per Service into
-    slots (kept as `service.http_settings`): an attribute of a pydantic model costs
-    about three of a slot's, and an exchange read some twenty."""
-
-    __slots__ = ("header_timeout", "max_header_size", "max_headers", "routes", "attempts", "server_timeout",
-                 "server_idle_timeout", "server_idle_connections", "keepalive_timeout", "cookie_name",
-                 "cookie_max_age")
-
-    def __init__(self, service: "Service"):
-        config = service.config
-        http = config.http
-        assert http is not None
-        self.header_timeout = http.header_timeout
-        self.max_header_size = http.max_header_size
-        self.max_headers = http.max_headers
-        self.routes = http.routes
-        self.attempts = 2 + config.limits.connect_retries  # the first try and the retries
-        self.server_timeout = http.server_timeout
-        self.server_idle_timeout = http.server_idle_timeout
-        self.server_idle_connections = http.server_idle_connections
-        #: A kept-alive connection's wait for its next request (idle_timeout bounds it too).
-        self.keepalive_timeout = min(http.keepalive_timeout, config.limits.idle_timeout)
-        persistence = config.persistence
-        self.cookie_name: bytes | None = None
-        if persistence.type == "cookie":
-            self.cookie_name = persistence.name.encode()  # type: ignore[union-attr]
-        self.cookie_max_age: float | None = getattr(persistence, "max_age", None)
-
-
-def _settings(service: "Service") -> HttpSettings:
-    settings = service.http_settings
-    if settings is None:
-        settings = service.http_settings = HttpSettings(service)
-    return settings  # type: ignore[no-any-return]
 
 
 class UpstreamFailed(Exception):
@@ -664,7 +626,7 @@ class HttpClient(asyncio.Protocol):
         if data is self.buf:
             self.buf = b""
         service = self.service = self.handle.service  # new requests see a reload
-        settings = service.http_settings or _settings(service)
+        settings = service.http_settings
         self._reset_request()
         self.cookie_name = settings.cookie_name
         parser = _heads.parser
@@ -754,7 +716,7 @@ class HttpClient(asyncio.Protocol):
         """Take a pooled connection to the chosen server, or start connecting to one."""
         service = self.service
         stats = service.http_stats
-        settings = service.http_settings or _settings(service)
+        settings = service.http_settings
         routes = settings.routes
         pool_name = rules.route(routes, self.target) if routes else "default"
         while self.attempts < settings.attempts:
@@ -880,7 +842,7 @@ class HttpClient(asyncio.Protocol):
         if self.cookie_name is not None:
             value = service.cookie_value(server)
             if value != self.cookie:
-                added.append(rules.set_cookie(self.cookie_name, value, _settings(service).cookie_max_age,
+                added.append(rules.set_cookie(self.cookie_name, value, service.http_settings.cookie_max_age,
                                               self.tls))
         self.close_after = self.closing or not self.keep_alive or upstream.until_close
         if self.close_after:
@@ -902,15 +864,7 @@ class HttpClient(asyncio.Protocol):
         if upstream.keep and not upstream.closed:
             if upstream.transport is not None:
                 upstream.transport.resume_reading()  # if the client's buffer had paused it
-            # _end_exchange, inline:
-            if upstream.client is self:
-                upstream.client = None
-                upstream.server.add_active(-1)
-            if self.upstream is upstream:
-                self.upstream = self.server = None
-            if self.in_flight:
-                self.in_flight = False
-                self.service.http_stats.in_flight -= 1  # type: ignore[union-attr]
+            self._end_exchange(upstream)
             (self.handle.http_pools or _pools(self.handle)).give(
                 upstream, self.service.http_settings.server_idle_connections)
         else:

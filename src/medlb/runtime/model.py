@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Literal
 
 from medlb.config.models import Config, DicomConfig, ServerConfig, ServiceConfig, SourceIpPersistence
 from medlb.runtime.dicom import DicomRouter, DicomStats
+from medlb.runtime.httpsettings import HttpSettings
 from medlb.runtime.events import STATES, Change, CheckResult, Event, Failback, SetFailedOver, SetState
 from medlb.runtime.histogram import LATENCY_BUCKETS, Histogram
 from medlb.runtime.persistence import StickTable, client_key
@@ -312,9 +313,8 @@ class Service:
         self.tls: Any = None
         #: Request counters of mode http (runtime.stats.HttpStats).
         self.http_stats: HttpStats | None = HttpStats() if config.mode == "http" else None
-        #: Mode http: the config values each request reads, in slots (proxy.http.HttpSettings),
-        #: made by the proxy at the first request.
-        self.http_settings: Any = None
+        #: Mode http: the config values each request reads, in slots.
+        self.http_settings: HttpSettings | None = HttpSettings(config) if config.mode == "http" else None
 
     @property
     def mode(self) -> str:
