@@ -13,7 +13,8 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 SEGMENT_END = b"\r"
 _ack_counter = itertools.count(1)
@@ -23,9 +24,9 @@ class HL7Error(ValueError):
     """A message medlb cannot read well enough to route or answer."""
 
 
-@dataclass(frozen=True)
-class Header:
-    """The MSH fields a balancer needs, as bytes."""
+class Header(NamedTuple):
+    """The MSH fields a balancer needs, as bytes. A named tuple: one is made for every
+    message, and a frozen dataclass's ten `object.__setattr__` cost five times as much."""
 
     field_sep: bytes
     encoding: bytes  # component, repetition, escape, subcomponent separators
@@ -75,19 +76,26 @@ def _find_segment(message: bytes, name: bytes, sep: bytes) -> bytes | None:
     return None
 
 
-def parse_header(message: bytes) -> Header:
+def _msh_fields(message: bytes) -> tuple[bytes, list[bytes]]:
+    """The field separator and MSH-1..MSH-12 (MSH-n is fields[n - 1]), MSH-10 not empty."""
     if not message.startswith(b"MSH") or len(message) < 8:
         raise HL7Error("the message does not start with an MSH segment")
     sep = message[3:4]
     if sep.isalnum() or sep in (b"\r", b"\n"):
         raise HL7Error("the MSH segment has no valid field separator")
-    fields = _first_line(message).split(sep)
-    # MSH-1 is the separator itself, so MSH-n is fields[n - 1].
-    fields += [b""] * (12 - len(fields))
-    control_id = fields[9]
-    if not control_id:
+    # MSH-1 is the separator itself, so MSH-n is fields[n - 1]; fields past MSH-12 stay
+    # unsplit in the last item.
+    fields = _first_line(message).split(sep, 12)
+    if len(fields) < 12:
+        fields += [b""] * (12 - len(fields))
+    if not fields[9]:
         raise HL7Error("MSH-10 (message control ID) is empty")
-    return Header(sep, fields[1], fields[2], fields[3], fields[4], fields[5], fields[8], control_id, fields[10],
+    return sep, fields
+
+
+def parse_header(message: bytes) -> Header:
+    sep, fields = _msh_fields(message)
+    return Header(sep, fields[1], fields[2], fields[3], fields[4], fields[5], fields[8], fields[9], fields[10],
                   fields[11])
 
 
@@ -102,49 +110,57 @@ def field_value(message: bytes, path: str, header: Header | None = None) -> byte
     A whole field keeps its repetitions (PID-3 `123^^^A^MR~456^^^B^PI` as one key);
     a component path reads the first repetition. None when the segment is absent.
     """
-    match = _PATH.match(path)
-    if match is None:
-        raise ValueError(f"not a field path: {path!r}")
+    name, field_no, component, sub = _field_path(path)
     header = header or parse_header(message)
-    name, field_no = match.group(1).encode(), int(match.group(2))
     sep = header.field_sep
     segment = _first_line(message) if name == b"MSH" else _find_segment(message, name, sep)
     if segment is None:
         return None
-    fields = segment.split(sep)
+    fields = segment.split(sep, field_no + 1)  # the fields after it stay unsplit
     if name == b"MSH":
         fields.insert(1, sep)  # MSH-1 is the field separator itself, so MSH-n is fields[n]
     index = field_no
     if index >= len(fields):
         return b""
     value = fields[index]
-    if match.group(3) is None:
+    if component is None:
         return value
     repetition_sep = header.encoding[1:2] or b"~"
     value = value.split(repetition_sep)[0]
     components = value.split(header.component_sep)
-    component = int(match.group(3)) - 1
     value = components[component] if component < len(components) else b""
-    if match.group(4) is None:
+    if sub is None:
         return value
     sub_sep = header.encoding[3:4] or b"&"
     subs = value.split(sub_sep)
-    sub = int(match.group(4)) - 1
     return subs[sub] if sub < len(subs) else b""
 
 
-@dataclass(frozen=True)
-class Ack:
+@lru_cache(maxsize=64)
+def _field_path(path: str) -> tuple[bytes, int, int | None, int | None]:
+    """`PID-3.1.2` as (segment name, field number, component and subcomponent indexes
+    from 0): a service has one ordering key path, read for every message."""
+    match = _PATH.match(path)
+    if match is None:
+        raise ValueError(f"not a field path: {path!r}")
+    component, sub = match.group(3), match.group(4)
+    return (match.group(1).encode(), int(match.group(2)), None if component is None else int(component) - 1,
+            None if sub is None else int(sub) - 1)
+
+
+class Ack(NamedTuple):
     code: bytes  # MSA-1: AA, AE, AR, CA, CE, CR
     acked_control_id: bytes  # MSA-2
 
 
 def parse_ack(message: bytes) -> Ack:
-    header = parse_header(message)
-    segment = _find_segment(message, b"MSA", header.field_sep)
+    """MSA-1 and MSA-2 of an answer whose MSH is readable (no Header made: one is read
+    for every message a server acknowledges)."""
+    sep, _ = _msh_fields(message)
+    segment = _find_segment(message, b"MSA", sep)
     if segment is None:
         raise HL7Error("the answer has no MSA segment")
-    fields = segment.split(header.field_sep)
+    fields = segment.split(sep, 3)
     return Ack(fields[1] if len(fields) > 1 else b"", fields[2] if len(fields) > 2 else b"")
 
 

@@ -194,13 +194,15 @@ class Engine:
     def name(self) -> str:
         return self.service.name
 
+    # `config` and `stats` ask for the live Service themselves (not through `service`):
+    # they are read several times per message.
     @property
     def config(self):  # type: ignore[no-untyped-def]
-        return self.service.config.mllp
+        return self._current_service().config.mllp
 
     @property
     def stats(self) -> MllpStats:
-        stats = self.service.mllp_stats
+        stats = self._current_service().mllp_stats
         assert stats is not None
         return stats
 
@@ -364,7 +366,7 @@ class Engine:
             if server is None:
                 server = service.pick_for_key(delivery.key)  # every server tried: any available one
         else:
-            server = self._owner(delivery.key)
+            server = self._owner(delivery.key, service)
         if server is None:
             self._fail(delivery, NAK_NO_SERVER)
             return
@@ -375,9 +377,8 @@ class Engine:
             return
         self._send(link, delivery)
 
-    def _owner(self, key: bytes) -> Server | None:
+    def _owner(self, key: bytes, service: Service) -> Server | None:
         owners = self._owners
-        service = self.service
         if self._owners_for is not service or len(owners) > 65536:
             owners.clear()
             self._owners_for = service
@@ -392,12 +393,13 @@ class Engine:
         """A link to `server` with room for `delivery` (the first, so that pipelined
         messages share a write), or a new one up to server_connections."""
         links = self.links.setdefault(server, [])
-        depth = self.config.pipeline
+        config = self.config
+        depth = config.pipeline
         for link in links:
             if len(link.in_flight) < depth and not link.closed and not (link.in_flight and
                                                                         link.holds_control_id(delivery)):
                 return link
-        if len(links) >= self.config.server_connections:
+        if len(links) >= config.server_connections:
             return None
         link = Link(server, self.clock())
         links.append(link)
@@ -406,7 +408,7 @@ class Engine:
         return link
 
     def _send(self, link: Link, delivery: Delivery) -> None:
-        assert len(link.in_flight) < self.config.pipeline, "at most `pipeline` messages in flight per link"
+        # The callers found room: at most `pipeline` messages in flight per link.
         link.in_flight.append(delivery)
         delivery.server = None
         delivery.link = link
@@ -421,12 +423,13 @@ class Engine:
         server = link.server
         server.messages += 1
         server.in_flight += 1
-        stats = self.stats
+        service = self._current_service()
+        stats = service.mllp_stats
         stats.messages[(delivery.type_label, server.name)] += 1
         server.bytes_to_server += len(frame)
         stats.in_flight += 1
         if link.in_flight[0] is delivery:  # the timer times the oldest message on the link
-            self._actions.append(ArmAckTimer(link, self.config.ack_timeout))
+            self._actions.append(ArmAckTimer(link, service.config.mllp.ack_timeout))
 
     def _free(self, link: Link, delivery: Delivery) -> None:
         """`delivery` is answered (or abandoned): off the link, which has room again."""
