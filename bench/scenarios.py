@@ -84,10 +84,13 @@ def _hl7_rows(quick: bool, pipeline: int) -> list[Row]:
 
     engine = Process([PYTHON, str(ROOT / "bench/peers/hl7_engine.py"), str(engine_port)], ready_port=engine_port,
                      env=env_with_src())
+    relay_rows = []
     with engine, Medlb([service], directory):
         wait_port(vip)
         load(vip)  # warm up: links open, code paths hot
         medlb_rate, direct_rate, ratio, results = alternate(pairs, through_medlb, direct)
+        if pipeline == 1 and haproxy_available():
+            relay_rows.append(_hl7_against_a_relay(pairs, through_medlb, load, engine_port, directory))
     p50 = [m["p50_ms"] - d["p50_ms"] for m, d in zip(samples["medlb"], samples["direct"])]
     p99 = [m["p99_ms"] - d["p99_ms"] for m, d in zip(samples["medlb"], samples["direct"])]
     added50, added99 = sorted(p50)[len(p50) // 2], sorted(p99)[len(p99) // 2]
@@ -98,7 +101,19 @@ def _hl7_rows(quick: bool, pipeline: int) -> list[Row]:
             round(ratio, 3), ">= 0.6", pairs=results),
         Row(f"HL7 latency added per message, p99{how}", "ms", round(added99, 3), round(direct99, 3), "direct p99", None,
             "p99 <= 1 ms", note=f"medlb column: p99 added by medlb; added p50 {added50:.3f} ms"),
-    ]
+    ] + relay_rows
+
+
+def _hl7_against_a_relay(pairs: int, through_medlb, load, engine_port: int, directory: Path) -> Row:  # type: ignore[no-untyped-def]
+    """medlb's message-level mllp against HAProxy relaying the same engine's port as
+    bytes (mode tcp, no message read): what a second hop costs any balancer on these
+    cores, next to what medlb's reading of each message costs on top of it."""
+    port = free_ports(1)[0]
+    with haproxy(_haproxy_tcp(port, engine_port), directory, port):
+        load(port)
+        medlb, peer, ratio, results = alternate(pairs, through_medlb, lambda: load(port)["rate"])
+    return Row("HL7 messages/s, 10 senders, against a relay that reads no message", "msg/s", round(medlb),
+               round(peer), "HAProxy mode tcp", round(ratio, 3), "report", pairs=results)
 
 
 # --- TCP -----------------------------------------------------------------------------------
@@ -373,6 +388,8 @@ def _http_rows(quick: bool, tls: bool) -> list[Row]:
                                 ">= 0.5" if tls and processes == 1 else ">= 0.6", pairs=results))
                 if processes > 1:
                     continue  # large responses: the copy is the kernel's, one process shows it
+                if not tls:
+                    rows.append(_http_through_the_tcp_relay(pairs, seconds, backend, directory, hap))
                 medlb, peer, ratio, results = alternate(
                     pairs, lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{vip}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9,
                     lambda: _wrk_url(f"{scheme}://{LOOPBACK}:{hap}/1m.bin", seconds, 4) * ONE_MB * 8 / 1e9)
@@ -391,6 +408,22 @@ def _http_rows(quick: bool, tls: bool) -> list[Row]:
                                 f"{peer_name} with option splice-response, nbthread {processes}",
                                 round(ratio, 3), "report", pairs=results))
     return rows
+
+
+def _http_through_the_tcp_relay(pairs: int, seconds: float, backend: int, directory: Path, hap: int) -> Row:
+    """The same small requests through medlb's `tcp` mode, which reads no HTTP: what
+    the sockets and the event loop allow a Python worker here, against HAProxy mode
+    http; the gap to the `http` row is the http mode's own work per request."""
+    port = free_ports(1)[0]
+    (directory / "relay").mkdir(exist_ok=True)
+    with Medlb([_tcp_service(port, backend)], directory / "relay"):
+        wait_port(port)
+        _wrk_url(f"http://{LOOPBACK}:{port}/", 0.5, 4)
+        medlb, peer, ratio, results = alternate(pairs, lambda: _wrk_url(f"http://{LOOPBACK}:{port}/", seconds, 32),
+                                                lambda: _wrk_url(f"http://{LOOPBACK}:{hap}/", seconds, 32))
+    return Row(f"HTTP keep-alive requests/s, small responses, 32 connections, through medlb mode tcp (no HTTP "
+               f"read), {_sides(1)}", "req/s", round(medlb), round(peer), "HAProxy mode http, nbthread 1",
+               round(ratio, 3), "report", pairs=results)
 
 
 def http(quick: bool) -> list[Row]:
