@@ -14,15 +14,9 @@ from __future__ import annotations
 import sys
 import time
 
-import yaml
-
-from bench.http_exchange_cost import CountingTransport
-from medlb.config import parse_config
-from medlb.dataplane import Connections
+from bench.http_exchange_cost import CountingTransport, service_handle
 from medlb.protocols import mllp
 from medlb.proxy import mllp as proxy
-from medlb.proxy.tcp import ServiceHandle
-from medlb.runtime import Runtime
 
 MESSAGE = ("MSH|^~\\&|LOAD|HOSP|ENG|HOSP|20261123120000||ADT^A08^ADT_A01|{id}|P|2.5.1\r"
            "EVN|A08|20261123120000\rPID|1||{patient}^^^HOSP^MR||DOE^JANE||19700101|F\r"
@@ -31,11 +25,7 @@ ACK = "MSH|^~\\&|ENG|HOSP|LOAD|HOSP|20261123120000||ACK^A08^ACK|A{id}|P|2.5.1\rM
 
 
 async def main(messages: int) -> None:
-    service = {"name": "adt", "mode": "mllp", "listen": ["127.0.0.1:2575"], "health": {"type": "none"},
-               "servers": [{"name": "e1", "address": "127.0.0.1:9"}]}
-    runtime = Runtime()
-    runtime.load(parse_config(yaml.safe_dump({"services": [service]})).config)
-    handle = ServiceHandle(runtime.services["adt"], runtime, Connections())
+    handle = service_handle("mllp", 2575)
     client = proxy.MllpClient(handle, 2575)
     client.connection_made(CountingTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
     dispatcher = handle.dispatcher

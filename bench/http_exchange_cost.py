@@ -61,15 +61,21 @@ class CountingTransport:
         pass
 
 
-async def main(exchanges: int) -> None:
-    service = {"name": "api", "mode": "http", "listen": ["127.0.0.1:8080"], "health": {"type": "none"},
+def service_handle(mode: str, port: int) -> ServiceHandle:
+    """A one-server service of `mode` loaded as medlb loads its config, and the handle
+    its connections get; the server's address takes no connection."""
+    service = {"name": "bench", "mode": mode, "listen": [f"127.0.0.1:{port}"], "health": {"type": "none"},
                "servers": [{"name": "a", "address": "127.0.0.1:9"}]}
     runtime = Runtime()
     runtime.load(parse_config(yaml.safe_dump({"services": [service]})).config)
-    handle = ServiceHandle(runtime.services["api"], runtime, Connections())
+    return ServiceHandle(runtime.services["bench"], runtime, Connections())
+
+
+async def main(exchanges: int) -> None:
+    handle = service_handle("http", 8080)
     client = http.HttpClient(handle, 8080)
     client.connection_made(CountingTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
-    upstream = http.Upstream(runtime.services["api"].server("a"))
+    upstream = http.Upstream(handle.service.server("a"))  # type: ignore[arg-type]
     upstream.connection_made(CountingTransport(("127.0.0.1", 9)))  # type: ignore[arg-type]
     http._pools(handle).give(upstream, 64)
     best = float("inf")
