@@ -24,10 +24,14 @@ MESSAGE = ("MSH|^~\\&|LOAD|HOSP|ENG|HOSP|20261123120000||ADT^A08^ADT_A01|{id}|P|
 ACK = "MSH|^~\\&|ENG|HOSP|LOAD|HOSP|20261123120000||ACK^A08^ACK|A{id}|P|2.5.1\rMSA|AA|{id}\r"
 
 
-async def main(messages: int) -> None:
+def sender_and_links(transport: type[CountingTransport] = CountingTransport
+                     ) -> tuple[proxy.MllpClient, list[proxy.Link]]:
+    """A sender's connection to a one-engine mllp service, and the engine links the
+    service opens for it, each connected at once to a `transport` (no socket). Called
+    in a running loop: the service's dispatcher keeps it."""
     handle = service_handle("mllp", 2575)
     client = proxy.MllpClient(handle, 2575)
-    client.connection_made(CountingTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
+    client.connection_made(transport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
     dispatcher = handle.dispatcher
     assert dispatcher is not None
     links: list[proxy.Link] = []
@@ -35,9 +39,15 @@ async def main(messages: int) -> None:
     def connect(state):  # type: ignore[no-untyped-def]
         link = proxy.Link(dispatcher, state)
         links.append(link)
-        link.connection_made(CountingTransport(("127.0.0.1", 9)))  # type: ignore[arg-type]
+        link.connection_made(transport(("127.0.0.1", 9)))  # type: ignore[arg-type]
 
     dispatcher._connect = connect  # type: ignore[method-assign]
+    return client, links
+
+
+async def main(messages: int) -> None:
+    client, links = sender_and_links()
+    dispatcher = client.dispatcher
     frames = [mllp.encode(MESSAGE.format(id=f"L{n}", patient=f"P{n % 50}").encode()) for n in range(messages)]
     acks = [mllp.encode(ACK.format(id=f"L{n}").encode()) for n in range(messages)]
     best = float("inf")

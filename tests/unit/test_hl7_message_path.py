@@ -8,33 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.hl7_message_cost import ACK, MESSAGE
-from bench.http_exchange_cost import service_handle
+from bench.hl7_message_cost import ACK, MESSAGE, sender_and_links
 from medlb.protocols import mllp
-from medlb.proxy import mllp as proxy
 from test_http_exchange import Recording
-
-
-def _sender_and_links() -> tuple[proxy.MllpClient, list[proxy.Link]]:
-    handle = service_handle("mllp", 2575)
-    client = proxy.MllpClient(handle, 2575)
-    client.connection_made(Recording(("127.0.0.1", 5555)))  # type: ignore[arg-type]
-    assert handle.dispatcher is not None
-    dispatcher = handle.dispatcher
-    links: list[proxy.Link] = []
-
-    def connect(state):  # type: ignore[no-untyped-def]
-        link = proxy.Link(dispatcher, state)
-        links.append(link)
-        link.connection_made(Recording(("127.0.0.1", 9)))  # type: ignore[arg-type]
-
-    dispatcher._connect = connect  # type: ignore[method-assign]
-    return client, links
 
 
 def test_each_message_reaches_the_engine_and_each_ack_its_sender_byte_for_byte() -> None:
     async def run() -> None:
-        client, links = _sender_and_links()
+        client, links = sender_and_links(Recording)
         for n in range(3):
             message = MESSAGE.format(id=f"L{n}", patient="P7").encode()
             client.data_received(mllp.encode(message))
@@ -51,7 +32,7 @@ def test_each_message_reaches_the_engine_and_each_ack_its_sender_byte_for_byte()
 
 def test_an_ack_for_another_message_is_not_relayed() -> None:
     async def run() -> None:
-        client, links = _sender_and_links()
+        client, links = sender_and_links(Recording)
         client.data_received(mllp.encode(MESSAGE.format(id="L1", patient="P7").encode()))
         links[-1].data_received(mllp.encode(ACK.format(id="L2").encode()))
         assert client.transport.written == b""  # type: ignore[attr-defined]
