@@ -266,25 +266,15 @@ def test_persistence_sync_interval_past_its_bounds_is_refused_at_its_key(value):
     assert only_problem(ha_config(persistence_sync_interval=value)).path == "ha.persistence_sync_interval"
 
 
-@pytest.mark.parametrize("value, seconds", [("", 1.0), ("200ms", 0.2), ("60s", 60.0)])
-def test_peer_check_interval_defaults_to_1s_and_is_200ms_to_60s(value, seconds):
-    ha = parse_config(ha_config(peer_check_interval=value)).config.ha
+@pytest.mark.parametrize("key, value, seconds", [
+    ("peer_check_interval", "", 1.0), ("peer_check_interval", "200ms", 0.2), ("peer_check_interval", "60s", 60.0),
+    ("peer_timeout", "", 5.0), ("peer_timeout", "200ms", 0.2), ("peer_timeout", "60s", 60.0),
+    ("config_sync_timeout", "", 30.0), ("config_sync_timeout", "1s", 1.0), ("config_sync_timeout", "10m", 600.0),
+])
+def test_the_sync_timings_default_to_1s_5s_30s_and_take_their_bounds(key, value, seconds):
+    ha = parse_config(ha_config(**{key: value})).config.ha
 
-    assert ha is not None and ha.peer_check_interval == seconds
-
-
-@pytest.mark.parametrize("value, seconds", [("", 5.0), ("200ms", 0.2), ("60s", 60.0)])
-def test_peer_timeout_defaults_to_5s_and_is_200ms_to_60s(value, seconds):
-    ha = parse_config(ha_config(peer_timeout=value)).config.ha
-
-    assert ha is not None and ha.peer_timeout == seconds
-
-
-@pytest.mark.parametrize("value, seconds", [("", 30.0), ("1s", 1.0), ("10m", 600.0)])
-def test_config_sync_timeout_defaults_to_30s_and_is_1s_to_10m(value, seconds):
-    ha = parse_config(ha_config(config_sync_timeout=value)).config.ha
-
-    assert ha is not None and ha.config_sync_timeout == seconds
+    assert ha is not None and getattr(ha, key) == seconds
 
 
 @pytest.mark.parametrize("key, value, message", [

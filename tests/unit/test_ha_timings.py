@@ -106,8 +106,6 @@ def test_config_calls_to_the_peer_and_a_prepared_config_keep_config_sync_timeout
     assert status == 409 and "it is kept 42 s" in answer["error"]
 
 
-
-
 def test_start_pair_hands_the_configs_timings_to_the_sync_objects(tmp_path, monkeypatch):
     from medlb.app import App
     from medlb.config import load_config

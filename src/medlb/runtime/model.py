@@ -121,9 +121,7 @@ class Server:
 
     @active.setter
     def active(self, value: int) -> None:
-        self._active = value
-        if self.shared is not None:
-            self.shared.write(value)
+        self.add_active(value - self._active)
 
     def add_active(self, change: int) -> None:
         """`active += change` in one call instead of the property's two (mode http
