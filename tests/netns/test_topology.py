@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 
 import pytest
 
@@ -48,3 +50,19 @@ def test_namespaces_of_a_killed_run_are_removed_by_the_next(kernel_tools):
             assert stale not in _namespaces()
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True, check=False)
+
+
+def test_the_clients_own_connections_never_take_a_port_the_tests_bind(kernel_tools):
+    """Tests choose client ports (names_by_port, 42000-45599) to spread flows; storescu,
+    curl or wrk run in the same namespace pick ephemeral ports from a range that holds
+    them. One such socket, still in TIME_WAIT without SO_REUSEADDR, made a test's bind
+    fail with EADDRINUSE (test_l4_example, once in a make test run)."""
+    script = ("import socket, json\n"
+              "listener = socket.create_server(('127.0.0.1', 8080))\n"
+              "held = [socket.create_connection(('127.0.0.1', 8080)) for _ in range(5)]\n"
+              "print(json.dumps([s.getsockname()[1] for s in held]))\n")
+    with Topology("flat") as topo:
+        client = topo["cli"]
+        client.sysctl(net__ipv4__ip_local_port_range="45995 46004")  # five of its ten ports are the tests'
+        ports = json.loads(client.run(sys.executable, "-c", script).stdout)
+    assert sorted(ports) == [46000, 46001, 46002, 46003, 46004]

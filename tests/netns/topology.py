@@ -42,6 +42,10 @@ PREFIX = "medlbt"
 SEGMENT = ipaddress.IPv4Network("198.18.0.0/24")
 BEHIND = ipaddress.IPv4Network("198.19.0.0/24")
 CLIENT = "198.18.0.2"
+#: Client ports the tests bind themselves to spread flows (names_by_port and its kin):
+#: reserved in the client namespace, so that no ephemeral port of another client there
+#: (storescu, curl, wrk) holds one when a test binds it.
+TEST_CLIENT_PORTS = "40000-45999"
 BALANCER = "198.18.0.10"
 BALANCER2 = "198.18.0.20"
 BALANCER_BEHIND = "198.19.0.1"
@@ -181,6 +185,7 @@ class Topology:
             node = Node(role, self._netns(role), address)
             self.nodes[role] = node
             self._plug(node, "br0", f"p-{role}", address, SEGMENT.prefixlen, "eth0")
+        self.nodes["cli"].sysctl(net__ipv4__ip_local_reserved_ports=TEST_CLIENT_PORTS)
         if self.variant == "nat-behind":
             self._plug(self.nodes["lb"], "br1", "p-lb1", BALANCER_BEHIND, BEHIND.prefixlen, "eth1")
         for role, host in SERVERS.items():
